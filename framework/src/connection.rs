@@ -1,0 +1,357 @@
+//! The connection actor: one per open WebSocket.
+//!
+//! It owns the socket's inbound stream and the writer that drains its outbound queue. Messages
+//! of one connection are handled one at a time, in arrival order: they wait in a bounded
+//! inbound queue while a handler runs, and the handler runs as a future spawned on the actor's
+//! context (not `ctx.wait`), so pings, pongs, pushes and deliveries keep flowing meanwhile.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::FutureExt;
+
+use crate::channel::{Channel, ChannelDef, OpenGuard};
+use crate::error::Error;
+use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
+use crate::outbound::{Class, Frame};
+use crate::protocol::{self, close_code, Envelope};
+use crate::transport::{Incoming, IncomingStream, Writer};
+
+enum Inbound {
+    Text(ByteString),
+    Binary(Bytes),
+}
+
+/// Identifies the message a result answers: what an error frame needs.
+struct Answering {
+    reference: Option<String>,
+    route: Option<String>,
+}
+
+type Outcome = std::thread::Result<Result<Reply, Error>>;
+
+pub(crate) struct Connection<S: 'static> {
+    def: Rc<ChannelDef<S>>,
+    channel: Channel<S>,
+    ws: Option<actix_ws::Session>,
+    incoming: Option<IncomingStream>,
+    inbound: VecDeque<Inbound>,
+    busy: bool,
+    last_seen: Instant,
+    disconnected: bool,
+    _open: OpenGuard,
+}
+
+impl<S: 'static> Connection<S> {
+    pub(crate) fn new(
+        def: Rc<ChannelDef<S>>,
+        channel: Channel<S>,
+        ws: actix_ws::Session,
+        incoming: IncomingStream,
+        open: OpenGuard,
+    ) -> Self {
+        Connection {
+            def,
+            channel,
+            ws: Some(ws),
+            incoming: Some(incoming),
+            inbound: VecDeque::new(),
+            busy: false,
+            last_seen: Instant::now(),
+            disconnected: false,
+            _open: open,
+        }
+    }
+
+    fn push(&self, frame: ByteString) {
+        // Replies are essential: the client waits for them. A client that never reads ends up
+        // closed by the outbound queue's policy; nothing to do here when that happens.
+        let _ = self.channel.outbound().push_text(frame, Class::Essential);
+    }
+
+    fn push_error(&self, answering: &Answering, err: &Error) {
+        if let Error::Internal(detail) = err {
+            log::error!(
+                "connection {}: route {:?}: {detail}",
+                self.channel.id(),
+                answering.route
+            );
+        }
+        self.push(protocol::encode_error(
+            answering.reference.as_deref(),
+            self.channel.route_field(),
+            answering.route.as_deref(),
+            err,
+        ));
+    }
+
+    /// Starts the next queued messages until one has to wait.
+    fn pump(&mut self, ctx: &mut actix::Context<Self>) {
+        while !self.busy {
+            let Some(item) = self.inbound.pop_front() else {
+                return;
+            };
+            let Some((answering, fut)) = self.dispatch(item) else {
+                continue;
+            };
+            let mut fut = AssertUnwindSafe(fut).catch_unwind();
+            // Most handlers finish without waiting: poll once here and skip the spawn. A
+            // future that is not ready re-registers the real waker when the context polls it.
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            match Pin::new(&mut fut).poll(&mut cx) {
+                Poll::Ready(outcome) => self.finish(&answering, outcome),
+                Poll::Pending => {
+                    self.busy = true;
+                    ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                        act.busy = false;
+                        act.finish(&answering, outcome);
+                        act.pump(ctx);
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Decodes and routes one message. `None` when it was answered on the spot (an error
+    /// frame); otherwise the handler's future.
+    fn dispatch(&self, item: Inbound) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
+        let (handler, body, answering) = match item {
+            Inbound::Text(text) => {
+                let env = match Envelope::decode(text, &self.def.config.route_key) {
+                    Ok(env) => env,
+                    Err(rejected) => {
+                        let answering = Answering {
+                            reference: rejected.reference,
+                            route: None,
+                        };
+                        self.push_error(&answering, &rejected.error);
+                        return None;
+                    }
+                };
+                let answering = Answering {
+                    reference: env.reference().map(str::to_owned),
+                    route: Some(env.route().to_owned()),
+                };
+                match self.def.handler(env.route()) {
+                    Some(h) => (h, Body::Text(env), answering),
+                    None => {
+                        let err = Error::UnknownRoute(env.route().to_owned());
+                        self.push_error(&answering, &err);
+                        return None;
+                    }
+                }
+            }
+            Inbound::Binary(bytes) => {
+                let answering = Answering {
+                    reference: None,
+                    route: None,
+                };
+                match &self.def.binary {
+                    Some(h) => (h, Body::Binary(bytes), answering),
+                    None => {
+                        self.push_error(&answering, &Error::BinaryUnsupported);
+                        return None;
+                    }
+                }
+            }
+        };
+        let req = MessageRequest::new(self.channel.clone(), body);
+        // Creating the future runs no user code for generated handlers, but a hand-written
+        // `call` might panic right away.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
+            Ok(fut) => Some((answering, fut)),
+            Err(panic) => {
+                self.report_panic(&answering, panic);
+                None
+            }
+        }
+    }
+
+    fn finish(&self, answering: &Answering, outcome: Outcome) {
+        match outcome {
+            Ok(Ok(Reply(Some(Frame::Text(t))))) => self.push(t),
+            Ok(Ok(Reply(Some(frame)))) => {
+                let _ = self.channel.outbound().push(frame, Class::Essential);
+            }
+            Ok(Ok(Reply(None))) => {}
+            Ok(Err(err)) => self.push_error(answering, &err),
+            Err(panic) => self.report_panic(answering, panic),
+        }
+    }
+
+    fn report_panic(&self, answering: &Answering, panic: Box<dyn std::any::Any + Send>) {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into());
+        self.push_error(
+            answering,
+            &Error::internal(format_args!("handler panicked: {msg}")),
+        );
+    }
+
+    fn begin_close(&self, ctx: &mut actix::Context<Self>, code: u16, reason: &str) {
+        if self.channel.outbound().close(code, reason) {
+            self.stop_after_close_timeout(ctx);
+        }
+    }
+
+    fn stop_after_close_timeout(&self, ctx: &mut actix::Context<Self>) {
+        ctx.run_later(self.def.config.close_timeout, |_, ctx| ctx.stop());
+    }
+
+    fn heartbeat(&mut self, ctx: &mut actix::Context<Self>) {
+        if self.last_seen.elapsed() > self.def.config.idle_timeout {
+            log::debug!("connection {}: idle timeout", self.channel.id());
+            self.begin_close(ctx, close_code::GOING_AWAY, "idle timeout");
+        } else {
+            let _ = self
+                .channel
+                .outbound()
+                .push(Frame::Ping(Bytes::new()), Class::Essential);
+        }
+    }
+
+    /// Runs the disconnect handler, once.
+    fn disconnect(&mut self) {
+        if std::mem::replace(&mut self.disconnected, true) {
+            return;
+        }
+        self.channel.outbound().shut();
+        let Some(h) = self.def.on_disconnect.clone() else {
+            return;
+        };
+        let req = MessageRequest::new(self.channel.clone(), Body::None);
+        let id = self.channel.id();
+        let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| h.call(req))) else {
+            log::error!("connection {id}: disconnect handler panicked");
+            return;
+        };
+        let mut fut = AssertUnwindSafe(fut).catch_unwind();
+        // Poll once right here: on server shutdown the arbiter is tearing down and a spawned
+        // task would never run, so whatever the handler does without waiting happens now.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => log::error!("connection {id}: disconnect handler panicked"),
+            Poll::Pending if std::thread::panicking() => {
+                log::warn!("connection {id}: disconnect handler cut short by a panic");
+            }
+            Poll::Pending => {
+                let spawn = AssertUnwindSafe(move || {
+                    actix_rt::spawn(async move {
+                        if fut.await.is_err() {
+                            log::error!("connection {id}: disconnect handler panicked");
+                        }
+                    })
+                });
+                if std::panic::catch_unwind(spawn).is_err() {
+                    log::warn!("connection {id}: runtime shut down before the disconnect handler finished");
+                }
+            }
+        }
+    }
+}
+
+impl<S: 'static> Actor for Connection<S> {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(incoming) = self.incoming.take() {
+            ctx.add_stream(incoming);
+        }
+        if let Some(ws) = self.ws.take() {
+            let writer = Writer::new(self.channel.outbound().clone(), ws);
+            ctx.spawn(writer.into_actor(self).map(|(), act, ctx| {
+                if act.channel.outbound().close_sent() {
+                    // Wait for the client's close frame (the stream then ends), within bounds.
+                    act.stop_after_close_timeout(ctx);
+                } else {
+                    ctx.stop();
+                }
+            }));
+        }
+        let interval = self.def.config.heartbeat_interval;
+        ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.disconnect();
+    }
+}
+
+impl<S: 'static> Drop for Connection<S> {
+    fn drop(&mut self) {
+        // An actor dropped without being stopped (its arbiter went away) still disconnects.
+        self.disconnect();
+    }
+}
+
+impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
+    fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        let closing = self.channel.outbound().is_closing();
+        match item {
+            Incoming::Text(_) | Incoming::Binary(_) if closing => {}
+            Incoming::Text(t) => self.enqueue(Inbound::Text(t), ctx),
+            Incoming::Binary(b) => self.enqueue(Inbound::Binary(b), ctx),
+            Incoming::Ping(payload) => {
+                let _ = self
+                    .channel
+                    .outbound()
+                    .push(Frame::Pong(payload), Class::Essential);
+            }
+            Incoming::Pong => {}
+            Incoming::Close(reason) => {
+                // Answer with the same code (RFC 6455 §5.5.1); the stream ends after it.
+                let code = reason.map_or(close_code::NORMAL, |(code, _)| code);
+                let code = if code == 1005 || code == 1006 {
+                    close_code::NORMAL
+                } else {
+                    code
+                };
+                self.begin_close(ctx, code, "");
+            }
+            Incoming::TooBig => {
+                log::debug!("connection {}: frame too big", self.channel.id());
+                self.begin_close(ctx, close_code::TOO_BIG, "message too big");
+            }
+            Incoming::Broken(e) => {
+                log::debug!("connection {}: protocol error: {e}", self.channel.id());
+                self.begin_close(ctx, close_code::PROTOCOL_ERROR, "protocol error");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl<S: 'static> Connection<S> {
+    fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
+        if self.inbound.len() >= self.def.config.inbound_capacity {
+            let route = match &item {
+                Inbound::Binary(_) => Some(BINARY_ROUTE.to_owned()),
+                Inbound::Text(_) => None,
+            };
+            let answering = Answering {
+                reference: None,
+                route,
+            };
+            self.push_error(&answering, &Error::Overloaded);
+            return;
+        }
+        self.inbound.push_back(item);
+        self.pump(ctx);
+    }
+}

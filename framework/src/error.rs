@@ -1,0 +1,249 @@
+//! The crate's one error type, and its wire form.
+//!
+//! Every error knows how it reaches a client: as an error frame (`code` + `message`) on an open
+//! connection, as an HTTP status when it rejects an upgrade, or as a close code.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+/// The error handlers return and the framework reports.
+///
+/// Build your own with [`Error::new`] (a code and a message the client sees), or use one of the
+/// named constructors. Each error has a stable machine-readable [`code`](Error::code):
+///
+/// | code | when |
+/// |---|---|
+/// | `bad_json` | a text frame is not a JSON object |
+/// | `missing_route` | the route key field is absent or not a string |
+/// | `bad_ref` | `ref` is neither a string nor a number |
+/// | `unknown_route` | no handler for the route and no fallback |
+/// | `bad_payload` | `data` does not match the handler's type |
+/// | `binary_unsupported` | a binary frame on a channel without `on_binary` |
+/// | `unauthorized` / `forbidden` | auth failures (HTTP 401 / 403 on connect) |
+/// | `overloaded` | the connection's inbound queue is full |
+/// | `internal` | a handler panicked or failed unexpectedly (details are logged, not sent) |
+///
+/// ```
+/// use switchboard::ChannelError;
+///
+/// let err = ChannelError::new("nickname_taken", "that nickname is in use");
+/// assert_eq!(err.code(), "nickname_taken");
+/// assert_eq!(err.to_string(), "that nickname is in use");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A text frame that is not a JSON object.
+    #[error("invalid JSON: {0}")]
+    BadJson(String),
+    /// The route key field is missing or not a string.
+    #[error("message has no string `{0}` route key")]
+    MissingRoute(String),
+    /// `ref` is present but neither a string nor a number.
+    #[error("`ref` must be a string or a number")]
+    BadRef,
+    /// No handler for the route, and the channel has no fallback.
+    #[error("no handler for route `{0}`")]
+    UnknownRoute(String),
+    /// `data` does not deserialize into the handler's type.
+    #[error("{}", payload_message(.field, .reason))]
+    BadPayload {
+        /// The path of the offending field inside `data` (`room`, `items[2].id`), when known.
+        field: Option<String>,
+        /// serde's reason.
+        reason: String,
+    },
+    /// A binary frame arrived and the channel has no binary handler.
+    #[error("binary frames are not accepted on this channel")]
+    BinaryUnsupported,
+    /// The connection's inbound queue is full; the message was not handled.
+    #[error("too many messages in flight on this connection")]
+    Overloaded,
+    /// Authentication is required or failed (HTTP 401 on connect).
+    #[error("{0}")]
+    Unauthorized(Cow<'static, str>),
+    /// Authenticated but not allowed (HTTP 403 on connect).
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// The channel is at its connection cap (HTTP 503 on connect).
+    #[error("too many connections on this channel")]
+    TooManyConnections,
+    /// The connection is closed or closing; nothing more can be sent to it.
+    #[error("connection closed")]
+    Closed,
+    /// An application error with its own code.
+    #[error("{message}")]
+    Custom {
+        /// Machine-readable code sent in the error frame.
+        code: Cow<'static, str>,
+        /// Human-readable message sent in the error frame.
+        message: String,
+        /// HTTP status when this error rejects a connection (default 400).
+        status: StatusCode,
+    },
+    /// Something failed on the server side. The detail is logged, the client sees only
+    /// `internal`.
+    #[error("internal error")]
+    Internal(String),
+}
+
+fn payload_message(field: &Option<String>, reason: &str) -> String {
+    match field {
+        Some(field) => format!("invalid payload at `{field}`: {reason}"),
+        None => format!("invalid payload: {reason}"),
+    }
+}
+
+/// The name handler signatures use: `Result<T, ChannelError>`.
+pub type ChannelError = Error;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An application error: `code` is machine-readable, `message` is for people.
+    pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Error::Custom {
+            code: code.into(),
+            message: message.into(),
+            status: StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Rejects with `unauthorized` (HTTP 401 when returned by a connect handler).
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Unauthorized(message.into())
+    }
+
+    /// Rejects with `forbidden` (HTTP 403 when returned by a connect handler).
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Forbidden(message.into())
+    }
+
+    /// An internal error: logged with `detail`, reported to the client as `internal`.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        Error::Internal(detail.to_string())
+    }
+
+    /// Sets the HTTP status used when this error rejects a connection.
+    ///
+    /// Only application errors carry a status of their own; other errors keep theirs.
+    pub fn with_status(mut self, new_status: StatusCode) -> Self {
+        if let Error::Custom { status, .. } = &mut self {
+            *status = new_status;
+        }
+        self
+    }
+
+    /// The machine-readable code sent in the error frame.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::BadJson(_) => "bad_json",
+            Error::MissingRoute(_) => "missing_route",
+            Error::BadRef => "bad_ref",
+            Error::UnknownRoute(_) => "unknown_route",
+            Error::BadPayload { .. } => "bad_payload",
+            Error::BinaryUnsupported => "binary_unsupported",
+            Error::Overloaded => "overloaded",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::TooManyConnections => "too_many_connections",
+            Error::Closed => "closed",
+            Error::Custom { code, .. } => code,
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The message sent in the error frame. Internal details are never sent.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The field path for `bad_payload` errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::BadPayload { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status when this error rejects a WebSocket upgrade.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::TooManyConnections | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Custom { status, .. } => *status,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub(crate) fn from_payload(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = err.path().to_string();
+        let field = (path != ".").then_some(path);
+        let inner = err.into_inner();
+        // serde_json appends "at line L column C": positions inside `data` mean little to a
+        // client that built the payload as an object, the field path says more.
+        let mut reason = inner.to_string();
+        if let Some(idx) = reason.rfind(" at line ") {
+            reason.truncate(idx);
+        }
+        Error::BadPayload { field, reason }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::internal(format_args!("serialization failed: {err}"))
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status()).json(serde_json::json!({
+            "error": { "code": self.code(), "message": self.message() }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses() {
+        assert_eq!(Error::unauthorized("no token").status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(Error::forbidden("no").code(), "forbidden");
+        assert_eq!(
+            Error::new("teapot", "short and stout")
+                .with_status(StatusCode::IM_A_TEAPOT)
+                .status(),
+            StatusCode::IM_A_TEAPOT
+        );
+        assert_eq!(Error::internal("db down").message(), "internal error");
+    }
+
+    #[test]
+    fn payload_errors_name_the_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Join {
+            room: String,
+        }
+        let de = &mut serde_json::Deserializer::from_str(r#"{"room": 5}"#);
+        let err = serde_path_to_error::deserialize::<_, Join>(de).unwrap_err();
+        let err = Error::from_payload(err);
+        assert_eq!(err.code(), "bad_payload");
+        assert_eq!(err.field(), Some("room"));
+        assert!(err.message().contains("invalid type"), "{}", err.message());
+        assert!(!err.message().contains("line"), "{}", err.message());
+    }
+}

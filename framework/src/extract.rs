@@ -1,0 +1,171 @@
+//! Handler arguments.
+//!
+//! Every argument but the last is a [`FromMessageParts`] extractor: [`Channel<S>`],
+//! `web::Data<T>`, [`ConnectionId`], [`Route`], [`Binary`], `HttpRequest`. The last argument
+//! may also be the typed payload: any `DeserializeOwned` type, deserialized from the message's
+//! `data` (a missing `data` reads as `null`, so `Option<T>` and `()` accept it).
+//!
+//! Write your own extractor by implementing [`FromMessageParts`]:
+//!
+//! ```
+//! use switchboard::{extract::FromMessageParts, ChannelError, MessageRequest};
+//!
+//! /// The `Authorization` bearer token the connection opened with.
+//! struct Token(String);
+//!
+//! impl<S> FromMessageParts<S> for Token {
+//!     fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
+//!         req.channel()
+//!             .header("authorization")
+//!             .and_then(|h| h.strip_prefix("Bearer "))
+//!             .map(|t| Token(t.to_owned()))
+//!             .ok_or_else(|| ChannelError::unauthorized("no bearer token"))
+//!     }
+//! }
+//! ```
+
+use actix_web::{web, HttpRequest};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::channel::Channel;
+use crate::error::Error;
+use crate::handler::MessageRequest;
+use crate::id::ConnectionId;
+
+/// An argument extracted from the message and its connection, without consuming the payload.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a channel handler argument",
+    label = "not an extractor",
+    note = "arguments are `Channel<S>`, `web::Data<T>`, `ConnectionId`, `Route`, `Binary`, `HttpRequest` or types implementing `FromMessageParts`; the typed payload (a `Deserialize` type) must be the last argument"
+)]
+pub trait FromMessageParts<S>: Sized {
+    /// Extracts the argument, or fails with an error frame.
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error>;
+}
+
+/// The last argument of a handler: an extractor, or the payload.
+///
+/// `M` tells the two kinds apart so that both can have blanket implementations.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the last argument of a channel handler",
+    label = "neither an extractor nor a payload type",
+    note = "the payload type must implement `serde::Deserialize` (e.g. `#[derive(Deserialize)]`)"
+)]
+pub trait FromMessage<S, M>: Sized {
+    /// Extracts the argument, or fails with an error frame.
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error>;
+}
+
+#[doc(hidden)]
+pub mod marker {
+    /// The last argument is an extractor.
+    pub enum ViaParts {}
+    /// The last argument is the payload.
+    pub enum ViaPayload {}
+}
+
+impl<S, T: FromMessageParts<S>> FromMessage<S, marker::ViaParts> for T {
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error> {
+        T::from_parts(req)
+    }
+}
+
+impl<S, T: DeserializeOwned> FromMessage<S, marker::ViaPayload> for T {
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error> {
+        decode_payload(req.data().unwrap_or("null"))
+    }
+}
+
+/// Deserializes a payload; on failure, runs again with path tracking so the error names the
+/// field (the fast path pays nothing for it).
+pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
+    match serde_json::from_str(json) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let de = &mut serde_json::Deserializer::from_str(json);
+            match serde_path_to_error::deserialize(de) {
+                Ok(v) => Ok(v),
+                Err(e) => Err(Error::from_payload(e)),
+            }
+        }
+    }
+}
+
+impl<S> FromMessageParts<S> for Channel<S> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        Ok(req.channel.clone())
+    }
+}
+
+impl<S, T: ?Sized + 'static> FromMessageParts<S> for web::Data<T> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        req.channel
+            .request()
+            .app_data::<web::Data<T>>()
+            .cloned()
+            .ok_or_else(|| {
+                Error::internal(format_args!(
+                    "app data `web::Data<{}>` is not registered on the App",
+                    std::any::type_name::<T>()
+                ))
+            })
+    }
+}
+
+impl<S> FromMessageParts<S> for HttpRequest {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        Ok(req.channel.request().clone())
+    }
+}
+
+impl<S> FromMessageParts<S> for ConnectionId {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        Ok(req.channel.id())
+    }
+}
+
+/// The route key of the message being handled: useful in a fallback handler.
+///
+/// ```
+/// use switchboard::prelude::*;
+///
+/// #[switchboard::fallback]
+/// async fn unrouted(route: Route) -> Result<(), ChannelError> {
+///     Err(ChannelError::new("unknown_route", format!("nothing answers `{}`", route.0)))
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route(pub String);
+
+impl<S> FromMessageParts<S> for Route {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        Ok(Route(req.route().to_owned()))
+    }
+}
+
+/// The payload of a binary frame, in an `on_binary` handler; as a return value, a binary
+/// reply.
+///
+/// ```
+/// use switchboard::prelude::*;
+///
+/// /// Echoes binary frames back, reversed.
+/// #[switchboard::on_binary]
+/// async fn reverse(data: Binary) -> Binary {
+///     let mut bytes = data.0.to_vec();
+///     bytes.reverse();
+///     Binary(bytes.into())
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binary(pub Bytes);
+
+impl<S> FromMessageParts<S> for Binary {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        req.binary()
+            .cloned()
+            .map(Binary)
+            .ok_or_else(|| Error::new("bad_payload", "this handler expects a binary frame"))
+    }
+}

@@ -1,0 +1,176 @@
+//! # Switchboard
+//!
+//! Real-time channels (WebSockets) for actix-web. Each connection is an actix actor; handlers
+//! are plain annotated `async fn`s, routed by a key in the client's JSON message, with typed
+//! payloads and replies.
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpResponse, HttpServer};
+//! use serde::{Deserialize, Serialize};
+//! use switchboard::prelude::*;
+//!
+//! #[derive(Clone)]
+//! struct User { name: String }
+//!
+//! #[derive(Deserialize)]
+//! struct Say { text: String }
+//! #[derive(Serialize)]
+//! struct Said { from: String, text: String }
+//!
+//! /// Runs once per `{"type":"say","ref":1,"data":{"text":"hi"}}`; the Ok value is the reply.
+//! #[switchboard::message("say")]
+//! async fn say(ch: Channel<User>, msg: Say) -> Result<Said, ChannelError> {
+//!     let from = ch.session().map(|u| u.name).unwrap_or_default();
+//!     Ok(Said { from, text: msg.text })
+//! }
+//!
+//! /// Authenticates the upgrade request: an error rejects it with its HTTP status.
+//! #[switchboard::on_connect]
+//! async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
+//!     let name = req.query("name").ok_or_else(|| ChannelError::unauthorized("name required"))?;
+//!     Ok(User { name: name.to_owned() })
+//! }
+//!
+//! #[switchboard::on_disconnect]
+//! async fn disconnect(ch: Channel<User>) {
+//!     log::info!("{} left", ch.id());
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let chat = ChannelRoute::new("/ws/chat")
+//!         .on_connect(connect)
+//!         .on_disconnect(disconnect)
+//!         .message(say);
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .service(chat.clone())
+//!             .route("/health", web::get().to(HttpResponse::Ok))
+//!     })
+//!     .bind(("127.0.0.1", 8080))?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
+//! The wire protocol is described in [`protocol`] and in `docs/protocol.md`.
+#![warn(missing_docs)]
+
+mod channel;
+mod connection;
+pub mod error;
+pub mod extract;
+pub mod handler;
+mod id;
+mod outbound;
+pub mod protocol;
+mod transport;
+
+pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};
+pub use crate::error::{ChannelError, Error, Result};
+pub use crate::extract::{Binary, Route};
+pub use crate::handler::{
+    ConnectHandler, DisconnectHandler, IntoReply, MessageHandler, MessageRequest, Reply,
+};
+pub use crate::id::{ConnectionId, InvalidConnectionId};
+pub use crate::outbound::SlowConsumerPolicy;
+
+/// Turns an `async fn` into a routed message handler: `#[switchboard::message("join")]`.
+///
+/// Arguments are extractors ([`Channel<S>`], `web::Data<T>`, [`ConnectionId`], [`Route`],
+/// `HttpRequest`); the last one may be the payload, any `serde::Deserialize` type read from the
+/// message's `data`. The return value is the reply (see [`IntoReply`]).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use switchboard::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Add { a: i64, b: i64 }
+///
+/// #[switchboard::message("add")]
+/// async fn add(msg: Add) -> Result<i64, ChannelError> {
+///     msg.a.checked_add(msg.b).ok_or_else(|| ChannelError::new("overflow", "too large"))
+/// }
+///
+/// let route = ChannelRoute::<()>::new("/ws/calc").message(add);
+/// ```
+pub use switchboard_macros::message;
+
+/// Turns an `async fn` into the channel's fallback (`$default`) handler.
+pub use switchboard_macros::fallback;
+
+/// Turns an `async fn` into the channel's binary-frame handler.
+pub use switchboard_macros::on_binary;
+
+/// Turns an `async fn` into a connect handler. Arguments are actix-web extractors
+/// (`ConnectRequest`, `web::Data<T>`, `web::Query<T>`, `HttpRequest`, ...); it returns
+/// `Result<S, E>` (accept with session `S`) or `Result<Option<S>, E>` (a session is optional).
+pub use switchboard_macros::on_connect;
+
+/// Turns an `async fn` into a disconnect handler; it runs exactly once per connection.
+pub use switchboard_macros::on_disconnect;
+
+/// The names most channel code needs.
+pub mod prelude {
+    pub use crate::{
+        Binary, Channel, ChannelError, ChannelRoute, ConnectRequest, ConnectionId, Route,
+        SlowConsumerPolicy,
+    };
+}
+
+/// What macro output refers to. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::extract::{FromMessage, FromMessageParts};
+    pub use crate::handler::{BoxFuture, IntoReply, IntoSession};
+    pub use actix_web;
+
+    use crate::error::Error;
+    use crate::handler::{MessageRequest, Reply};
+
+    /// A non-final argument.
+    #[inline]
+    pub fn parts<T: FromMessageParts<S>, S>(req: &MessageRequest<S>) -> Result<T, Error> {
+        T::from_parts(req)
+    }
+
+    /// The final argument: an extractor or the payload.
+    #[inline]
+    pub fn last<T: FromMessage<S, M>, S, M>(req: &MessageRequest<S>) -> Result<T, Error> {
+        T::from_message(req)
+    }
+
+    /// Encodes what the handler returned.
+    #[inline]
+    pub fn reply<R: IntoReply, S>(req: &MessageRequest<S>, r: R) -> Result<Reply, Error> {
+        r.into_reply(req)
+    }
+
+    /// A connect handler's argument, through actix-web's extractors.
+    pub async fn connect_arg<T: actix_web::FromRequest>(
+        req: &actix_web::HttpRequest,
+    ) -> Result<T, Error> {
+        let mut payload = actix_web::dev::Payload::None;
+        T::from_request(req, &mut payload).await.map_err(|e| {
+            let e: actix_web::Error = e.into();
+            let status = e.as_response_error().status_code();
+            Error::new("bad_request", e.to_string()).with_status(status)
+        })
+    }
+
+    /// A connect handler's result.
+    #[inline]
+    pub fn into_session<S, R: IntoSession<S>>(r: R) -> Result<Option<S>, Error> {
+        r.into_session()
+    }
+
+    /// Makes the disconnect handler's return type check point at the user's code.
+    #[inline]
+    pub fn unit(_: ()) {}
+
+    /// A disconnect handler whose arguments could not be extracted does not run.
+    pub fn log_disconnect_error(e: &Error) {
+        log::error!("disconnect handler not run: {e}");
+    }
+}

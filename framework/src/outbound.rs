@@ -1,0 +1,258 @@
+//! A connection's outbound queue: bounded, shared with whoever sends to the connection.
+//!
+//! Replies, pushes and topic deliveries all enter here. Senders never wait: a push either
+//! lands in the queue or the channel's [`SlowConsumerPolicy`] applies. The transport's writer
+//! drains everything queued at once, so frames that pile up while the socket is busy leave in
+//! one write.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
+
+use crate::protocol::close_code;
+
+/// What happens when a connection's outbound queue is full.
+///
+/// ```
+/// use switchboard::SlowConsumerPolicy;
+///
+/// let policy = SlowConsumerPolicy::Close { code: 1013 };
+/// assert_ne!(policy, SlowConsumerPolicy::DropNewest);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Drop the frame that did not fit and count it (see `Channel::dropped`).
+    #[default]
+    DropNewest,
+    /// Close the connection with this code (1008 or 1013 are the usual ones) and the reason
+    /// `slow consumer`. Frames still queued are discarded.
+    Close {
+        /// The close code sent to the client.
+        code: u16,
+    },
+}
+
+/// A frame on its way to the client.
+#[derive(Clone, Debug)]
+pub(crate) enum Frame {
+    Text(ByteString),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(u16, String),
+}
+
+/// How a frame may be treated when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Pushes and deliveries: subject to the slow-consumer policy.
+    Droppable,
+    /// Replies and control frames: the client is waiting for them. They may use a second
+    /// allowance of the same size before the connection is closed as a slow consumer.
+    Essential,
+}
+
+/// Why a push did not enqueue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Dropped under the drop-newest policy.
+    Dropped,
+    /// The connection is closing.
+    Closed,
+}
+
+struct State {
+    frames: VecDeque<Frame>,
+    closing: bool,
+}
+
+pub(crate) struct Outbound {
+    state: Mutex<State>,
+    capacity: usize,
+    policy: SlowConsumerPolicy,
+    dropped: AtomicU64,
+    waker: AtomicWaker,
+    close_sent: AtomicBool,
+}
+
+impl Outbound {
+    pub(crate) fn new(capacity: usize, policy: SlowConsumerPolicy) -> Self {
+        Outbound {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                closing: false,
+            }),
+            capacity: capacity.max(1),
+            policy,
+            dropped: AtomicU64::new(0),
+            waker: AtomicWaker::new(),
+            close_sent: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every mutation
+        // is a single VecDeque call), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a text frame.
+    pub(crate) fn push_text(&self, text: ByteString, class: Class) -> Result<(), Refused> {
+        self.push(Frame::Text(text), class)
+    }
+
+    pub(crate) fn push(&self, frame: Frame, class: Class) -> Result<(), Refused> {
+        let mut st = self.lock();
+        if st.closing {
+            return Err(Refused::Closed);
+        }
+        let limit = match class {
+            Class::Droppable => self.capacity,
+            Class::Essential => self.capacity * 2,
+        };
+        if st.frames.len() >= limit {
+            match (self.policy, class) {
+                (SlowConsumerPolicy::DropNewest, Class::Droppable) => {
+                    drop(st);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refused::Dropped);
+                }
+                (SlowConsumerPolicy::Close { code }, _) => {
+                    Self::start_close(&mut st, code, "slow consumer");
+                }
+                (SlowConsumerPolicy::DropNewest, Class::Essential) => {
+                    Self::start_close(&mut st, close_code::POLICY, "slow consumer");
+                }
+            }
+            drop(st);
+            self.waker.wake();
+            return Err(Refused::Closed);
+        }
+        let was_empty = st.frames.is_empty();
+        st.frames.push_back(frame);
+        drop(st);
+        // The writer drains the whole queue each time it runs and re-arms when it finds it
+        // empty, so only the first frame of a batch needs to wake it.
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    fn start_close(st: &mut State, code: u16, reason: &str) {
+        st.frames.clear();
+        st.frames.push_back(Frame::Close(code, reason.to_owned()));
+        st.closing = true;
+    }
+
+    /// Starts closing: queued frames still go out, then the close frame. Later pushes are
+    /// refused. Returns false when the connection was already closing.
+    pub(crate) fn close(&self, code: u16, reason: &str) -> bool {
+        let mut st = self.lock();
+        if st.closing {
+            return false;
+        }
+        st.frames.push_back(Frame::Close(code, reason.to_owned()));
+        st.closing = true;
+        drop(st);
+        self.waker.wake();
+        true
+    }
+
+    /// Marks the queue closed without sending anything (the socket is gone).
+    pub(crate) fn shut(&self) {
+        let mut st = self.lock();
+        st.closing = true;
+        st.frames.clear();
+        drop(st);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    /// Moves every queued frame into `out`, or registers the writer's waker when there are
+    /// none. Called only by the transport's writer.
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) {
+        self.waker.register(waker);
+        let mut st = self.lock();
+        if out.is_empty() {
+            std::mem::swap(out, &mut st.frames);
+        } else {
+            out.extend(st.frames.drain(..));
+        }
+    }
+
+    pub(crate) fn mark_close_sent(&self) {
+        self.close_sent.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn close_sent(&self) -> bool {
+        self.close_sent.load(Ordering::Acquire)
+    }
+
+    /// Frames dropped under the drop-newest policy so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Frames waiting in the queue.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &Outbound) -> Vec<Frame> {
+        let mut out = VecDeque::new();
+        q.drain_into(&mut out, futures_util::task::noop_waker_ref());
+        out.into()
+    }
+
+    #[test]
+    fn drop_newest_counts_and_keeps_essentials() {
+        let q = Outbound::new(2, SlowConsumerPolicy::DropNewest);
+        for _ in 0..3 {
+            let _ = q.push_text("x".into(), Class::Droppable);
+        }
+        assert_eq!(q.dropped(), 1);
+        assert!(q.push_text("reply".into(), Class::Essential).is_ok());
+        assert_eq!(drain(&q).len(), 3);
+        assert!(!q.is_closing());
+    }
+
+    #[test]
+    fn close_policy_discards_and_closes() {
+        let q = Outbound::new(2, SlowConsumerPolicy::Close { code: 1013 });
+        let _ = q.push_text("a".into(), Class::Droppable);
+        let _ = q.push_text("b".into(), Class::Droppable);
+        assert_eq!(
+            q.push_text("c".into(), Class::Droppable),
+            Err(Refused::Closed)
+        );
+        let frames = drain(&q);
+        assert!(matches!(frames.as_slice(), [Frame::Close(1013, _)]));
+        assert_eq!(
+            q.push_text("d".into(), Class::Essential),
+            Err(Refused::Closed)
+        );
+    }
+
+    #[test]
+    fn close_keeps_queued_frames_first() {
+        let q = Outbound::new(8, SlowConsumerPolicy::DropNewest);
+        let _ = q.push_text("a".into(), Class::Droppable);
+        assert!(q.close(1000, "bye"));
+        assert!(!q.close(1000, "again"));
+        let frames = drain(&q);
+        assert!(matches!(frames.as_slice(), [Frame::Text(_), Frame::Close(1000, _)]));
+    }
+}

@@ -1,0 +1,489 @@
+//! The wire protocol: JSON text frames in, JSON text frames out.
+//!
+//! ```text
+//! client → server   {"type": "<route>", "ref": "r1" | 7, "data": <payload>}
+//! reply (ref)       {"ref": "r1", "ok": true, "data": <value>}
+//!                   {"ref": "r1", "ok": false, "error": {"code": "...", "message": "..."}}
+//! reply (no ref)    {"type": "<route>", "data": <value>}         (nothing when the handler returns ())
+//! error (no ref)    {"type": "<route>", "ok": false, "error": {...}}   ("type" when the route is known)
+//! push              {"event": "<event>", "data": <value>}
+//! ```
+//!
+//! The full text is `docs/protocol.md`. Decoding borrows from the frame: the route key, the
+//! `ref` and the `data` are ranges of the original text, so a message is parsed once and its
+//! payload is deserialized straight from the frame into the handler's type.
+
+use std::fmt;
+use std::ops::Range;
+
+use bytestring::ByteString;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+
+/// Close codes the framework uses (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown) or the peer was idle too long.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Policy violation: used for slow consumers under the `close` policy.
+    pub const POLICY: u16 = 1008;
+    /// A frame was larger than the channel's maximum frame size.
+    pub const TOO_BIG: u16 = 1009;
+    /// Internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// Try again later: used for slow consumers under the `close` policy.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Where the route key sits in a client message: a field path in the JSON body.
+///
+/// Accepts a plain field name (`"type"`, `"action"`), a dotted path (`"meta.action"`), or AWS
+/// API Gateway's route selection expression (`"$request.body.action"`).
+///
+/// ```
+/// use switchboard::protocol::RouteKey;
+///
+/// let key = RouteKey::parse("$request.body.action").unwrap();
+/// assert_eq!(key.to_string(), "action");
+/// assert!(RouteKey::parse("$request.header.x").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteKey {
+    path: Vec<Box<str>>,
+}
+
+impl Default for RouteKey {
+    fn default() -> Self {
+        RouteKey {
+            path: vec!["type".into()],
+        }
+    }
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path.join("."))
+    }
+}
+
+/// An invalid route key expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route key expression `{0}`: use a field name, a dotted path or `$request.body.<field>`")]
+pub struct InvalidRouteKey(pub String);
+
+impl RouteKey {
+    /// Parses a field name, a dotted path, or `$request.body.<path>`.
+    pub fn parse(expr: &str) -> Result<Self, InvalidRouteKey> {
+        let path = if let Some(rest) = expr.strip_prefix("$request.body.") {
+            rest
+        } else if expr.starts_with('$') {
+            return Err(InvalidRouteKey(expr.to_owned()));
+        } else {
+            expr
+        };
+        let segments: Vec<Box<str>> = path.split('.').map(Into::into).collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(InvalidRouteKey(expr.to_owned()));
+        }
+        Ok(RouteKey { path: segments })
+    }
+
+    /// The name replies without a `ref` use for the route: the last segment of the path.
+    pub fn reply_field(&self) -> &str {
+        self.path.last().map_or("type", |s| s)
+    }
+}
+
+/// A decoded client message: ranges into the frame's text, nothing copied.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    text: ByteString,
+    route: RouteText,
+    reference: Option<Range<usize>>,
+    data: Option<Range<usize>>,
+}
+
+#[derive(Clone, Debug)]
+enum RouteText {
+    Slice(Range<usize>),
+    // The route key had JSON escapes: decoded once into its own string.
+    Owned(Box<str>),
+}
+
+/// A client message that could not be routed, with its `ref` when it had a usable one.
+#[derive(Debug)]
+pub struct Rejected {
+    /// `bad_json`, `missing_route` or `bad_ref`.
+    pub error: Error,
+    /// The message's `ref` (raw JSON), so that the error frame answers it.
+    pub reference: Option<String>,
+}
+
+impl Envelope {
+    /// Decodes a client text frame. Errors are the protocol's: `bad_json`, `missing_route`,
+    /// `bad_ref`.
+    pub fn decode(text: ByteString, key: &RouteKey) -> Result<Envelope, Rejected> {
+        let scan = scan(&text, &key.path).map_err(|e| Rejected {
+            error: Error::BadJson(strip_position(&e)),
+            reference: None,
+        })?;
+        let base = text.as_ptr() as usize;
+        let range = |raw: &RawValue| {
+            let s = raw.get();
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let reference = match scan.reference {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => {
+                let first = raw.get().as_bytes().first().copied().unwrap_or(b' ');
+                if first == b'"' || first == b'-' || first.is_ascii_digit() {
+                    Some(range(raw))
+                } else {
+                    return Err(Rejected {
+                        error: Error::BadRef,
+                        reference: None,
+                    });
+                }
+            }
+        };
+        let missing = || Rejected {
+            error: Error::MissingRoute(key.to_string()),
+            reference: reference.clone().map(|r| text[r].to_owned()),
+        };
+        let route = match scan.route {
+            Some(raw) if raw.get().starts_with('"') => {
+                if raw.get().contains('\\') {
+                    let s: String = serde_json::from_str(raw.get()).map_err(|_| missing())?;
+                    RouteText::Owned(s.into_boxed_str())
+                } else {
+                    let r = range(raw);
+                    RouteText::Slice(r.start + 1..r.end - 1)
+                }
+            }
+            _ => return Err(missing()),
+        };
+        let data = scan.data.map(range);
+        Ok(Envelope {
+            route,
+            reference,
+            data,
+            text,
+        })
+    }
+
+    /// The route key's value.
+    pub fn route(&self) -> &str {
+        match &self.route {
+            RouteText::Slice(r) => &self.text[r.clone()],
+            RouteText::Owned(s) => s,
+        }
+    }
+
+    /// The `ref` as raw JSON (a string with its quotes, or a number), if the client sent one.
+    pub fn reference(&self) -> Option<&str> {
+        self.reference.as_ref().map(|r| &self.text[r.clone()])
+    }
+
+    /// The `data` as raw JSON, if present.
+    pub fn data(&self) -> Option<&str> {
+        self.data.as_ref().map(|r| &self.text[r.clone()])
+    }
+
+    /// The whole frame.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+fn strip_position(err: &serde_json::Error) -> String {
+    let mut s = err.to_string();
+    if let Some(idx) = s.rfind(" at line ") {
+        s.truncate(idx);
+    }
+    s
+}
+
+#[derive(Default)]
+struct Scan<'a> {
+    route: Option<&'a RawValue>,
+    reference: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+}
+
+/// One pass over the top-level object, keeping borrowed raw values of the three fields.
+fn scan<'a>(text: &'a str, route_path: &[Box<str>]) -> Result<Scan<'a>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut out = ScanSeed {
+        route_path,
+        top: true,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    // Nested route keys: follow the path through the borrowed sub-objects.
+    let mut rest = &route_path[1..];
+    while let (Some(raw), false) = (out.route, rest.is_empty()) {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let inner = ScanSeed {
+            route_path: rest,
+            top: false,
+        }
+        .deserialize(&mut de);
+        out.route = match inner {
+            Ok(inner) => inner.route,
+            Err(_) => None,
+        };
+        rest = &rest[1..];
+    }
+    Ok(out)
+}
+
+struct ScanSeed<'p> {
+    route_path: &'p [Box<str>],
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ScanSeed<'_> {
+    type Value = Scan<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Scan<'de>, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScanSeed<'_> {
+    type Value = Scan<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Scan<'de>, M::Error> {
+        let mut out = Scan::default();
+        let route_field: &str = &self.route_path[0];
+        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
+            let key = key.as_str();
+            if key == route_field {
+                out.route = Some(map.next_value()?);
+            } else if self.top && key == "ref" {
+                out.reference = Some(map.next_value()?);
+            } else if self.top && key == "data" {
+                out.data = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A key borrowed from the input when it has no escapes.
+enum KeyStr<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl KeyStr<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyStr::Borrowed(s) => s,
+            KeyStr::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for KeyStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyStr::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyStr::Owned(v.to_owned()))
+            }
+        }
+        de.deserialize_str(V)
+    }
+}
+
+/// Builds outgoing frames. Every encoder writes straight into one buffer: the envelope's
+/// fixed parts as literals, the values through serde.
+pub(crate) struct FrameBuf(Vec<u8>);
+
+impl FrameBuf {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        FrameBuf(Vec::with_capacity(n))
+    }
+
+    fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    fn string(&mut self, s: &str) -> &mut Self {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, s);
+        self
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<&mut Self, Error> {
+        serde_json::to_writer(&mut self.0, v)?;
+        Ok(self)
+    }
+
+    fn finish(self) -> ByteString {
+        match String::from_utf8(self.0) {
+            Ok(s) => ByteString::from(s),
+            // serde_json only writes UTF-8, and the literals are ASCII.
+            Err(e) => ByteString::from(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        }
+    }
+}
+
+/// The prefix of a successful reply: everything up to the value.
+fn ok_prefix(buf: &mut FrameBuf, reference: Option<&str>, route_field: &str, route: &str) {
+    match reference {
+        Some(r) => {
+            buf.raw("{\"ref\":").raw(r).raw(",\"ok\":true,\"data\":");
+        }
+        None => {
+            buf.raw("{").string(route_field).raw(":").string(route).raw(",\"data\":");
+        }
+    }
+}
+
+/// `{"ref":R,"ok":true,"data":V}` or, without a ref, `{"type":"route","data":V}`.
+pub(crate) fn encode_ok<T: Serialize + ?Sized>(
+    reference: Option<&str>,
+    route_field: &str,
+    route: &str,
+    value: &T,
+) -> Result<ByteString, Error> {
+    let mut buf = FrameBuf::with_capacity(64);
+    ok_prefix(&mut buf, reference, route_field, route);
+    buf.value(value)?.raw("}");
+    Ok(buf.finish())
+}
+
+/// An error frame: a failed reply with `ref`, or `{"type":route,"ok":false,"error":...}`.
+pub(crate) fn encode_error(
+    reference: Option<&str>,
+    route_field: &str,
+    route: Option<&str>,
+    err: &Error,
+) -> ByteString {
+    let mut buf = FrameBuf::with_capacity(96);
+    buf.raw("{");
+    if let Some(r) = reference {
+        buf.raw("\"ref\":").raw(r).raw(",");
+    }
+    if let Some(route) = route {
+        buf.string(route_field).raw(":").string(route).raw(",");
+    }
+    buf.raw("\"ok\":false,\"error\":{\"code\":")
+        .string(err.code())
+        .raw(",\"message\":")
+        .string(&err.message());
+    if let Some(field) = err.field() {
+        buf.raw(",\"field\":").string(field);
+    }
+    buf.raw("}}");
+    buf.finish()
+}
+
+/// `{"event":E,"data":V}`.
+pub(crate) fn encode_event<T: Serialize + ?Sized>(
+    event: &str,
+    data: &T,
+) -> Result<ByteString, Error> {
+    let mut buf = FrameBuf::with_capacity(64);
+    buf.raw("{\"event\":").string(event).raw(",\"data\":");
+    buf.value(data)?.raw("}");
+    Ok(buf.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(s: &str) -> Result<Envelope, Error> {
+        Envelope::decode(ByteString::from(s.to_owned()), &RouteKey::default()).map_err(|r| r.error)
+    }
+
+    #[test]
+    fn decodes_the_three_fields_by_borrowing() {
+        let e = decode(r#"{"type":"join","ref":"r1","data":{"room":"a"},"x":[1,2]}"#).unwrap();
+        assert_eq!(e.route(), "join");
+        assert_eq!(e.reference(), Some(r#""r1""#));
+        assert_eq!(e.data(), Some(r#"{"room":"a"}"#));
+        let e = decode(r#"{"ref":7,"type":"ping"}"#).unwrap();
+        assert_eq!(e.reference(), Some("7"));
+        assert_eq!(e.data(), None);
+    }
+
+    #[test]
+    fn escaped_route_is_decoded() {
+        let e = decode(r#"{"type":"jo\u0069n"}"#).unwrap();
+        assert_eq!(e.route(), "join");
+    }
+
+    #[test]
+    fn protocol_errors() {
+        assert_eq!(decode("not json").unwrap_err().code(), "bad_json");
+        assert_eq!(decode("[1,2]").unwrap_err().code(), "bad_json");
+        assert_eq!(decode(r#"{"a":1} x"#).unwrap_err().code(), "bad_json");
+        assert_eq!(decode(r#"{"data":1}"#).unwrap_err().code(), "missing_route");
+        assert_eq!(decode(r#"{"type":3}"#).unwrap_err().code(), "missing_route");
+        assert_eq!(decode(r#"{"type":"a","ref":{}}"#).unwrap_err().code(), "bad_ref");
+        assert!(decode(r#"{"type":"a","ref":null}"#).unwrap().reference().is_none());
+    }
+
+    #[test]
+    fn custom_and_nested_route_keys() {
+        let key = RouteKey::parse("$request.body.action").unwrap();
+        let e = Envelope::decode(ByteString::from_static(r#"{"action":"go","data":1}"#), &key)
+            .unwrap();
+        assert_eq!(e.route(), "go");
+        let key = RouteKey::parse("meta.kind").unwrap();
+        let e = Envelope::decode(
+            ByteString::from_static(r#"{"meta":{"kind":"go","type":"x"},"data":1}"#),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(e.route(), "go");
+        assert_eq!(key.reply_field(), "kind");
+        let missing =
+            Envelope::decode(ByteString::from_static(r#"{"meta":{"x":1},"ref":4}"#), &key)
+                .unwrap_err();
+        assert_eq!(missing.error.code(), "missing_route");
+        assert_eq!(missing.reference.as_deref(), Some("4"));
+        assert!(RouteKey::parse("a..b").is_err());
+    }
+
+    #[test]
+    fn encodes_frames() {
+        let f = encode_ok(Some(r#""r1""#), "type", "join", &serde_json::json!({"n":1})).unwrap();
+        assert_eq!(&*f, r#"{"ref":"r1","ok":true,"data":{"n":1}}"#);
+        let f = encode_ok(None, "type", "join", &5).unwrap();
+        assert_eq!(&*f, r#"{"type":"join","data":5}"#);
+        let f = encode_error(Some("3"), "type", Some("x"), &Error::UnknownRoute("x".into()));
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["ref"], 3);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "unknown_route");
+        let f = encode_event("tick", &serde_json::json!([1])).unwrap();
+        assert_eq!(&*f, r#"{"event":"tick","data":[1]}"#);
+    }
+}

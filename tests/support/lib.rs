@@ -1,0 +1,1 @@
+//! Shared helpers for the integration tests live in `switchboard::testing`; this crate is empty.
