@@ -448,7 +448,9 @@ impl<S> Clone for Channel<S> {
 
 impl<S> std::fmt::Debug for Channel<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("id", &self.inner.id).finish()
+        f.debug_struct("Channel")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 

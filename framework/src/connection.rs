@@ -255,7 +255,9 @@ impl<S: 'static> Connection<S> {
                     })
                 });
                 if std::panic::catch_unwind(spawn).is_err() {
-                    log::warn!("connection {id}: runtime shut down before the disconnect handler finished");
+                    log::warn!(
+                        "connection {id}: runtime shut down before the disconnect handler finished"
+                    );
                 }
             }
         }

@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn codes_and_statuses() {
-        assert_eq!(Error::unauthorized("no token").status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            Error::unauthorized("no token").status(),
+            StatusCode::UNAUTHORIZED
+        );
         assert_eq!(Error::forbidden("no").code(), "forbidden");
         assert_eq!(
             Error::new("teapot", "short and stout")

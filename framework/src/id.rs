@@ -70,7 +70,9 @@ impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 16];
         // 11 bytes always encode to 16 characters.
-        let n = STANDARD.encode_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        let n = STANDARD
+            .encode_slice(self.0, &mut buf)
+            .map_err(|_| fmt::Error)?;
         f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }

@@ -64,6 +64,8 @@ pub mod handler;
 mod id;
 mod outbound;
 pub mod protocol;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 
 pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};

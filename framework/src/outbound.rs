@@ -253,6 +253,9 @@ mod tests {
         assert!(q.close(1000, "bye"));
         assert!(!q.close(1000, "again"));
         let frames = drain(&q);
-        assert!(matches!(frames.as_slice(), [Frame::Text(_), Frame::Close(1000, _)]));
+        assert!(matches!(
+            frames.as_slice(),
+            [Frame::Text(_), Frame::Close(1000, _)]
+        ));
     }
 }

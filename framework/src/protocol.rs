@@ -359,7 +359,11 @@ fn ok_prefix(buf: &mut FrameBuf, reference: Option<&str>, route_field: &str, rou
             buf.raw("{\"ref\":").raw(r).raw(",\"ok\":true,\"data\":");
         }
         None => {
-            buf.raw("{").string(route_field).raw(":").string(route).raw(",\"data\":");
+            buf.raw("{")
+                .string(route_field)
+                .raw(":")
+                .string(route)
+                .raw(",\"data\":");
         }
     }
 }
@@ -446,15 +450,21 @@ mod tests {
         assert_eq!(decode(r#"{"a":1} x"#).unwrap_err().code(), "bad_json");
         assert_eq!(decode(r#"{"data":1}"#).unwrap_err().code(), "missing_route");
         assert_eq!(decode(r#"{"type":3}"#).unwrap_err().code(), "missing_route");
-        assert_eq!(decode(r#"{"type":"a","ref":{}}"#).unwrap_err().code(), "bad_ref");
-        assert!(decode(r#"{"type":"a","ref":null}"#).unwrap().reference().is_none());
+        assert_eq!(
+            decode(r#"{"type":"a","ref":{}}"#).unwrap_err().code(),
+            "bad_ref"
+        );
+        assert!(decode(r#"{"type":"a","ref":null}"#)
+            .unwrap()
+            .reference()
+            .is_none());
     }
 
     #[test]
     fn custom_and_nested_route_keys() {
         let key = RouteKey::parse("$request.body.action").unwrap();
-        let e = Envelope::decode(ByteString::from_static(r#"{"action":"go","data":1}"#), &key)
-            .unwrap();
+        let e =
+            Envelope::decode(ByteString::from_static(r#"{"action":"go","data":1}"#), &key).unwrap();
         assert_eq!(e.route(), "go");
         let key = RouteKey::parse("meta.kind").unwrap();
         let e = Envelope::decode(
@@ -478,7 +488,12 @@ mod tests {
         assert_eq!(&*f, r#"{"ref":"r1","ok":true,"data":{"n":1}}"#);
         let f = encode_ok(None, "type", "join", &5).unwrap();
         assert_eq!(&*f, r#"{"type":"join","data":5}"#);
-        let f = encode_error(Some("3"), "type", Some("x"), &Error::UnknownRoute("x".into()));
+        let f = encode_error(
+            Some("3"),
+            "type",
+            Some("x"),
+            &Error::UnknownRoute("x".into()),
+        );
         let v: serde_json::Value = serde_json::from_str(&f).unwrap();
         assert_eq!(v["ref"], 3);
         assert_eq!(v["ok"], false);

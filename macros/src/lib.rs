@@ -11,9 +11,7 @@ use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{
-    FnArg, GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Token, Type,
-};
+use syn::{FnArg, GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Token, Type};
 
 /// A routed message handler: `#[switchboard::message("join")]`.
 #[proc_macro_attribute]
@@ -138,7 +136,10 @@ fn validate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<()> {
         ));
     }
     if let Some(v) = &sig.variadic {
-        return Err(syn::Error::new_spanned(v, "channel handlers cannot be variadic"));
+        return Err(syn::Error::new_spanned(
+            v,
+            "channel handlers cannot be variadic",
+        ));
     }
     for input in &sig.inputs {
         if let FnArg::Receiver(r) = input {
@@ -153,16 +154,14 @@ fn validate(kind: Kind, args: &Args, func: &ItemFn) -> syn::Result<()> {
             Span::call_site(),
             "missing route name: write `#[switchboard::message(\"route\")]`",
         )),
-        (Kind::Message, Some(route)) if route.value().is_empty() => {
-            Err(syn::Error::new_spanned(route, "the route name cannot be empty"))
-        }
+        (Kind::Message, Some(route)) if route.value().is_empty() => Err(syn::Error::new_spanned(
+            route,
+            "the route name cannot be empty",
+        )),
         (Kind::Message, Some(_)) => Ok(()),
         (_, Some(route)) => Err(syn::Error::new_spanned(
             route,
-            format!(
-                "`#[switchboard::{}]` takes no route name",
-                kind.name()
-            ),
+            format!("`#[switchboard::{}]` takes no route name", kind.name()),
         )),
         (_, None) => Ok(()),
     }?;
@@ -231,7 +230,9 @@ fn expand_fn(kind: Kind, args: Args, func: ItemFn) -> syn::Result<TokenStream2> 
             FnArg::Receiver(_) => None,
         })
         .collect();
-    let arg_names: Vec<_> = (0..types.len()).map(|i| format_ident!("__arg{i}")).collect();
+    let arg_names: Vec<_> = (0..types.len())
+        .map(|i| format_ident!("__arg{i}"))
+        .collect();
     let ret_span = match &func.sig.output {
         ReturnType::Default => func.sig.ident.span(),
         ReturnType::Type(_, t) => t.span(),
@@ -255,20 +256,24 @@ fn expand_fn(kind: Kind, args: Args, func: ItemFn) -> syn::Result<TokenStream2> 
                 _ => quote!("$binary"),
             };
             let n = types.len();
-            let extracts = types.iter().zip(&arg_names).enumerate().map(|(i, (ty, a))| {
-                let is_last = i + 1 == n;
-                // `web::Data<T>` is also `Deserialize` when `T` is; as a last argument it is
-                // still the extractor.
-                if is_last && !last_segment_is(ty, "Data") {
-                    quote_spanned! {ty.span()=>
-                        let #a = ::switchboard::__private::last::<#ty, #s_ty, _>(&__req)?;
+            let extracts = types
+                .iter()
+                .zip(&arg_names)
+                .enumerate()
+                .map(|(i, (ty, a))| {
+                    let is_last = i + 1 == n;
+                    // `web::Data<T>` is also `Deserialize` when `T` is; as a last argument it is
+                    // still the extractor.
+                    if is_last && !last_segment_is(ty, "Data") {
+                        quote_spanned! {ty.span()=>
+                            let #a = ::switchboard::__private::last::<#ty, #s_ty, _>(&__req)?;
+                        }
+                    } else {
+                        quote_spanned! {ty.span()=>
+                            let #a = ::switchboard::__private::parts::<#ty, #s_ty>(&__req)?;
+                        }
                     }
-                } else {
-                    quote_spanned! {ty.span()=>
-                        let #a = ::switchboard::__private::parts::<#ty, #s_ty>(&__req)?;
-                    }
-                }
-            });
+                });
             let reply = quote_spanned! {ret_span=>
                 ::switchboard::__private::reply(&__req, __out)
             };
