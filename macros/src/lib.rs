@@ -200,6 +200,17 @@ fn session_type(args: &Args, func: &ItemFn) -> Option<TokenStream2> {
     None
 }
 
+/// Framework extractors that must never be read as the payload.
+const KNOWN_EXTRACTORS: &[&str] = &[
+    "Channel",
+    "Data",
+    "ConnectionId",
+    "Route",
+    "Binary",
+    "HttpRequest",
+    "MessageRequest",
+];
+
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     match ty {
         Type::Path(tp) => tp.path.segments.last().is_some_and(|s| s.ident == name),
@@ -262,9 +273,9 @@ fn expand_fn(kind: Kind, args: Args, func: ItemFn) -> syn::Result<TokenStream2> 
                 .enumerate()
                 .map(|(i, (ty, a))| {
                     let is_last = i + 1 == n;
-                    // `web::Data<T>` is also `Deserialize` when `T` is; as a last argument it is
-                    // still the extractor.
-                    if is_last && !last_segment_is(ty, "Data") {
+                    // Some extractors are also `Deserialize` (`web::Data<T>` when `T` is,
+                    // `ConnectionId`); in last position they are still extractors.
+                    if is_last && !KNOWN_EXTRACTORS.iter().any(|n| last_segment_is(ty, n)) {
                         quote_spanned! {ty.span()=>
                             let #a = ::switchboard::__private::last::<#ty, #s_ty, _>(&__req)?;
                         }
