@@ -18,9 +18,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::connection::Connection;
+use crate::engine::TopicPattern;
+use crate::engine::{Position, Subscribed};
 use crate::error::Error;
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
+use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
+use crate::join::{JoinGuard, Joins, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE};
 use crate::outbound::{Class, Outbound, Refused, SlowConsumerPolicy};
 use crate::protocol::{self, close_code, RouteKey};
 use crate::transport;
@@ -122,6 +126,7 @@ pub(crate) type Handler<S> = Arc<dyn MessageHandler<S>>;
 
 /// Everything a channel's connections share: handlers, config, the open-connection count.
 pub(crate) struct ChannelDef<S> {
+    pub(crate) path: Arc<str>,
     pub(crate) config: ChannelConfig,
     pub(crate) routes: HashMap<Box<str>, Handler<S>>,
     pub(crate) fallback: Option<Handler<S>>,
@@ -166,6 +171,7 @@ pub struct ChannelRoute<S = ()> {
 }
 
 struct ChannelDefBuilder<S> {
+    joins: Joins<S>,
     config: ChannelConfig,
     routes: Vec<Handler<S>>,
     fallback: Option<Handler<S>>,
@@ -180,6 +186,7 @@ impl<S> Clone for ChannelRoute<S> {
         ChannelRoute {
             path: self.path.clone(),
             def: ChannelDefBuilder {
+                joins: self.def.joins.clone(),
                 config: self.def.config.clone(),
                 routes: self.def.routes.clone(),
                 fallback: self.def.fallback.clone(),
@@ -199,6 +206,7 @@ impl<S: 'static> ChannelRoute<S> {
         ChannelRoute {
             path: path.into(),
             def: ChannelDefBuilder {
+                joins: Joins::default(),
                 config: ChannelConfig::default(),
                 routes: Vec::new(),
                 fallback: None,
@@ -241,6 +249,32 @@ impl<S: 'static> ChannelRoute<S> {
     /// Runs exactly once when a connection ends, whatever ended it.
     pub fn on_disconnect(mut self, handler: impl DisconnectHandler<S>) -> Self {
         self.def.on_disconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Lets clients join topics matching `pattern` (`room:*`) through the built-in
+    /// `subscribe` route when `guard` agrees. Rules are tried in order; the first match
+    /// decides.
+    pub fn join(mut self, pattern: &str, guard: impl JoinGuard<S>) -> Self {
+        self.def
+            .joins
+            .guards
+            .push((TopicPattern::new(pattern), Arc::new(guard)));
+        self
+    }
+
+    /// Lets any client of this channel join topics matching `pattern`.
+    pub fn allow_join(self, pattern: &str) -> Self {
+        self.join(pattern, |_: Channel<S>, _: String| async { Ok(()) })
+    }
+
+    /// Puts connections that join a topic through the built-in route into its presence, under
+    /// the key and metadata `f` gives (`None`: not tracked).
+    pub fn presence<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Channel<S>, &str) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
+    {
+        self.def.joins.presence = Some(Arc::new(f));
         self
     }
 
@@ -322,13 +356,26 @@ impl<S: 'static> ChannelRoute<S> {
 
     fn build(self) -> (String, ChannelDef<S>) {
         let b = self.def;
-        let mut routes = HashMap::with_capacity(b.routes.len());
+        let mut routes = HashMap::with_capacity(b.routes.len() + 2);
+        if !b.joins.guards.is_empty() {
+            // Built-ins first: a handler of the user's for the same route replaces them.
+            let joins = Arc::new(b.joins);
+            routes.insert(
+                Box::<str>::from(SUBSCRIBE),
+                Arc::new(SubscribeRoute(joins)) as Handler<S>,
+            );
+            routes.insert(
+                Box::<str>::from(UNSUBSCRIBE),
+                Arc::new(UnsubscribeRoute) as Handler<S>,
+            );
+        }
         for h in b.routes {
             routes.insert(Box::<str>::from(h.route()), h);
         }
         (
-            self.path,
+            self.path.clone(),
             ChannelDef {
+                path: Arc::from(self.path.as_str()),
                 config: b.config,
                 routes,
                 fallback: b.fallback,
@@ -406,14 +453,20 @@ async fn accept<S: 'static>(
         Err(e) => return e.error_response(),
     };
     let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
+    let id = ConnectionId::next();
+    let hub = Hub::of(&req);
+    let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req));
+    hub.register(id, entry.clone());
     let channel = Channel {
         inner: Rc::new(ConnInner {
-            id: ConnectionId::next(),
+            id,
             request: req,
             session: RefCell::new(session),
-            out: out.clone(),
+            out,
             route_field: cfg.route_key.reply_field().into(),
             connected_at: SystemTime::now(),
+            hub,
+            entry,
         }),
     };
     Connection::new(def, channel, ws, incoming, guard).start();
@@ -436,6 +489,8 @@ pub(crate) struct ConnInner<S> {
     out: Arc<Outbound>,
     route_field: Box<str>,
     connected_at: SystemTime,
+    hub: Hub,
+    entry: Arc<ConnEntry>,
 }
 
 impl<S> Clone for Channel<S> {
@@ -561,6 +616,109 @@ impl<S> Channel<S> {
     /// Frames waiting in this connection's outbound queue.
     pub fn queued(&self) -> usize {
         self.inner.out.len()
+    }
+
+    /// The hub this connection is registered with.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Subscribes this connection to `topic`: publications reach the client as
+    /// `{"topic":T,"event":E,"data":D}` frames. Resolves once the broker has it.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscribed, Error> {
+        self.subscribe_from(topic, None).await
+    }
+
+    /// Subscribes, first replaying what the client missed since `position` (on topics with
+    /// history). `recovered` in the answer says whether that worked.
+    pub async fn subscribe_from(
+        &self,
+        topic: &str,
+        position: Option<Position>,
+    ) -> Result<Subscribed, Error> {
+        let topic: Arc<str> = Arc::from(topic);
+        let sub = self.inner.entry.subscriber(self.id());
+        let out = self
+            .inner
+            .hub
+            .engine()
+            .subscribe(topic.clone(), sub, position)
+            .await?;
+        self.inner.entry.add_topic(topic);
+        Ok(out)
+    }
+
+    /// Unsubscribes this connection from `topic` (and drops its presence there).
+    pub fn unsubscribe(&self, topic: &str) {
+        let topic: Arc<str> = Arc::from(topic);
+        self.inner.entry.remove_topic(&topic);
+        self.inner.hub.engine().unsubscribe(topic, self.id());
+    }
+
+    /// Topics this connection is subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.inner
+            .entry
+            .topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// Publishes to every subscriber of `topic`, this connection included if subscribed.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.inner.hub.publish(topic, event, data).await
+    }
+
+    /// Publishes to every subscriber of `topic` but this connection.
+    pub async fn broadcast_from<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let data = crate::hub::to_raw(data)?;
+        self.inner
+            .hub
+            .publish_raw(topic, event, data, Some(self.id()))
+            .await
+    }
+
+    /// Announces this connection on `topic`'s presence under `key` (a user id: several
+    /// connections of one key show as one entry) with `meta`. The connection receives the
+    /// topic's `presence_state`; subscribers get a `presence_diff` when the key appears, and
+    /// again when its last connection leaves.
+    pub async fn track<M: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        key: &str,
+        meta: &M,
+    ) -> Result<(), Error> {
+        let meta = serde_json::to_value(meta)?;
+        let topic: Arc<str> = Arc::from(topic);
+        let sub = self.inner.entry.subscriber(self.id());
+        self.inner
+            .hub
+            .engine()
+            .track(topic.clone(), sub, key.to_owned(), meta)
+            .await?;
+        // Presence goes when the connection does: remember the topic for cleanup.
+        self.inner.entry.add_topic(topic);
+        Ok(())
+    }
+
+    /// Removes this connection from `topic`'s presence.
+    pub fn untrack(&self, topic: &str) {
+        self.inner.hub.engine().untrack(Arc::from(topic), self.id());
+    }
+
+    pub(crate) fn entry(&self) -> &Arc<ConnEntry> {
+        &self.inner.entry
     }
 
     pub(crate) fn route_field(&self) -> &str {

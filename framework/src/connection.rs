@@ -227,12 +227,18 @@ impl<S: 'static> Connection<S> {
             return;
         }
         self.channel.outbound().shut();
+        let hub = self.channel.hub().clone();
+        let id = self.channel.id();
         let Some(h) = self.def.on_disconnect.clone() else {
+            hub.deregister(id);
             return;
         };
         let req = MessageRequest::new(self.channel.clone(), Body::None);
-        let id = self.channel.id();
-        let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| h.call(req))) else {
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| h.call(req)));
+        // The handler has started (it may publish a farewell to the topics); now the
+        // connection leaves its topics and the registry.
+        hub.deregister(id);
+        let Ok(fut) = called else {
             log::error!("connection {id}: disconnect handler panicked");
             return;
         };
@@ -301,6 +307,7 @@ impl<S: 'static> Drop for Connection<S> {
 impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
     fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
+        self.channel.entry().touch();
         let closing = self.channel.outbound().is_closing();
         match item {
             Incoming::Text(_) | Incoming::Binary(_) if closing => {}

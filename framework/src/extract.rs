@@ -125,6 +125,12 @@ impl<S> FromMessageParts<S> for ConnectionId {
     }
 }
 
+impl<S> FromMessageParts<S> for crate::hub::Hub {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+        Ok(req.channel.hub().clone())
+    }
+}
+
 /// The route key of the message being handled: useful in a fallback handler.
 ///
 /// ```

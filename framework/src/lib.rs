@@ -1,12 +1,16 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 
+mod broker;
 mod channel;
 mod connection;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod handler;
+pub mod hub;
 mod id;
+pub mod join;
 mod outbound;
 pub mod protocol;
 #[cfg(feature = "testing")]
@@ -14,11 +18,13 @@ pub mod testing;
 mod transport;
 
 pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};
+pub use crate::engine::{Engine, MemoryEngine, Position, Subscribed};
 pub use crate::error::{ChannelError, Error, Result};
 pub use crate::extract::{Binary, Route};
 pub use crate::handler::{
     ConnectHandler, DisconnectHandler, IntoReply, MessageHandler, MessageRequest, Reply,
 };
+pub use crate::hub::Hub;
 pub use crate::id::{ConnectionId, InvalidConnectionId};
 pub use crate::outbound::SlowConsumerPolicy;
 
@@ -61,8 +67,8 @@ pub use switchboard_macros::on_disconnect;
 /// The names most channel code needs.
 pub mod prelude {
     pub use crate::{
-        Binary, Channel, ChannelError, ChannelRoute, ConnectRequest, ConnectionId, Route,
-        SlowConsumerPolicy,
+        Binary, Channel, ChannelError, ChannelRoute, ConnectRequest, ConnectionId, Hub, Position,
+        Route, SlowConsumerPolicy,
     };
 }
 

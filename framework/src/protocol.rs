@@ -418,6 +418,27 @@ pub(crate) fn encode_event<T: Serialize + ?Sized>(
     Ok(buf.finish())
 }
 
+/// `{"topic":T,"event":E,["epoch":..,"seq":N,]"data":D}` with `data` already JSON.
+pub(crate) fn encode_delivery(
+    topic: &str,
+    event: &str,
+    position: Option<(&str, u64)>,
+    data: &str,
+) -> ByteString {
+    let mut buf = FrameBuf::with_capacity(48 + topic.len() + event.len() + data.len());
+    buf.raw("{\"topic\":")
+        .string(topic)
+        .raw(",\"event\":")
+        .string(event);
+    if let Some((epoch, seq)) = position {
+        buf.raw(",\"epoch\":").string(epoch).raw(",\"seq\":");
+        // Writing a u64 into a Vec cannot fail.
+        let _ = buf.value(&seq);
+    }
+    buf.raw(",\"data\":").raw(data).raw("}");
+    buf.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

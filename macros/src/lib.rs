@@ -207,6 +207,7 @@ const KNOWN_EXTRACTORS: &[&str] = &[
     "ConnectionId",
     "Route",
     "Binary",
+    "Hub",
     "HttpRequest",
     "MessageRequest",
 ];

@@ -1,0 +1,306 @@
+//! The engine: where topics live. The in-memory engine ([`MemoryEngine`]) keeps them in broker
+//! actors on this machine; another engine (Redis) can replace it without touching handlers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::id::ConnectionId;
+
+pub use crate::broker::MemoryEngine;
+
+/// A boxed `Send` future: engine calls can be made from any thread.
+pub type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A publication on its way to a topic's subscribers.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The event name subscribers see.
+    pub event: Arc<str>,
+    /// The payload, already serialized: a publication is serialized once, whatever the number
+    /// of subscribers.
+    pub data: Arc<RawValue>,
+    /// A connection that must not receive it (`broadcast_from`).
+    pub exclude: Option<ConnectionId>,
+}
+
+/// A position in a topic's history: its epoch and the last sequence number seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Changes whenever the topic's history is started anew (the server lost it).
+    pub epoch: String,
+    /// The last sequence number seen; publications after it are missed ones.
+    pub seq: u64,
+}
+
+/// One delivery to one subscriber: the encoded frame for sockets, the parts for session actors.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The event name.
+    pub event: Arc<str>,
+    /// The payload as JSON text.
+    pub data: Arc<RawValue>,
+    /// The publication's sequence number, on topics with history.
+    pub seq: Option<u64>,
+    /// The topic history's epoch, on topics with history.
+    pub epoch: Option<Arc<str>>,
+    /// `{"topic":T,"event":E,["epoch":..,"seq":N,]"data":D}`, encoded once.
+    pub frame: ByteString,
+}
+
+impl Delivery {
+    /// Builds a delivery and its frame.
+    pub fn new(
+        topic: Arc<str>,
+        event: Arc<str>,
+        data: Arc<RawValue>,
+        position: Option<(Arc<str>, u64)>,
+    ) -> Delivery {
+        let frame = crate::protocol::encode_delivery(
+            &topic,
+            &event,
+            position.as_ref().map(|(e, s)| (&**e, *s)),
+            data.get(),
+        );
+        let (epoch, seq) = match position {
+            Some((e, s)) => (Some(e), Some(s)),
+            None => (None, None),
+        };
+        Delivery {
+            topic,
+            event,
+            data,
+            seq,
+            epoch,
+            frame,
+        }
+    }
+
+    /// Deserializes the payload.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        crate::extract::decode_payload(self.data.get())
+    }
+}
+
+/// What a sink did with a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued for the subscriber.
+    Queued,
+    /// Dropped by the subscriber's slow-consumer policy.
+    Dropped,
+    /// The subscriber is gone; the broker forgets it.
+    Gone,
+}
+
+/// Where a subscriber's deliveries go. Brokers call it from their own thread and never wait:
+/// a sink queues or drops, it does not block.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Hands one delivery to the subscriber.
+    fn deliver(&self, delivery: &Delivery) -> Delivered;
+}
+
+/// A subscriber: a connection id and where its deliveries go.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// The connection.
+    pub id: ConnectionId,
+    /// Its sink.
+    pub sink: Arc<dyn DeliverySink>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber").field("id", &self.id).finish()
+    }
+}
+
+/// The answer to a subscribe.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Subscribed {
+    /// The topic's current position, on topics with history.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub position: Option<Position>,
+    /// Whether the missed publications after the requested position were replayed; `None`
+    /// when no recovery was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// Who is on a topic: one entry per presence key (a user), with the metadata of each of its
+/// connections. Serialized the way Phoenix Presence does: `{"alice": {"metas": [...]}}`.
+pub type Presence = BTreeMap<String, PresenceEntry>;
+
+/// One presence key's connections.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// Each connection's metadata.
+    pub metas: Vec<serde_json::Value>,
+}
+
+/// A topic, as listed by [`Engine::topics`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// The topic.
+    pub topic: String,
+    /// Its subscribers on this engine.
+    pub subscribers: usize,
+}
+
+/// Totals over an engine's topics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Topics with at least one subscriber or presence entry.
+    pub topics: usize,
+    /// Subscriptions (one per connection per topic).
+    pub subscriptions: usize,
+    /// Topics whose history is retained (possibly without subscribers).
+    pub histories: usize,
+}
+
+/// Whether the engine can reach what it needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum EngineHealth {
+    /// Working.
+    Up,
+    /// Not working; local connections still are.
+    Down {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where topics live.
+///
+/// Implementations must deliver a publisher's publications to each subscriber in publish order,
+/// never wait on a subscriber, and serialize a publication once (the [`Delivery`] frame is
+/// shared by all subscribers of the node).
+pub trait Engine: Send + Sync + 'static {
+    /// Adds a subscriber to a topic; with `recover`, first replays what it missed since that
+    /// position.
+    fn subscribe(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        recover: Option<Position>,
+    ) -> SendFuture<Result<Subscribed, Error>>;
+
+    /// Removes a subscriber (and its presence) from a topic.
+    fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId);
+
+    /// Publishes to every subscriber of the topic.
+    fn publish(&self, publication: Publication) -> SendFuture<Result<(), Error>>;
+
+    /// Adds or updates `id`'s presence on `topic` under `key`; the topic's subscribers get a
+    /// `presence_diff` when the key appears, and `id` gets the `presence_state`.
+    fn track(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        key: String,
+        meta: serde_json::Value,
+    ) -> SendFuture<Result<(), Error>>;
+
+    /// Removes `id`'s presence from `topic`.
+    fn untrack(&self, topic: Arc<str>, id: ConnectionId);
+
+    /// Who is on a topic.
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>>;
+
+    /// Subscribers of a topic.
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>>;
+
+    /// Topics with subscribers or presence.
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>>;
+
+    /// Totals.
+    fn stats(&self) -> SendFuture<Result<EngineStats, Error>>;
+
+    /// Whether the engine works right now.
+    fn health(&self) -> EngineHealth {
+        EngineHealth::Up
+    }
+}
+
+/// How much history a topic keeps for recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Publications kept (at most).
+    pub max_len: usize,
+    /// How long a publication is kept; `None`: as long as it fits.
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl HistoryConfig {
+    /// Keep the last `max_len` publications.
+    pub fn last(max_len: usize) -> Self {
+        HistoryConfig { max_len, ttl: None }
+    }
+
+    /// Also forget publications older than `ttl`.
+    pub fn for_at_most(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A topic pattern: `room:lobby` (exactly), `room:*` (any topic starting `room:`), `*` (all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicPattern(String);
+
+impl TopicPattern {
+    /// A pattern; a trailing `*` matches any rest.
+    pub fn new(pattern: impl Into<String>) -> Self {
+        TopicPattern(pattern.into())
+    }
+
+    /// Whether `topic` matches.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => self.0 == topic,
+        }
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(TopicPattern::new("room:*").matches("room:a"));
+        assert!(!TopicPattern::new("room:*").matches("rooms"));
+        assert!(TopicPattern::new("*").matches("anything"));
+        assert!(TopicPattern::new("a").matches("a"));
+        assert!(!TopicPattern::new("a").matches("ab"));
+    }
+
+    #[test]
+    fn delivery_frame() {
+        let data: Arc<RawValue> = Arc::from(RawValue::from_string("{\"x\":1}".into()).unwrap());
+        let d = Delivery::new("t".into(), "e".into(), data.clone(), None);
+        assert_eq!(&*d.frame, r#"{"topic":"t","event":"e","data":{"x":1}}"#);
+        let d = Delivery::new("t".into(), "e".into(), data, Some(("ep".into(), 3)));
+        assert_eq!(
+            &*d.frame,
+            r#"{"topic":"t","event":"e","epoch":"ep","seq":3,"data":{"x":1}}"#
+        );
+    }
+}

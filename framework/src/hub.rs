@@ -1,0 +1,445 @@
+//! The hub: the engine plus the registry of open connections, usable from anywhere (HTTP
+//! handlers, background tasks, other threads).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{FromRequest, HttpRequest};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::engine::{
+    Delivered, Delivery, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position,
+    Presence, Publication, Subscribed, Subscriber, TopicInfo,
+};
+use crate::error::Error;
+use crate::id::ConnectionId;
+use crate::outbound::{Class, Frame, Outbound, Refused};
+use crate::protocol::{self, close_code};
+
+/// Publishes to topics and reaches connections from anywhere.
+///
+/// A `Hub` is cheap to clone. Register one as app data so that every channel of the app (and
+/// your HTTP handlers) share it; channels of an app without one use a process-wide default.
+///
+/// ```
+/// use actix_web::{web, App, HttpResponse};
+/// use switchboard::{Hub, ChannelError};
+///
+/// async fn announce(hub: Hub, text: String) -> Result<HttpResponse, ChannelError> {
+///     hub.publish("room:lobby", "announcement", &text).await?;
+///     Ok(HttpResponse::NoContent().finish())
+/// }
+///
+/// let hub = Hub::new();
+/// let app = App::new()
+///     .app_data(hub.clone())
+///     .route("/announce", web::post().to(announce));
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    engine: Arc<dyn Engine>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    /// A hub on a new in-memory engine.
+    pub fn new() -> Self {
+        Self::with_engine(MemoryEngine::new())
+    }
+
+    /// A hub on the given engine.
+    pub fn with_engine(engine: impl Engine) -> Self {
+        Hub {
+            inner: Arc::new(HubInner {
+                engine: Arc::new(engine),
+                registry: Registry::new(),
+            }),
+        }
+    }
+
+    /// The process-wide hub used by channels of apps that register none.
+    pub fn global() -> Hub {
+        static GLOBAL: OnceLock<Hub> = OnceLock::new();
+        GLOBAL.get_or_init(Hub::new).clone()
+    }
+
+    /// The request's app's hub, or the process-wide one.
+    pub fn of(req: &HttpRequest) -> Hub {
+        req.app_data::<Hub>()
+            .cloned()
+            .or_else(|| {
+                req.app_data::<actix_web::web::Data<Hub>>()
+                    .map(|d| Hub::clone(d))
+            })
+            .unwrap_or_else(Hub::global)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// Publishes `{"topic":topic,"event":event,"data":data}` to every subscriber of `topic`.
+    /// `data` is serialized once, here.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.publish_raw(topic, event, to_raw(data)?, None).await
+    }
+
+    /// Publishes a payload that is already JSON, optionally skipping one connection.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Arc<RawValue>,
+        exclude: Option<ConnectionId>,
+    ) -> Result<(), Error> {
+        self.inner
+            .engine
+            .publish(Publication {
+                topic: Arc::from(topic),
+                event: Arc::from(event),
+                data,
+                exclude,
+            })
+            .await
+    }
+
+    /// Topics with subscribers, and how many each has.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
+        self.inner.engine.topics().await
+    }
+
+    /// Subscribers of `topic`.
+    pub async fn subscriber_count(&self, topic: &str) -> Result<usize, Error> {
+        self.inner.engine.subscriber_count(Arc::from(topic)).await
+    }
+
+    /// Who is on `topic`.
+    pub async fn presence(&self, topic: &str) -> Result<Presence, Error> {
+        self.inner.engine.presence(Arc::from(topic)).await
+    }
+
+    /// Engine totals, plus open connections.
+    pub async fn stats(&self) -> Result<HubStats, Error> {
+        let engine = self.inner.engine.stats().await?;
+        Ok(HubStats {
+            connections: self.connection_count(),
+            engine,
+        })
+    }
+
+    /// Whether the engine works.
+    pub fn health(&self) -> EngineHealth {
+        self.inner.engine.health()
+    }
+
+    /// Open connections registered with this hub.
+    pub fn connection_count(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// What is known of an open connection.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.inner.registry.get(id).map(|e| e.info(id))
+    }
+
+    /// Pushes `{"event":event,"data":data}` to one connection. `Err(Closed)` when it is not
+    /// open (here).
+    pub fn send_to<T: Serialize + ?Sized>(
+        &self,
+        id: ConnectionId,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let frame = protocol::encode_event(event, data)?;
+        self.send_text(id, frame.to_string())
+    }
+
+    /// Sends a text frame as is to one connection.
+    pub fn send_text(&self, id: ConnectionId, text: String) -> Result<(), Error> {
+        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+        match entry.out.push_text(text.into(), Class::Droppable) {
+            Ok(()) | Err(Refused::Dropped) => Ok(()),
+            Err(Refused::Closed) => Err(Error::Closed),
+        }
+    }
+
+    /// Sends a binary frame to one connection.
+    pub fn send_binary(&self, id: ConnectionId, data: bytes::Bytes) -> Result<(), Error> {
+        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+        match entry.out.push(Frame::Binary(data), Class::Droppable) {
+            Ok(()) | Err(Refused::Dropped) => Ok(()),
+            Err(Refused::Closed) => Err(Error::Closed),
+        }
+    }
+
+    /// Closes one connection (1000, or the given code and reason).
+    pub fn disconnect(
+        &self,
+        id: ConnectionId,
+        code: Option<u16>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+        entry.out.close(code.unwrap_or(close_code::NORMAL), reason);
+        Ok(())
+    }
+
+    /// Subscribes an open connection to `topic` (from outside the connection: an HTTP handler,
+    /// a serverless function through the connections API).
+    pub async fn subscribe(
+        &self,
+        id: ConnectionId,
+        topic: &str,
+        recover: Option<Position>,
+    ) -> Result<Subscribed, Error> {
+        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+        let topic: Arc<str> = Arc::from(topic);
+        let out = self
+            .inner
+            .engine
+            .subscribe(topic.clone(), entry.subscriber(id), recover)
+            .await?;
+        entry.add_topic(topic);
+        Ok(out)
+    }
+
+    /// Unsubscribes an open connection from `topic`.
+    pub fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
+        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+        let topic: Arc<str> = Arc::from(topic);
+        entry.remove_topic(&topic);
+        self.inner.engine.unsubscribe(topic, id);
+        Ok(())
+    }
+
+    /// Topics an open connection is subscribed to.
+    pub fn subscriptions(&self, id: ConnectionId) -> Vec<String> {
+        self.inner
+            .registry
+            .get(id)
+            .map(|e| e.topics().iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn register(&self, id: ConnectionId, entry: Arc<ConnEntry>) {
+        self.inner.registry.insert(id, entry);
+    }
+
+    /// Forgets a connection: its subscriptions and presence everywhere.
+    pub(crate) fn deregister(&self, id: ConnectionId) {
+        if let Some(entry) = self.inner.registry.remove(id) {
+            for topic in entry.take_topics() {
+                self.inner.engine.unsubscribe(topic, id);
+            }
+        }
+    }
+}
+
+pub(crate) fn to_raw<T: Serialize + ?Sized>(data: &T) -> Result<Arc<RawValue>, Error> {
+    Ok(Arc::from(serde_json::value::to_raw_value(data)?))
+}
+
+impl FromRequest for Hub {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(Hub::of(req)))
+    }
+}
+
+/// Totals of a hub.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HubStats {
+    /// Open connections registered with the hub.
+    pub connections: usize,
+    /// The engine's totals.
+    #[serde(flatten)]
+    pub engine: EngineStats,
+}
+
+/// What the hub knows of an open connection (the connections API's `GET`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionInfo {
+    /// The connection.
+    pub id: ConnectionId,
+    /// The channel's path pattern.
+    pub channel: String,
+    /// When it opened.
+    pub connected_at: SystemTime,
+    /// When it last sent something.
+    pub last_active_at: SystemTime,
+    /// The client's address.
+    pub source_ip: Option<IpAddr>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// A connection as the hub holds it: its outbound queue, its topics and what the connections
+/// API reports.
+pub(crate) struct ConnEntry {
+    out: Arc<Outbound>,
+    topics: Mutex<Vec<Arc<str>>>,
+    channel: Arc<str>,
+    connected_at: SystemTime,
+    last_active_ms: AtomicU64,
+    source_ip: Option<IpAddr>,
+    user_agent: Option<Box<str>>,
+}
+
+impl ConnEntry {
+    pub(crate) fn new(out: Arc<Outbound>, channel: Arc<str>, req: &HttpRequest) -> Self {
+        let now = SystemTime::now();
+        ConnEntry {
+            out,
+            topics: Mutex::new(Vec::new()),
+            channel,
+            connected_at: now,
+            last_active_ms: AtomicU64::new(millis(now)),
+            source_ip: req.peer_addr().map(|a| a.ip()),
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(Into::into),
+        }
+    }
+
+    fn lock_topics(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn subscriber(&self, id: ConnectionId) -> Subscriber {
+        Subscriber {
+            id,
+            sink: self.out.clone(),
+        }
+    }
+
+    pub(crate) fn add_topic(&self, topic: Arc<str>) {
+        let mut t = self.lock_topics();
+        if !t.contains(&topic) {
+            t.push(topic);
+        }
+    }
+
+    pub(crate) fn remove_topic(&self, topic: &Arc<str>) -> bool {
+        let mut t = self.lock_topics();
+        let before = t.len();
+        t.retain(|x| x != topic);
+        t.len() != before
+    }
+
+    pub(crate) fn topics(&self) -> Vec<Arc<str>> {
+        self.lock_topics().clone()
+    }
+
+    fn take_topics(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.lock_topics())
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_active_ms
+            .store(millis(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    fn info(&self, id: ConnectionId) -> ConnectionInfo {
+        ConnectionInfo {
+            id,
+            channel: self.channel.to_string(),
+            connected_at: self.connected_at,
+            last_active_at: UNIX_EPOCH
+                + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)),
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl DeliverySink for Outbound {
+    fn deliver(&self, d: &Delivery) -> Delivered {
+        match self.push_text(d.frame.clone(), Class::Droppable) {
+            Ok(()) => Delivered::Queued,
+            Err(Refused::Dropped) => Delivered::Dropped,
+            Err(Refused::Closed) => Delivered::Gone,
+        }
+    }
+}
+
+/// Open connections by id, in shards so that connects and disconnects on different workers
+/// rarely meet on one lock.
+struct Registry {
+    shards: Box<[Mutex<HashMap<ConnectionId, Arc<ConnEntry>>>]>,
+}
+
+const REGISTRY_SHARDS: usize = 32;
+
+impl Registry {
+    fn new() -> Self {
+        Registry {
+            shards: (0..REGISTRY_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, id: ConnectionId) -> MutexGuard<'_, HashMap<ConnectionId, Arc<ConnEntry>>> {
+        // The last bytes of an id are a counter: consecutive connections spread evenly.
+        let b = id.as_bytes();
+        let i = b[10] as usize % REGISTRY_SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, id: ConnectionId, e: Arc<ConnEntry>) {
+        self.shard(id).insert(id, e);
+    }
+
+    fn get(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
+        self.shard(id).get(&id).cloned()
+    }
+
+    fn remove(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
+        self.shard(id).remove(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}

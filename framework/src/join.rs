@@ -1,0 +1,156 @@
+//! Client-driven subscriptions: the built-in `subscribe` / `unsubscribe` routes and the join
+//! guards that decide who may subscribe to what.
+//!
+//! A channel exposes the built-in routes as soon as it has a join rule (`join` or
+//! `allow_join`). A topic that matches no rule cannot be joined by clients; handler code can
+//! still subscribe a connection to anything with [`Channel::subscribe`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Channel;
+use crate::engine::{Position, Subscribed, TopicPattern};
+use crate::error::Error;
+use crate::extract::decode_payload;
+use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
+
+/// Decides whether a connection may join a topic. Any
+/// `Fn(Channel<S>, String) -> impl Future<Output = Result<(), ChannelError>>` is one.
+///
+/// ```
+/// use switchboard::prelude::*;
+///
+/// #[derive(Clone)]
+/// struct User { admin: bool }
+///
+/// let route = ChannelRoute::<User>::new("/ws")
+///     .allow_join("room:*")
+///     .join("admin:*", |ch: Channel<User>, _topic: String| async move {
+///         match ch.session() {
+///             Some(u) if u.admin => Ok(()),
+///             _ => Err(ChannelError::forbidden("admins only")),
+///         }
+///     });
+/// ```
+pub trait JoinGuard<S>: Send + Sync + 'static {
+    /// `Ok` lets the connection join `topic`; an error is the reply the client gets.
+    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), Error>>;
+}
+
+impl<S, F, Fut> JoinGuard<S> for F
+where
+    F: Fn(Channel<S>, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + 'static,
+{
+    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), Error>> {
+        Box::pin(self(channel, topic))
+    }
+}
+
+/// Says under which key and with which metadata a connection appears in a topic's presence
+/// when it joins through the built-in route; `None` keeps it out.
+pub type PresenceFn<S> =
+    dyn Fn(&Channel<S>, &str) -> Option<(String, serde_json::Value)> + Send + Sync;
+
+pub(crate) struct Joins<S> {
+    pub(crate) guards: Vec<(TopicPattern, Arc<dyn JoinGuard<S>>)>,
+    pub(crate) presence: Option<Arc<PresenceFn<S>>>,
+}
+
+impl<S> Clone for Joins<S> {
+    fn clone(&self) -> Self {
+        Joins {
+            guards: self.guards.clone(),
+            presence: self.presence.clone(),
+        }
+    }
+}
+
+impl<S> Default for Joins<S> {
+    fn default() -> Self {
+        Joins {
+            guards: Vec::new(),
+            presence: None,
+        }
+    }
+}
+
+impl<S> Joins<S> {
+    fn guard(&self, topic: &str) -> Option<&Arc<dyn JoinGuard<S>>> {
+        self.guards
+            .iter()
+            .find(|(p, _)| p.matches(topic))
+            .map(|(_, g)| g)
+    }
+}
+
+/// The built-in `subscribe` route's payload.
+#[derive(Debug, Deserialize)]
+struct SubscribeData {
+    topic: String,
+    /// Where the client's view of the topic ended: missed publications are replayed.
+    #[serde(default)]
+    recover: Option<Position>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicData {
+    topic: String,
+}
+
+#[derive(Serialize)]
+struct SubscribeReply {
+    topic: String,
+    #[serde(flatten)]
+    subscribed: Subscribed,
+}
+
+pub(crate) struct SubscribeRoute<S>(pub(crate) Arc<Joins<S>>);
+pub(crate) struct UnsubscribeRoute;
+
+pub(crate) const SUBSCRIBE: &str = "subscribe";
+pub(crate) const UNSUBSCRIBE: &str = "unsubscribe";
+
+impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
+    fn route(&self) -> &str {
+        SUBSCRIBE
+    }
+
+    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, Error>> {
+        let joins = self.0.clone();
+        Box::pin(async move {
+            let data: SubscribeData = decode_payload(req.data().unwrap_or("null"))?;
+            let ch = req.channel().clone();
+            let guard = joins.guard(&data.topic).ok_or_else(|| {
+                Error::forbidden(format!("topic `{}` cannot be joined", data.topic))
+            })?;
+            guard.check(ch.clone(), data.topic.clone()).await?;
+            let subscribed = ch.subscribe_from(&data.topic, data.recover).await?;
+            if let Some(presence) = &joins.presence {
+                if let Some((key, meta)) = presence(&ch, &data.topic) {
+                    ch.track(&data.topic, &key, &meta).await?;
+                }
+            }
+            req.reply_json(&SubscribeReply {
+                topic: data.topic,
+                subscribed,
+            })
+        })
+    }
+}
+
+impl<S: 'static> MessageHandler<S> for UnsubscribeRoute {
+    fn route(&self) -> &str {
+        UNSUBSCRIBE
+    }
+
+    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, Error>> {
+        Box::pin(async move {
+            let data: TopicData = decode_payload(req.data().unwrap_or("null"))?;
+            req.channel().unsubscribe(&data.topic);
+            req.reply_json(&serde_json::json!({ "topic": data.topic }))
+        })
+    }
+}
