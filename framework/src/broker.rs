@@ -727,13 +727,15 @@ mod tests {
         Arc::from(RawValue::from_string(s.to_owned()).unwrap())
     }
 
-    fn publish(e: &MemoryEngine, topic: &str, n: u32) {
-        let _ = e.publish(Publication {
+    async fn publish(e: &MemoryEngine, topic: &str, n: u32) {
+        e.publish(Publication {
             topic: topic.into(),
             event: "m".into(),
             data: raw(&n.to_string()),
             exclude: None,
-        });
+        })
+        .await
+        .unwrap();
     }
 
     #[actix_rt::test]
@@ -751,7 +753,7 @@ mod tests {
         let pos = first.position.unwrap();
         assert_eq!(pos.seq, 0);
         for n in 1..=2 {
-            publish(&e, "h:a", n);
+            publish(&e, "h:a", n).await;
         }
         // Seen up to 1: 2 is still held.
         let again = e
@@ -768,7 +770,7 @@ mod tests {
         assert_eq!(again.recovered, Some(true));
         assert_eq!(again.position.as_ref().unwrap().seq, 2);
         for n in 3..=6 {
-            publish(&e, "h:a", n);
+            publish(&e, "h:a", n).await;
         }
         // Seen up to 1: 2 was pushed out of the last 3.
         let gap = e

@@ -403,8 +403,10 @@ impl DeliverySink for Outbound {
 /// Open connections by id, in shards so that connects and disconnects on different workers
 /// rarely meet on one lock.
 struct Registry {
-    shards: Box<[Mutex<HashMap<ConnectionId, Arc<ConnEntry>>>]>,
+    shards: Box<[Mutex<RegistryShard>]>,
 }
+
+type RegistryShard = HashMap<ConnectionId, Arc<ConnEntry>>;
 
 const REGISTRY_SHARDS: usize = 32;
 
@@ -417,7 +419,7 @@ impl Registry {
         }
     }
 
-    fn shard(&self, id: ConnectionId) -> MutexGuard<'_, HashMap<ConnectionId, Arc<ConnEntry>>> {
+    fn shard(&self, id: ConnectionId) -> MutexGuard<'_, RegistryShard> {
         // The last bytes of an id are a counter: consecutive connections spread evenly.
         let b = id.as_bytes();
         let i = b[10] as usize % REGISTRY_SHARDS;
