@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::engine::{
     Delivered, Delivery, Engine, EngineStats, HistoryConfig, Position, Presence, PresenceEntry,
-    Publication, SendFuture, Subscribed, Subscriber, TopicInfo, TopicPattern,
+    Publication, SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -154,24 +154,9 @@ impl Drop for MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn subscribe(
-        &self,
-        topic: Arc<str>,
-        subscriber: Subscriber,
-        recover: Option<Position>,
-    ) -> SendFuture<Result<Subscribed, Error>> {
-        let addr = self.shard(&topic).clone();
-        Box::pin(async move {
-            Self::ask(
-                addr,
-                Subscribe {
-                    topic,
-                    subscriber,
-                    recover,
-                },
-            )
-            .await?
-        })
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+        let addr = self.shard(&request.topic).clone();
+        Box::pin(async move { Self::ask(addr, Subscribe(request)).await? })
     }
 
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId) {
@@ -489,18 +474,15 @@ impl Actor for Broker {
 
 #[derive(Message)]
 #[rtype(result = "Result<Subscribed, Error>")]
-struct Subscribe {
-    topic: Arc<str>,
-    subscriber: Subscriber,
-    recover: Option<Position>,
-}
+struct Subscribe(SubscribeRequest);
 
 impl Handler<Subscribe> for Broker {
     type Result = Result<Subscribed, Error>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Subscribe(msg): Subscribe, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        let state = self.state(&msg.topic);
+        let topic = msg.topic.clone();
+        let state = self.state(&topic);
         let mut recovered = None;
         if let Some(h) = &mut state.history {
             h.prune(now);
@@ -522,16 +504,63 @@ impl Handler<Subscribe> for Broker {
         }
         let position = state.history.as_ref().map(History::position);
         state.add(msg.subscriber.clone());
-        if !state.presence.is_empty() {
-            let data = serde_json::to_value(presence_of(state))?;
-            let d = presence_delivery(&msg.topic, "presence_state", &data);
-            msg.subscriber.sink.deliver(&d);
+        match msg.presence {
+            Some((key, meta)) => {
+                let gone = track_in(&topic, state, &msg.subscriber, key, meta);
+                for g in gone {
+                    self.drop_member(&topic, g);
+                }
+            }
+            None if !state.presence.is_empty() => {
+                send_state(&topic, state, &msg.subscriber);
+            }
+            None => {}
         }
         Ok(Subscribed {
             position,
             recovered,
         })
     }
+}
+
+/// Sends the topic's whole presence to one subscriber.
+fn send_state(topic: &Arc<str>, state: &TopicState, to: &Subscriber) {
+    if let Ok(data) = serde_json::to_value(presence_of(state)) {
+        let d = presence_delivery(topic, "presence_state", &data);
+        to.sink.deliver(&d);
+    }
+}
+
+/// Enters `sub` into the topic's presence under `key`: it gets the state, everyone gets a
+/// diff if the key is new. Returns subscribers found gone.
+fn track_in(
+    topic: &Arc<str>,
+    state: &mut TopicState,
+    sub: &Subscriber,
+    key: String,
+    meta: Value,
+) -> Vec<ConnectionId> {
+    let id = sub.id;
+    if state.tracked.get(&id).is_some_and(|k| *k != key) {
+        Broker::untrack_in(topic, state, id);
+    }
+    let metas = state.presence.entry(key.clone()).or_default();
+    let is_new_key = metas.is_empty();
+    match metas.iter_mut().find(|(cid, _)| *cid == id) {
+        Some(entry) => entry.1 = meta.clone(),
+        None => metas.push((id, meta.clone())),
+    }
+    state.tracked.insert(id, key.clone());
+    send_state(topic, state, sub);
+    if !is_new_key {
+        return Vec::new();
+    }
+    let diff = serde_json::json!({
+        "joins": { key: { "metas": [meta] } },
+        "leaves": {},
+    });
+    let d = presence_delivery(topic, "presence_diff", &diff);
+    state.fan_out(&d, None)
 }
 
 #[derive(Message, Clone)]
@@ -593,32 +622,9 @@ impl Handler<Track> for Broker {
     fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
         let topic = msg.topic.clone();
         let state = self.state(&topic);
-        let id = msg.subscriber.id;
-        if state.tracked.get(&id).is_some_and(|k| *k != msg.key) {
-            Self::untrack_in(&topic, state, id);
-        }
-        let metas = state.presence.entry(msg.key.clone()).or_default();
-        let is_new_key = metas.is_empty();
-        match metas.iter_mut().find(|(cid, _)| *cid == id) {
-            Some(entry) => entry.1 = msg.meta.clone(),
-            None => metas.push((id, msg.meta.clone())),
-        }
-        state.tracked.insert(id, msg.key.clone());
-        let presence = presence_of(state);
-        if let Ok(data) = serde_json::to_value(presence) {
-            let d = presence_delivery(&topic, "presence_state", &data);
-            msg.subscriber.sink.deliver(&d);
-        }
-        if is_new_key {
-            let diff = serde_json::json!({
-                "joins": { msg.key: { "metas": [msg.meta] } },
-                "leaves": {},
-            });
-            let d = presence_delivery(&topic, "presence_diff", &diff);
-            let gone = state.fan_out(&d, None);
-            for g in gone {
-                self.drop_member(&topic, g);
-            }
+        let gone = track_in(&topic, state, &msg.subscriber, msg.key, msg.meta);
+        for g in gone {
+            self.drop_member(&topic, g);
         }
     }
 }
@@ -738,6 +744,16 @@ mod tests {
         .unwrap();
     }
 
+    fn recovering(sub: &Subscriber, epoch: &str, seq: u64) -> SubscribeRequest {
+        SubscribeRequest {
+            recover: Some(Position {
+                epoch: epoch.to_owned(),
+                seq,
+            }),
+            ..SubscribeRequest::new("h:a".into(), sub.clone())
+        }
+    }
+
     #[actix_rt::test]
     async fn history_recovery_and_gaps() {
         let e = MemoryEngine::builder()
@@ -749,53 +765,26 @@ mod tests {
             id: ConnectionId::next(),
             sink: sink.clone(),
         };
-        let first = e.subscribe("h:a".into(), sub.clone(), None).await.unwrap();
+        let first = e
+            .subscribe(SubscribeRequest::new("h:a".into(), sub.clone()))
+            .await
+            .unwrap();
         let pos = first.position.unwrap();
         assert_eq!(pos.seq, 0);
         for n in 1..=2 {
             publish(&e, "h:a", n).await;
         }
         // Seen up to 1: 2 is still held.
-        let again = e
-            .subscribe(
-                "h:a".into(),
-                sub.clone(),
-                Some(Position {
-                    epoch: pos.epoch.clone(),
-                    seq: 1,
-                }),
-            )
-            .await
-            .unwrap();
+        let again = e.subscribe(recovering(&sub, &pos.epoch, 1)).await.unwrap();
         assert_eq!(again.recovered, Some(true));
         assert_eq!(again.position.as_ref().unwrap().seq, 2);
         for n in 3..=6 {
             publish(&e, "h:a", n).await;
         }
         // Seen up to 1: 2 was pushed out of the last 3.
-        let gap = e
-            .subscribe(
-                "h:a".into(),
-                sub.clone(),
-                Some(Position {
-                    epoch: pos.epoch.clone(),
-                    seq: 1,
-                }),
-            )
-            .await
-            .unwrap();
+        let gap = e.subscribe(recovering(&sub, &pos.epoch, 1)).await.unwrap();
         assert_eq!(gap.recovered, Some(false));
-        let wrong_epoch = e
-            .subscribe(
-                "h:a".into(),
-                sub,
-                Some(Position {
-                    epoch: "other".into(),
-                    seq: 6,
-                }),
-            )
-            .await
-            .unwrap();
+        let wrong_epoch = e.subscribe(recovering(&sub, "other", 6)).await.unwrap();
         assert_eq!(wrong_epoch.recovered, Some(false));
         let frames = sink.0.lock().unwrap().clone();
         // 1,2 live; 2 replayed; 3..6 live.
@@ -818,7 +807,9 @@ mod tests {
             id: ConnectionId::next(),
             sink: watcher.clone(),
         };
-        e.subscribe("p".into(), w, None).await.unwrap();
+        e.subscribe(SubscribeRequest::new("p".into(), w))
+            .await
+            .unwrap();
         let a1 = Subscriber {
             id: ConnectionId::next(),
             sink: Arc::new(Collect::default()),

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::connection::Connection;
 use crate::engine::TopicPattern;
-use crate::engine::{Position, Subscribed};
+use crate::engine::{Position, SubscribeRequest, Subscribed};
 use crate::error::Error;
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::hub::{ConnEntry, Hub};
@@ -636,13 +636,30 @@ impl<S> Channel<S> {
         topic: &str,
         position: Option<Position>,
     ) -> Result<Subscribed, Error> {
+        self.subscribe_with(topic, position, None).await
+    }
+
+    /// Subscribes, optionally recovering from `position`, and optionally entering the topic's
+    /// presence under `presence = (key, meta)` in the same step (one `presence_state` for the
+    /// client, including itself).
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        position: Option<Position>,
+        presence: Option<(String, serde_json::Value)>,
+    ) -> Result<Subscribed, Error> {
         let topic: Arc<str> = Arc::from(topic);
         let sub = self.inner.entry.subscriber(self.id());
         let out = self
             .inner
             .hub
             .engine()
-            .subscribe(topic.clone(), sub, position)
+            .subscribe(SubscribeRequest {
+                topic: topic.clone(),
+                subscriber: sub,
+                recover: position,
+                presence,
+            })
             .await?;
         self.inner.entry.add_topic(topic);
         Ok(out)

@@ -125,6 +125,33 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
+/// A subscription to make.
+#[derive(Clone, Debug)]
+pub struct SubscribeRequest {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// Who subscribes.
+    pub subscriber: Subscriber,
+    /// Replay what the subscriber missed since this position first (topics with history).
+    pub recover: Option<Position>,
+    /// Also enter the topic's presence under this key with this metadata, in the same step:
+    /// the subscriber then gets one `presence_state` that includes itself, and no diff can
+    /// fall between subscribing and tracking.
+    pub presence: Option<(String, serde_json::Value)>,
+}
+
+impl SubscribeRequest {
+    /// A plain subscription.
+    pub fn new(topic: Arc<str>, subscriber: Subscriber) -> Self {
+        SubscribeRequest {
+            topic,
+            subscriber,
+            recover: None,
+            presence: None,
+        }
+    }
+}
+
 /// The answer to a subscribe.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Subscribed {
@@ -187,14 +214,8 @@ pub enum EngineHealth {
 /// never wait on a subscriber, and serialize a publication once (the [`Delivery`] frame is
 /// shared by all subscribers of the node).
 pub trait Engine: Send + Sync + 'static {
-    /// Adds a subscriber to a topic; with `recover`, first replays what it missed since that
-    /// position.
-    fn subscribe(
-        &self,
-        topic: Arc<str>,
-        subscriber: Subscriber,
-        recover: Option<Position>,
-    ) -> SendFuture<Result<Subscribed, Error>>;
+    /// Adds a subscriber to a topic: see [`SubscribeRequest`].
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>>;
 
     /// Removes a subscriber (and its presence) from a topic.
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId);

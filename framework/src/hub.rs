@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::{
     Delivered, Delivery, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position,
-    Presence, Publication, Subscribed, Subscriber, TopicInfo,
+    Presence, Publication, SubscribeRequest, Subscribed, Subscriber, TopicInfo,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -225,7 +225,10 @@ impl Hub {
         let out = self
             .inner
             .engine
-            .subscribe(topic.clone(), entry.subscriber(id), recover)
+            .subscribe(SubscribeRequest {
+                recover,
+                ..SubscribeRequest::new(topic.clone(), entry.subscriber(id))
+            })
             .await?;
         entry.add_topic(topic);
         Ok(out)
@@ -301,6 +304,10 @@ pub struct ConnectionInfo {
     pub source_ip: Option<IpAddr>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// Frames waiting in its outbound queue.
+    pub queued: usize,
+    /// Frames dropped for it under the drop-newest slow-consumer policy.
+    pub dropped: u64,
 }
 
 /// A connection as the hub holds it: its outbound queue, its topics and what the connections
@@ -380,6 +387,8 @@ impl ConnEntry {
                 + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)),
             source_ip: self.source_ip,
             user_agent: self.user_agent.as_deref().map(str::to_owned),
+            queued: self.out.len(),
+            dropped: self.out.dropped(),
         }
     }
 }

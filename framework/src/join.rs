@@ -127,12 +127,10 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
                 Error::forbidden(format!("topic `{}` cannot be joined", data.topic))
             })?;
             guard.check(ch.clone(), data.topic.clone()).await?;
-            let subscribed = ch.subscribe_from(&data.topic, data.recover).await?;
-            if let Some(presence) = &joins.presence {
-                if let Some((key, meta)) = presence(&ch, &data.topic) {
-                    ch.track(&data.topic, &key, &meta).await?;
-                }
-            }
+            let presence = joins.presence.as_ref().and_then(|f| f(&ch, &data.topic));
+            let subscribed = ch
+                .subscribe_with(&data.topic, data.recover, presence)
+                .await?;
             req.reply_json(&SubscribeReply {
                 topic: data.topic,
                 subscribed,
