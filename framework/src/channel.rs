@@ -338,6 +338,12 @@ impl<S: 'static> ChannelRoute<S> {
         self
     }
 
+    /// Messages of one connection that may wait while a handler runs; more get `overloaded`.
+    pub fn inbound_queue(mut self, capacity: usize) -> Self {
+        self.def.config.inbound_capacity = capacity.max(1);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ChannelConfig) -> Self {
         self.def.config = config;

@@ -45,6 +45,7 @@ pub(crate) struct Connection<S: 'static> {
     incoming: Option<IncomingStream>,
     inbound: VecDeque<Inbound>,
     busy: bool,
+    incoming_done: bool,
     last_seen: Instant,
     disconnected: bool,
     _open: OpenGuard,
@@ -65,6 +66,7 @@ impl<S: 'static> Connection<S> {
             incoming: Some(incoming),
             inbound: VecDeque::new(),
             busy: false,
+            incoming_done: false,
             last_seen: Instant::now(),
             disconnected: false,
             _open: open,
@@ -280,7 +282,7 @@ impl<S: 'static> Actor for Connection<S> {
         if let Some(ws) = self.ws.take() {
             let writer = Writer::new(self.channel.outbound().clone(), ws);
             ctx.spawn(writer.into_actor(self).map(|(), act, ctx| {
-                if act.channel.outbound().close_sent() {
+                if act.channel.outbound().close_sent() && !act.incoming_done {
                     // Wait for the client's close frame (the stream then ends), within bounds.
                     act.stop_after_close_timeout(ctx);
                 } else {
@@ -342,20 +344,35 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+        self.incoming_done = true;
+        // A close frame still on its way out (after a protocol error, say) is let go first;
+        // the writer stops the actor once it is handed to the socket.
+        let out = self.channel.outbound();
+        if !out.is_closing() || out.close_sent() {
+            ctx.stop();
+        }
     }
 }
 
 impl<S: 'static> Connection<S> {
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
         if self.inbound.len() >= self.def.config.inbound_capacity {
-            let route = match &item {
-                Inbound::Binary(_) => Some(BINARY_ROUTE.to_owned()),
-                Inbound::Text(_) => None,
-            };
-            let answering = Answering {
-                reference: None,
-                route,
+            // Refused, but still answered: a client waiting on its `ref` must hear about it.
+            let answering = match item {
+                Inbound::Binary(_) => Answering {
+                    reference: None,
+                    route: Some(BINARY_ROUTE.to_owned()),
+                },
+                Inbound::Text(text) => match Envelope::decode(text, &self.def.config.route_key) {
+                    Ok(env) => Answering {
+                        reference: env.reference().map(str::to_owned),
+                        route: Some(env.route().to_owned()),
+                    },
+                    Err(rejected) => Answering {
+                        reference: rejected.reference,
+                        route: None,
+                    },
+                },
             };
             self.push_error(&answering, &Error::Overloaded);
             return;

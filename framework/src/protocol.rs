@@ -381,7 +381,8 @@ pub(crate) fn encode_ok<T: Serialize + ?Sized>(
     Ok(buf.finish())
 }
 
-/// An error frame: a failed reply with `ref`, or `{"type":route,"ok":false,"error":...}`.
+/// An error frame: `{"ref":R,"ok":false,"error":...}`, or without a ref
+/// `{"type":route,"ok":false,"error":...}` (no `type` when the route is unknown).
 pub(crate) fn encode_error(
     reference: Option<&str>,
     route_field: &str,
@@ -390,11 +391,15 @@ pub(crate) fn encode_error(
 ) -> ByteString {
     let mut buf = FrameBuf::with_capacity(96);
     buf.raw("{");
-    if let Some(r) = reference {
-        buf.raw("\"ref\":").raw(r).raw(",");
-    }
-    if let Some(route) = route {
-        buf.string(route_field).raw(":").string(route).raw(",");
+    // A reply to a `ref` is identified by it; otherwise the route says what failed.
+    match (reference, route) {
+        (Some(r), _) => {
+            buf.raw("\"ref\":").raw(r).raw(",");
+        }
+        (None, Some(route)) => {
+            buf.string(route_field).raw(":").string(route).raw(",");
+        }
+        (None, None) => {}
     }
     buf.raw("\"ok\":false,\"error\":{\"code\":")
         .string(err.code())

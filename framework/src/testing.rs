@@ -249,6 +249,15 @@ impl Drop for TestServer {
     }
 }
 
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient")
+            .field("buffered", &self.buffered.len())
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
 /// A WebSocket client that speaks the channel protocol.
 pub struct TestClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

@@ -47,6 +47,17 @@ pub(crate) fn upgrade(
         .max_frame_size(max_frame_size)
         .aggregate_continuations()
         .max_continuation_size(max_frame_size)
+        // After a decode error actix-ws keeps the offending bytes and yields the same error on
+        // every poll: the first error ends the stream.
+        .scan(false, |failed, item| {
+            let out = if *failed {
+                None
+            } else {
+                *failed = item.is_err();
+                Some(item)
+            };
+            std::future::ready(out)
+        })
         .map(|item| match item {
             Ok(AggregatedMessage::Text(t)) => Incoming::Text(t),
             Ok(AggregatedMessage::Binary(b)) => Incoming::Binary(b),
@@ -56,6 +67,11 @@ pub(crate) fn upgrade(
                 reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
             ),
             Err(ProtocolError::Overflow) => Incoming::TooBig,
+            // actix-ws reports a message assembled from continuations over the limit as an
+            // I/O error with this text.
+            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
+                Incoming::TooBig
+            }
             Err(e) => Incoming::Broken(e.to_string()),
         });
     Ok((response, session, Box::pin(stream)))

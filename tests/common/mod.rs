@@ -1,0 +1,152 @@
+//! Helpers shared by the integration tests: bounded waits, error-reply matching, and a raw
+//! TCP client for what a WebSocket client library would hide (plain HTTP requests, a
+//! WebSocket peer that never answers pings).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchboard::testing::{TestClient, TestError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for a server-side effect before failing.
+pub const DEADLINE: Duration = Duration::from_secs(3);
+
+/// Polls `cond` every 10 ms until it holds; panics after [`DEADLINE`] with `what`.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The error reply of a request: `(code, message, whole frame)`; panics on anything else.
+pub fn error_reply(result: Result<Value, TestError>) -> (String, String, Value) {
+    match result {
+        Err(TestError::Reply {
+            code,
+            message,
+            frame,
+        }) => (code, message, frame),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// The HTTP status of a refused upgrade; panics on anything else.
+/// (`TestClient` is not `Debug`, so `unwrap_err` cannot be used on a connect result.)
+pub fn rejected_status(result: Result<TestClient, TestError>) -> u16 {
+    match result {
+        Err(TestError::Rejected { status, .. }) => status,
+        Err(other) => panic!("expected the upgrade to be rejected, got {other:?}"),
+        Ok(_) => panic!("expected the upgrade to be rejected, but it connected"),
+    }
+}
+
+/// Sends a raw HTTP/1.1 request (`Connection: close`) and returns the status code and the
+/// whole response text.
+pub async fn raw_http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("the server answered within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
+/// A WebSocket peer on a bare TCP stream: it reads frames but never answers anything (no
+/// pongs, no close reply), like a client whose process is stuck.
+pub struct RawWs {
+    stream: TcpStream,
+}
+
+impl RawWs {
+    /// Performs the opening handshake; panics unless the server answers 101.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // Byte by byte, so that nothing after the head is consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let b = tokio::time::timeout(Duration::from_secs(5), stream.read_u8())
+                .await
+                .expect("handshake response within 5 s")
+                .expect("read");
+            head.push(b);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "handshake failed: {head}");
+        RawWs { stream }
+    }
+
+    /// Sends one frame (masked, as a client must) with the FIN bit as given.
+    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let key = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        self.stream.write_all(&frame).await.expect("write a frame");
+    }
+
+    /// The next frame's opcode and payload (server frames are unmasked), within `timeout`.
+    /// `None` when the server closed the TCP connection.
+    pub async fn read_frame(&mut self, timeout: Duration) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(timeout, self.read_frame_inner())
+            .await
+            .expect("a frame within the timeout")
+    }
+
+    async fn read_frame_inner(&mut self) -> Option<(u8, Vec<u8>)> {
+        let b0 = self.stream.read_u8().await.ok()?;
+        let b1 = self.stream.read_u8().await.ok()?;
+        let len = match b1 & 0x7f {
+            126 => u64::from(self.stream.read_u16().await.ok()?),
+            127 => self.stream.read_u64().await.ok()?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; usize::try_from(len).ok()?];
+        self.stream.read_exact(&mut payload).await.ok()?;
+        Some((b0 & 0x0f, payload))
+    }
+}
+
+/// Opcodes of the frames a [`RawWs`] reads.
+pub mod opcode {
+    /// A continuation frame.
+    pub const CONTINUATION: u8 = 0x0;
+    /// A text frame.
+    pub const TEXT: u8 = 0x1;
+    /// A close frame.
+    pub const CLOSE: u8 = 0x8;
+    /// A ping.
+    pub const PING: u8 = 0x9;
+}
