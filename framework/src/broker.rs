@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::engine::{
-    Delivered, Delivery, Engine, EngineStats, HistoryConfig, Position, Presence, PresenceEntry,
-    Publication, SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
+    Delivered, Engine, EngineStats, HistoryConfig, Position, Presence, PresenceEntry, Publication,
+    Publish, SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -163,7 +163,7 @@ impl Engine for MemoryEngine {
         self.shard(&topic).do_send(Unsubscribe { topic, id });
     }
 
-    fn publish(&self, publication: Publication) -> SendFuture<Result<(), Error>> {
+    fn publish(&self, publication: Publish) -> SendFuture<Result<(), Error>> {
         self.shard(&publication.topic).do_send(publication);
         Box::pin(async { Ok(()) })
     }
@@ -251,7 +251,7 @@ struct TopicState {
 struct History {
     epoch: Arc<str>,
     last: u64,
-    items: VecDeque<(Instant, Delivery)>,
+    items: VecDeque<(Instant, Publication)>,
     config: HistoryConfig,
 }
 
@@ -281,7 +281,7 @@ impl History {
     }
 
     /// Publications after `seq`, if all of them are still held.
-    fn since(&self, seq: u64) -> Option<impl Iterator<Item = &Delivery>> {
+    fn since(&self, seq: u64) -> Option<impl Iterator<Item = &Publication>> {
         if seq > self.last {
             return None;
         }
@@ -338,7 +338,7 @@ impl TopicState {
     }
 
     /// Hands `d` to every subscriber but `exclude`; forgets the ones that are gone.
-    fn fan_out(&mut self, d: &Delivery, exclude: Option<ConnectionId>) -> Vec<ConnectionId> {
+    fn fan_out(&mut self, d: &Publication, exclude: Option<ConnectionId>) -> Vec<ConnectionId> {
         let mut gone = Vec::new();
         for sub in &self.subs {
             if Some(sub.id) == exclude {
@@ -430,9 +430,9 @@ impl Broker {
     }
 }
 
-fn presence_delivery(topic: &Arc<str>, event: &str, data: &Value) -> Delivery {
+fn presence_delivery(topic: &Arc<str>, event: &str, data: &Value) -> Publication {
     let raw = serde_json::value::to_raw_value(data).unwrap_or_else(|_| RawValue::NULL.to_owned());
-    Delivery::new(topic.clone(), Arc::from(event), Arc::from(raw), None)
+    Publication::new(topic.clone(), Arc::from(event), Arc::from(raw), None)
 }
 
 fn presence_of(state: &TopicState) -> Presence {
@@ -578,14 +578,14 @@ impl Handler<Unsubscribe> for Broker {
     }
 }
 
-impl Message for Publication {
+impl Message for Publish {
     type Result = ();
 }
 
-impl Handler<Publication> for Broker {
+impl Handler<Publish> for Broker {
     type Result = ();
 
-    fn handle(&mut self, p: Publication, _: &mut Context<Self>) {
+    fn handle(&mut self, p: Publish, _: &mut Context<Self>) {
         if !self.topics.contains_key(&p.topic) && self.history_for(&p.topic).is_none() {
             // Nobody listens and nothing is kept: the publication has nowhere to go.
             return;
@@ -595,7 +595,7 @@ impl Handler<Publication> for Broker {
             h.last += 1;
             (h.epoch.clone(), h.last)
         });
-        let d = Delivery::new(p.topic.clone(), p.event, p.data, position);
+        let d = Publication::new(p.topic.clone(), p.event, p.data, position);
         let gone = state.fan_out(&d, p.exclude);
         if let Some(h) = &mut state.history {
             h.items.push_back((Instant::now(), d));
@@ -723,7 +723,7 @@ mod tests {
     struct Collect(Mutex<Vec<String>>);
 
     impl crate::engine::DeliverySink for Collect {
-        fn deliver(&self, d: &Delivery) -> Delivered {
+        fn deliver(&self, d: &Publication) -> Delivered {
             self.0.lock().unwrap().push(d.frame.to_string());
             Delivered::Queued
         }
@@ -734,7 +734,7 @@ mod tests {
     }
 
     async fn publish(e: &MemoryEngine, topic: &str, n: u32) {
-        e.publish(Publication {
+        e.publish(Publish {
             topic: topic.into(),
             event: "m".into(),
             data: raw(&n.to_string()),

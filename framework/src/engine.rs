@@ -18,9 +18,9 @@ pub use crate::broker::MemoryEngine;
 /// A boxed `Send` future: engine calls can be made from any thread.
 pub type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A publication on its way to a topic's subscribers.
+/// A request to publish: what a publisher hands the engine.
 #[derive(Clone, Debug)]
-pub struct Publication {
+pub struct Publish {
     /// The topic.
     pub topic: Arc<str>,
     /// The event name subscribers see.
@@ -41,9 +41,10 @@ pub struct Position {
     pub seq: u64,
 }
 
-/// One delivery to one subscriber: the encoded frame for sockets, the parts for session actors.
+/// A publication as subscribers receive it: the encoded frame for sockets (the same bytes for
+/// every subscriber), the parts for session handlers.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct Publication {
     /// The topic.
     pub topic: Arc<str>,
     /// The event name.
@@ -58,14 +59,14 @@ pub struct Delivery {
     pub frame: ByteString,
 }
 
-impl Delivery {
+impl Publication {
     /// Builds a delivery and its frame.
     pub fn new(
         topic: Arc<str>,
         event: Arc<str>,
         data: Arc<RawValue>,
         position: Option<(Arc<str>, u64)>,
-    ) -> Delivery {
+    ) -> Publication {
         let frame = crate::protocol::encode_delivery(
             &topic,
             &event,
@@ -76,7 +77,7 @@ impl Delivery {
             Some((e, s)) => (Some(e), Some(s)),
             None => (None, None),
         };
-        Delivery {
+        Publication {
             topic,
             event,
             data,
@@ -107,7 +108,7 @@ pub enum Delivered {
 /// a sink queues or drops, it does not block.
 pub trait DeliverySink: Send + Sync + 'static {
     /// Hands one delivery to the subscriber.
-    fn deliver(&self, delivery: &Delivery) -> Delivered;
+    fn deliver(&self, publication: &Publication) -> Delivered;
 }
 
 /// A subscriber: a connection id and where its deliveries go.
@@ -211,7 +212,7 @@ pub enum EngineHealth {
 /// Where topics live.
 ///
 /// Implementations must deliver a publisher's publications to each subscriber in publish order,
-/// never wait on a subscriber, and serialize a publication once (the [`Delivery`] frame is
+/// never wait on a subscriber, and serialize a publication once (the [`Publication`] frame is
 /// shared by all subscribers of the node).
 pub trait Engine: Send + Sync + 'static {
     /// Adds a subscriber to a topic: see [`SubscribeRequest`].
@@ -221,7 +222,7 @@ pub trait Engine: Send + Sync + 'static {
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId);
 
     /// Publishes to every subscriber of the topic.
-    fn publish(&self, publication: Publication) -> SendFuture<Result<(), Error>>;
+    fn publish(&self, publication: Publish) -> SendFuture<Result<(), Error>>;
 
     /// Adds or updates `id`'s presence on `topic` under `key`; the topic's subscribers get a
     /// `presence_diff` when the key appears, and `id` gets the `presence_state`.
@@ -316,9 +317,9 @@ mod tests {
     #[test]
     fn delivery_frame() {
         let data: Arc<RawValue> = Arc::from(RawValue::from_string("{\"x\":1}".into()).unwrap());
-        let d = Delivery::new("t".into(), "e".into(), data.clone(), None);
+        let d = Publication::new("t".into(), "e".into(), data.clone(), None);
         assert_eq!(&*d.frame, r#"{"topic":"t","event":"e","data":{"x":1}}"#);
-        let d = Delivery::new("t".into(), "e".into(), data, Some(("ep".into(), 3)));
+        let d = Publication::new("t".into(), "e".into(), data, Some(("ep".into(), 3)));
         assert_eq!(
             &*d.frame,
             r#"{"topic":"t","event":"e","epoch":"ep","seq":3,"data":{"x":1}}"#

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    Delivered, Delivery, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position,
-    Presence, Publication, SubscribeRequest, Subscribed, Subscriber, TopicInfo,
+    Delivered, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position, Presence,
+    Publication, Publish, SubscribeRequest, Subscribed, Subscriber, TopicInfo,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -122,7 +122,7 @@ impl Hub {
     ) -> Result<(), Error> {
         self.inner
             .engine
-            .publish(Publication {
+            .publish(Publish {
                 topic: Arc::from(topic),
                 event: Arc::from(event),
                 data,
@@ -400,7 +400,7 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 impl DeliverySink for Outbound {
-    fn deliver(&self, d: &Delivery) -> Delivered {
+    fn deliver(&self, d: &Publication) -> Delivered {
         match self.push_text(d.frame.clone(), Class::Droppable) {
             Ok(()) => Delivered::Queued,
             Err(Refused::Dropped) => Delivered::Dropped,
