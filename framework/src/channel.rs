@@ -133,8 +133,12 @@ pub(crate) struct ChannelDef<S> {
     pub(crate) binary: Option<Handler<S>>,
     pub(crate) on_connect: Option<Arc<dyn ConnectHandler<S>>>,
     pub(crate) on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    pub(crate) on_open: Option<OpenHook<S>>,
     pub(crate) open: Arc<AtomicUsize>,
 }
+
+/// Runs in the connection actor once the socket is open.
+pub(crate) type OpenHook<S> = Arc<dyn Fn(&Channel<S>) + Send + Sync>;
 
 impl<S> ChannelDef<S> {
     pub(crate) fn handler(&self, route: &str) -> Option<&Handler<S>> {
@@ -178,6 +182,7 @@ struct ChannelDefBuilder<S> {
     binary: Option<Handler<S>>,
     on_connect: Option<Arc<dyn ConnectHandler<S>>>,
     on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    on_open: Option<OpenHook<S>>,
     open: Arc<AtomicUsize>,
 }
 
@@ -193,6 +198,7 @@ impl<S> Clone for ChannelRoute<S> {
                 binary: self.def.binary.clone(),
                 on_connect: self.def.on_connect.clone(),
                 on_disconnect: self.def.on_disconnect.clone(),
+                on_open: self.def.on_open.clone(),
                 open: self.def.open.clone(),
             },
             _session: PhantomData,
@@ -213,6 +219,7 @@ impl<S: 'static> ChannelRoute<S> {
                 binary: None,
                 on_connect: None,
                 on_disconnect: None,
+                on_open: None,
                 open: Arc::new(AtomicUsize::new(0)),
             },
             _session: PhantomData,
@@ -275,6 +282,11 @@ impl<S: 'static> ChannelRoute<S> {
         F: Fn(&Channel<S>, &str) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
     {
         self.def.joins.presence = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn on_open(mut self, hook: impl Fn(&Channel<S>) + Send + Sync + 'static) -> Self {
+        self.def.on_open = Some(Arc::new(hook));
         self
     }
 
@@ -388,6 +400,7 @@ impl<S: 'static> ChannelRoute<S> {
                 binary: b.binary,
                 on_connect: b.on_connect,
                 on_disconnect: b.on_disconnect,
+                on_open: b.on_open,
                 open: b.open,
             },
         )

@@ -292,6 +292,9 @@ impl<S: 'static> Actor for Connection<S> {
         }
         let interval = self.def.config.heartbeat_interval;
         ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        if let Some(hook) = self.def.on_open.clone() {
+            hook(&self.channel);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

@@ -13,6 +13,7 @@ mod id;
 pub mod join;
 mod outbound;
 pub mod protocol;
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transport;
@@ -63,6 +64,13 @@ pub use switchboard_macros::on_connect;
 
 /// Turns an `async fn` into a disconnect handler; it runs exactly once per connection.
 pub use switchboard_macros::on_disconnect;
+
+/// Marks a struct as the state of a stateful session (see [`session`](crate::session)).
+pub use switchboard_macros::session;
+
+/// Turns a session struct's `impl` block into its routes and lifecycle (see
+/// [`session`](crate::session)).
+pub use switchboard_macros::session_handlers;
 
 /// The names most channel code needs.
 pub mod prelude {
@@ -121,6 +129,41 @@ pub mod __private {
     /// Makes the disconnect handler's return type check point at the user's code.
     #[inline]
     pub fn unit(_: ()) {}
+
+    /// A session's `create` result.
+    #[inline]
+    pub fn created<T, R: IntoSession<T>>(r: R) -> Result<T, Error> {
+        r.into_session()?
+            .ok_or_else(|| Error::unauthorized("no session"))
+    }
+
+    /// `Result<(), E>` of a session's `on_connect`.
+    #[inline]
+    pub fn unit_result<E: Into<Error>>(r: Result<(), E>) -> Result<(), Error> {
+        r.map_err(Into::into)
+    }
+
+    /// A session type without `create`: built with `Default`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` has no `create` and is not `Default`",
+        note = "add `async fn create(req: ConnectRequest) -> Result<Self, ChannelError>` to its `#[switchboard::session_handlers]` block, or derive `Default`"
+    )]
+    pub trait DefaultSession: Sized {
+        /// The session's initial state.
+        fn default_session() -> Self;
+    }
+
+    impl<T: Default> DefaultSession for T {
+        fn default_session() -> Self {
+            T::default()
+        }
+    }
+
+    /// See [`DefaultSession`].
+    #[inline]
+    pub fn default_session<T: DefaultSession>() -> T {
+        T::default_session()
+    }
 
     /// A disconnect handler whose arguments could not be extracted does not run.
     pub fn log_disconnect_error(e: &Error) {

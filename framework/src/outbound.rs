@@ -196,6 +196,14 @@ impl Outbound {
         self.close_sent.load(Ordering::Acquire)
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn policy(&self) -> SlowConsumerPolicy {
+        self.policy
+    }
+
     /// Frames dropped under the drop-newest policy so far.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -397,3 +397,370 @@ fn expand_fn(kind: Kind, args: Args, func: ItemFn) -> syn::Result<TokenStream2> 
     };
     Ok(out)
 }
+
+/// Marks a struct as session state: `#[switchboard::session] struct Game { .. }`.
+#[proc_macro_attribute]
+pub fn session(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item2: TokenStream2 = item.clone().into();
+    let result = (|| -> syn::Result<TokenStream2> {
+        if !attr.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "`#[switchboard::session]` takes no arguments",
+            ));
+        }
+        let input = syn::parse::<syn::DeriveInput>(item)?;
+        if !input.generics.params.is_empty() {
+            return Err(syn::Error::new_spanned(
+                &input.generics,
+                "session types cannot be generic",
+            ));
+        }
+        let name = &input.ident;
+        Ok(quote! {
+            #input
+            impl ::switchboard::session::SessionState for #name {}
+        })
+    })();
+    match result {
+        Ok(ts) => ts.into(),
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#item2 #err).into()
+        }
+    }
+}
+
+/// Turns a session struct's `impl` block into its routes and lifecycle:
+/// `#[message("route")]` methods, `on_connect`, `on_disconnect`, a `#[topic_message]` method,
+/// an `#[on_binary]` method, and an optional `async fn create(..) -> Result<Self, E>`.
+#[proc_macro_attribute]
+pub fn session_handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item2: TokenStream2 = item.clone().into();
+    let result = (|| -> syn::Result<TokenStream2> {
+        if !attr.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "`#[switchboard::session_handlers]` takes no arguments",
+            ));
+        }
+        let block = syn::parse::<syn::ItemImpl>(item)?;
+        session::expand(block)
+    })();
+    match result {
+        Ok(ts) => ts.into(),
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#item2 #err).into()
+        }
+    }
+}
+
+mod session {
+    use super::*;
+    use syn::{ImplItem, ImplItemFn, ItemImpl};
+
+    enum Role {
+        Route(LitStr),
+        Binary,
+        Topic,
+        Connect,
+        Disconnect,
+        Create,
+    }
+
+    fn take_attr(f: &mut ImplItemFn, name: &str) -> Option<syn::Attribute> {
+        let pos = f.attrs.iter().position(|a| a.path().is_ident(name))?;
+        Some(f.attrs.remove(pos))
+    }
+
+    fn role(f: &mut ImplItemFn) -> syn::Result<Option<Role>> {
+        if let Some(attr) = take_attr(f, "message") {
+            let route: LitStr = attr.parse_args().map_err(|_| {
+                syn::Error::new_spanned(&attr, "expected a route name: `#[message(\"route\")]`")
+            })?;
+            if route.value().is_empty() {
+                return Err(syn::Error::new_spanned(
+                    route,
+                    "the route name cannot be empty",
+                ));
+            }
+            return Ok(Some(Role::Route(route)));
+        }
+        if take_attr(f, "topic_message").is_some() {
+            return Ok(Some(Role::Topic));
+        }
+        if take_attr(f, "on_binary").is_some() {
+            return Ok(Some(Role::Binary));
+        }
+        Ok(match f.sig.ident.to_string().as_str() {
+            "on_connect" => Some(Role::Connect),
+            "on_disconnect" => Some(Role::Disconnect),
+            "create" => Some(Role::Create),
+            _ => None,
+        })
+    }
+
+    fn is_ctx(ty: &Type) -> bool {
+        match ty {
+            Type::Reference(r) => last_segment_is(&r.elem, "SessionCtx"),
+            _ => false,
+        }
+    }
+
+    fn check_method(f: &ImplItemFn) -> syn::Result<()> {
+        if f.sig.asyncness.is_none() {
+            return Err(syn::Error::new_spanned(
+                f.sig.fn_token,
+                "session handlers must be `async fn`",
+            ));
+        }
+        match f.sig.inputs.first() {
+            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some() => Ok(()),
+            Some(FnArg::Receiver(r)) => Err(syn::Error::new_spanned(
+                r,
+                "session handlers take `&mut self`",
+            )),
+            _ => Err(syn::Error::new_spanned(
+                &f.sig.ident,
+                "session handlers take `&mut self` first",
+            )),
+        }
+    }
+
+    fn typed_args(f: &ImplItemFn) -> Vec<&Type> {
+        f.sig
+            .inputs
+            .iter()
+            .filter_map(|i| match i {
+                FnArg::Typed(p) => Some(&*p.ty),
+                FnArg::Receiver(_) => None,
+            })
+            .collect()
+    }
+
+    pub(super) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
+        if let Some((_, path, _)) = &block.trait_ {
+            return Err(syn::Error::new_spanned(
+                path,
+                "`#[switchboard::session_handlers]` goes on the struct's own `impl` block",
+            ));
+        }
+        if !block.generics.params.is_empty() {
+            return Err(syn::Error::new_spanned(
+                &block.generics,
+                "session types cannot be generic",
+            ));
+        }
+        let self_ty = block.self_ty.clone();
+        let mut routes = Vec::new();
+        let mut binary = None;
+        let mut topic = None;
+        let mut connect = None;
+        let mut disconnect = None;
+        let mut create = None;
+        for item in &mut block.items {
+            let ImplItem::Fn(f) = item else { continue };
+            let Some(role) = role(f)? else { continue };
+            match role {
+                Role::Create => {
+                    if f.sig.asyncness.is_none() {
+                        return Err(syn::Error::new_spanned(
+                            f.sig.fn_token,
+                            "`create` must be an `async fn`",
+                        ));
+                    }
+                    if let Some(FnArg::Receiver(r)) = f.sig.inputs.first() {
+                        return Err(syn::Error::new_spanned(
+                            r,
+                            "`create` builds the session: it takes no `self`",
+                        ));
+                    }
+                    create = Some(f.clone());
+                }
+                Role::Route(r) => {
+                    check_method(f)?;
+                    routes.push((r, f.clone()));
+                }
+                Role::Binary => {
+                    check_method(f)?;
+                    binary = Some(f.clone());
+                }
+                Role::Topic => {
+                    check_method(f)?;
+                    topic = Some(f.clone());
+                }
+                Role::Connect => {
+                    check_method(f)?;
+                    connect = Some(f.clone());
+                }
+                Role::Disconnect => {
+                    check_method(f)?;
+                    disconnect = Some(f.clone());
+                }
+            }
+        }
+
+        let host = quote!(::switchboard::session::SessionHost<#self_ty>);
+
+        // Arguments after `&mut self`: `&SessionCtx<Self>` gets the context, the last other
+        // argument may be the payload, the rest are extractors.
+        let call_args = |f: &ImplItemFn| -> Vec<TokenStream2> {
+            let types = typed_args(f);
+            let n = types.len();
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| {
+                    if is_ctx(ty) {
+                        quote!(__ctx)
+                    } else if i + 1 == n && !KNOWN_EXTRACTORS.iter().any(|k| last_segment_is(ty, k)) {
+                        quote_spanned!(ty.span()=> ::switchboard::__private::last::<#ty, #host, _>(__req)?)
+                    } else {
+                        quote_spanned!(ty.span()=> ::switchboard::__private::parts::<#ty, #host>(__req)?)
+                    }
+                })
+                .collect()
+        };
+
+        let route_arms = routes.iter().map(|(route, f)| {
+            let name = &f.sig.ident;
+            let args = call_args(f);
+            let ret_span = match &f.sig.output {
+                ReturnType::Default => f.sig.ident.span(),
+                ReturnType::Type(_, t) => t.span(),
+            };
+            let reply = quote_spanned!(ret_span=> ::switchboard::__private::reply(__req, __out));
+            quote! {
+                #route => ::std::option::Option::Some(::std::boxed::Box::pin(async move {
+                    let __out = <#self_ty>::#name(self, #(#args),*).await;
+                    #reply
+                })),
+            }
+        });
+        let binary_arm = binary.as_ref().map(|f| {
+            let name = &f.sig.ident;
+            let args = call_args(f);
+            quote! {
+                "$binary" => ::std::option::Option::Some(::std::boxed::Box::pin(async move {
+                    let __out = <#self_ty>::#name(self, #(#args),*).await;
+                    ::switchboard::__private::reply(__req, __out)
+                })),
+            }
+        });
+
+        let create_fn = match &create {
+            Some(f) => {
+                let types = typed_args(f);
+                let names: Vec<_> = (0..types.len())
+                    .map(|i| format_ident!("__arg{i}"))
+                    .collect();
+                let extracts = types.iter().zip(&names).map(|(ty, a)| {
+                    quote_spanned! {ty.span()=>
+                        let #a = ::switchboard::__private::connect_arg::<#ty>(&__req).await?;
+                    }
+                });
+                let ret_span = match &f.sig.output {
+                    ReturnType::Default => f.sig.ident.span(),
+                    ReturnType::Type(_, t) => t.span(),
+                };
+                let created = quote_spanned!(ret_span=> ::switchboard::__private::created::<#self_ty, _>(__out));
+                quote! {
+                    ::std::boxed::Box::pin(async move {
+                        #(#extracts)*
+                        let __out = <#self_ty>::create(#(#names),*).await;
+                        #created
+                    })
+                }
+            }
+            None => quote_spanned! {self_ty.span()=>
+                ::std::boxed::Box::pin(async move {
+                    ::std::result::Result::Ok(::switchboard::__private::default_session::<#self_ty>())
+                })
+            },
+        };
+
+        let connect_fn = connect.as_ref().map(|f| {
+            let ret_span = match &f.sig.output {
+                ReturnType::Default => f.sig.ident.span(),
+                ReturnType::Type(_, t) => t.span(),
+            };
+            let res = quote_spanned!(ret_span=> ::switchboard::__private::unit_result(__out));
+            quote! {
+                fn on_connect<'a>(
+                    &'a mut self,
+                    __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+                ) -> ::switchboard::session::SessionFuture<'a, ::std::result::Result<(), ::switchboard::Error>> {
+                    ::std::boxed::Box::pin(async move {
+                        let __out = <#self_ty>::on_connect(self, __ctx).await;
+                        #res
+                    })
+                }
+            }
+        });
+        let disconnect_fn = disconnect.as_ref().map(|_| {
+            quote! {
+                fn on_disconnect<'a>(
+                    &'a mut self,
+                    __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+                ) -> ::switchboard::session::SessionFuture<'a, ()> {
+                    ::std::boxed::Box::pin(async move {
+                        <#self_ty>::on_disconnect(self, __ctx).await
+                    })
+                }
+            }
+        });
+        let topic_fn = topic.as_ref().map(|f| {
+            let name = &f.sig.ident;
+            let args = typed_args(f).into_iter().map(|ty| {
+                if is_ctx(ty) {
+                    quote!(__ctx)
+                } else {
+                    quote_spanned!(ty.span()=> __publication)
+                }
+            });
+            quote! {
+                fn on_publish<'a>(
+                    &'a mut self,
+                    __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+                    __publication: ::switchboard::engine::Publication,
+                ) -> ::switchboard::session::SessionFuture<'a, ()> {
+                    ::std::boxed::Box::pin(async move {
+                        <#self_ty>::#name(self, #(#args),*).await
+                    })
+                }
+            }
+        });
+
+        Ok(quote! {
+            #block
+
+            impl ::switchboard::session::Session for #self_ty {
+                fn create(
+                    __req: ::switchboard::__private::actix_web::HttpRequest,
+                ) -> ::switchboard::__private::BoxFuture<::std::result::Result<Self, ::switchboard::Error>> {
+                    #create_fn
+                }
+
+                #[allow(unreachable_code, unused_variables)]
+                fn handle<'a>(
+                    &'a mut self,
+                    __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+                    __req: &'a ::switchboard::session::SessionRequest<Self>,
+                ) -> ::std::option::Option<
+                    ::switchboard::session::SessionFuture<'a, ::std::result::Result<::switchboard::Reply, ::switchboard::Error>>,
+                > {
+                    match __req.route() {
+                        #(#route_arms)*
+                        #binary_arm
+                        _ => ::std::option::Option::None,
+                    }
+                }
+
+                #connect_fn
+                #disconnect_fn
+                #topic_fn
+            }
+        })
+    }
+}
