@@ -444,14 +444,23 @@ pub fn session_handlers(attr: TokenStream, item: TokenStream) -> TokenStream {
                 "`#[switchboard::session_handlers]` takes no arguments",
             ));
         }
-        let block = syn::parse::<syn::ItemImpl>(item)?;
+        let block = syn::parse::<syn::ItemImpl>(item.clone())?;
         session::expand(block)
     })();
     match result {
         Ok(ts) => ts.into(),
         Err(err) => {
             let err = err.to_compile_error();
-            quote!(#item2 #err).into()
+            // Re-emit the block without the helper attributes, so that the only errors are
+            // ours and the methods still resolve.
+            let item = match syn::parse::<syn::ItemImpl>(item) {
+                Ok(mut block) => {
+                    session::strip_helpers(&mut block);
+                    block.into_token_stream()
+                }
+                Err(_) => item2,
+            };
+            quote!(#item #err).into()
         }
     }
 }
@@ -467,6 +476,18 @@ mod session {
         Connect,
         Disconnect,
         Create,
+    }
+
+    pub(super) fn strip_helpers(block: &mut ItemImpl) {
+        for item in &mut block.items {
+            if let ImplItem::Fn(f) = item {
+                f.attrs.retain(|a| {
+                    !["message", "topic_message", "on_binary"]
+                        .iter()
+                        .any(|n| a.path().is_ident(n))
+                });
+            }
+        }
     }
 
     fn take_attr(f: &mut ImplItemFn, name: &str) -> Option<syn::Attribute> {

@@ -1,0 +1,7 @@
+#[derive(Default)]
+struct Game;
+
+#[switchboard::session_handlers]
+impl Game {}
+
+fn main() {}
