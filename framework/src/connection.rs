@@ -30,10 +30,31 @@ enum Inbound {
     Binary(Bytes),
 }
 
-/// Identifies the message a result answers: what an error frame needs.
-struct Answering {
-    reference: Option<String>,
-    route: Option<String>,
+/// Identifies the message a result answers: what an error frame needs. Holding the decoded
+/// envelope (a reference count) keeps the success path free of copies.
+enum Answering {
+    Message(Envelope),
+    /// A message that could not be decoded, with its `ref` if it had one.
+    Rejected(Option<String>),
+    Binary,
+}
+
+impl Answering {
+    fn reference(&self) -> Option<&str> {
+        match self {
+            Answering::Message(env) => env.reference(),
+            Answering::Rejected(r) => r.as_deref(),
+            Answering::Binary => None,
+        }
+    }
+
+    fn route(&self) -> Option<&str> {
+        match self {
+            Answering::Message(env) => Some(env.route()),
+            Answering::Rejected(_) => None,
+            Answering::Binary => Some(BINARY_ROUTE),
+        }
+    }
 }
 
 type Outcome = std::thread::Result<Result<Reply, Error>>;
@@ -84,13 +105,13 @@ impl<S: 'static> Connection<S> {
             log::error!(
                 "connection {}: route {:?}: {detail}",
                 self.channel.id(),
-                answering.route
+                answering.route()
             );
         }
         self.push(protocol::encode_error(
-            answering.reference.as_deref(),
+            answering.reference(),
             self.channel.route_field(),
-            answering.route.as_deref(),
+            answering.route(),
             err,
         ));
     }
@@ -130,40 +151,27 @@ impl<S: 'static> Connection<S> {
                 let env = match Envelope::decode(text, &self.def.config.route_key) {
                     Ok(env) => env,
                     Err(rejected) => {
-                        let answering = Answering {
-                            reference: rejected.reference,
-                            route: None,
-                        };
+                        let answering = Answering::Rejected(rejected.reference);
                         self.push_error(&answering, &rejected.error);
                         return None;
                     }
                 };
-                let answering = Answering {
-                    reference: env.reference().map(str::to_owned),
-                    route: Some(env.route().to_owned()),
-                };
                 match self.def.handler(env.route()) {
-                    Some(h) => (h, Body::Text(env), answering),
+                    Some(h) => (h, Body::Text(env.clone()), Answering::Message(env)),
                     None => {
                         let err = Error::UnknownRoute(env.route().to_owned());
-                        self.push_error(&answering, &err);
+                        self.push_error(&Answering::Message(env), &err);
                         return None;
                     }
                 }
             }
-            Inbound::Binary(bytes) => {
-                let answering = Answering {
-                    reference: None,
-                    route: None,
-                };
-                match &self.def.binary {
-                    Some(h) => (h, Body::Binary(bytes), answering),
-                    None => {
-                        self.push_error(&answering, &Error::BinaryUnsupported);
-                        return None;
-                    }
+            Inbound::Binary(bytes) => match &self.def.binary {
+                Some(h) => (h, Body::Binary(bytes), Answering::Binary),
+                None => {
+                    self.push_error(&Answering::Rejected(None), &Error::BinaryUnsupported);
+                    return None;
                 }
-            }
+            },
         };
         let req = MessageRequest::new(self.channel.clone(), body);
         // Creating the future runs no user code for generated handlers, but a hand-written
@@ -362,19 +370,10 @@ impl<S: 'static> Connection<S> {
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
             let answering = match item {
-                Inbound::Binary(_) => Answering {
-                    reference: None,
-                    route: Some(BINARY_ROUTE.to_owned()),
-                },
+                Inbound::Binary(_) => Answering::Binary,
                 Inbound::Text(text) => match Envelope::decode(text, &self.def.config.route_key) {
-                    Ok(env) => Answering {
-                        reference: env.reference().map(str::to_owned),
-                        route: Some(env.route().to_owned()),
-                    },
-                    Err(rejected) => Answering {
-                        reference: rejected.reference,
-                        route: None,
-                    },
+                    Ok(env) => Answering::Message(env),
+                    Err(rejected) => Answering::Rejected(rejected.reference),
                 },
             };
             self.push_error(&answering, &Error::Overloaded);
