@@ -128,7 +128,7 @@ pub(crate) type Handler<S> = Arc<dyn MessageHandler<S>>;
 pub(crate) struct ChannelDef<S> {
     pub(crate) path: Arc<str>,
     pub(crate) config: ChannelConfig,
-    pub(crate) routes: HashMap<Box<str>, Handler<S>>,
+    pub(crate) routes: Routes<S>,
     pub(crate) fallback: Option<Handler<S>>,
     pub(crate) binary: Option<Handler<S>>,
     pub(crate) on_connect: Option<Arc<dyn ConnectHandler<S>>>,
@@ -143,6 +143,31 @@ pub(crate) type OpenHook<S> = Arc<dyn Fn(&Channel<S>) + Send + Sync>;
 impl<S> ChannelDef<S> {
     pub(crate) fn handler(&self, route: &str) -> Option<&Handler<S>> {
         self.routes.get(route).or(self.fallback.as_ref())
+    }
+}
+
+/// Route table: a handful of routes are found faster by comparing strings than by hashing.
+pub(crate) enum Routes<S> {
+    Few(Vec<(Box<str>, Handler<S>)>),
+    Many(HashMap<Box<str>, Handler<S>>),
+}
+
+impl<S> Routes<S> {
+    const FEW: usize = 8;
+
+    fn new(map: HashMap<Box<str>, Handler<S>>) -> Self {
+        if map.len() <= Self::FEW {
+            Routes::Few(map.into_iter().collect())
+        } else {
+            Routes::Many(map)
+        }
+    }
+
+    fn get(&self, route: &str) -> Option<&Handler<S>> {
+        match self {
+            Routes::Few(v) => v.iter().find(|(r, _)| &**r == route).map(|(_, h)| h),
+            Routes::Many(m) => m.get(route),
+        }
     }
 }
 
@@ -395,7 +420,7 @@ impl<S: 'static> ChannelRoute<S> {
             ChannelDef {
                 path: Arc::from(self.path.as_str()),
                 config: b.config,
-                routes,
+                routes: Routes::new(routes),
                 fallback: b.fallback,
                 binary: b.binary,
                 on_connect: b.on_connect,

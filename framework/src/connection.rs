@@ -11,7 +11,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytes::Bytes;
@@ -67,7 +66,7 @@ pub(crate) struct Connection<S: 'static> {
     inbound: VecDeque<Inbound>,
     busy: bool,
     incoming_done: bool,
-    last_seen: Instant,
+    heartbeat: Option<actix_rt::task::JoinHandle<()>>,
     disconnected: bool,
     _open: OpenGuard,
 }
@@ -88,7 +87,7 @@ impl<S: 'static> Connection<S> {
             inbound: VecDeque::new(),
             busy: false,
             incoming_done: false,
-            last_seen: Instant::now(),
+            heartbeat: None,
             disconnected: false,
             _open: open,
         }
@@ -219,22 +218,13 @@ impl<S: 'static> Connection<S> {
         ctx.run_later(self.def.config.close_timeout, |_, ctx| ctx.stop());
     }
 
-    fn heartbeat(&mut self, ctx: &mut actix::Context<Self>) {
-        if self.last_seen.elapsed() > self.def.config.idle_timeout {
-            log::debug!("connection {}: idle timeout", self.channel.id());
-            self.begin_close(ctx, close_code::GOING_AWAY, "idle timeout");
-        } else {
-            let _ = self
-                .channel
-                .outbound()
-                .push(Frame::Ping(Bytes::new()), Class::Essential);
-        }
-    }
-
     /// Runs the disconnect handler, once.
     fn disconnect(&mut self) {
         if std::mem::replace(&mut self.disconnected, true) {
             return;
+        }
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
         }
         self.channel.outbound().shut();
         let hub = self.channel.hub().clone();
@@ -298,8 +288,14 @@ impl<S: 'static> Actor for Connection<S> {
                 }
             }));
         }
-        let interval = self.def.config.heartbeat_interval;
-        ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        // A task of its own rather than an actor timer: the actor's timers are polled on every
+        // wake-up, and a connection wakes up for every message.
+        self.heartbeat = Some(actix_rt::spawn(heartbeat(
+            self.channel.outbound().clone(),
+            self.channel.entry().clone(),
+            self.def.config.heartbeat_interval,
+            self.def.config.idle_timeout,
+        )));
         if let Some(hook) = self.def.on_open.clone() {
             hook(&self.channel);
         }
@@ -307,6 +303,30 @@ impl<S: 'static> Actor for Connection<S> {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.disconnect();
+    }
+}
+
+/// Pings every `interval`; starts closing (1001) a connection silent for longer than `idle`.
+async fn heartbeat(
+    out: std::sync::Arc<crate::outbound::Outbound>,
+    entry: std::sync::Arc<crate::hub::ConnEntry>,
+    interval: std::time::Duration,
+    idle: std::time::Duration,
+) {
+    let mut ticks = actix_rt::time::interval_at(
+        actix_rt::time::Instant::now() + interval,
+        interval.max(std::time::Duration::from_millis(1)),
+    );
+    loop {
+        ticks.tick().await;
+        if out.is_closing() {
+            return;
+        }
+        if entry.idle_for() > idle {
+            out.close(close_code::GOING_AWAY, "idle timeout");
+            return;
+        }
+        let _ = out.push(Frame::Ping(Bytes::new()), Class::Essential);
     }
 }
 
@@ -319,7 +339,6 @@ impl<S: 'static> Drop for Connection<S> {
 
 impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
     fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
         self.channel.entry().touch();
         let closing = self.channel.outbound().is_closing();
         match item {

@@ -378,6 +378,12 @@ impl ConnEntry {
             .store(millis(SystemTime::now()), Ordering::Relaxed);
     }
 
+    /// How long since the client last sent anything.
+    pub(crate) fn idle_for(&self) -> Duration {
+        let last = self.last_active_ms.load(Ordering::Relaxed);
+        Duration::from_millis(millis(SystemTime::now()).saturating_sub(last))
+    }
+
     fn info(&self, id: ConnectionId) -> ConnectionInfo {
         ConnectionInfo {
             id,

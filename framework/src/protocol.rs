@@ -17,9 +17,7 @@ use std::fmt;
 use std::ops::Range;
 
 use bytestring::ByteString;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::error::Error;
 
@@ -130,22 +128,19 @@ impl Envelope {
     /// `bad_ref`.
     pub fn decode(text: ByteString, key: &RouteKey) -> Result<Envelope, Rejected> {
         let scan = scan(&text, &key.path).map_err(|e| Rejected {
-            error: Error::BadJson(strip_position(&e)),
+            error: Error::BadJson(e.to_owned()),
             reference: None,
         })?;
-        let base = text.as_ptr() as usize;
-        let range = |raw: &RawValue| {
-            let s = raw.get();
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
         let reference = match scan.reference {
             None => None,
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) => {
-                let first = raw.get().as_bytes().first().copied().unwrap_or(b' ');
-                if first == b'"' || first == b'-' || first.is_ascii_digit() {
-                    Some(range(raw))
+            Some(r) if &text[r.clone()] == "null" => None,
+            Some(r) => {
+                let first = text.as_bytes()[r.start];
+                // Echoed verbatim into the reply, so it must be exactly valid JSON.
+                let valid =
+                    || serde_json::from_str::<serde::de::IgnoredAny>(&text[r.clone()]).is_ok();
+                if (first == b'"' || first == b'-' || first.is_ascii_digit()) && valid() {
+                    Some(r)
                 } else {
                     return Err(Rejected {
                         error: Error::BadRef,
@@ -159,22 +154,21 @@ impl Envelope {
             reference: reference.clone().map(|r| text[r].to_owned()),
         };
         let route = match scan.route {
-            Some(raw) if raw.get().starts_with('"') => {
-                if raw.get().contains('\\') {
-                    let s: String = serde_json::from_str(raw.get()).map_err(|_| missing())?;
+            Some(r) if text.as_bytes()[r.start] == b'"' => {
+                let raw = &text[r.clone()];
+                if raw.contains('\\') {
+                    let s: String = serde_json::from_str(raw).map_err(|_| missing())?;
                     RouteText::Owned(s.into_boxed_str())
                 } else {
-                    let r = range(raw);
                     RouteText::Slice(r.start + 1..r.end - 1)
                 }
             }
             _ => return Err(missing()),
         };
-        let data = scan.data.map(range);
         Ok(Envelope {
             route,
             reference,
-            data,
+            data: scan.data,
             text,
         })
     }
@@ -203,118 +197,212 @@ impl Envelope {
     }
 }
 
-fn strip_position(err: &serde_json::Error) -> String {
-    let mut s = err.to_string();
-    if let Some(idx) = s.rfind(" at line ") {
-        s.truncate(idx);
-    }
-    s
-}
-
+/// Where the three fields are in a message, as byte ranges of its text.
 #[derive(Default)]
-struct Scan<'a> {
-    route: Option<&'a RawValue>,
-    reference: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
+struct Scan {
+    route: Option<Range<usize>>,
+    reference: Option<Range<usize>>,
+    data: Option<Range<usize>>,
 }
 
-/// One pass over the top-level object, keeping borrowed raw values of the three fields.
-fn scan<'a>(text: &'a str, route_path: &[Box<str>]) -> Result<Scan<'a>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut out = ScanSeed {
-        route_path,
-        top: true,
-    }
-    .deserialize(&mut de)?;
-    de.end()?;
-    // Nested route keys: follow the path through the borrowed sub-objects.
-    let mut rest = &route_path[1..];
-    while let (Some(raw), false) = (out.route, rest.is_empty()) {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let inner = ScanSeed {
-            route_path: rest,
-            top: false,
+/// One pass over the message: the top-level object's keys are read, values are skipped by
+/// their structure (strings, brackets, literals) without being parsed. `data` is parsed once,
+/// later, straight into the handler's type, which validates it; a syntax error there is
+/// reported as `bad_json` too.
+fn scan(text: &str, route_path: &[Box<str>]) -> Result<Scan, &'static str> {
+    let mut out = Scan::default();
+    let mut sc = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    sc.object(|key, value| {
+        if key == &*route_path[0] {
+            out.route = Some(value);
+        } else if key == "ref" {
+            out.reference = Some(value);
+        } else if key == "data" {
+            out.data = Some(value);
         }
-        .deserialize(&mut de);
-        out.route = match inner {
-            Ok(inner) => inner.route,
-            Err(_) => None,
+    })?;
+    sc.ws();
+    if sc.i != sc.b.len() {
+        return Err("trailing characters after the message");
+    }
+    // Nested route keys: follow the path through the sub-objects.
+    for segment in &route_path[1..] {
+        let Some(r) = out.route.take() else { break };
+        let mut inner = Scanner {
+            b: &text.as_bytes()[..r.end],
+            i: r.start,
         };
-        rest = &rest[1..];
+        if inner.peek() != Some(b'{') {
+            break;
+        }
+        let mut found = None;
+        inner.object(|key, value| {
+            if key == &**segment {
+                found = Some(value);
+            }
+        })?;
+        out.route = found;
     }
     Ok(out)
 }
 
-struct ScanSeed<'p> {
-    route_path: &'p [Box<str>],
-    top: bool,
+/// Nesting deeper than this is refused, like serde_json's recursion limit.
+const MAX_DEPTH: u32 = 128;
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ScanSeed<'_> {
-    type Value = Scan<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<Scan<'de>, D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ScanSeed<'_> {
-    type Value = Scan<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
     }
 
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Scan<'de>, M::Error> {
-        let mut out = Scan::default();
-        let route_field: &str = &self.route_path[0];
-        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            let key = key.as_str();
-            if key == route_field {
-                out.route = Some(map.next_value()?);
-            } else if self.top && key == "ref" {
-                out.reference = Some(map.next_value()?);
-            } else if self.top && key == "data" {
-                out.data = Some(map.next_value()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A key borrowed from the input when it has no escapes.
-enum KeyStr<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
-
-impl KeyStr<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            KeyStr::Borrowed(s) => s,
-            KeyStr::Owned(s) => s,
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.i += 1;
         }
     }
-}
 
-impl<'de> de::Deserialize<'de> for KeyStr<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeyStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
+    fn eat(&mut self, c: u8, what: &'static str) -> Result<(), &'static str> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(what)
+        }
+    }
+
+    /// An object; `f` gets each key (unescaped only when it had escapes) and its value's range.
+    fn object(&mut self, mut f: impl FnMut(&str, Range<usize>)) -> Result<(), &'static str> {
+        self.eat(b'{', "expected a JSON object")?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            let raw_key = &self.b[key.start + 1..key.end - 1];
+            self.eat(b':', "expected `:` after an object key")?;
+            self.ws();
+            let value = self.value()?;
+            match std::str::from_utf8(raw_key) {
+                Ok(k) if !k.contains('\\') => f(k, value),
+                _ => {
+                    let quoted = std::str::from_utf8(&self.b[key]).map_err(|_| "invalid UTF-8")?;
+                    let k: String =
+                        serde_json::from_str(quoted).map_err(|_| "invalid escape in a key")?;
+                    f(&k, value)
+                }
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(KeyStr::Borrowed(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(KeyStr::Owned(v.to_owned()))
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err("expected `,` or `}` in an object"),
             }
         }
-        de.deserialize_str(V)
+    }
+
+    /// A string with its quotes.
+    fn string(&mut self) -> Result<Range<usize>, &'static str> {
+        let start = self.i;
+        if self.peek() != Some(b'"') {
+            return Err("expected a string");
+        }
+        self.i += 1;
+        loop {
+            match self.peek() {
+                None => return Err("unterminated string"),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(start..self.i);
+                }
+                Some(b'\\') => self.i += 2,
+                Some(c) if c < 0x20 => return Err("control character in a string"),
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+
+    /// Any value, skipped by its structure.
+    fn value(&mut self) -> Result<Range<usize>, &'static str> {
+        let start = self.i;
+        match self.peek() {
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(b'{' | b'[') => self.nested()?,
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'n') => self.literal(b"null")?,
+            Some(b'-' | b'0'..=b'9') => {
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
+                    self.i += 1;
+                }
+            }
+            None => return Err("unexpected end of input"),
+            Some(_) => return Err("expected a JSON value"),
+        }
+        Ok(start..self.i)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), &'static str> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err("expected a JSON value")
+        }
+    }
+
+    /// An object or array: brackets must pair up; strings inside are skipped whole.
+    fn nested(&mut self) -> Result<(), &'static str> {
+        // One bit per open bracket (1 = object): pairs are checked without allocating.
+        let mut stack: u128 = 0;
+        let mut depth: u32 = 0;
+        loop {
+            match self.peek() {
+                None => return Err("unexpected end of input"),
+                Some(b'"') => {
+                    self.string()?;
+                    continue;
+                }
+                Some(c @ (b'{' | b'[')) => {
+                    if depth == MAX_DEPTH {
+                        return Err("nested too deeply");
+                    }
+                    stack = (stack << 1) | u128::from(c == b'{');
+                    depth += 1;
+                }
+                Some(c @ (b'}' | b']')) => {
+                    if stack & 1 != u128::from(c == b'}') {
+                        return Err("mismatched brackets");
+                    }
+                    stack >>= 1;
+                    depth -= 1;
+                    if depth == 0 {
+                        self.i += 1;
+                        return Ok(());
+                    }
+                }
+                Some(_) => {}
+            }
+            self.i += 1;
+        }
     }
 }
 
@@ -375,7 +463,7 @@ pub(crate) fn encode_ok<T: Serialize + ?Sized>(
     route: &str,
     value: &T,
 ) -> Result<ByteString, Error> {
-    let mut buf = FrameBuf::with_capacity(64);
+    let mut buf = FrameBuf::with_capacity(256);
     ok_prefix(&mut buf, reference, route_field, route);
     buf.value(value)?.raw("}");
     Ok(buf.finish())
@@ -417,7 +505,7 @@ pub(crate) fn encode_event<T: Serialize + ?Sized>(
     event: &str,
     data: &T,
 ) -> Result<ByteString, Error> {
-    let mut buf = FrameBuf::with_capacity(64);
+    let mut buf = FrameBuf::with_capacity(256);
     buf.raw("{\"event\":").string(event).raw(",\"data\":");
     buf.value(data)?.raw("}");
     Ok(buf.finish())
@@ -484,6 +572,62 @@ mod tests {
             .unwrap()
             .reference()
             .is_none());
+    }
+
+    #[test]
+    fn scanner_rejects_malformed_messages() {
+        for bad in [
+            "",
+            "{",
+            r#"{"type":"a""#,
+            r#"{"type":"a",}"#,
+            r#"{"type" "a"}"#,
+            r#"{"type":"a","data":[1,2}"#,
+            r#"{"type":"a","data":{"x":"unterminated}"#,
+            r#"{"type":"a","data":tru}"#,
+            "{\"type\":\"a\nb\"}",
+            r#"{"type":"a"} {}"#,
+        ] {
+            assert_eq!(decode(bad).unwrap_err().code(), "bad_json", "{bad:?}");
+        }
+        let deep = format!(
+            r#"{{"type":"a","data":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(decode(&deep).unwrap_err().code(), "bad_json");
+        let ok = format!(
+            r#"{{"type":"a","data":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(decode(&ok).is_ok());
+    }
+
+    #[test]
+    fn refs_are_valid_json_or_rejected() {
+        assert_eq!(
+            decode(r#"{"type":"a","ref":-}"#).unwrap_err().code(),
+            "bad_ref"
+        );
+        assert_eq!(
+            decode(r#"{"type":"a","ref":"\q"}"#).unwrap_err().code(),
+            "bad_ref"
+        );
+        assert_eq!(
+            decode(r#"{"type":"a","ref":1.5e3}"#).unwrap().reference(),
+            Some("1.5e3")
+        );
+        let e = decode(r#"{"type":"a","ref":"x\"y","data":{"s":"}\"]"}}"#).unwrap();
+        assert_eq!(e.reference(), Some(r#""x\"y""#));
+        assert_eq!(e.data(), Some(r#"{"s":"}\"]"}"#));
+    }
+
+    #[test]
+    fn escaped_keys_are_matched() {
+        let e = decode(r#"{"typ\u0065":"join","d\u0061ta":1}"#).unwrap();
+        assert_eq!(e.route(), "join");
+        assert_eq!(e.data(), Some("1"));
     }
 
     #[test]

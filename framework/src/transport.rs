@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{Sink, Stream};
 
 use crate::outbound::{Frame, Outbound};
 
@@ -33,7 +33,48 @@ pub(crate) enum Incoming {
     Broken(String),
 }
 
-pub(crate) type IncomingStream = Pin<Box<dyn Stream<Item = Incoming>>>;
+/// The socket's inbound side as [`Incoming`] items. The first error ends it: after a decode
+/// error actix-ws keeps the offending bytes and would yield the same error on every poll.
+pub(crate) struct IncomingStream {
+    inner: actix_ws::AggregatedMessageStream,
+    failed: bool,
+}
+
+impl Stream for IncomingStream {
+    type Item = Incoming;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let item = match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(item)) => item,
+        };
+        Poll::Ready(Some(match item {
+            Ok(AggregatedMessage::Text(t)) => Incoming::Text(t),
+            Ok(AggregatedMessage::Binary(b)) => Incoming::Binary(b),
+            Ok(AggregatedMessage::Ping(b)) => Incoming::Ping(b),
+            Ok(AggregatedMessage::Pong(_)) => Incoming::Pong,
+            Ok(AggregatedMessage::Close(reason)) => Incoming::Close(
+                reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
+            ),
+            Err(e) => {
+                self.failed = true;
+                match e {
+                    ProtocolError::Overflow => Incoming::TooBig,
+                    // actix-ws reports a message assembled from continuations over the limit
+                    // as an I/O error with this text.
+                    ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
+                        Incoming::TooBig
+                    }
+                    e => Incoming::Broken(e.to_string()),
+                }
+            }
+        }))
+    }
+}
 
 /// Performs the WebSocket handshake. `Err` is the HTTP error for a request that is not a valid
 /// upgrade.
@@ -43,38 +84,18 @@ pub(crate) fn upgrade(
     max_frame_size: usize,
 ) -> Result<(HttpResponse, actix_ws::Session, IncomingStream), actix_web::Error> {
     let (response, session, stream) = actix_ws::handle(req, payload)?;
-    let stream = stream
+    let inner = stream
         .max_frame_size(max_frame_size)
         .aggregate_continuations()
-        .max_continuation_size(max_frame_size)
-        // After a decode error actix-ws keeps the offending bytes and yields the same error on
-        // every poll: the first error ends the stream.
-        .scan(false, |failed, item| {
-            let out = if *failed {
-                None
-            } else {
-                *failed = item.is_err();
-                Some(item)
-            };
-            std::future::ready(out)
-        })
-        .map(|item| match item {
-            Ok(AggregatedMessage::Text(t)) => Incoming::Text(t),
-            Ok(AggregatedMessage::Binary(b)) => Incoming::Binary(b),
-            Ok(AggregatedMessage::Ping(b)) => Incoming::Ping(b),
-            Ok(AggregatedMessage::Pong(_)) => Incoming::Pong,
-            Ok(AggregatedMessage::Close(reason)) => Incoming::Close(
-                reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
-            ),
-            Err(ProtocolError::Overflow) => Incoming::TooBig,
-            // actix-ws reports a message assembled from continuations over the limit as an
-            // I/O error with this text.
-            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
-                Incoming::TooBig
-            }
-            Err(e) => Incoming::Broken(e.to_string()),
-        });
-    Ok((response, session, Box::pin(stream)))
+        .max_continuation_size(max_frame_size);
+    Ok((
+        response,
+        session,
+        IncomingStream {
+            inner,
+            failed: false,
+        },
+    ))
 }
 
 fn to_message(frame: Frame) -> Message {
