@@ -369,3 +369,33 @@ async fn session_channels_share_limits_and_errors_with_stateless_ones() {
     c.send_text(&"x".repeat(100)).await.unwrap();
     assert_eq!(c.recv_close().await.unwrap().0, 1009);
 }
+
+/// A stateless handler mounted on a session channel, reaching the session's state in turn.
+#[switchboard::message("score_twice")]
+async fn score_twice(
+    ch: Channel<switchboard::session::SessionHost<Game>>,
+) -> Result<u32, ChannelError> {
+    let host = ch.session().ok_or(ChannelError::Closed)?;
+    host.call(|game: &mut Game, _ctx: &SessionCtx<Game>| {
+        game.score *= 2;
+        game.score
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stateless_handlers_on_a_session_channel_share_its_state() {
+    let probe = web::Data::new(Probe::default());
+    let srv = TestServer::start(move || {
+        App::new()
+            .app_data(probe.clone())
+            .service(ChannelRoute::session::<Game>("/ws/game").message(score_twice))
+    });
+    let mut c = srv.connect("/ws/game?player=ann").await.unwrap();
+    c.request("guess", json!({"n": 5})).await.unwrap();
+    assert_eq!(c.request("score_twice", Value::Null).await.unwrap(), 10);
+    assert_eq!(
+        c.request("guess", json!({"n": 1})).await.unwrap()["score"],
+        11
+    );
+}

@@ -524,3 +524,34 @@ async fn recovery_reports_a_gap_it_cannot_fill() {
         "another epoch is never recovered"
     );
 }
+
+#[tokio::test]
+async fn joining_replays_the_latest_publications_before_live_ones() {
+    let hub = Hub::with_engine(
+        MemoryEngine::builder()
+            .history("room:*", HistoryConfig::last(20))
+            .build(),
+    );
+    let srv = history_server(hub);
+    let mut p = srv.connect("/ws?name=pub").await.unwrap();
+    p.request("burst", json!({"topic": "room:recent", "n": 8}))
+        .await
+        .unwrap();
+    let mut a = srv.connect("/ws?name=ann").await.unwrap();
+    let reply = a
+        .request("subscribe", json!({"topic": "room:recent", "last": 3}))
+        .await
+        .unwrap();
+    assert_eq!(reply["seq"], 8);
+    for i in 5..8 {
+        assert_eq!(delivery(&mut a, "n").await["data"]["i"], i);
+    }
+    p.request("burst", json!({"topic": "room:recent", "n": 1}))
+        .await
+        .unwrap();
+    let live = delivery(&mut a, "n").await;
+    assert_eq!(
+        (live["data"]["i"].clone(), live["seq"].clone()),
+        (json!(0), json!(9))
+    );
+}

@@ -502,6 +502,12 @@ impl Handler<Subscribe> for Broker {
                 }
             }
         }
+        if let (None, Some(n), Some(h)) = (&msg.recover, msg.last, &state.history) {
+            let skip = h.items.len().saturating_sub(n);
+            for (_, d) in h.items.iter().skip(skip) {
+                msg.subscriber.sink.deliver(d);
+            }
+        }
         let position = state.history.as_ref().map(History::position);
         state.add(msg.subscriber.clone());
         match msg.presence {
@@ -853,5 +859,37 @@ mod tests {
         assert!(diffs[1]["data"]["leaves"]["alice"].is_object());
         let stats = e.stats().await.unwrap();
         assert_eq!(stats.subscriptions, 1);
+    }
+
+    #[actix_rt::test]
+    async fn last_n_are_replayed_on_subscribe() {
+        let e = MemoryEngine::builder()
+            .shards(1)
+            .history("h:*", HistoryConfig::last(10))
+            .build();
+        for n in 1..=5 {
+            publish(&e, "h:a", n).await;
+        }
+        let sink = Arc::new(Collect::default());
+        let sub = Subscriber {
+            id: ConnectionId::next(),
+            sink: sink.clone(),
+        };
+        let got = e
+            .subscribe(SubscribeRequest {
+                last: Some(3),
+                ..SubscribeRequest::new("h:a".into(), sub)
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.position.unwrap().seq, 5);
+        let data: Vec<String> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| serde_json::from_str::<Value>(f).unwrap()["data"].to_string())
+            .collect();
+        assert_eq!(data, vec!["3", "4", "5"]);
     }
 }

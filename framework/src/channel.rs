@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::connection::Connection;
 use crate::engine::TopicPattern;
-use crate::engine::{Position, SubscribeRequest, Subscribed};
+use crate::engine::{Position, SubscribeRequest, Subscribed, Subscriber};
 use crate::error::Error;
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::hub::{ConnEntry, Hub};
@@ -694,19 +694,27 @@ impl<S> Channel<S> {
     ) -> Result<Subscribed, Error> {
         let topic: Arc<str> = Arc::from(topic);
         let sub = self.inner.entry.subscriber(self.id());
-        let out = self
-            .inner
-            .hub
-            .engine()
-            .subscribe(SubscribeRequest {
-                topic: topic.clone(),
-                subscriber: sub,
-                recover: position,
-                presence,
-            })
-            .await?;
+        self.subscribe_request(SubscribeRequest {
+            recover: position,
+            presence,
+            ..SubscribeRequest::new(topic, sub)
+        })
+        .await
+    }
+
+    /// Subscribes this connection with every option of a [`SubscribeRequest`] (recovery, the
+    /// last N publications, presence). Its `topic` and `subscriber` are this connection's:
+    /// build it with `SubscribeRequest::new(topic, channel.subscriber())`.
+    pub async fn subscribe_request(&self, req: SubscribeRequest) -> Result<Subscribed, Error> {
+        let topic = req.topic.clone();
+        let out = self.inner.hub.engine().subscribe(req).await?;
         self.inner.entry.add_topic(topic);
         Ok(out)
+    }
+
+    /// This connection as a topic subscriber: its deliveries go to the client.
+    pub fn subscriber(&self) -> Subscriber {
+        self.inner.entry.subscriber(self.id())
     }
 
     /// Unsubscribes this connection from `topic` (and drops its presence there).

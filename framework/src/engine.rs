@@ -135,6 +135,9 @@ pub struct SubscribeRequest {
     pub subscriber: Subscriber,
     /// Replay what the subscriber missed since this position first (topics with history).
     pub recover: Option<Position>,
+    /// Without `recover`: replay up to this many of the latest publications the topic still
+    /// holds (topics with history), e.g. a chat room's recent messages on join.
+    pub last: Option<usize>,
     /// Also enter the topic's presence under this key with this metadata, in the same step:
     /// the subscriber then gets one `presence_state` that includes itself, and no diff can
     /// fall between subscribing and tracking.
@@ -148,6 +151,7 @@ impl SubscribeRequest {
             topic,
             subscriber,
             recover: None,
+            last: None,
             presence: None,
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
-use crate::engine::{Position, Subscribed, TopicPattern};
+use crate::engine::{Position, SubscribeRequest, Subscribed, TopicPattern};
 use crate::error::Error;
 use crate::extract::decode_payload;
 use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
@@ -93,6 +93,10 @@ struct SubscribeData {
     /// Where the client's view of the topic ended: missed publications are replayed.
     #[serde(default)]
     recover: Option<Position>,
+    /// Without `recover`: replay the latest publications the topic still holds, at most this
+    /// many.
+    #[serde(default)]
+    last: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,7 +133,12 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
             guard.check(ch.clone(), data.topic.clone()).await?;
             let presence = joins.presence.as_ref().and_then(|f| f(&ch, &data.topic));
             let subscribed = ch
-                .subscribe_with(&data.topic, data.recover, presence)
+                .subscribe_request(SubscribeRequest {
+                    recover: data.recover,
+                    last: data.last,
+                    presence,
+                    ..SubscribeRequest::new(Arc::from(data.topic.as_str()), ch.subscriber())
+                })
                 .await?;
             req.reply_json(&SubscribeReply {
                 topic: data.topic,

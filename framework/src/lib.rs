@@ -11,6 +11,7 @@ pub mod handler;
 pub mod hub;
 mod id;
 pub mod join;
+pub mod js;
 mod outbound;
 pub mod protocol;
 pub mod session;

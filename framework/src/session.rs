@@ -163,8 +163,51 @@ impl<T> SessionHost<T> {
     }
 }
 
+impl<T: Session> SessionHost<T> {
+    /// Runs `f` with the session's state, in turn with the session's other events, and returns
+    /// what it returns. This is how stateless handlers mounted on a session channel read and
+    /// update the per-connection state.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    /// use switchboard::session::SessionHost;
+    ///
+    /// #[switchboard::session]
+    /// #[derive(Default)]
+    /// struct User { nick: Option<String> }
+    ///
+    /// #[switchboard::session_handlers]
+    /// impl User {}
+    ///
+    /// /// A stateless handler on the session's channel.
+    /// #[switchboard::message("whoami")]
+    /// async fn whoami(ch: Channel<SessionHost<User>>) -> Result<Option<String>, ChannelError> {
+    ///     let host = ch.session().ok_or(ChannelError::Closed)?;
+    ///     host.call(|user, _ctx| user.nick.clone()).await
+    /// }
+    ///
+    /// let route = ChannelRoute::session::<User>("/ws").message(whoami);
+    /// ```
+    pub async fn call<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        R: 'static,
+        F: FnOnce(&mut T, &SessionCtx<T>) -> R + 'static,
+    {
+        let events = self.events().ok_or(Error::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let call: CallFn<T> = Box::new(move |state, ctx| {
+            let _ = tx.send(f(state, ctx));
+        });
+        events.send(Event::Call(call)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+}
+
+type CallFn<T> = Box<dyn FnOnce(&mut T, &SessionCtx<T>)>;
+
 enum Event<T> {
     Message(SessionRequest<T>, oneshot::Sender<Result<Reply, Error>>),
+    Call(CallFn<T>),
     Tick(u64),
     Stop(oneshot::Sender<()>),
 }
@@ -322,6 +365,13 @@ impl<T: Session> Driver<T> {
                     let _ = reply.send(out);
                 }
                 Some(Next::Event(Event::Tick(id))) => ctx.fire(id, state),
+                Some(Next::Event(Event::Call(f))) => {
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(state, &ctx)))
+                        .is_err()
+                    {
+                        log::error!("session {}: call panicked", ctx.id());
+                    }
+                }
                 Some(Next::Publication(p)) => {
                     let fut = state.on_publish(&ctx, p);
                     if std::panic::AssertUnwindSafe(fut)

@@ -1,0 +1,2 @@
+// Switchboard browser/Node client: written by the JS client work in progress.
+export {};
