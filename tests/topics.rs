@@ -80,7 +80,7 @@ fn route() -> ChannelRoute<User> {
                 _ => Err(ChannelError::forbidden("admins only")),
             }
         })
-        .presence(|ch: &Channel<User>, topic: &str| {
+        .presence(|ch: Channel<User>, topic: String| async move {
             let user = ch.session()?;
             topic
                 .starts_with("room:")

@@ -24,7 +24,9 @@ use crate::error::Error;
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
-use crate::join::{JoinGuard, Joins, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE};
+use crate::join::{
+    JoinGuard, Joins, PresenceRule, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE,
+};
 use crate::outbound::{Class, Outbound, Refused, SlowConsumerPolicy};
 use crate::protocol::{self, close_code, RouteKey};
 use crate::transport;
@@ -301,12 +303,23 @@ impl<S: 'static> ChannelRoute<S> {
     }
 
     /// Puts connections that join a topic through the built-in route into its presence, under
-    /// the key and metadata `f` gives (`None`: not tracked).
-    pub fn presence<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Channel<S>, &str) -> Option<(String, serde_json::Value)> + Send + Sync + 'static,
-    {
-        self.def.joins.presence = Some(Arc::new(f));
+    /// the key and metadata the rule gives (`None`: not tracked).
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// #[derive(Clone)]
+    /// struct User { name: String }
+    ///
+    /// let route = ChannelRoute::<User>::new("/ws")
+    ///     .allow_join("room:*")
+    ///     .presence(|ch: Channel<User>, _topic: String| async move {
+    ///         let user = ch.session()?;
+    ///         Some((user.name, serde_json::json!({ "id": ch.id() })))
+    ///     });
+    /// ```
+    pub fn presence(mut self, rule: impl PresenceRule<S>) -> Self {
+        self.def.joins.presence = Some(Arc::new(rule));
         self
     }
 

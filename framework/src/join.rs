@@ -50,13 +50,34 @@ where
 }
 
 /// Says under which key and with which metadata a connection appears in a topic's presence
-/// when it joins through the built-in route; `None` keeps it out.
-pub type PresenceFn<S> =
-    dyn Fn(&Channel<S>, &str) -> Option<(String, serde_json::Value)> + Send + Sync;
+/// when it joins through the built-in route; `None` keeps it out. Any
+/// `Fn(Channel<S>, String) -> impl Future<Output = Option<(String, serde_json::Value)>>` is one.
+pub trait PresenceRule<S>: Send + Sync + 'static {
+    /// The presence key and metadata for `channel` on `topic`.
+    fn presence(
+        &self,
+        channel: Channel<S>,
+        topic: String,
+    ) -> BoxFuture<Option<(String, serde_json::Value)>>;
+}
+
+impl<S, F, Fut> PresenceRule<S> for F
+where
+    F: Fn(Channel<S>, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<(String, serde_json::Value)>> + 'static,
+{
+    fn presence(
+        &self,
+        channel: Channel<S>,
+        topic: String,
+    ) -> BoxFuture<Option<(String, serde_json::Value)>> {
+        Box::pin(self(channel, topic))
+    }
+}
 
 pub(crate) struct Joins<S> {
     pub(crate) guards: Vec<(TopicPattern, Arc<dyn JoinGuard<S>>)>,
-    pub(crate) presence: Option<Arc<PresenceFn<S>>>,
+    pub(crate) presence: Option<Arc<dyn PresenceRule<S>>>,
 }
 
 impl<S> Clone for Joins<S> {
@@ -131,7 +152,10 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
                 Error::forbidden(format!("topic `{}` cannot be joined", data.topic))
             })?;
             guard.check(ch.clone(), data.topic.clone()).await?;
-            let presence = joins.presence.as_ref().and_then(|f| f(&ch, &data.topic));
+            let presence = match &joins.presence {
+                Some(rule) => rule.presence(ch.clone(), data.topic.clone()).await,
+                None => None,
+            };
             let subscribed = ch
                 .subscribe_request(SubscribeRequest {
                     recover: data.recover,
