@@ -1,2 +1,735 @@
-// Switchboard browser/Node client: written by the JS client work in progress.
-export {};
+// Switchboard client: a dependency-free ES module speaking the channel protocol
+// (docs/protocol.md) in browsers and Node 20+. Guide: docs/js-client.md.
+//
+//   import { Switchboard, Presence } from "/switchboard.js";
+//   const sb = new Switchboard("/ws/chat?name=ann");
+//   await sb.connect();
+//   const reply = await sb.request("join", { room: "lobby" });
+//   const room = await sb.subscribe("room:lobby");
+//   room.on("message", (data, meta) => render(data, meta.seq));
+
+/**
+ * @typedef {object} ReconnectOptions
+ * @property {number} [initialDelay=250] ms before the first retry.
+ * @property {number} [maxDelay=10000] cap on the delay; a connection that stayed up this long
+ *   also starts the backoff over.
+ * @property {number} [factor=2] growth of the delay per failed attempt.
+ * @property {number} [jitter=0.5] share of the delay taken off at random (0: none, 1: full).
+ * @property {number} [maxAttempts=Infinity] consecutive attempts before giving up.
+ * @property {(code: number, reason: string) => boolean} [shouldRetry] overrides which close
+ *   codes are retried (default: all but 1000, 1008 and 4000-4099).
+ */
+
+/**
+ * @typedef {object} SwitchboardOptions
+ * @property {number} [timeout=5000] default request timeout in ms (0: none).
+ * @property {ReconnectOptions | false} [reconnect] backoff settings, or `false` for none.
+ * @property {string} [routeKey="type"] the channel's route key: a field, a dotted path
+ *   (`"meta.action"`) or `"$request.body.action"`.
+ * @property {typeof WebSocket} [WebSocket] the WebSocket constructor (default: the global one).
+ * @property {(info: {reconnected: boolean}) => (void | Promise<void>)} [onOpen] runs on every
+ *   open, before subscriptions are renewed: a new connection is a new session on the server,
+ *   so this is where an app logs in again (requests work inside it). Its error is reported as
+ *   an `"error"` event and the subscriptions are renewed all the same.
+ */
+
+/** @typedef {{epoch: string, seq: number}} Position */
+/** @typedef {{topic: string, event: string, epoch?: string, seq?: number}} DeliveryMeta */
+
+const RECONNECT_DEFAULTS = {
+  initialDelay: 250,
+  maxDelay: 10000,
+  factor: 2,
+  jitter: 0.5,
+  maxAttempts: Infinity,
+  shouldRetry: null,
+};
+
+/**
+ * Close codes after which the client does not reconnect: 1000 (the server ended the connection
+ * on purpose), 1008 (policy violation: a session refused in `on_connect`, a slow consumer the
+ * server does not want back) and 4000-4099 (application codes reserved for "do not come back").
+ */
+function isFinalCode(code) {
+  return code === 1000 || code === 1008 || (code >= 4000 && code <= 4099);
+}
+
+/**
+ * A failed request, an error frame, or a connection problem. `code` is the server's error code
+ * (`bad_payload`, `forbidden`, your own ...) or one of the client's: `timeout` (no reply in
+ * time), `closed` (not connected, or the connection ended before the reply).
+ */
+export class SwitchboardError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{field?: string, route?: string, closeCode?: number}} [details]
+   */
+  constructor(code, message, details = {}) {
+    super(message);
+    this.name = "SwitchboardError";
+    /** @type {string} */
+    this.code = code;
+    /** @type {string | undefined} the offending field path of a `bad_payload` error */
+    this.field = details.field;
+    /** @type {string | undefined} the route of the message that failed */
+    this.route = details.route;
+    /** @type {number | undefined} the WebSocket close code, for `closed` errors */
+    this.closeCode = details.closeCode;
+  }
+}
+
+/** Listener bookkeeping shared by the client and subscriptions. */
+class Emitter {
+  #listeners = new Map();
+
+  /**
+   * Adds a listener; returns a function that removes it.
+   * @param {string} event
+   * @param {(...args: any[]) => void} fn
+   * @returns {() => void}
+   */
+  on(event, fn) {
+    let set = this.#listeners.get(event);
+    if (!set) this.#listeners.set(event, (set = new Set()));
+    set.add(fn);
+    return () => this.off(event, fn);
+  }
+
+  /**
+   * Adds a listener that runs once; returns a function that removes it.
+   * @param {string} event
+   * @param {(...args: any[]) => void} fn
+   * @returns {() => void}
+   */
+  once(event, fn) {
+    const off = this.on(event, (...args) => {
+      off();
+      fn(...args);
+    });
+    return off;
+  }
+
+  /**
+   * Removes a listener added with `on`.
+   * @param {string} event
+   * @param {(...args: any[]) => void} fn
+   */
+  off(event, fn) {
+    const set = this.#listeners.get(event);
+    if (set && set.delete(fn) && set.size === 0) this.#listeners.delete(event);
+  }
+
+  _emit(event, ...args) {
+    const set = this.#listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        // A throwing listener must not skip the others or break the client's bookkeeping; it
+        // is rethrown on its own so it still shows up as an uncaught error.
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * A connection to one Switchboard channel, reconnecting by itself.
+ *
+ * Events (`sb.on(name, fn)`): server pushes by their event name, `fn(data)`; and
+ * - `"open"` `({reconnected})`: a connection opened (subscriptions are being renewed);
+ * - `"close"` `({code, reason, reconnect})`: a connection or an attempt ended; `reconnect`
+ *   says whether another attempt follows;
+ * - `"reconnecting"` `({attempt, delay, code, reason})`: the next attempt is in `delay` ms;
+ * - `"error"` `(SwitchboardError)`: an error frame for a message sent without a ref;
+ * - `"reply"` `(data, route)`: a handler's answer to a message sent without a ref;
+ * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
+ *   (a server-side subscription);
+ * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ */
+export class Switchboard extends Emitter {
+  /**
+   * @param {string | URL | (() => string | URL)} url the channel's `ws(s)://` URL; in a browser
+   *   also a path (`"/ws/chat"`) or an `http(s)://` URL. A function is called before every
+   *   attempt (e.g. to put a fresh token in the query).
+   * @param {SwitchboardOptions} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.timeout = options.timeout ?? 5000;
+    this.reconnect =
+      options.reconnect === false ? null : { ...RECONNECT_DEFAULTS, ...options.reconnect };
+    this.routeKey = options.routeKey ?? "type";
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.onOpen = options.onOpen ?? null;
+    /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
+    this.state = "idle";
+    this._routePath = this.routeKey.replace(/^\$request\.body\./, "").split(".");
+    this._ws = null;
+    this._ref = 0;
+    this._pending = new Map(); // ref -> {resolve, reject, route, timer}
+    /** @type {Map<string, Subscription>} */
+    this._subs = new Map();
+    this._waiters = []; // connect() promises
+    this._attempt = 0;
+    this._timer = null;
+    this._openedAt = 0;
+    this._everOpened = false;
+  }
+
+  /** Whether a connection is open. */
+  get connected() {
+    return this.state === "open";
+  }
+
+  /**
+   * Opens the connection. Resolves once it is open; rejects (code `closed`) when the client
+   * gives up first: `close()` was called, reconnecting is off and the attempt failed, or the
+   * server closed with a final code. While reconnecting it tries again at once.
+   * @returns {Promise<void>}
+   */
+  connect() {
+    if (this.state === "open") return Promise.resolve();
+    const opened = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+    if (this.state === "idle" || this.state === "closed" || this.state === "reconnecting") {
+      clearTimeout(this._timer);
+      if (this.state !== "reconnecting") {
+        this._attempt = 0;
+        this._everOpened = false;
+      }
+      this._open();
+    }
+    return opened;
+  }
+
+  /**
+   * Sends `{route, ref, data}` and resolves with the reply's `data`. Rejects with a
+   * `SwitchboardError`: the server's error (`code`, `message`, `field`), `timeout`, or `closed`
+   * (not connected, or the connection ended before the reply).
+   * @param {string} route
+   * @param {any} [data]
+   * @param {{timeout?: number}} [options] `timeout` in ms overrides the client's (0: none)
+   * @returns {Promise<any>}
+   */
+  request(route, data, { timeout = this.timeout } = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.state !== "open") {
+        reject(new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route }));
+        return;
+      }
+      const ref = ++this._ref;
+      const frame = this._frame(route, data, ref); // data that JSON cannot encode throws here
+      const entry = { resolve, reject, route, timer: null };
+      if (timeout > 0 && timeout !== Infinity) {
+        entry.timer = setTimeout(() => {
+          // A reply arriving later finds no entry and is dropped.
+          this._pending.delete(ref);
+          reject(new SwitchboardError("timeout", `no reply to \`${route}\` within ${timeout} ms`, { route }));
+        }, timeout);
+      }
+      this._pending.set(ref, entry);
+      try {
+        this._ws.send(frame);
+      } catch (err) {
+        this._pending.delete(ref);
+        clearTimeout(entry.timer);
+        reject(new SwitchboardError("closed", `cannot send \`${route}\`: ${err.message}`, { route }));
+      }
+    });
+  }
+
+  /**
+   * Sends `{route, data}` without a ref: no reply is awaited (a handler's answer, if any, comes
+   * as a `"reply"` event, its error as an `"error"` event). Throws a `SwitchboardError` with
+   * code `closed` when not connected: nothing is queued.
+   * @param {string} route
+   * @param {any} [data]
+   */
+  send(route, data) {
+    if (this.state !== "open") {
+      throw new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route });
+    }
+    this._ws.send(this._frame(route, data));
+  }
+
+  /**
+   * Subscribes to a topic; resolves with its `Subscription` once the server has confirmed.
+   * Before the first connection, or while reconnecting, the subscribe goes out when the
+   * connection opens. Subscribing to a topic twice gives the same subscription.
+   *
+   * Deliveries that arrive before the promise resolves (presence, `last` replays) are held until
+   * the code right after `await` ran, so listeners added there get them.
+   *
+   * @param {string} topic
+   * @param {{recover?: boolean, last?: number, since?: Position}} [options]
+   *   `recover` (default true): after a reconnect, ask for what was missed;
+   *   `last`: on the first subscribe, replay up to this many recent publications;
+   *   `since`: on the first subscribe, recover from a position saved earlier.
+   * @returns {Promise<Subscription>} rejects with the server's error (e.g. `forbidden`),
+   *   `timeout`, or `closed` when the client is closed first.
+   */
+  subscribe(topic, options = {}) {
+    if (this.state === "closed") {
+      return Promise.reject(new SwitchboardError("closed", "the client is closed", { route: "subscribe" }));
+    }
+    const existing = this._subs.get(topic);
+    if (existing) return existing._ready;
+    const sub = new Subscription(this, topic, options);
+    this._subs.set(topic, sub);
+    if (this.state === "open") this._join(sub);
+    return sub._ready;
+  }
+
+  /**
+   * Closes the connection with 1000 and stops reconnecting. Pending requests reject with code
+   * `closed`, subscriptions end. Resolves when the socket has closed. `connect()` starts over.
+   * @returns {Promise<void>}
+   */
+  close() {
+    const ws = this._ws;
+    this._ws = null; // its remaining events no longer concern the client
+    clearTimeout(this._timer);
+    this._timer = null;
+    let closed = Promise.resolve();
+    if (ws && ws.readyState !== 3 /* CLOSED */) {
+      closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
+      try {
+        ws.close(1000);
+      } catch {
+        // Already closing.
+      }
+    }
+    if (this.state !== "closed") this._finish(1000, "", "the client was closed");
+    return closed;
+  }
+
+  // --- internals ---
+
+  _open() {
+    this._timer = null;
+    this.state = "connecting";
+    let ws;
+    try {
+      if (typeof this.WebSocket !== "function") {
+        throw new Error("no WebSocket: pass options.WebSocket (Node 20 also has --experimental-websocket)");
+      }
+      ws = new this.WebSocket(resolveUrl(typeof this.url === "function" ? this.url() : this.url));
+    } catch (err) {
+      // A bad URL or no WebSocket at all: retrying cannot help.
+      this._finish(1006, "", `cannot open a WebSocket: ${err.message}`);
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    ws.addEventListener("open", () => ws === this._ws && this._onOpen());
+    ws.addEventListener("message", (ev) => ws === this._ws && this._onFrame(ev.data));
+    ws.addEventListener("close", (ev) => ws === this._ws && this._onClose(ev.code, ev.reason));
+    // An "error" means the connection failed (close code 1006). Browsers follow it with a
+    // "close"; Node 20's WebSocket does not for a refused upgrade. The first one counts.
+    ws.addEventListener("error", () => {
+      if (ws !== this._ws) return;
+      this._onClose(1006, "");
+      try {
+        ws.close();
+      } catch {
+        // Already closed.
+      }
+    });
+  }
+
+  _onOpen() {
+    this.state = "open";
+    this._openedAt = Date.now();
+    const reconnected = this._everOpened;
+    this._everOpened = true;
+    for (const w of this._waiters.splice(0)) w.resolve();
+    const ws = this._ws;
+    const renew = () => {
+      // Only if this is still the connection the hook ran for.
+      if (this._ws !== ws || this.state !== "open") return;
+      for (const sub of this._subs.values()) this._join(sub);
+    };
+    if (this.onOpen) {
+      Promise.resolve()
+        .then(() => this.onOpen({ reconnected }))
+        .catch((err) =>
+          this._emit(
+            "error",
+            err instanceof SwitchboardError ? err : new SwitchboardError("on_open", String(err?.message ?? err)),
+          ),
+        )
+        .finally(renew);
+    } else {
+      renew();
+    }
+    this._emit("open", { reconnected });
+  }
+
+  _onClose(code, reason) {
+    const wasOpen = this.state === "open";
+    this._ws = null;
+    const why = `connection closed (${code}${reason ? `: ${reason}` : ""})`;
+    this._failPending(new SwitchboardError("closed", why, { closeCode: code }));
+    const rc = this.reconnect;
+    // Only a connection that stayed up for a while starts the backoff over: a server that
+    // accepts and drops at once must not be hammered at the initial delay.
+    if (rc && wasOpen && Date.now() - this._openedAt >= rc.maxDelay) this._attempt = 0;
+    const retry =
+      rc !== null &&
+      (rc.shouldRetry ? rc.shouldRetry(code, reason) : !isFinalCode(code)) &&
+      this._attempt < rc.maxAttempts;
+    if (!retry) {
+      this._finish(code, reason, why);
+      return;
+    }
+    this._attempt += 1;
+    const base = Math.min(rc.maxDelay, rc.initialDelay * rc.factor ** (this._attempt - 1));
+    // Jitter spreads the clients of a restarting server over time instead of one wave.
+    const delay = Math.round(base * (1 - rc.jitter * Math.random()));
+    for (const sub of this._subs.values()) sub.state = "joining";
+    this.state = "reconnecting";
+    this._timer = setTimeout(() => this._open(), delay);
+    this._emit("close", { code, reason, reconnect: true });
+    if (this.state === "reconnecting") {
+      this._emit("reconnecting", { attempt: this._attempt, delay, code, reason });
+    }
+  }
+
+  /** The end: no more attempts until `connect()`. */
+  _finish(code, reason, why) {
+    this.state = "closed";
+    const err = new SwitchboardError("closed", why, { closeCode: code });
+    this._failPending(err);
+    const subs = [...this._subs.values()];
+    this._subs.clear();
+    for (const sub of subs) sub._end(err);
+    for (const w of this._waiters.splice(0)) w.reject(err);
+    this._emit("close", { code, reason, reconnect: false });
+  }
+
+  _failPending(err) {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(new SwitchboardError(err.code, err.message, { route: p.route, closeCode: err.closeCode }));
+    }
+  }
+
+  /** `{"type": route, "ref": ref, "data": data}`, with the route under the route key path. */
+  _frame(route, data, ref) {
+    const msg = {};
+    let at = msg;
+    const path = this._routePath;
+    for (let i = 0; i < path.length - 1; i++) at = at[path[i]] = {};
+    at[path[path.length - 1]] = route;
+    if (ref !== undefined) msg.ref = ref;
+    if (data !== undefined) msg.data = data;
+    return JSON.stringify(msg);
+  }
+
+  _onFrame(raw) {
+    if (typeof raw !== "string") {
+      this._emit("binary", raw);
+      return;
+    }
+    let msg = null;
+    try {
+      msg = JSON.parse(raw);
+    } catch {
+      // Reported below.
+    }
+    if (msg === null || typeof msg !== "object" || Array.isArray(msg)) {
+      this._emit("error", new SwitchboardError("bad_frame", "the server sent a frame that is not a JSON object"));
+      return;
+    }
+    // Told apart by their fields, in this order (docs/protocol.md, "Server → client").
+    const replyField = this._routePath[this._routePath.length - 1];
+    if (msg.ref !== undefined && msg.ref !== null) {
+      this._onReply(msg);
+    } else if (typeof msg.topic === "string" && typeof msg.event === "string") {
+      const sub = this._subs.get(msg.topic);
+      if (sub) sub._deliver(msg);
+      else this._emit("delivery", msg.data, deliveryMeta(msg));
+    } else if (msg.ok === false) {
+      this._emit("error", errorOf(msg, msg[replyField]));
+    } else if (typeof msg.event === "string") {
+      this._emit(msg.event, msg.data);
+    } else if (typeof msg[replyField] === "string") {
+      this._emit("reply", msg.data, msg[replyField]);
+    }
+  }
+
+  _onReply(msg) {
+    const entry = this._pending.get(msg.ref);
+    if (!entry) return; // timed out already
+    this._pending.delete(msg.ref);
+    clearTimeout(entry.timer);
+    if (msg.ok === false) entry.reject(errorOf(msg, entry.route));
+    else entry.resolve(msg.data);
+  }
+
+  /** Sends (or renews, after a reconnect) a subscription. */
+  _join(sub) {
+    const data = { topic: sub.topic };
+    const position = sub.recover || !sub._confirmed ? sub.position : null;
+    if (position) data.recover = position;
+    else if (!sub._confirmed && sub.last !== undefined) data.last = sub.last;
+    const current = () => this._subs.get(sub.topic) === sub;
+    this.request("subscribe", data).then(
+      (reply) => current() && sub._joined(reply ?? {}, position !== null),
+      (err) => {
+        // `closed`: the next connection renews it (or the client's end ends it).
+        if (err.code === "closed" || !current()) return;
+        this._subs.delete(sub.topic);
+        sub._fail(err);
+        // The server may still have subscribed it after the timeout.
+        if (err.code === "timeout") this.request("unsubscribe", { topic: sub.topic }).catch(() => {});
+      },
+    );
+  }
+}
+
+/**
+ * A subscription to one topic, from `sb.subscribe(topic)`.
+ *
+ * `sub.on(event, fn)` gets that event's deliveries as `fn(data, meta)`, meta
+ * `{topic, event, epoch, seq}`; `sub.on("*", fn)` gets all of them. Lifecycle events:
+ * `"recovered"` `(recovered, reply)` after a resubscribe that asked for missed publications
+ * (`false`: there is a gap, reload the state); `"error"` `(SwitchboardError)` when the server
+ * refused a resubscribe (the subscription has ended).
+ */
+export class Subscription extends Emitter {
+  /** @internal use `sb.subscribe()` */
+  constructor(client, topic, { recover = true, last, since } = {}) {
+    super();
+    /** @type {Switchboard} */
+    this.client = client;
+    /** @type {string} */
+    this.topic = topic;
+    this.recover = recover;
+    this.last = last;
+    /** @type {"joining" | "joined" | "closed"} */
+    this.state = "joining";
+    /** @type {string | null} the topic history's epoch (topics with history) */
+    this.epoch = since ? since.epoch : null;
+    /** @type {number | null} the last seen publication's seq */
+    this.seq = since ? since.seq : null;
+    /** @type {boolean | null} the last recovery's outcome (null: none asked yet) */
+    this.recovered = null;
+    this._confirmed = false;
+    this._buffer = []; // held until the subscribe() caller's code after `await` ran
+    this._presence = new Map();
+    this._presenceFns = new Set();
+    this._ready = new Promise((resolve, reject) => {
+      this._resolve = resolve;
+      this._reject = reject;
+    });
+  }
+
+  /**
+   * The last seen position (`{epoch, seq}`), or null on topics without history. Saved, it can
+   * be passed back as `since` after a page reload.
+   * @returns {Position | null}
+   */
+  get position() {
+    return this.epoch === null || this.seq === null ? null : { epoch: this.epoch, seq: this.seq };
+  }
+
+  /**
+   * The topic's presence (a view kept up to date by this subscription).
+   * @returns {Presence}
+   */
+  presence() {
+    return new Presence(this);
+  }
+
+  /**
+   * Leaves the topic. Listeners get nothing more.
+   * @returns {Promise<void>}
+   */
+  async unsubscribe() {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this._buffer = null;
+    const client = this.client;
+    if (client._subs.get(this.topic) !== this) return;
+    client._subs.delete(this.topic);
+    if (client.state !== "open") return; // the server forgot it with the connection
+    try {
+      await client.request("unsubscribe", { topic: this.topic });
+    } catch (err) {
+      if (err.code !== "closed") throw err;
+    }
+  }
+
+  _deliver(msg) {
+    if (this.state === "closed") return;
+    if (typeof msg.seq === "number") {
+      // A replay can overlap what was already delivered: each seq is handed out once.
+      if (msg.epoch === this.epoch && this.seq !== null && msg.seq <= this.seq) return;
+      this.epoch = msg.epoch;
+      this.seq = msg.seq;
+    }
+    const meta = deliveryMeta(msg);
+    this._run(() => {
+      if (msg.event === "presence_state" || msg.event === "presence_diff") {
+        this._applyPresence(msg.event, msg.data ?? {});
+      }
+      this._emit(msg.event, msg.data, meta);
+      this._emit("*", msg.data, meta);
+    });
+  }
+
+  _joined(reply, askedRecovery) {
+    if (this.state === "closed") return;
+    this.state = "joined";
+    if (typeof reply.seq === "number") {
+      // Deliveries may have come before the reply: never go back.
+      if (reply.epoch !== this.epoch || this.seq === null) {
+        this.epoch = reply.epoch;
+        this.seq = reply.seq;
+      } else {
+        this.seq = Math.max(this.seq, reply.seq);
+      }
+    }
+    if (askedRecovery) {
+      this.recovered = reply.recovered === true;
+      this._run(() => this._emit("recovered", this.recovered, reply));
+    }
+    if (!this._confirmed) {
+      this._confirmed = true;
+      this._resolve(this);
+      // Promise continuations (the caller's code after `await`) run before any timer.
+      setTimeout(() => this._flush());
+    }
+  }
+
+  _fail(err) {
+    const confirmed = this._confirmed;
+    this._end(err);
+    if (confirmed) this._emit("error", err);
+  }
+
+  _end(err) {
+    this.state = "closed";
+    this._buffer = null;
+    if (!this._confirmed) this._reject(err);
+  }
+
+  _run(fn) {
+    if (this._buffer) this._buffer.push(fn);
+    else fn();
+  }
+
+  _flush() {
+    const held = this._buffer;
+    this._buffer = null;
+    for (const fn of held ?? []) {
+      if (this.state === "closed") return;
+      fn();
+    }
+  }
+
+  _applyPresence(event, data) {
+    const before = this._presence;
+    const joins = [];
+    const leaves = [];
+    if (event === "presence_state") {
+      const next = new Map(Object.entries(data));
+      for (const [key, entry] of next) if (!before.has(key)) joins.push(presenceItem(key, entry));
+      for (const [key, entry] of before) if (!next.has(key)) leaves.push(presenceItem(key, entry));
+      this._presence = next;
+    } else {
+      // The server sends a diff when a key appears (its first connection) or goes (its last
+      // one): a join sets the key's entry, a leave removes it.
+      for (const [key, entry] of Object.entries(data.joins ?? {})) {
+        if (!before.has(key)) joins.push(presenceItem(key, entry));
+        before.set(key, entry);
+      }
+      for (const [key, entry] of Object.entries(data.leaves ?? {})) {
+        if (before.delete(key)) leaves.push(presenceItem(key, entry));
+      }
+    }
+    const list = new Presence(this).list();
+    for (const fn of [...this._presenceFns]) {
+      try {
+        fn(list, { joins, leaves });
+      } catch (err) {
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * Who is on a topic, from its `presence_state` and `presence_diff` deliveries, like Phoenix's
+ * `Presence`: one entry per key (a user), with the metadata of the key's connections.
+ */
+export class Presence {
+  /** @param {Subscription} subscription */
+  constructor(subscription) {
+    this.subscription = subscription;
+  }
+
+  /**
+   * One item per present key.
+   * @returns {{key: string, metas: any[]}[]}
+   */
+  list() {
+    return [...this.subscription._presence].map(([key, entry]) => presenceItem(key, entry));
+  }
+
+  /**
+   * One key's metas, or undefined when the key is not present.
+   * @param {string} key
+   * @returns {any[] | undefined}
+   */
+  get(key) {
+    const entry = this.subscription._presence.get(key);
+    return entry ? presenceItem(key, entry).metas : undefined;
+  }
+
+  /**
+   * Calls `fn(list, {joins, leaves})` after every presence change (joins and leaves are lists
+   * of `{key, metas}`); returns a function that removes it.
+   * @param {(list: {key: string, metas: any[]}[], diff: {joins: {key: string, metas: any[]}[], leaves: {key: string, metas: any[]}[]}) => void} fn
+   * @returns {() => void}
+   */
+  onChange(fn) {
+    const fns = this.subscription._presenceFns;
+    fns.add(fn);
+    return () => fns.delete(fn);
+  }
+}
+
+function presenceItem(key, entry) {
+  return { key, metas: (entry && entry.metas) || [] };
+}
+
+function deliveryMeta(msg) {
+  return { topic: msg.topic, event: msg.event, epoch: msg.epoch, seq: msg.seq };
+}
+
+function errorOf(msg, route) {
+  const e = msg.error ?? {};
+  return new SwitchboardError(e.code ?? "unknown", e.message ?? "", { field: e.field, route });
+}
+
+/** `ws(s)://` as is; a path or an `http(s)://` URL becomes `ws(s)://` (paths need a page). */
+function resolveUrl(url) {
+  const text = String(url);
+  if (/^wss?:\/\//i.test(text)) return text;
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  const u = new URL(text, base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}

@@ -1,0 +1,408 @@
+//! The chat showcase: rooms with live members, typing hints, recent history and limits, in a
+//! browser page served by the same app. Both handler styles, each where it fits: a session per
+//! user (nickname, typing, rate limit) and stateless handlers for room messages.
+//!
+//! Run: `cargo run --example chat`, open http://127.0.0.1:8080 (flags: `--bind`, `--port`;
+//! env: `CHAT_BIND`, `CHAT_PORT`). Announce into a room from outside:
+//! `curl -X POST --data 'maintenance at noon' http://127.0.0.1:8080/api/rooms/lobby/announce`.
+//! Simulate a dropped connection: `curl -X POST http://127.0.0.1:8080/api/debug/drop/<nick>`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::{http::header, web, App, HttpResponse, HttpServer};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchboard::engine::{HistoryConfig, MemoryEngine};
+use switchboard::prelude::*;
+use switchboard::session::{SessionCtx, SessionHost, TimerHandle};
+
+/// Rooms people may join; anything else is refused with `room_not_allowed`.
+const ROOMS: &[&str] = &["lobby", "rust", "actix", "random"];
+/// Messages kept per room and sent on join.
+const HISTORY: usize = 50;
+const MAX_MESSAGE: usize = 500;
+/// Rate limit: a bucket of this many messages, refilled at one per `REFILL`.
+const BURST: f64 = 5.0;
+const REFILL: Duration = Duration::from_secs(1);
+const TYPING_FOR: Duration = Duration::from_secs(3);
+
+#[derive(Parser, Debug)]
+#[command(about = "Switchboard chat example")]
+struct Args {
+    /// Address to bind.
+    #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1")]
+    bind: String,
+    /// Port to listen on.
+    #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
+    port: u16,
+}
+
+/// Nicknames in use, and whose connection holds each.
+#[derive(Default)]
+struct Nicknames(Mutex<HashMap<String, ConnectionId>>);
+
+impl Nicknames {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionId>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One user's connection: who they are, what they are typing where, how fast they talk.
+#[switchboard::session]
+struct ChatUser {
+    nick: Option<String>,
+    nicknames: web::Data<Nicknames>,
+    tokens: f64,
+    refilled: Instant,
+    typing: HashMap<String, TimerHandle>,
+}
+
+#[derive(Deserialize)]
+struct Nick {
+    nick: String,
+}
+
+#[derive(Deserialize)]
+struct Typing {
+    room: String,
+}
+
+impl ChatUser {
+    /// Takes one message from the bucket, or says how long to wait.
+    fn take_token(&mut self) -> Result<(), ChannelError> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() / REFILL.as_secs_f64();
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            let wait = (1.0 - self.tokens) * REFILL.as_secs_f64();
+            return Err(ChannelError::new(
+                "rate_limited",
+                format!("slow down: try again in {wait:.1} s"),
+            ));
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    fn release_nick(&mut self) {
+        if let Some(old) = self.nick.take() {
+            self.nicknames.lock().remove(&old);
+        }
+    }
+}
+
+#[switchboard::session_handlers]
+impl ChatUser {
+    async fn create(nicknames: web::Data<Nicknames>) -> Result<Self, ChannelError> {
+        Ok(ChatUser {
+            nick: None,
+            nicknames,
+            tokens: BURST,
+            refilled: Instant::now(),
+            typing: HashMap::new(),
+        })
+    }
+
+    /// Claims a nickname; nobody else may hold it while this connection lives.
+    #[message("nick")]
+    async fn nick(&mut self, ch: &SessionCtx<Self>, n: Nick) -> Result<String, ChannelError> {
+        let nick = n.nick.trim().to_owned();
+        let valid = (1..=20).contains(&nick.chars().count())
+            && nick
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(ChannelError::new(
+                "bad_nickname",
+                "1 to 20 letters, digits, `_` or `-`",
+            ));
+        }
+        if self.nick.as_deref() == Some(nick.as_str()) {
+            return Ok(nick);
+        }
+        if let Some(room) = self.typing.keys().next() {
+            return Err(ChannelError::new(
+                "busy",
+                format!("stop typing in {room} first"),
+            ));
+        }
+        {
+            let mut taken = self.nicknames.lock();
+            if taken.contains_key(&nick) {
+                return Err(ChannelError::new(
+                    "nickname_taken",
+                    format!("`{nick}` is taken"),
+                ));
+            }
+            taken.insert(nick.clone(), ch.id());
+        }
+        if let Some(old) = self.nick.take() {
+            self.nicknames.lock().remove(&old);
+        }
+        self.nick = Some(nick.clone());
+        Ok(nick)
+    }
+
+    /// "… is typing" for the others in the room, cleared after a few quiet seconds.
+    #[message("typing")]
+    async fn typing(&mut self, ch: &SessionCtx<Self>, t: Typing) -> Result<(), ChannelError> {
+        let nick = self.nick.clone().ok_or_else(need_nick)?;
+        let topic = room_topic(&t.room);
+        if !ch.channel().subscriptions().contains(&topic) {
+            return Err(ChannelError::new("not_in_room", "join the room first"));
+        }
+        match self.typing.remove(&t.room) {
+            Some(timer) => {
+                ch.cancel(timer);
+            }
+            None => {
+                ch.broadcast_from(&topic, "typing", &json!({"nick": nick, "typing": true}))
+                    .await?;
+            }
+        }
+        let room = t.room.clone();
+        let timer = ch.run_later(TYPING_FOR, move |user: &mut ChatUser, ch| {
+            user.typing.remove(&room);
+            let hub = ch.hub().clone();
+            let (topic, id) = (room_topic(&room), ch.id());
+            let stop = json!({"nick": user.nick, "typing": false});
+            actix_web::rt::spawn(async move {
+                let data = match serde_json::value::to_raw_value(&stop) {
+                    Ok(raw) => raw.into(),
+                    Err(_) => return,
+                };
+                let _ = hub.publish_raw(&topic, "typing", data, Some(id)).await;
+            });
+        });
+        self.typing.insert(t.room, timer);
+        Ok(())
+    }
+
+    async fn on_disconnect(&mut self, _ch: &SessionCtx<Self>) {
+        self.release_nick();
+    }
+}
+
+fn need_nick() -> ChannelError {
+    ChannelError::new("no_nickname", "pick a nickname first")
+}
+
+fn room_topic(room: &str) -> String {
+    format!("room:{room}")
+}
+
+#[derive(Deserialize)]
+struct Say {
+    room: String,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    nick: &'a str,
+    text: &'a str,
+    at: u64,
+}
+
+/// A room message: stateless, it only asks the sender's session for its nickname and a token.
+#[switchboard::message("say")]
+async fn say(ch: Channel<SessionHost<ChatUser>>, msg: Say) -> Result<(), ChannelError> {
+    let text = msg.text.trim();
+    if text.is_empty() {
+        return Err(ChannelError::new("empty", "say something"));
+    }
+    if text.chars().count() > MAX_MESSAGE {
+        return Err(ChannelError::new(
+            "message_too_long",
+            format!("at most {MAX_MESSAGE} characters"),
+        ));
+    }
+    let topic = room_topic(&msg.room);
+    if !ch.subscriptions().contains(&topic) {
+        return Err(ChannelError::new("not_in_room", "join the room first"));
+    }
+    let host = ch.session().ok_or(ChannelError::Closed)?;
+    let room = msg.room.clone();
+    let nick = host
+        .call(move |user: &mut ChatUser, ctx: &SessionCtx<ChatUser>| {
+            let nick = user.nick.clone().ok_or_else(need_nick)?;
+            user.take_token()?;
+            // Sending a message ends "typing" right away.
+            if let Some(timer) = user.typing.remove(&room) {
+                ctx.cancel(timer);
+            }
+            Ok::<_, ChannelError>(nick)
+        })
+        .await??;
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    ch.publish(
+        &topic,
+        "message",
+        &Message {
+            nick: &nick,
+            text,
+            at,
+        },
+    )
+    .await
+}
+
+/// Who may join what: allowed rooms only, and only with a nickname.
+async fn join_guard(ch: Channel<SessionHost<ChatUser>>, topic: String) -> Result<(), ChannelError> {
+    let room = topic.strip_prefix("room:").unwrap_or_default();
+    if !ROOMS.contains(&room) {
+        return Err(ChannelError::new(
+            "room_not_allowed",
+            format!("there is no room `{room}` here"),
+        ));
+    }
+    nickname(&ch).await.map(|_| ())
+}
+
+async fn nickname(ch: &Channel<SessionHost<ChatUser>>) -> Result<String, ChannelError> {
+    let host = ch.session().ok_or(ChannelError::Closed)?;
+    host.call(|user: &mut ChatUser, _: &SessionCtx<ChatUser>| user.nick.clone())
+        .await?
+        .ok_or_else(need_nick)
+}
+
+/// Members appear in a room's presence under their nickname.
+async fn presence(
+    ch: Channel<SessionHost<ChatUser>>,
+    _topic: String,
+) -> Option<(String, serde_json::Value)> {
+    let nick = nickname(&ch).await.ok()?;
+    Some((nick, json!({ "id": ch.id() })))
+}
+
+/// `POST /api/rooms/{room}/announce`: a system announcement, through the hub.
+async fn announce(hub: Hub, room: web::Path<String>, body: String) -> HttpResponse {
+    if !ROOMS.contains(&room.as_str()) {
+        return HttpResponse::NotFound().body("no such room");
+    }
+    let text = body.trim();
+    if text.is_empty() || text.chars().count() > MAX_MESSAGE {
+        return HttpResponse::BadRequest().body("announcement must be 1 to 500 characters");
+    }
+    match hub
+        .publish(&room_topic(&room), "announcement", &json!({"text": text}))
+        .await
+    {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+/// `POST /api/debug/drop/{nick}`: closes that user's socket with 1012 (service restart), the
+/// way a server restart or a network blip would; the page reconnects by itself and catches up.
+async fn drop_user(
+    hub: Hub,
+    nicknames: web::Data<Nicknames>,
+    nick: web::Path<String>,
+) -> HttpResponse {
+    let id = nicknames.lock().get(nick.as_str()).copied();
+    match id.map(|id| hub.disconnect(id, Some(1012), "dropped by the server")) {
+        Some(Ok(())) => HttpResponse::NoContent().finish(),
+        _ => HttpResponse::NotFound().body("no such user"),
+    }
+}
+
+/// `GET /api/rooms`: the rooms and how many people are in each.
+async fn rooms(hub: Hub) -> HttpResponse {
+    let mut out = Vec::new();
+    for room in ROOMS {
+        let members = hub
+            .presence(&room_topic(room))
+            .await
+            .map(|p| p.len())
+            .unwrap_or_default();
+        out.push(json!({"room": room, "members": members}));
+    }
+    HttpResponse::Ok().json(out)
+}
+
+fn page(body: &'static str, content_type: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+/// The chat channel: a session per user, stateless `say`, join rules and presence.
+fn chat_channel() -> ChannelRoute<SessionHost<ChatUser>> {
+    ChannelRoute::session::<ChatUser>("/ws/chat")
+        .message(say)
+        .join("room:*", join_guard)
+        .presence(presence)
+        .max_frame_size(4 * 1024)
+        .outbound_queue(512, SlowConsumerPolicy::Close { code: 1013 })
+}
+
+/// The page, its assets and the HTTP API.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(switchboard::js::service("/switchboard.js"))
+        .route(
+            "/",
+            web::get().to(|| async {
+                page(
+                    include_str!("static/index.html"),
+                    "text/html; charset=utf-8",
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            web::get().to(|| async {
+                page(
+                    include_str!("static/app.js"),
+                    "text/javascript; charset=utf-8",
+                )
+            }),
+        )
+        .route(
+            "/style.css",
+            web::get()
+                .to(|| async { page(include_str!("static/style.css"), "text/css; charset=utf-8") }),
+        )
+        .route("/api/rooms", web::get().to(rooms))
+        .route("/api/rooms/{room}/announce", web::post().to(announce))
+        .route("/api/debug/drop/{nick}", web::post().to(drop_user))
+        .route(
+            "/health",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        );
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
+    let args = Args::parse();
+    let hub = Hub::with_engine(
+        MemoryEngine::builder()
+            .history("room:*", HistoryConfig::last(HISTORY))
+            .build(),
+    );
+    let nicknames = web::Data::new(Nicknames::default());
+    let chat = chat_channel();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(hub.clone())
+            .app_data(nicknames.clone())
+            .service(chat.clone())
+            .configure(routes)
+    })
+    .bind((args.bind.as_str(), args.port))?;
+    // The bound address, also when the port was 0 (tests read this line).
+    for addr in server.addrs() {
+        log::info!("chat on http://{addr}");
+        println!("listening on http://{addr}");
+    }
+    server.run().await
+}

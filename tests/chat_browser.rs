@@ -1,0 +1,368 @@
+//! The chat example end to end in a real browser (Debian's chromium through chromedriver):
+//! two people join a room, talk, see each other come and go, and a dropped connection
+//! reconnects by itself and shows what was said meanwhile.
+//!
+//! Locally the test skips when chromedriver is missing; under `CI=true` it fails instead.
+//! `SWITCHBOARD_SCREENSHOT=docs/chat.png cargo test --test chat_browser` also saves a
+//! screenshot of the page (the one in the README).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// A child process killed when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("CHROMEDRIVER") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("chromedriver"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The chat example's binary, built by `cargo test` beside this test.
+fn chat_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let bin = dir.join("examples").join("chat");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --example chat` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    // `cargo test --test chat_browser` alone does not rebuild examples: refuse to test an old
+    // page.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat/static"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/chat/main.rs"
+        ))]);
+    for src in sources {
+        let changed = std::fs::metadata(&src).and_then(|m| m.modified()).ok();
+        assert!(
+            built >= changed,
+            "the chat example is older than {}: run `cargo build --example chat`",
+            src.display()
+        );
+    }
+    bin
+}
+
+/// Starts the chat on a free port; returns it with its base URL.
+fn start_chat() -> (Proc, String) {
+    let mut child = Command::new(chat_binary())
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the chat example");
+    let stdout = child.stdout.take().expect("chat stdout");
+    let proc = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the chat's address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the chat: {line:?}"))
+        .to_owned();
+    (proc, url)
+}
+
+async fn start_driver(bin: PathBuf) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (proc, format!("http://127.0.0.1:{port}"))
+}
+
+/// A fresh headless browser: its own profile, so two of them are two separate people.
+async fn browser(driver: &str, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1200,800",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .expect("a chromium session")
+}
+
+/// Waits (bounded) until the page's JavaScript expression is true.
+async fn until(c: &Client, what: &str, js: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = c
+            .execute(&format!("return Boolean({js});"), vec![])
+            .await
+            .unwrap_or_default();
+        if v.as_bool() == Some(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let body = c
+                .execute("return document.body.innerText;", vec![])
+                .await
+                .unwrap_or_default();
+            let errors = c
+                .execute("return (window.__errors || []).join('\\n');", vec![])
+                .await
+                .unwrap_or_default();
+            if let Ok(png) = c.screenshot().await {
+                let _ = std::fs::write(
+                    std::env::temp_dir().join("switchboard-e2e-failure.png"),
+                    png,
+                );
+            }
+            panic!(
+                "timed out waiting for {what}; page says:\n{}\nscript errors:\n{}",
+                body.as_str().unwrap_or(""),
+                errors.as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn text_in(id: &str, needle: &str) -> String {
+    format!(
+        "document.getElementById({id:?}).innerText.includes({needle:?})",
+        id = id,
+        needle = needle
+    )
+}
+
+async fn login(c: &Client, base: &str, nick: &str) {
+    c.goto(base).await.expect("open the page");
+    // Script errors end up in the failure report.
+    c.execute(
+        "window.__errors = []; \
+         window.addEventListener('error', e => window.__errors.push(String(e.message))); \
+         window.addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason && e.reason.stack || e.reason)));",
+        vec![],
+    )
+    .await
+    .expect("install the error trap");
+    until(
+        c,
+        "the connection",
+        "document.getElementById('status').classList.contains('open')",
+    )
+    .await;
+    c.find(Locator::Id("nick"))
+        .await
+        .expect("nickname field")
+        .send_keys(nick)
+        .await
+        .expect("type the nickname");
+    c.find(Locator::Css("#login-form button"))
+        .await
+        .expect("enter button")
+        .click()
+        .await
+        .expect("click enter");
+    until(c, "the lobby", &text_in("member-list", nick)).await;
+}
+
+async fn say(c: &Client, text: &str) {
+    let input = c.find(Locator::Id("say")).await.expect("message field");
+    input.send_keys(text).await.expect("type a message");
+    c.find(Locator::Css("#say-form button"))
+        .await
+        .expect("send button")
+        .click()
+        .await
+        .expect("click send");
+}
+
+async fn post(base: &str, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_in_a_real_browser() {
+    let Some(driver_bin) = chromedriver() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromedriver is required under CI=true (install chromium and chromium-driver)");
+        }
+        eprintln!("skipping: chromedriver is not installed");
+        return;
+    };
+    let (_chat, base) = start_chat();
+    let (_driver, driver) = start_driver(driver_bin).await;
+    let profiles = std::env::temp_dir().join(format!("switchboard-e2e-{}", std::process::id()));
+    let (ada, bob) = (
+        browser(&driver, &profiles.join("ada")).await,
+        browser(&driver, &profiles.join("bob")).await,
+    );
+
+    login(&ada, &base, "ada").await;
+    login(&bob, &base, "bob").await;
+    until(
+        &ada,
+        "bob in ada's member list",
+        &text_in("member-list", "bob"),
+    )
+    .await;
+
+    // Refusals are shown, not swallowed.
+    let long = "x".repeat(520);
+    say(&bob, &long).await;
+    until(
+        &bob,
+        "the too-long refusal",
+        &text_in("toasts", "at most 500 characters"),
+    )
+    .await;
+    bob.execute("document.getElementById('say').value = '';", vec![])
+        .await
+        .expect("clear the field");
+
+    say(&bob, "hello from bob").await;
+    until(
+        &ada,
+        "bob's message",
+        &text_in("messages", "hello from bob"),
+    )
+    .await;
+
+    // The server drops ada's connection; her page reconnects by itself and shows what was
+    // said meanwhile, once.
+    assert_eq!(post(&base, "/api/debug/drop/ada", "").await, 204);
+    say(&bob, "said while ada was away").await;
+    assert_eq!(
+        post(&base, "/api/rooms/lobby/announce", "maintenance at noon").await,
+        204
+    );
+    until(
+        &ada,
+        "the catch-up",
+        &text_in("messages", "said while ada was away"),
+    )
+    .await;
+    until(
+        &ada,
+        "the announcement",
+        &text_in("messages", "maintenance at noon"),
+    )
+    .await;
+    until(
+        &ada,
+        "the reconnection",
+        "document.getElementById('status').classList.contains('open')",
+    )
+    .await;
+    let count = ada
+        .execute(
+            "return [...document.querySelectorAll('#messages li')].filter(li => li.innerText.includes('said while ada was away')).length;",
+            vec![],
+        )
+        .await
+        .expect("count messages");
+    assert_eq!(
+        count.as_u64(),
+        Some(1),
+        "no gap and no duplicate after reconnecting"
+    );
+
+    if let Ok(path) = std::env::var("SWITCHBOARD_SCREENSHOT") {
+        say(&ada, "back again").await;
+        until(&bob, "ada's return", &text_in("messages", "back again")).await;
+        bob.execute(
+            "document.getElementById('toasts').replaceChildren(); \
+             document.getElementById('say').value = 'good to see you';",
+            vec![],
+        )
+        .await
+        .ok();
+        let png = bob.screenshot().await.expect("screenshot");
+        std::fs::write(&path, png).expect("write the screenshot");
+    }
+
+    // Bob leaves the room; ada sees him go.
+    bob.find(Locator::Css("#room-list li[data-room='lobby'] button"))
+        .await
+        .expect("leave button")
+        .click()
+        .await
+        .expect("click leave");
+    until(
+        &ada,
+        "bob leaving the member list",
+        "!document.getElementById('member-list').innerText.includes('bob')",
+    )
+    .await;
+
+    let _ = ada.close().await;
+    let _ = bob.close().await;
+    let _ = std::fs::remove_dir_all(&profiles);
+}

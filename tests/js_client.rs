@@ -1,0 +1,314 @@
+//! The JavaScript client (`framework/js/switchboard.js`) against a real server: runs the Node
+//! tests in `tests/js/*.test.mjs` with Node's built-in test runner.
+//!
+//! The node tests read `SWITCHBOARD_URL` (the channel, `ws://127.0.0.1:PORT/ws`) and
+//! `SWITCHBOARD_HTTP` (`http://127.0.0.1:PORT`, for `/switchboard.js` and the test routes).
+//! Without `node` on the `PATH` (or `NODE`) the test is skipped, except under `CI=true`, where
+//! that is a failure.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard::engine::{HistoryConfig, MemoryEngine};
+use switchboard::prelude::*;
+use switchboard::testing::TestServer;
+
+/// How long the whole node run may take before it is killed.
+const NODE_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct User {
+    name: String,
+}
+
+/// Names whose upgrades are refused: a client kept away from the server (a network outage) for
+/// as long as the test wants, whatever its reconnect timing.
+#[derive(Clone, Default)]
+struct Blocked(Arc<Mutex<HashSet<String>>>);
+
+impl Blocked {
+    fn set(&self, name: &str, blocked: bool) {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if blocked {
+            names.insert(name.to_owned());
+        } else {
+            names.remove(name);
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.contains(name)
+    }
+}
+
+#[switchboard::on_connect]
+async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
+    let name = req.query("name").unwrap_or("anon").to_owned();
+    if req.app_data::<Blocked>().is_some_and(|b| b.contains(&name)) {
+        return Err(ChannelError::new("blocked", "blocked by the test")
+            .with_status(actix_web::http::StatusCode::SERVICE_UNAVAILABLE));
+    }
+    Ok(User { name })
+}
+
+#[switchboard::message("echo")]
+async fn echo(data: Value) -> Result<Value, ChannelError> {
+    Ok(data)
+}
+
+#[derive(Deserialize)]
+struct Push {
+    event: String,
+    n: u32,
+}
+
+/// Pushes `n` events `{"event": event, "data": {"i": i}}`, then replies `n`.
+#[switchboard::message("push")]
+async fn push(ch: Channel<User>, p: Push) -> Result<u32, ChannelError> {
+    for i in 0..p.n {
+        ch.send(&p.event, &json!({ "i": i }))?;
+    }
+    Ok(p.n)
+}
+
+#[switchboard::message("fail")]
+async fn fail() -> Result<(), ChannelError> {
+    Err(ChannelError::new("room_full", "lobby is full"))
+}
+
+#[derive(Deserialize)]
+struct Typed {
+    n: u32,
+}
+
+/// A typed payload: a wrong `n` is a `bad_payload` error naming the field.
+#[switchboard::message("typed")]
+async fn typed(t: Typed) -> Result<u32, ChannelError> {
+    Ok(t.n)
+}
+
+#[derive(Deserialize)]
+struct Slow {
+    ms: u64,
+}
+
+#[switchboard::message("slow")]
+async fn slow(s: Slow) -> Result<u64, ChannelError> {
+    actix_rt::time::sleep(Duration::from_millis(s.ms)).await;
+    Ok(s.ms)
+}
+
+#[derive(Deserialize)]
+struct Publish {
+    topic: String,
+    event: String,
+    data: Value,
+}
+
+#[switchboard::message("publish")]
+async fn publish(ch: Channel<User>, p: Publish) -> Result<(), ChannelError> {
+    ch.publish(&p.topic, &p.event, &p.data).await
+}
+
+#[derive(Deserialize)]
+struct Kick {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+    /// Keeps the handler (and so the reply) waiting after the close.
+    #[serde(default)]
+    linger_ms: u64,
+}
+
+/// The server ends this connection with the given close code.
+#[switchboard::message("kick")]
+async fn kick(ch: Channel<User>, k: Kick) -> Result<(), ChannelError> {
+    ch.close_with(k.code, &k.reason);
+    if k.linger_ms > 0 {
+        actix_rt::time::sleep(Duration::from_millis(k.linger_ms)).await;
+    }
+    Ok(())
+}
+
+/// `POST /block/{name}` and `/unblock/{name}`.
+async fn set_blocked(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+    if let Some(blocked) = req.app_data::<Blocked>() {
+        blocked.set(&name, req.path().starts_with("/block/"));
+    }
+    HttpResponse::NoContent().finish()
+}
+
+fn route() -> ChannelRoute<User> {
+    ChannelRoute::new("/ws")
+        .on_connect(connect)
+        .message(echo)
+        .message(push)
+        .message(fail)
+        .message(typed)
+        .message(slow)
+        .message(publish)
+        .message(kick)
+        .allow_join("room:*")
+        .allow_join("small:*")
+        .presence(|ch: Channel<User>, topic: String| async move {
+            let user = ch.session()?;
+            topic
+                .starts_with("room:")
+                .then(|| (user.name.clone(), json!({ "name": user.name })))
+        })
+}
+
+fn server() -> TestServer {
+    let hub = Hub::with_engine(
+        MemoryEngine::builder()
+            .history("room:*", HistoryConfig::last(100))
+            // Short enough for a test to outrun it: recovery then reports a gap.
+            .history("small:*", HistoryConfig::last(2))
+            .build(),
+    );
+    let blocked = Blocked::default();
+    TestServer::build(move || {
+        App::new()
+            .app_data(hub.clone())
+            .app_data(blocked.clone())
+            .service(route())
+            .service(switchboard::js::service("/switchboard.js"))
+            .route("/block/{name}", web::post().to(set_blocked))
+            .route("/unblock/{name}", web::post().to(set_blocked))
+    })
+    .workers(2)
+    .start()
+}
+
+/// Whether a missing or unusable `node` must fail the test instead of skipping it.
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Runs `node <flags> -e <script>`; true when it exits with 0.
+fn node_ok(node: &str, flags: &[&str], script: &str, env: &[(&str, &str)]) -> bool {
+    Command::new(node)
+        .args(flags)
+        .arg("-e")
+        .arg(script)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The flags this node needs for the tests: a global `WebSocket` (a flag before Node 22) and
+/// ES module syntax in the `.js` client file without a `package.json` (detected by default
+/// from Node 20.19 / 22.7). `Err` says why this node cannot run them.
+fn node_flags(node: &str, client: &Path) -> Result<Vec<&'static str>, String> {
+    let mut flags = Vec::new();
+    let has_ws = "process.exit(typeof WebSocket === 'function' ? 0 : 1)";
+    if !node_ok(node, &flags, has_ws, &[]) {
+        flags.push("--experimental-websocket");
+        if !node_ok(node, &flags, has_ws, &[]) {
+            return Err("this node has no WebSocket (Node 20.10+ is needed)".into());
+        }
+    }
+    let url = format!("file://{}", client.display());
+    let imports = "import(process.env.SB_CLIENT).then(m => process.exit(typeof m.Switchboard === 'function' ? 0 : 1), () => process.exit(1))";
+    let env = [("SB_CLIENT", url.as_str())];
+    if !node_ok(node, &flags, imports, &env) {
+        flags.push("--experimental-detect-module");
+        if !node_ok(node, &flags, imports, &env) {
+            flags.pop();
+            return Err(format!(
+                "this node cannot import {} as an ES module",
+                client.display()
+            ));
+        }
+    }
+    Ok(flags)
+}
+
+fn skip_or_fail(why: &str) {
+    assert!(
+        !required(),
+        "CI=true: the JS client tests must run, but {why}"
+    );
+    eprintln!("SKIPPED: the JS client tests need Node.js 20.10+: {why}");
+}
+
+#[test]
+fn js_client_tests_pass_against_a_real_server() {
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
+    let version = match Command::new(&node).arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        _ => return skip_or_fail(&format!("`{node}` is not installed")),
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let client = root.join("framework/js/switchboard.js");
+    let flags = match node_flags(&node, &client) {
+        Ok(flags) => flags,
+        Err(why) => return skip_or_fail(&format!("{why} (found {version})")),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/js"))
+        .expect("tests/js exists")
+        .map(|e| e.expect("read tests/js").path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no tests/js/*.test.mjs files");
+
+    let srv = server();
+    let mut child = Command::new(&node)
+        .args(&flags)
+        .arg("--test")
+        .arg("--test-reporter=spec")
+        .args(&files)
+        .current_dir(&root)
+        .env("SWITCHBOARD_URL", srv.ws_url("/ws"))
+        .env("SWITCHBOARD_HTTP", srv.url(""))
+        .env("SWITCHBOARD_CLIENT", &client)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    // Read both pipes on their own threads so a chatty node never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + NODE_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let report = format!(
+        "node {version} {} --test\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        flags.join(" ")
+    );
+    match status {
+        None => panic!("node did not finish within {NODE_DEADLINE:?}\n{report}"),
+        Some(s) if !s.success() => panic!("node tests failed ({s})\n{report}"),
+        Some(_) => println!("{report}"),
+    }
+}
