@@ -495,6 +495,9 @@ async fn accept<S: 'static>(
     let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
         return Error::TooManyConnections.error_response();
     };
+    // Known before `on_connect`, which can extract it (a gateway tells its `$connect` function).
+    let id = ConnectionId::next();
+    req.extensions_mut().insert(id);
     let session = match &def.on_connect {
         Some(h) => match h.call(req.clone()).await {
             Ok(s) => s,
@@ -510,7 +513,6 @@ async fn accept<S: 'static>(
         Err(e) => return e.error_response(),
     };
     let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
-    let id = ConnectionId::next();
     let hub = Hub::of(&req);
     let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req));
     hub.register(id, entry.clone());

@@ -107,6 +107,21 @@ impl FromStr for ConnectionId {
     }
 }
 
+/// In a connect handler: the id the connection will have once it opens.
+impl actix_web::FromRequest for ConnectionId {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req.extensions().get::<ConnectionId>().copied();
+        std::future::ready(id.ok_or_else(|| {
+            actix_web::error::ErrorInternalServerError(
+                "no connection id: not a channel's upgrade request",
+            )
+        }))
+    }
+}
+
 impl serde::Serialize for ConnectionId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
