@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use actix::Actor;
 use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -113,6 +113,7 @@ impl actix_web::FromRequest for ConnectionId {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage;
         let id = req.extensions().get::<ConnectionId>().copied();
         std::future::ready(id.ok_or_else(|| {
             actix_web::error::ErrorInternalServerError(
