@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{FromRequest, HttpRequest};
+use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -178,12 +179,11 @@ impl Hub {
         event: &str,
         data: &T,
     ) -> Result<(), Error> {
-        let frame = protocol::encode_event(event, data)?;
-        self.send_text(id, frame.to_string())
+        self.send_text(id, protocol::encode_event(event, data)?)
     }
 
     /// Sends a text frame as is to one connection.
-    pub fn send_text(&self, id: ConnectionId, text: String) -> Result<(), Error> {
+    pub fn send_text(&self, id: ConnectionId, text: impl Into<ByteString>) -> Result<(), Error> {
         let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
         match entry.out.push_text(text.into(), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
