@@ -129,6 +129,15 @@ pub(crate) type Handler<S> = Arc<dyn MessageHandler<S>>;
 /// Everything a channel's connections share: handlers, config, the open-connection count.
 pub(crate) struct ChannelDef<S> {
     pub(crate) path: Arc<str>,
+    /// The reply field name, shared by all connections.
+    pub(crate) route_field: Rc<str>,
+    /// One request that reached this channel on this worker, kept for its app data: every
+    /// request to the same resource in the same worker sees the same app data, so connections
+    /// need not keep their own request (and its header table) alive.
+    pub(crate) app: RefCell<Option<HttpRequest>>,
+    /// This worker's connections, for the heartbeat.
+    pub(crate) beats: Rc<RefCell<Vec<std::sync::Weak<ConnEntry>>>>,
+    pub(crate) beating: std::cell::Cell<bool>,
     pub(crate) config: ChannelConfig,
     pub(crate) routes: Routes<S>,
     pub(crate) fallback: Option<Handler<S>>,
@@ -432,6 +441,10 @@ impl<S: 'static> ChannelRoute<S> {
             self.path.clone(),
             ChannelDef {
                 path: Arc::from(self.path.as_str()),
+                route_field: Rc::from(b.config.route_key.reply_field()),
+                app: RefCell::new(None),
+                beats: Rc::new(RefCell::new(Vec::new())),
+                beating: std::cell::Cell::new(false),
                 config: b.config,
                 routes: Routes::new(routes),
                 fallback: b.fallback,
@@ -516,18 +529,26 @@ async fn accept<S: 'static>(
     let hub = Hub::of(&req);
     let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req));
     hub.register(id, entry.clone());
+    heartbeat::watch(&def, &entry);
+    let app = def
+        .app
+        .borrow_mut()
+        .get_or_insert_with(|| req.clone())
+        .clone();
     let channel = Channel {
         inner: Rc::new(ConnInner {
             id,
-            request: req,
+            opening: Opening::of(&req),
+            app,
             session: RefCell::new(session),
             out,
-            route_field: cfg.route_key.reply_field().into(),
+            route_field: def.route_field.clone(),
             connected_at: SystemTime::now(),
             hub,
             entry,
         }),
     };
+    drop(req);
     Connection::new(def, channel, ws, incoming, guard).start();
     response
 }
@@ -543,13 +564,62 @@ pub struct Channel<S = ()> {
 
 pub(crate) struct ConnInner<S> {
     id: ConnectionId,
-    request: HttpRequest,
+    opening: Opening,
+    /// The channel's app-data request (see `ChannelDef::app`): a reference count.
+    app: HttpRequest,
     session: RefCell<Option<S>>,
     out: Arc<Outbound>,
-    route_field: Box<str>,
+    route_field: Rc<str>,
     connected_at: SystemTime,
     hub: Hub,
     entry: Arc<ConnEntry>,
+}
+
+/// What a connection keeps of its opening request: a compact copy, so that the request goes
+/// back to actix's pool and an idle connection stays small.
+pub(crate) struct Opening {
+    /// `name\tvalue\n` per header with a UTF-8 value (names are lowercase).
+    headers: Box<str>,
+    params: Box<[(Box<str>, Box<str>)]>,
+    query: Box<str>,
+    peer: Option<SocketAddr>,
+}
+
+impl Opening {
+    fn of(req: &HttpRequest) -> Self {
+        let mut headers = String::new();
+        for (name, value) in req.headers() {
+            if let Ok(v) = value.to_str() {
+                headers.push_str(name.as_str());
+                headers.push('\t');
+                headers.push_str(v);
+                headers.push('\n');
+            }
+        }
+        Opening {
+            headers: headers.into_boxed_str(),
+            params: req
+                .match_info()
+                .iter()
+                .map(|(k, v)| (Box::from(k), Box::from(v)))
+                .collect(),
+            query: Box::from(req.query_string()),
+            peer: req.peer_addr(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (k, v) = line.split_once('\t')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+    }
 }
 
 impl<S> Clone for Channel<S> {
@@ -574,19 +644,19 @@ impl<S> Channel<S> {
         self.inner.id
     }
 
-    /// The upgrade request the connection opened with.
-    pub fn request(&self) -> &HttpRequest {
-        &self.inner.request
-    }
-
     /// A header of the opening request, if present and valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner.request.headers().get(name)?.to_str().ok()
+        self.inner.opening.header(name)
+    }
+
+    /// The opening request's headers with UTF-8 values, names in lowercase.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner.opening.headers()
     }
 
     /// The opening request's query string (without `?`).
     pub fn query_string(&self) -> &str {
-        self.inner.request.query_string()
+        &self.inner.opening.query
     }
 
     /// The opening request's query string, deserialized.
@@ -598,12 +668,17 @@ impl<S> Channel<S> {
 
     /// A path parameter of the channel's route (`/ws/{room}`).
     pub fn path_param(&self, name: &str) -> Option<&str> {
-        self.inner.request.match_info().get(name)
+        self.inner
+            .opening
+            .params
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
     }
 
     /// The client's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.request.peer_addr()
+        self.inner.opening.peer
     }
 
     /// When the connection opened.
@@ -613,7 +688,7 @@ impl<S> Channel<S> {
 
     /// App data registered on the `App` (`App::app_data`).
     pub fn app_data<T: 'static>(&self) -> Option<&T> {
-        self.inner.request.app_data::<T>()
+        self.inner.app.app_data::<T>()
     }
 
     /// A copy of the session value, if there is one.
@@ -896,6 +971,39 @@ impl FromRequest for ConnectRequest {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         std::future::ready(Ok(ConnectRequest(req.clone())))
+    }
+}
+
+/// One task per channel and worker pings its connections and closes idle ones (a task per
+/// connection would cost memory on every idle connection).
+mod heartbeat {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::{Arc, Weak};
+    use std::time::Duration;
+
+    use super::ChannelDef;
+    use crate::hub::ConnEntry;
+
+    pub(super) fn watch<S>(def: &Rc<ChannelDef<S>>, entry: &Arc<ConnEntry>) {
+        def.beats.borrow_mut().push(Arc::downgrade(entry));
+        if !def.beating.replace(true) {
+            let (interval, idle) = (def.config.heartbeat_interval, def.config.idle_timeout);
+            actix_rt::spawn(run(def.beats.clone(), interval, idle));
+        }
+    }
+
+    /// Lives as long as the worker's runtime.
+    async fn run(beats: Rc<RefCell<Vec<Weak<ConnEntry>>>>, interval: Duration, idle: Duration) {
+        let period = interval.max(Duration::from_millis(1));
+        let mut ticks =
+            actix_rt::time::interval_at(actix_rt::time::Instant::now() + period, period);
+        loop {
+            ticks.tick().await;
+            beats
+                .borrow_mut()
+                .retain(|w| w.upgrade().is_some_and(|entry| entry.beat(idle)));
+        }
     }
 }
 

@@ -66,7 +66,6 @@ pub(crate) struct Connection<S: 'static> {
     inbound: VecDeque<Inbound>,
     busy: bool,
     incoming_done: bool,
-    heartbeat: Option<actix_rt::task::JoinHandle<()>>,
     disconnected: bool,
     _open: OpenGuard,
 }
@@ -87,7 +86,6 @@ impl<S: 'static> Connection<S> {
             inbound: VecDeque::new(),
             busy: false,
             incoming_done: false,
-            heartbeat: None,
             disconnected: false,
             _open: open,
         }
@@ -119,25 +117,34 @@ impl<S: 'static> Connection<S> {
     fn pump(&mut self, ctx: &mut actix::Context<Self>) {
         while !self.busy {
             let Some(item) = self.inbound.pop_front() else {
+                // Waiting messages are rare: an idle connection keeps no queue memory.
+                if self.inbound.capacity() > 0 {
+                    self.inbound = VecDeque::new();
+                }
                 return;
             };
-            let Some((answering, fut)) = self.dispatch(item) else {
-                continue;
-            };
-            let mut fut = AssertUnwindSafe(fut).catch_unwind();
-            // Most handlers finish without waiting: poll once here and skip the spawn. A
-            // future that is not ready re-registers the real waker when the context polls it.
-            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-            match Pin::new(&mut fut).poll(&mut cx) {
-                Poll::Ready(outcome) => self.finish(&answering, outcome),
-                Poll::Pending => {
-                    self.busy = true;
-                    ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
-                        act.busy = false;
-                        act.finish(&answering, outcome);
-                        act.pump(ctx);
-                    }));
-                }
+            self.run(item, ctx);
+        }
+    }
+
+    /// Handles one message; marks the connection busy if its handler has to wait.
+    fn run(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
+        let Some((answering, fut)) = self.dispatch(item) else {
+            return;
+        };
+        let mut fut = AssertUnwindSafe(fut).catch_unwind();
+        // Most handlers finish without waiting: poll once here and skip the spawn. A future
+        // that is not ready re-registers the real waker when the context polls it.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(outcome) => self.finish(&answering, outcome),
+            Poll::Pending => {
+                self.busy = true;
+                ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
+                    act.busy = false;
+                    act.finish(&answering, outcome);
+                    act.pump(ctx);
+                }));
             }
         }
     }
@@ -223,9 +230,6 @@ impl<S: 'static> Connection<S> {
         if std::mem::replace(&mut self.disconnected, true) {
             return;
         }
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
-        }
         self.channel.outbound().shut();
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
@@ -288,14 +292,6 @@ impl<S: 'static> Actor for Connection<S> {
                 }
             }));
         }
-        // A task of its own rather than an actor timer: the actor's timers are polled on every
-        // wake-up, and a connection wakes up for every message.
-        self.heartbeat = Some(actix_rt::spawn(heartbeat(
-            self.channel.outbound().clone(),
-            self.channel.entry().clone(),
-            self.def.config.heartbeat_interval,
-            self.def.config.idle_timeout,
-        )));
         if let Some(hook) = self.def.on_open.clone() {
             hook(&self.channel);
         }
@@ -303,30 +299,6 @@ impl<S: 'static> Actor for Connection<S> {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.disconnect();
-    }
-}
-
-/// Pings every `interval`; starts closing (1001) a connection silent for longer than `idle`.
-async fn heartbeat(
-    out: std::sync::Arc<crate::outbound::Outbound>,
-    entry: std::sync::Arc<crate::hub::ConnEntry>,
-    interval: std::time::Duration,
-    idle: std::time::Duration,
-) {
-    let mut ticks = actix_rt::time::interval_at(
-        actix_rt::time::Instant::now() + interval,
-        interval.max(std::time::Duration::from_millis(1)),
-    );
-    loop {
-        ticks.tick().await;
-        if out.is_closing() {
-            return;
-        }
-        if entry.idle_for() > idle {
-            out.close(close_code::GOING_AWAY, "idle timeout");
-            return;
-        }
-        let _ = out.push(Frame::Ping(Bytes::new()), Class::Essential);
     }
 }
 
@@ -398,7 +370,10 @@ impl<S: 'static> Connection<S> {
             self.push_error(&answering, &Error::Overloaded);
             return;
         }
-        self.inbound.push_back(item);
-        self.pump(ctx);
+        if self.busy {
+            self.inbound.push_back(item);
+        } else {
+            self.run(item, ctx);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Handler arguments.
 //!
 //! Every argument but the last is a [`FromMessageParts`] extractor: [`Channel<S>`],
-//! `web::Data<T>`, [`ConnectionId`], [`Route`], [`Binary`], `HttpRequest`. The last argument
+//! `web::Data<T>`, [`Hub`](crate::Hub), [`ConnectionId`], [`Route`], [`Binary`]. The last argument
 //! may also be the typed payload: any `DeserializeOwned` type, deserialized from the message's
 //! `data` (a missing `data` reads as `null`, so `Option<T>` and `()` accept it).
 //!
@@ -24,7 +24,7 @@
 //! }
 //! ```
 
-use actix_web::{web, HttpRequest};
+use actix_web::web;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -37,7 +37,7 @@ use crate::id::ConnectionId;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a channel handler argument",
     label = "not an extractor",
-    note = "arguments are `Channel<S>`, `web::Data<T>`, `ConnectionId`, `Route`, `Binary`, `HttpRequest` or types implementing `FromMessageParts`; the typed payload (a `Deserialize` type) must be the last argument"
+    note = "arguments are `Channel<S>`, `web::Data<T>`, `Hub`, `ConnectionId`, `Route`, `Binary` or types implementing `FromMessageParts`; the typed payload (a `Deserialize` type) must be the last argument; the opening request's headers, query and path parameters are on `Channel`"
 )]
 pub trait FromMessageParts<S>: Sized {
     /// Extracts the argument, or fails with an error frame.
@@ -109,7 +109,6 @@ impl<S> FromMessageParts<S> for Channel<S> {
 impl<S, T: ?Sized + 'static> FromMessageParts<S> for web::Data<T> {
     fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
         req.channel
-            .request()
             .app_data::<web::Data<T>>()
             .cloned()
             .ok_or_else(|| {
@@ -118,12 +117,6 @@ impl<S, T: ?Sized + 'static> FromMessageParts<S> for web::Data<T> {
                     std::any::type_name::<T>()
                 ))
             })
-    }
-}
-
-impl<S> FromMessageParts<S> for HttpRequest {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
-        Ok(req.channel.request().clone())
     }
 }
 

@@ -378,6 +378,23 @@ impl ConnEntry {
             .store(millis(SystemTime::now()), Ordering::Relaxed);
     }
 
+    /// One heartbeat: pings, or starts closing a connection idle for longer than `idle`.
+    /// Returns false once the connection is closing (the heartbeat forgets it).
+    pub(crate) fn beat(&self, idle: Duration) -> bool {
+        if self.out.is_closing() {
+            return false;
+        }
+        if self.idle_for() > idle {
+            self.out.close(close_code::GOING_AWAY, "idle timeout");
+            return false;
+        }
+        let _ = self
+            .out
+            .push(Frame::Ping(bytes::Bytes::new()), Class::Essential);
+        self.out.shrink_idle();
+        true
+    }
+
     /// How long since the client last sent anything.
     pub(crate) fn idle_for(&self) -> Duration {
         let last = self.last_active_ms.load(Ordering::Relaxed);

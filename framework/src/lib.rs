@@ -32,8 +32,8 @@ pub use crate::outbound::SlowConsumerPolicy;
 
 /// Turns an `async fn` into a routed message handler: `#[switchboard::message("join")]`.
 ///
-/// Arguments are extractors ([`Channel<S>`], `web::Data<T>`, [`ConnectionId`], [`Route`],
-/// `HttpRequest`); the last one may be the payload, any `serde::Deserialize` type read from the
+/// Arguments are extractors ([`Channel<S>`], `web::Data<T>`, [`Hub`], [`ConnectionId`],
+/// [`Route`]); the last one may be the payload, any `serde::Deserialize` type read from the
 /// message's `data`. The return value is the reply (see [`IntoReply`]).
 ///
 /// ```

@@ -172,6 +172,14 @@ impl Outbound {
         self.waker.wake();
     }
 
+    /// Gives back the queue's memory when it is empty (an idle connection keeps none).
+    pub(crate) fn shrink_idle(&self) {
+        let mut st = self.lock();
+        if st.frames.is_empty() && st.frames.capacity() > 0 {
+            st.frames = VecDeque::new();
+        }
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.lock().closing
     }

@@ -507,11 +507,6 @@ impl<T: Session> SessionCtx<T> {
         self.inner.channel.id()
     }
 
-    /// The upgrade request the connection opened with.
-    pub fn request(&self) -> &HttpRequest {
-        self.inner.channel.request()
-    }
-
     /// The connection as stateless handlers see it (headers, query, path parameters, peer
     /// address, app data).
     pub fn channel(&self) -> &Channel<SessionHost<T>> {
