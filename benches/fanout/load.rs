@@ -1,0 +1,561 @@
+//! The load generator: N subscribers (raw WebSocket clients, one task each on one
+//! current-thread runtime) on one topic, and the trigger that makes the server publish.
+//!
+//! A run: connect and subscribe everyone (memory of the idle subscribed server read before
+//! and after), warm up, then the measured window: bursts of `burst` publications, `depth`
+//! bursts in flight (a burst is triggered when one completes: all subscribers got all of
+//! it), for `measure` seconds and until the last burst completes; deliveries/s and server
+//! CPU per delivery come from it. Then a paced phase: single publications at `rate` per
+//! second, for the publish-to-delivery latency of a publication that finds the server idle
+//! (under saturation, latency only says how deep the queues were let grow).
+//!
+//! Every subscriber checks every frame byte for byte and that sequence numbers arrive in
+//! order; a gap is a dropped delivery (the framework's drop-newest slow-consumer policy), a
+//! reordering or duplicate fails the run.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::client::{self, RawWs, Trigger};
+use crate::cpu;
+use crate::servers::{now_nanos, EVENT, TOPIC};
+
+/// How long the load generator waits for any progress before failing the run.
+const STALL: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub subs: usize,
+    /// Publications per burst in the measured window.
+    pub burst: u64,
+    /// Bursts in flight.
+    pub depth: u64,
+    pub warmup: Duration,
+    pub measure: Duration,
+    /// Publications per second in the paced phase, and for how long.
+    pub rate: f64,
+    pub paced: Duration,
+    /// Padding bytes in each payload (the servers are started with the same).
+    pub pad: usize,
+    /// Handshakes in flight while connecting.
+    pub connect_concurrency: usize,
+    /// Read the server's memory before and after the subscribers connect.
+    pub memory: bool,
+    /// Stop after the memory reading (no publication), holding the idle connections this
+    /// long first (for a profiler's snapshot).
+    pub memory_only: Option<Duration>,
+}
+
+/// Resident memory of the server process, KiB, from `/proc/<pid>/smaps_rollup` (or
+/// `status`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mem {
+    pub rss_kib: u64,
+}
+
+/// What one run produced.
+pub struct RunResult {
+    pub subs: usize,
+    /// Deliveries in the measured window, and the window (first trigger to last delivery).
+    pub deliveries: u64,
+    pub elapsed: Duration,
+    /// Publish → delivery latencies of the paced phase, all of them, ns, sorted.
+    pub paced_latencies: Vec<u64>,
+    /// Deliveries missing (sequence gaps) over the whole run.
+    pub dropped: u64,
+    pub server_cpu: Option<Duration>,
+    pub server_user_sys: Option<(Duration, Duration)>,
+    pub client_cpu: Duration,
+    /// CPU time of the machine in the window that neither process used (tick resolution).
+    pub other_cpu: Duration,
+    /// Server memory with no connection (after one warm-up connection), and with `subs` idle
+    /// subscribed connections.
+    pub mem: Option<(Mem, Mem)>,
+}
+
+impl RunResult {
+    pub fn deliveries_per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile(v: &[u64], q: f64) -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len());
+        v[idx - 1] as f64 / 1000.0
+    }
+
+    /// Latency quantile of the paced phase, µs.
+    pub fn paced_us(&self, q: f64) -> f64 {
+        Self::quantile(&self.paced_latencies, q)
+    }
+
+    pub fn server_cpu_us_per_delivery(&self) -> f64 {
+        self.server_cpu
+            .map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.deliveries as f64)
+    }
+
+    pub fn server_user_us(&self) -> f64 {
+        self.server_user_sys.map_or(f64::NAN, |(u, _)| {
+            u.as_secs_f64() * 1e6 / self.deliveries as f64
+        })
+    }
+
+    pub fn server_sys_us(&self) -> f64 {
+        self.server_user_sys.map_or(f64::NAN, |(_, s)| {
+            s.as_secs_f64() * 1e6 / self.deliveries as f64
+        })
+    }
+
+    pub fn server_util(&self) -> f64 {
+        self.server_cpu
+            .map_or(f64::NAN, |c| c.as_secs_f64() / self.elapsed.as_secs_f64())
+    }
+
+    pub fn client_util(&self) -> f64 {
+        self.client_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+
+    pub fn other_load(&self) -> f64 {
+        self.other_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+
+    /// Server memory per idle subscribed connection, bytes (RSS).
+    pub fn bytes_per_conn(&self) -> f64 {
+        self.mem.map_or(f64::NAN, |(zero, n)| {
+            (n.rss_kib as f64 - zero.rss_kib as f64) * 1024.0 / self.subs as f64
+        })
+    }
+}
+
+/// State the subscriber tasks and the driver share (one thread).
+struct Shared {
+    subs: u32,
+    /// Per sequence number: subscribers that got it, and that missed it (a gap).
+    got: RefCell<Vec<u32>>,
+    missed: RefCell<Vec<u32>>,
+    /// The lowest sequence number not yet accounted for by every subscriber.
+    cursor: Cell<u64>,
+    /// Signalled whenever a sequence number is accounted for by every subscriber.
+    progress: Notify,
+    /// Sequence numbers from `paced` on are the paced phase's.
+    paced: Cell<u64>,
+    paced_latencies: RefCell<Vec<u64>>,
+    /// The expected frame after the timestamp: `,"pad":"xx.."}}`.
+    tail: Vec<u8>,
+    prefix: Vec<u8>,
+    failure: RefCell<Option<String>>,
+    stopping: Cell<bool>,
+}
+
+impl Shared {
+    fn fail(&self, msg: String) {
+        self.failure.borrow_mut().get_or_insert(msg);
+        self.progress.notify_one();
+    }
+
+    /// Makes room for sequence numbers below `end`.
+    fn reserve(&self, end: u64) {
+        let end = end as usize;
+        let mut got = self.got.borrow_mut();
+        if got.len() < end {
+            got.resize(end, 0);
+            self.missed.borrow_mut().resize(end, 0);
+        }
+    }
+
+    /// Advances the cursor over fully accounted sequence numbers; returns it.
+    fn advance(&self) -> u64 {
+        let got = self.got.borrow();
+        let missed = self.missed.borrow();
+        let mut c = self.cursor.get() as usize;
+        while c < got.len() && got[c] + missed[c] == self.subs {
+            c += 1;
+        }
+        self.cursor.set(c as u64);
+        c as u64
+    }
+
+    /// Parses `{"topic":"bench:fan","event":"m","data":{"seq":S,"t":T,"pad":"..."}}`.
+    fn parse(&self, frame: &[u8]) -> Result<(u64, u64), String> {
+        let bad = || format!("unexpected frame {}", String::from_utf8_lossy(frame));
+        let rest = frame.strip_prefix(&self.prefix[..]).ok_or_else(bad)?;
+        let (seq, rest) = number(rest).ok_or_else(bad)?;
+        let rest = rest.strip_prefix(b",\"t\":").ok_or_else(bad)?;
+        let (t, rest) = number(rest).ok_or_else(bad)?;
+        if rest != &self.tail[..] {
+            return Err(bad());
+        }
+        Ok((seq, t))
+    }
+
+    /// Accounts for one delivery to a subscriber that expects `*next`.
+    fn delivered(&self, frame: &[u8], next: &mut u64) -> Result<(), String> {
+        let (seq, t) = self.parse(frame)?;
+        if seq < *next {
+            return Err(format!(
+                "sequence {seq} after {} (reordered or duplicated)",
+                *next - 1
+            ));
+        }
+        {
+            let mut got = self.got.borrow_mut();
+            let mut missed = self.missed.borrow_mut();
+            if seq as usize >= got.len() {
+                return Err(format!("sequence {seq} was never published"));
+            }
+            let mut complete = false;
+            for s in *next..seq {
+                missed[s as usize] += 1;
+                complete |= got[s as usize] + missed[s as usize] == self.subs;
+            }
+            got[seq as usize] += 1;
+            complete |= got[seq as usize] + missed[seq as usize] == self.subs;
+            if complete {
+                self.progress.notify_one();
+            }
+        }
+        *next = seq + 1;
+        if seq >= self.paced.get() {
+            self.paced_latencies
+                .borrow_mut()
+                .push(now_nanos().saturating_sub(t));
+        }
+        Ok(())
+    }
+}
+
+/// A decimal number at the start of `s`, and what follows it.
+fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in &s[..digits] {
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some((n, &s[digits..]))
+}
+
+/// One subscriber: reads frames until the server goes away.
+async fn subscriber(mut ws: RawWs, shared: Rc<Shared>) {
+    let mut next: u64 = 0;
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
+    loop {
+        loop {
+            let frame = match ws.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return shared.fail(format!("subscriber: {e}")),
+            };
+            match frame.opcode {
+                client::OP_TEXT => {
+                    if let Err(e) = shared.delivered(ws.payload(&frame), &mut next) {
+                        return shared.fail(format!("subscriber: {e}"));
+                    }
+                }
+                client::OP_PING => pongs.push(ws.payload(&frame).to_vec()),
+                client::OP_PONG => {}
+                client::OP_CLOSE if shared.stopping.get() => return,
+                op => {
+                    return shared.fail(format!("subscriber: unexpected opcode {op}"));
+                }
+            }
+        }
+        for p in pongs.drain(..) {
+            if ws.pong(&p).await.is_err() && !shared.stopping.get() {
+                return shared.fail("subscriber: cannot answer a ping".into());
+            }
+        }
+        match ws.fill().await {
+            Ok(n) if n > 0 => {}
+            _ if shared.stopping.get() => return,
+            Ok(_) => return shared.fail("subscriber: the server closed the connection".into()),
+            Err(e) => return shared.fail(format!("subscriber: read: {e}")),
+        }
+    }
+}
+
+/// Connects one subscriber and subscribes it to the topic.
+async fn subscribe(port: u16) -> Result<RawWs, String> {
+    let mut ws = RawWs::connect(port, "/ws")
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let msg = format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#);
+    ws.send_text(&msg)
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let reply = ws
+        .recv_text()
+        .await
+        .map_err(|e| format!("subscribe reply: {e}"))?;
+    if !reply.starts_with(r#"{"ref":1,"ok":true"#) {
+        return Err(format!("subscribe refused: {reply}"));
+    }
+    Ok(ws)
+}
+
+/// Connects `n` subscribers, `concurrency` handshakes at a time, and starts their tasks.
+async fn connect_all(
+    port: u16,
+    n: usize,
+    concurrency: usize,
+    shared: &Rc<Shared>,
+) -> Result<(), String> {
+    let next = Rc::new(Cell::new(0usize));
+    let workers: Vec<_> = (0..concurrency.clamp(1, n.max(1)))
+        .map(|_| {
+            let next = next.clone();
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    let i = next.get();
+                    if i >= n {
+                        return Ok::<(), String>(());
+                    }
+                    next.set(i + 1);
+                    let ws = subscribe(port)
+                        .await
+                        .map_err(|e| format!("subscriber #{i}: {e}"))?;
+                    tokio::task::spawn_local(subscriber(ws, shared.clone()));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.map_err(|e| format!("connect task: {e}"))??;
+    }
+    Ok(())
+}
+
+/// Server memory, KiB: smaps_rollup's Rss and Pss, or status's VmRSS.
+pub fn memory(pid: u32) -> Result<Mem, String> {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        if let Some(rss) = field(&text, "Rss:") {
+            return Ok(Mem { rss_kib: rss });
+        }
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let rss = field(&text, "VmRSS:").ok_or("no VmRSS")?;
+    Ok(Mem { rss_kib: rss })
+}
+
+/// Memory once it has stopped moving (three reads 100 ms apart within 16 KiB), at most 5 s.
+async fn settled_memory(pid: u32) -> Result<Mem, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = memory(pid)?;
+    let mut steady = 0;
+    while steady < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = memory(pid)?;
+        steady = if m.rss_kib.abs_diff(last.rss_kib) <= 16 {
+            steady + 1
+        } else {
+            0
+        };
+        last = m;
+    }
+    Ok(last)
+}
+
+type ServerCpu = Option<(Duration, (Duration, Duration))>;
+
+fn server_cpu(pid: Option<u32>) -> Result<ServerCpu, String> {
+    let read = |p| -> std::io::Result<_> { Ok((cpu::process_cpu(p)?, cpu::user_sys(p)?)) };
+    pid.map(|p| read(p).map_err(|e| format!("server CPU (pid {p}): {e}")))
+        .transpose()
+}
+
+struct Driver {
+    shared: Rc<Shared>,
+    trigger: Trigger,
+    next: u64,
+}
+
+impl Driver {
+    fn check(&self) -> Result<(), String> {
+        match self.shared.failure.borrow().as_ref() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    async fn publish(&mut self, n: u64) -> Result<(), String> {
+        self.shared.reserve(self.next + n);
+        self.trigger.publish(self.next, n).await?;
+        self.next += n;
+        Ok(())
+    }
+
+    /// Waits for progress; fails the run after `STALL` without any.
+    async fn wait_progress(&self) -> Result<(), String> {
+        let waited = tokio::time::timeout(STALL, self.shared.progress.notified()).await;
+        self.check()?;
+        if waited.is_err() {
+            let c = self.shared.advance();
+            let got = self.shared.got.borrow().get(c as usize).copied();
+            return Err(format!(
+                "no progress for {STALL:?}: sequence {c} reached {got:?} of {} subscribers",
+                self.shared.subs
+            ));
+        }
+        Ok(())
+    }
+
+    async fn wait_all(&self) -> Result<(), String> {
+        while self.shared.advance() < self.next {
+            self.wait_progress().await?;
+        }
+        self.check()
+    }
+
+    /// Bursts of `burst`, `depth` in flight, until `until`; then waits for the last.
+    async fn bursts(&mut self, burst: u64, depth: u64, until: Instant) -> Result<(), String> {
+        while Instant::now() < until {
+            let done = self.shared.advance();
+            if (self.next - done).div_ceil(burst) < depth {
+                self.publish(burst).await?;
+            } else {
+                self.wait_progress().await?;
+            }
+        }
+        self.wait_all().await
+    }
+}
+
+/// Connects, measures memory, warms up, measures the window and the paced phase against the
+/// server at `port` (process `pid`). Must run inside a `LocalSet`.
+pub async fn run(port: u16, pid: Option<u32>, cfg: &LoadConfig) -> Result<RunResult, String> {
+    let pad = "x".repeat(cfg.pad);
+    let shared = Rc::new(Shared {
+        subs: cfg.subs as u32,
+        got: RefCell::new(Vec::new()),
+        missed: RefCell::new(Vec::new()),
+        cursor: Cell::new(0),
+        progress: Notify::new(),
+        paced: Cell::new(u64::MAX),
+        paced_latencies: RefCell::new(Vec::new()),
+        tail: format!(r#","pad":"{pad}"}}}}"#).into_bytes(),
+        prefix: format!(r#"{{"topic":"{TOPIC}","event":"{EVENT}","data":{{"seq":"#).into_bytes(),
+        failure: RefCell::new(None),
+        stopping: Cell::new(false),
+    });
+    let result = run_inner(port, pid, cfg, &shared).await;
+    // The caller kills the server next: connections ending is no failure from here on.
+    shared.stopping.set(true);
+    result
+}
+
+async fn run_inner(
+    port: u16,
+    pid: Option<u32>,
+    cfg: &LoadConfig,
+    shared: &Rc<Shared>,
+) -> Result<RunResult, String> {
+    let mem_pid = pid.filter(|_| cfg.memory);
+    let mem0 = match mem_pid {
+        Some(pid) => {
+            // One connection first, so that what is set up once (not per connection) is in
+            // the baseline reading.
+            let warm = subscribe(port).await?;
+            drop(warm);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Some(settled_memory(pid).await?)
+        }
+        None => None,
+    };
+    connect_all(port, cfg.subs, cfg.connect_concurrency, shared).await?;
+    let mem = match (mem_pid, mem0) {
+        (Some(pid), Some(m0)) => Some((m0, settled_memory(pid).await?)),
+        _ => None,
+    };
+    if let Some(hold) = cfg.memory_only {
+        tokio::time::sleep(hold).await;
+        return Ok(RunResult {
+            subs: cfg.subs,
+            deliveries: 0,
+            elapsed: Duration::ZERO,
+            paced_latencies: Vec::new(),
+            dropped: 0,
+            server_cpu: None,
+            server_user_sys: None,
+            client_cpu: Duration::ZERO,
+            other_cpu: Duration::ZERO,
+            mem,
+        });
+    }
+
+    let mut d = Driver {
+        shared: shared.clone(),
+        trigger: Trigger::new(port),
+        next: 0,
+    };
+    d.bursts(cfg.burst, cfg.depth, Instant::now() + cfg.warmup)
+        .await?;
+
+    let srv0 = server_cpu(pid)?;
+    let cli0 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
+    let busy0 = cpu::busy_ticks();
+    let t0 = Instant::now();
+    let w0 = d.next;
+    d.bursts(cfg.burst, cfg.depth, t0 + cfg.measure).await?;
+    let elapsed = t0.elapsed();
+    let srv1 = server_cpu(pid)?;
+    let cli1 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
+    let busy1 = cpu::busy_ticks();
+    let w1 = d.next;
+
+    // Paced: one publication every 1/rate s.
+    shared.paced.set(d.next);
+    let count = (cfg.rate * cfg.paced.as_secs_f64()).round().max(1.0) as u64;
+    let period = Duration::from_secs_f64(1.0 / cfg.rate.max(1e-3));
+    let start = tokio::time::Instant::now();
+    for k in 0..count {
+        tokio::time::sleep_until(start + period * k as u32).await;
+        d.check()?;
+        d.publish(1).await?;
+    }
+    d.wait_all().await?;
+
+    let busy =
+        Duration::from_secs_f64(busy1.saturating_sub(busy0) as f64 / cpu::ticks_per_sec() as f64);
+    let server_cpu = srv1.zip(srv0).map(|(b, a)| b.0.saturating_sub(a.0));
+    let server_user_sys = srv1
+        .zip(srv0)
+        .map(|(b, a)| (b.1 .0.saturating_sub(a.1 .0), b.1 .1.saturating_sub(a.1 .1)));
+    let client_cpu = cli1.saturating_sub(cli0);
+    let deliveries = {
+        let got = shared.got.borrow();
+        got[w0 as usize..w1 as usize]
+            .iter()
+            .map(|&g| u64::from(g))
+            .sum()
+    };
+    let dropped = shared.missed.borrow().iter().map(|&m| u64::from(m)).sum();
+    let mut paced_latencies = shared.paced_latencies.take();
+    paced_latencies.sort_unstable();
+    Ok(RunResult {
+        subs: cfg.subs,
+        deliveries,
+        elapsed,
+        paced_latencies,
+        dropped,
+        server_cpu,
+        server_user_sys,
+        client_cpu,
+        other_cpu: busy.saturating_sub(server_cpu.unwrap_or_default() + client_cpu),
+        mem,
+    })
+}

@@ -1,0 +1,352 @@
+//! The two servers under test, run in a child process (`fanout --serve framework|baseline`):
+//! one topic fanned out to every subscriber, once through Switchboard's hub and broker, once
+//! hand-written on plain actix-ws. Both: `/ws` for subscribers, `POST /publish?from=S&n=K`
+//! for the load generator, which makes the server's publisher task publish sequence numbers
+//! `S..S+K` back to back, each payload stamped with the wall-clock time (ns since the Unix
+//! epoch) taken right before it is published. The publisher task runs on the actix system's
+//! own thread, not on an HTTP worker, in both servers; commands reach it through a channel
+//! and are done in order.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_ws::AggregatedMessage;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use switchboard::prelude::*;
+use tokio::sync::{mpsc, RwLock};
+
+/// The topic every subscriber joins.
+pub const TOPIC: &str = "bench:fan";
+/// The event name of every publication.
+pub const EVENT: &str = "m";
+
+/// Connections either server accepts (the framework's default cap is 10 000 per channel).
+const MAX_CONNECTIONS: usize = 100_000;
+
+/// Wall-clock time in ns since the Unix epoch: comparable across the two processes.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A publication's payload. Field order is part of the wire format the load generator checks.
+#[derive(Serialize)]
+struct Data<'a> {
+    seq: u64,
+    t: u64,
+    pad: &'a str,
+}
+
+/// What the publisher is asked to do: publish `from..from + n`.
+#[derive(Deserialize, Clone, Copy)]
+struct Command {
+    from: u64,
+    n: u64,
+}
+
+type Commands = mpsc::UnboundedSender<Command>;
+
+async fn publish_endpoint(tx: web::Data<Commands>, cmd: web::Query<Command>) -> HttpResponse {
+    match tx.send(cmd.into_inner()) {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(_) => HttpResponse::ServiceUnavailable().finish(),
+    }
+}
+
+// ---- framework ---------------------------------------------------------------------------
+
+/// Publishes through the hub: the payload is serialized once, the broker hands every
+/// subscriber the same frame.
+async fn framework_publisher(hub: Hub, mut rx: mpsc::UnboundedReceiver<Command>, pad: String) {
+    while let Some(cmd) = rx.recv().await {
+        for seq in cmd.from..cmd.from + cmd.n {
+            let data = Data {
+                seq,
+                t: now_nanos(),
+                pad: &pad,
+            };
+            if let Err(e) = hub.publish(TOPIC, EVENT, &data).await {
+                eprintln!("fanout server: publish: {e}");
+            }
+        }
+    }
+}
+
+// ---- hand-written baseline ---------------------------------------------------------------
+
+/// Subscribers by topic, as a hand-written server would keep them.
+type Topics = Arc<RwLock<HashMap<String, Vec<(u64, actix_ws::Session)>>>>;
+
+/// The delivery frame, the framework's shape: `{"topic":T,"event":E,"data":D}`.
+#[derive(Serialize)]
+struct Delivery<'a> {
+    topic: &'a str,
+    event: &'a str,
+    data: Data<'a>,
+}
+
+/// Publishes by walking the subscriber list under the read lock, serializing the message
+/// anew for each subscriber and sending it before going on to the next one.
+async fn baseline_publisher(topics: Topics, mut rx: mpsc::UnboundedReceiver<Command>, pad: String) {
+    while let Some(cmd) = rx.recv().await {
+        for seq in cmd.from..cmd.from + cmd.n {
+            let t = now_nanos();
+            let mut gone = Vec::new();
+            {
+                let map = topics.read().await;
+                let Some((topic, subs)) = map.get_key_value(TOPIC) else {
+                    continue;
+                };
+                for (id, session) in subs {
+                    let delivery = Delivery {
+                        topic,
+                        event: EVENT,
+                        data: Data { seq, t, pad: &pad },
+                    };
+                    let text = match serde_json::to_string(&delivery) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            eprintln!("fanout server: serialize: {e}");
+                            continue;
+                        }
+                    };
+                    // `Session::text` needs `&mut`: send through a clone, the shared lock
+                    // only gives `&`.
+                    let mut session = session.clone();
+                    if session.text(text).await.is_err() {
+                        gone.push(*id);
+                    }
+                }
+            }
+            if !gone.is_empty() {
+                let mut map = topics.write().await;
+                if let Some(subs) = map.get_mut(TOPIC) {
+                    subs.retain(|(id, _)| !gone.contains(id));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(rename = "ref", default)]
+    reference: serde_json::Value,
+    #[serde(default)]
+    data: Option<TopicData>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct TopicData {
+    topic: String,
+}
+
+#[derive(Serialize)]
+struct ReplyOk<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a serde_json::Value,
+    ok: bool,
+    data: &'a TopicData,
+}
+
+#[derive(Serialize)]
+struct ReplyErr<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a serde_json::Value,
+    ok: bool,
+    error: ErrBody,
+}
+
+#[derive(Serialize)]
+struct ErrBody {
+    code: &'static str,
+    message: String,
+}
+
+fn error_frame(reference: &serde_json::Value, code: &'static str, message: String) -> String {
+    let reply = ReplyErr {
+        reference,
+        ok: false,
+        error: ErrBody { code, message },
+    };
+    serde_json::to_string(&reply).unwrap_or_default()
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Handles one text frame: `subscribe` and `unsubscribe` to `bench:*` topics.
+async fn baseline_message(
+    text: &str,
+    id: u64,
+    session: &actix_ws::Session,
+    topics: &Topics,
+    mine: &mut Vec<String>,
+) -> String {
+    let env: Envelope = match serde_json::from_str(text) {
+        Ok(env) => env,
+        Err(e) => return error_frame(&serde_json::Value::Null, "bad_json", e.to_string()),
+    };
+    let Some(data) = env.data else {
+        return error_frame(&env.reference, "bad_payload", "missing `data`".into());
+    };
+    match env.ty.as_str() {
+        "subscribe" if data.topic.starts_with("bench:") => {
+            if !mine.contains(&data.topic) {
+                let mut map = topics.write().await;
+                map.entry(data.topic.clone())
+                    .or_default()
+                    .push((id, session.clone()));
+                mine.push(data.topic.clone());
+            }
+        }
+        "subscribe" => {
+            let msg = format!("topic `{}` cannot be joined", data.topic);
+            return error_frame(&env.reference, "forbidden", msg);
+        }
+        "unsubscribe" => {
+            if mine.contains(&data.topic) {
+                mine.retain(|t| *t != data.topic);
+                leave(topics, id, std::slice::from_ref(&data.topic)).await;
+            }
+        }
+        other => {
+            let msg = format!("no handler for `{other}`");
+            return error_frame(&env.reference, "unknown_route", msg);
+        }
+    }
+    let reply = ReplyOk {
+        reference: &env.reference,
+        ok: true,
+        data: &data,
+    };
+    serde_json::to_string(&reply).unwrap_or_default()
+}
+
+/// Removes connection `id` from `left` topics.
+async fn leave(topics: &Topics, id: u64, left: &[String]) {
+    let mut map = topics.write().await;
+    for topic in left {
+        if let Some(subs) = map.get_mut(topic) {
+            subs.retain(|(i, _)| *i != id);
+            if subs.is_empty() {
+                map.remove(topic);
+            }
+        }
+    }
+}
+
+async fn baseline_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    topics: web::Data<Topics>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (response, mut session, stream) = actix_ws::handle(&req, body)?;
+    let mut stream = stream.aggregate_continuations();
+    let topics = Topics::clone(&topics);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    actix_web::rt::spawn(async move {
+        let mut mine = Vec::new();
+        while let Some(item) = stream.next().await {
+            let sent = match item {
+                Ok(AggregatedMessage::Text(text)) => {
+                    let reply = baseline_message(&text, id, &session, &topics, &mut mine).await;
+                    session.text(reply).await
+                }
+                Ok(AggregatedMessage::Ping(p)) => session.pong(&p).await,
+                Ok(AggregatedMessage::Pong(_)) | Ok(AggregatedMessage::Binary(_)) => Ok(()),
+                Ok(AggregatedMessage::Close(reason)) => {
+                    let _ = session.close(reason).await;
+                    break;
+                }
+                Err(_) => break,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        if !mine.is_empty() {
+            leave(&topics, id, &mine).await;
+        }
+    });
+    Ok(response)
+}
+
+// ---- process entry -----------------------------------------------------------------------
+
+fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
+    let port = addrs.first().map_or(0, |a| a.port());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "port {port}")?;
+    out.flush()
+}
+
+/// Runs one server until killed, with `workers` actix-web workers, `TCP_NODELAY` on accepted
+/// connections or not, publishing payloads with `pad` bytes of padding. Prints `port N` on
+/// stdout once it listens.
+pub fn serve(
+    kind: &str,
+    port: u16,
+    workers: usize,
+    nodelay: bool,
+    pad: usize,
+) -> std::io::Result<()> {
+    let addr = ("127.0.0.1", port);
+    let pad = "x".repeat(pad);
+    actix_web::rt::System::new().block_on(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = web::Data::new(tx);
+        match kind {
+            "framework" => {
+                let hub = Hub::new();
+                actix_web::rt::spawn(framework_publisher(hub.clone(), rx, pad));
+                let channel = ChannelRoute::<()>::new("/ws")
+                    .allow_join("bench:*")
+                    .max_connections(MAX_CONNECTIONS);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(hub.clone())
+                        .app_data(tx.clone())
+                        .service(channel.clone())
+                        .route("/publish", web::post().to(publish_endpoint))
+                })
+                .workers(workers)
+                .backlog(4096)
+                .tcp_nodelay(nodelay)
+                .max_connections(MAX_CONNECTIONS)
+                .bind(addr)?;
+                announce(&server.addrs())?;
+                server.run().await
+            }
+            "baseline" => {
+                let topics = Topics::default();
+                actix_web::rt::spawn(baseline_publisher(topics.clone(), rx, pad));
+                let topics = web::Data::new(topics);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(topics.clone())
+                        .app_data(tx.clone())
+                        .route("/ws", web::get().to(baseline_ws))
+                        .route("/publish", web::post().to(publish_endpoint))
+                })
+                .workers(workers)
+                .backlog(4096)
+                .tcp_nodelay(nodelay)
+                .max_connections(MAX_CONNECTIONS)
+                .bind(addr)?;
+                announce(&server.addrs())?;
+                server.run().await
+            }
+            other => Err(std::io::Error::other(format!(
+                "unknown server `{other}` (framework|baseline)"
+            ))),
+        }
+    })
+}
