@@ -1,62 +1,10 @@
 // Topics: subscribe, deliveries, unsubscribe, join rules, `last`, presence, against the server
 // started by tests/js_client.rs (`cargo test --test js_client`).
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Switchboard, SwitchboardError, Presence } from "../../framework/js/switchboard.js";
 
-// --- shared helpers (each test file is its own process) ---
-const WS = process.env.SWITCHBOARD_URL;
-const HTTP = process.env.SWITCHBOARD_HTTP;
-if (!WS || !HTTP) throw new Error("run through `cargo test --test js_client` (SWITCHBOARD_URL is unset)");
-const clients = [];
-const uid = (prefix) => `${prefix}${Math.random().toString(36).slice(2, 8)}`;
-/** A client named `name`, fast reconnects, closed after the file's tests. */
-function client(name, options = {}) {
-  const sb = new Switchboard(`${WS}?name=${name}`, {
-    timeout: 3000,
-    reconnect: { initialDelay: 20, maxDelay: 160 },
-    ...options,
-  });
-  clients.push(sb);
-  return sb;
-}
-after(() => Promise.all(clients.map((c) => c.close())));
-/** Resolves with `predicate()`'s first truthy value; rejects after `ms`. */
-function waitFor(what, predicate, ms = 5000) {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    (function check() {
-      const value = predicate();
-      if (value) resolve(value);
-      else if (Date.now() > deadline) reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-      else setTimeout(check, 5);
-    })();
-  });
-}
-/** The arguments of `emitter`'s next `event`; rejects after `ms`. */
-function nextEvent(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no "${event}" event within ${ms} ms`));
-    }, ms);
-    const off = emitter.once(event, (...args) => {
-      clearTimeout(timer);
-      resolve(args);
-    });
-  });
-}
-async function rejects(promise, check) {
-  const err = await promise.then(
-    () => assert.fail("expected a rejection"),
-    (e) => e,
-  );
-  assert.ok(err instanceof SwitchboardError, `a SwitchboardError, got ${err}`);
-  assert.equal(err.name, "SwitchboardError");
-  check(err);
-  return err;
-}
-// ---
+import { uid, client, waitFor, rejects } from "./support.mjs";
 
 /** Publishes through the `publish` handler: `data` on `topic` as `event`. */
 const publish = (sb, topic, data, event = "said") => sb.request("publish", { topic, event, data });
