@@ -2,7 +2,7 @@
 // started by tests/js_client.rs (`cargo test --test js_client`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Switchboard, SwitchboardError } from "../../framework/js/switchboard.js";
+import { SwitchboardError } from "../../framework/js/switchboard.js";
 
 import { HTTP, uid, client, waitFor, nextEvent, rejects } from "./support.mjs";
 

@@ -2,7 +2,7 @@
 // started by tests/js_client.rs (`cargo test --test js_client`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Switchboard, SwitchboardError, Presence } from "../../framework/js/switchboard.js";
+import { Presence } from "../../framework/js/switchboard.js";
 
 import { uid, client, waitFor, rejects } from "./support.mjs";
 
