@@ -858,13 +858,23 @@ impl<S> Channel<S> {
         key: &str,
         meta: &M,
     ) -> Result<(), Error> {
+        self.track_as(self.subscriber(), topic, key, meta).await
+    }
+
+    /// `track` for this connection with another sink (a session's).
+    pub(crate) async fn track_as<M: Serialize + ?Sized>(
+        &self,
+        subscriber: Subscriber,
+        topic: &str,
+        key: &str,
+        meta: &M,
+    ) -> Result<(), Error> {
         let meta = serde_json::to_value(meta)?;
         let topic: Arc<str> = Arc::from(topic);
-        let sub = self.inner.entry.subscriber(self.id());
         self.inner
             .hub
             .engine()
-            .track(topic.clone(), sub, key.to_owned(), meta)
+            .track(topic.clone(), subscriber, key.to_owned(), meta)
             .await?;
         // Presence goes when the connection does: remember the topic for cleanup.
         self.inner.entry.add_topic(topic);

@@ -554,21 +554,21 @@ impl<T: Session> SessionCtx<T> {
         topic: &str,
         position: Option<Position>,
     ) -> Result<Subscribed, Error> {
-        let topic: Arc<str> = Arc::from(topic);
-        let subscriber = Subscriber {
+        self.inner
+            .channel
+            .subscribe_request(SubscribeRequest {
+                recover: position,
+                ..SubscribeRequest::new(Arc::from(topic), self.subscriber())
+            })
+            .await
+    }
+
+    /// The session as a topic subscriber: publications go to its topic handler.
+    fn subscriber(&self) -> Subscriber {
+        Subscriber {
             id: self.id(),
             sink: self.inner.sink.clone(),
-        };
-        let out = self
-            .hub()
-            .engine()
-            .subscribe(SubscribeRequest {
-                recover: position,
-                ..SubscribeRequest::new(topic.clone(), subscriber)
-            })
-            .await?;
-        self.inner.channel.entry().add_topic(topic);
-        Ok(out)
+        }
     }
 
     /// Unsubscribes from `topic`.
@@ -603,18 +603,10 @@ impl<T: Session> SessionCtx<T> {
         key: &str,
         meta: &M,
     ) -> Result<(), Error> {
-        let meta = serde_json::to_value(meta)?;
-        let topic: Arc<str> = Arc::from(topic);
-        let subscriber = Subscriber {
-            id: self.id(),
-            sink: self.inner.sink.clone(),
-        };
-        self.hub()
-            .engine()
-            .track(topic.clone(), subscriber, key.to_owned(), meta)
-            .await?;
-        self.inner.channel.entry().add_topic(topic);
-        Ok(())
+        self.inner
+            .channel
+            .track_as(self.subscriber(), topic, key, meta)
+            .await
     }
 
     /// Publications dropped because the session's topic queue was full.
