@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -465,10 +465,6 @@ impl Actor for Broker {
                 });
             });
         }
-    }
-
-    fn stopped(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
 

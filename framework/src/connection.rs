@@ -239,8 +239,8 @@ impl<S: 'static> Connection<S> {
         };
         let req = MessageRequest::new(self.channel.clone(), Body::None);
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| h.call(req)));
-        // The handler has started (it may publish a farewell to the topics); now the
-        // connection leaves its topics and the registry.
+        // The connection leaves its topics and the registry now; the handler can still publish
+        // a farewell to them (publishing needs no subscription).
         hub.deregister(id);
         let Ok(fut) = called else {
             log::error!("connection {id}: disconnect handler panicked");
