@@ -38,6 +38,12 @@ struct Args {
     /// Port to listen on.
     #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
     port: u16,
+    /// Share rooms (messages, members, history) with the other chat processes on this Redis,
+    /// e.g. `redis://127.0.0.1:6379/`. Without it rooms live in this process (in-memory
+    /// engine). The chat exits with an error if Redis cannot be reached at start; once
+    /// running it survives Redis outages (GET /health says 503 meanwhile).
+    #[arg(long, env = "CHAT_REDIS")]
+    redis: Option<String>,
 }
 
 /// Nicknames in use, and whose connection holds each.
@@ -384,11 +390,33 @@ fn routes(cfg: &mut web::ServiceConfig) {
 async fn main() -> std::io::Result<()> {
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let args = Args::parse();
-    let hub = Hub::with_engine(
-        MemoryEngine::builder()
-            .history("room:*", HistoryConfig::last(HISTORY))
-            .build(),
-    );
+    let history = HistoryConfig::last(HISTORY);
+    let hub = match &args.redis {
+        None => Hub::with_engine(MemoryEngine::builder().history("room:*", history).build()),
+        Some(url) => {
+            let engine = switchboard::redis::RedisEngine::builder(url.as_str())
+                .history("room:*", history)
+                .connect()
+                .await;
+            match engine {
+                Ok(engine) => {
+                    log::info!(
+                        "rooms shared through Redis at {} (node {})",
+                        without_password(url),
+                        engine.node_id()
+                    );
+                    Hub::with_engine(engine)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "chat: cannot use Redis at {} (--redis / CHAT_REDIS): {e}",
+                        without_password(url)
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
     let nicknames = web::Data::new(Nicknames::default());
     let chat = chat_channel();
     let server = HttpServer::new(move || {
@@ -396,6 +424,8 @@ async fn main() -> std::io::Result<()> {
             .app_data(hub.clone())
             .app_data(nicknames.clone())
             .service(chat.clone())
+            // Before `routes`' plain one: the first route that matches serves.
+            .route("/health", web::get().to(engine_health))
             .configure(routes)
     })
     .bind((args.bind.as_str(), args.port))?;
@@ -405,4 +435,24 @@ async fn main() -> std::io::Result<()> {
         println!("listening on http://{addr}");
     }
     server.run().await
+}
+
+/// `GET /health`: 200 `{"status":"up"}` while the engine works; 503
+/// `{"status":"down","reason":...}` while it does not (the Redis engine lost Redis: messages
+/// cannot be sent, connected users stay connected).
+async fn engine_health(hub: Hub) -> HttpResponse {
+    match hub.health() {
+        switchboard::engine::EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
+        down => HttpResponse::ServiceUnavailable().json(down),
+    }
+}
+
+/// A Redis URL fit for logs: `redis://:secret@host/` becomes `redis://***@host/`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

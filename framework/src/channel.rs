@@ -886,6 +886,41 @@ impl<S> Channel<S> {
         self.inner.hub.engine().untrack(Arc::from(topic), self.id());
     }
 
+    /// A channel bound to a connection that lives elsewhere: a serverless function's view of
+    /// a gateway connection during one invocation (`switchboard::function`). There is no
+    /// socket: `send` and `close` queue into `out`, which the caller drains and forwards;
+    /// topics go through `hub`'s engine. `request` stands for the opening request (headers,
+    /// query, peer address) and carries the app data.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn detached(
+        id: ConnectionId,
+        request: HttpRequest,
+        session: Option<S>,
+        route_field: &str,
+        connected_at: SystemTime,
+        hub: Hub,
+        out: Arc<Outbound>,
+    ) -> Channel<S> {
+        let entry = Arc::new(ConnEntry::new(
+            out.clone(),
+            Arc::from(request.path()),
+            &request,
+        ));
+        Channel {
+            inner: Rc::new(ConnInner {
+                id,
+                opening: Opening::of(&request),
+                app: request,
+                session: RefCell::new(session),
+                out,
+                route_field: Rc::from(route_field),
+                connected_at,
+                hub,
+                entry,
+            }),
+        }
+    }
+
     pub(crate) fn entry(&self) -> &Arc<ConnEntry> {
         &self.inner.entry
     }

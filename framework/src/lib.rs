@@ -4,9 +4,15 @@
 mod broker;
 mod channel;
 mod connection;
+#[cfg(feature = "gateway")]
+pub mod connections_api;
 pub mod engine;
 pub mod error;
 pub mod extract;
+#[cfg(feature = "gateway")]
+pub mod function;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod handler;
 pub mod hub;
 mod id;
@@ -14,6 +20,8 @@ pub mod join;
 pub mod js;
 mod outbound;
 pub mod protocol;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;

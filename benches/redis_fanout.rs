@@ -1,0 +1,675 @@
+// Topic fan-out across two nodes through Redis vs one node in memory: deliveries/s, p50/p99 publish-to-delivery, server CPU µs/delivery. Run: `cargo bench --bench redis_fanout`.
+//!
+//! The bench re-executes itself: `redis_fanout --serve memory|redis [--redis URL]` is one
+//! server node (one actix-web worker, the hub on the in-memory or the Redis engine) in a child
+//! process; every server-side process (the nodes and `redis-server`, started here on a free
+//! loopback port without persistence) is pinned to CPU 0 with `taskset`, this process, the
+//! load generator, to CPU 1. It opens N subscribers (tokio-tungstenite, one current-thread
+//! runtime) on the topic `bench:fan`: all on the one node for `memory`, half on each of two
+//! nodes for `redis`. The publisher is node A: `POST /publish?from=S&n=K` makes it publish
+//! `S..S+K` back to back (pipelined), each payload stamped with the wall clock just before its
+//! publish; subscribers check the order of sequence numbers and take the publish-to-delivery
+//! latency from the stamp.
+//!
+//! Each run: a throughput window of `--secs` (bursts of K publications, D bursts in flight,
+//! each burst counted once every subscriber has it): `deliv/s` and the server-side CPU per
+//! delivery (all server processes together, from /proc); then a paced phase (single
+//! publications, `--rate` per second, for `--paced` seconds): `p50`/`p99` over every delivery.
+//! Runs alternate memory, redis, memory, redis... Unknown arguments (`--bench`) are ignored.
+//!
+//! Options (flags after `--`, or environment):
+//! - `--subs N` (RFAN_SUBS, 1000), `--rounds R` (RFAN_ROUNDS, 2), `--secs S` (RFAN_SECS, 3),
+//!   `--warmup S` (RFAN_WARMUP, 0.5), `--burst K` (RFAN_BURST, 20), `--depth D` (RFAN_DEPTH, 2),
+//!   `--rate R` (RFAN_RATE, 50), `--paced S` (RFAN_PACED, 2), `--pad B` (RFAN_PAD, 64)
+//! - `--scenarios memory,redis` (RFAN_SCENARIOS), `--no-pin` (RFAN_PIN=0)
+//!
+//! Without `redis-server` (Debian package `redis-server`) only the memory figure is measured.
+//!
+//! Example: `cargo bench --bench redis_fanout -- --subs 2000 --rounds 3`.
+
+// The CPU readings of the request/reply bench (only some of its helpers are used here).
+#[allow(dead_code)]
+#[path = "reqreply/cpu.rs"]
+mod cpu;
+
+use std::cell::{Cell, RefCell};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOPIC: &str = "bench:fan";
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `--name value` from the arguments, else `RFAN_NAME` from the environment.
+fn setting(args: &[String], flag: &str, env: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var(env).ok())
+}
+
+fn parsed<T: std::str::FromStr>(args: &[String], flag: &str, env: &str, default: T) -> T {
+    match setting(args, flag, env) {
+        None => default,
+        Some(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("redis_fanout: bad value `{v}` for {flag} / {env}");
+            std::process::exit(2)
+        }),
+    }
+}
+
+// ---- the server node ---------------------------------------------------------------------
+
+mod server {
+    use std::sync::Arc;
+
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use switchboard::engine::MemoryEngine;
+    use switchboard::prelude::*;
+    use switchboard::redis::RedisEngine;
+
+    #[derive(Deserialize)]
+    struct Publish {
+        from: u64,
+        n: u64,
+    }
+
+    struct Pad(String);
+
+    /// Publishes `from..from + n`, pipelined: all are queued in order, then awaited.
+    async fn publish(hub: Hub, pad: web::Data<Pad>, q: web::Query<Publish>) -> HttpResponse {
+        let mut pending = Vec::with_capacity(q.n as usize);
+        for seq in q.from..q.from + q.n {
+            let text = format!(
+                r#"{{"seq":{seq},"t":{},"pad":"{}"}}"#,
+                super::now_nanos(),
+                pad.0
+            );
+            let data: Arc<RawValue> = match RawValue::from_string(text) {
+                Ok(raw) => Arc::from(raw),
+                Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
+            };
+            let hub = hub.clone();
+            pending.push(async move { hub.publish_raw(super::TOPIC, "m", data, None).await });
+        }
+        for r in futures_util::future::join_all(pending).await {
+            if let Err(e) = r {
+                return HttpResponse::ServiceUnavailable().body(e.to_string());
+            }
+        }
+        HttpResponse::NoContent().finish()
+    }
+
+    pub fn serve(kind: &str, redis: Option<String>, pad: usize) -> std::io::Result<()> {
+        actix_web::rt::System::new().block_on(async move {
+            let hub = match (kind, redis) {
+                ("memory", _) => Hub::with_engine(MemoryEngine::new()),
+                ("redis", Some(url)) => Hub::with_engine(
+                    RedisEngine::connect(url)
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+                _ => return Err(std::io::Error::other("--serve memory|redis [--redis URL]")),
+            };
+            let route = ChannelRoute::<()>::new("/ws")
+                .allow_join("bench:*")
+                .max_connections(100_000);
+            let pad = web::Data::new(Pad("x".repeat(pad)));
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(hub.clone())
+                    .app_data(pad.clone())
+                    .service(route.clone())
+                    .route("/publish", web::post().to(publish))
+            })
+            .workers(1)
+            .backlog(4096)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))?;
+            println!("port {}", server.addrs()[0].port());
+            server.run().await
+        })
+    }
+}
+
+// ---- processes ---------------------------------------------------------------------------
+
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pinned(cpu: Option<&str>, program: &str) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spawn_node(kind: &str, redis: Option<&str>, cfg: &Config) -> Result<Proc, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = pinned(cfg.server_cpu(), exe.to_str().ok_or("exe path")?);
+    cmd.args(["--serve", kind, "--pad", &cfg.pad.to_string()]);
+    if let Some(url) = redis {
+        cmd.args(["--redis", url]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|e| format!("starting a node: {e}"))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    match line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+    {
+        Some(port) => Ok(Proc { child, port }),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the {kind} node did not start (got {line:?})"))
+        }
+    }
+}
+
+fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn spawn_redis(cfg: &Config) -> Result<Proc, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("redis-fanout-{port}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cmd = pinned(cfg.server_cpu(), "redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().map_err(|e| format!("redis-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Proc { child, port })
+}
+
+// ---- the load generator ------------------------------------------------------------------
+
+struct Config {
+    subs: usize,
+    rounds: usize,
+    secs: f64,
+    warmup: f64,
+    burst: u64,
+    depth: u64,
+    rate: f64,
+    paced: f64,
+    pad: usize,
+    scenarios: Vec<String>,
+    pin: bool,
+}
+
+impl Config {
+    fn from(args: &[String]) -> Config {
+        Config {
+            subs: parsed(args, "--subs", "RFAN_SUBS", 1000usize).max(2),
+            rounds: parsed(args, "--rounds", "RFAN_ROUNDS", 2usize).max(1),
+            secs: parsed(args, "--secs", "RFAN_SECS", 3.0),
+            warmup: parsed(args, "--warmup", "RFAN_WARMUP", 0.5),
+            burst: parsed(args, "--burst", "RFAN_BURST", 20u64).max(1),
+            depth: parsed(args, "--depth", "RFAN_DEPTH", 2u64).max(1),
+            rate: parsed(args, "--rate", "RFAN_RATE", 50.0f64).max(1.0),
+            paced: parsed(args, "--paced", "RFAN_PACED", 2.0),
+            pad: parsed(args, "--pad", "RFAN_PAD", 64usize),
+            scenarios: setting(args, "--scenarios", "RFAN_SCENARIOS")
+                .unwrap_or_else(|| "memory,redis".into())
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            pin: !args.iter().any(|a| a == "--no-pin")
+                && std::env::var("RFAN_PIN").map_or(true, |v| v != "0"),
+        }
+    }
+
+    fn server_cpu(&self) -> Option<&str> {
+        self.pin.then_some("0")
+    }
+}
+
+/// What the subscribers share (one thread: `Rc`, `Cell`).
+#[derive(Default)]
+struct Shared {
+    delivered: Cell<u64>,
+    order_errors: Cell<u64>,
+    /// Latencies in ns, while `recording`.
+    latencies: RefCell<Vec<u64>>,
+    recording: Cell<bool>,
+    progress: tokio::sync::Notify,
+}
+
+async fn subscriber(port: u16, shared: Rc<Shared>) -> Result<(), String> {
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let join = format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#);
+    ws.send(Message::text(join))
+        .await
+        .map_err(|e| e.to_string())?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.contains(r#""ok":true"#) => {}
+        other => return Err(format!("subscribe: {other:?}")),
+    }
+    tokio::task::spawn_local(async move {
+        let mut last: Option<u64> = None;
+        while let Some(Ok(msg)) = ws.next().await {
+            let Message::Text(text) = msg else { continue };
+            let (Some(seq), Some(t)) = (
+                number_after(&text, "\"seq\":"),
+                number_after(&text, "\"t\":"),
+            ) else {
+                continue;
+            };
+            if last.is_some_and(|l| seq != l + 1) {
+                shared.order_errors.set(shared.order_errors.get() + 1);
+            }
+            last = Some(seq);
+            if shared.recording.get() {
+                shared
+                    .latencies
+                    .borrow_mut()
+                    .push(now_nanos().saturating_sub(t));
+            }
+            shared.delivered.set(shared.delivered.get() + 1);
+            shared.progress.notify_waiters();
+        }
+    });
+    Ok(())
+}
+
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
+    text[start..start + digits].parse().ok()
+}
+
+/// A keep-alive HTTP/1.1 connection to the publishing node.
+struct Trigger {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Trigger {
+    async fn connect(port: u16) -> Result<Trigger, String> {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(Trigger {
+            stream,
+            buf: vec![0; 4096],
+        })
+    }
+
+    /// Asks for publications `from..from + n` and waits for the answer (they are queued).
+    async fn publish(&mut self, from: u64, n: u64) -> Result<(), String> {
+        let req = format!(
+            "POST /publish?from={from}&n={n} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut got = 0;
+        loop {
+            let k = self
+                .stream
+                .read(&mut self.buf[got..])
+                .await
+                .map_err(|e| e.to_string())?;
+            if k == 0 {
+                return Err("the node closed the trigger connection".into());
+            }
+            got += k;
+            if let Some(end) = self.buf[..got].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                if !head.starts_with("HTTP/1.1 204") {
+                    return Err(format!("publish refused: {head}"));
+                }
+                return Ok(());
+            }
+            if got == self.buf.len() {
+                return Err("oversized response".into());
+            }
+        }
+    }
+}
+
+/// Waits until `delivered >= target`, failing after 10 s without progress.
+async fn wait_for(shared: &Shared, target: u64) -> Result<(), String> {
+    let mut last = shared.delivered.get();
+    let mut since = Instant::now();
+    while shared.delivered.get() < target {
+        let notified = shared.progress.notified();
+        if shared.delivered.get() >= target {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        let now = shared.delivered.get();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() > Duration::from_secs(10) {
+            return Err(format!("stalled at {now} of {target} deliveries"));
+        }
+    }
+    Ok(())
+}
+
+/// The throughput phase: bursts of publications, `depth` of them in flight.
+struct Bursts {
+    seq: u64,
+    /// Deliveries expected once every burst sent so far has arrived everywhere.
+    target: u64,
+    per_burst: u64,
+}
+
+impl Bursts {
+    async fn run(
+        &mut self,
+        cfg: &Config,
+        shared: &Shared,
+        trigger: &mut Trigger,
+        secs: f64,
+    ) -> Result<(), String> {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        let mut in_flight = 0;
+        while Instant::now() < until || in_flight > 0 {
+            if Instant::now() < until {
+                trigger.publish(self.seq, cfg.burst).await?;
+                self.seq += cfg.burst;
+                self.target += self.per_burst;
+                in_flight += 1;
+            }
+            if in_flight >= cfg.depth || Instant::now() >= until {
+                wait_for(shared, self.target - (in_flight - 1) * self.per_burst).await?;
+                in_flight -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Outcome {
+    deliveries_per_sec: f64,
+    cpu_us_per_delivery: f64,
+    p50_us: f64,
+    p99_us: f64,
+    order_errors: u64,
+}
+
+fn quantile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, String> {
+    let shared = Rc::new(Shared::default());
+    for i in 0..cfg.subs {
+        subscriber(nodes[i % nodes.len()], shared.clone()).await?;
+    }
+    let n = cfg.subs as u64;
+    let mut trigger = Trigger::connect(nodes[0]).await?;
+    let mut state = Bursts {
+        seq: 0,
+        target: 0,
+        per_burst: cfg.burst * n,
+    };
+    state.run(cfg, &shared, &mut trigger, cfg.warmup).await?;
+    let cpu_before: Vec<Duration> = pids
+        .iter()
+        .map(|p| cpu::process_cpu(*p).unwrap_or_default())
+        .collect();
+    let delivered_before = shared.delivered.get();
+    let started = Instant::now();
+    state.run(cfg, &shared, &mut trigger, cfg.secs).await?;
+    let (mut seq, mut target) = (state.seq, state.target);
+    let elapsed = started.elapsed().as_secs_f64();
+    let deliveries = shared.delivered.get() - delivered_before;
+    let cpu: Duration = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| {
+            cpu::process_cpu(*p)
+                .unwrap_or_default()
+                .saturating_sub(*before)
+        })
+        .sum();
+    // Latency: single publications, paced.
+    shared.recording.set(true);
+    let gap = Duration::from_secs_f64(1.0 / cfg.rate);
+    let count = (cfg.paced * cfg.rate).ceil() as u64;
+    let mut next = Instant::now();
+    for _ in 0..count {
+        tokio::time::sleep_until(next.into()).await;
+        trigger.publish(seq, 1).await?;
+        seq += 1;
+        target += n;
+        next += gap;
+    }
+    wait_for(&shared, target).await?;
+    let mut lat = std::mem::take(&mut *shared.latencies.borrow_mut());
+    lat.sort_unstable();
+    Ok(Outcome {
+        deliveries_per_sec: deliveries as f64 / elapsed,
+        cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64,
+        p50_us: quantile(&lat, 0.50),
+        p99_us: quantile(&lat, 0.99),
+        order_errors: shared.order_errors.get(),
+    })
+}
+
+fn run_scenario(
+    rt: &tokio::runtime::Runtime,
+    scenario: &str,
+    cfg: &Config,
+) -> Result<Outcome, String> {
+    let mut procs = Vec::new();
+    let mut nodes = Vec::new();
+    match scenario {
+        "memory" => {
+            let node = spawn_node("memory", None, cfg)?;
+            nodes.push(node.port);
+            procs.push(node);
+        }
+        "redis" => {
+            let redis = spawn_redis(cfg)?;
+            let url = format!("redis://127.0.0.1:{}/", redis.port);
+            procs.push(redis);
+            for _ in 0..2 {
+                let node = spawn_node("redis", Some(&url), cfg)?;
+                nodes.push(node.port);
+                procs.push(node);
+            }
+        }
+        other => return Err(format!("unknown scenario `{other}` (memory|redis)")),
+    }
+    let pids: Vec<u32> = procs.iter().map(|p| p.child.id()).collect();
+    let local = tokio::task::LocalSet::new();
+    let out = local.block_on(rt, measure(cfg, &nodes, &pids));
+    drop(local);
+    drop(procs);
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(kind) = setting(&args, "--serve", "RFAN_SERVE_NEVER_SET") {
+        let redis = setting(&args, "--redis", "RFAN_REDIS_NEVER_SET");
+        let pad = parsed(&args, "--pad", "RFAN_PAD_NEVER_SET", 64usize);
+        return match server::serve(&kind, redis, pad) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("redis_fanout node: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut cfg = Config::from(&args);
+    println!("redis_fanout: one topic fanned out, one node in memory vs two nodes through Redis");
+    if cfg.scenarios.iter().any(|s| s == "redis") && !redis_installed() {
+        println!("redis-server is not installed (apt-get install redis-server): memory only");
+        cfg.scenarios.retain(|s| s != "redis");
+    }
+    if cfg.pin {
+        let pinned = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !pinned {
+            eprintln!("redis_fanout: taskset failed, running unpinned");
+            cfg.pin = false;
+        }
+    }
+    println!(
+        "settings: {} subscribers (redis: half on each node, publisher on node A), bursts of {} \
+         x {} in flight for {:.1} s after {:.1} s warmup, then {} paced publications/s for \
+         {:.1} s; {} B pad; {}; CPU: every server-side process (nodes, redis-server) from {}",
+        cfg.subs,
+        cfg.burst,
+        cfg.depth,
+        cfg.secs,
+        cfg.warmup,
+        cfg.rate,
+        cfg.paced,
+        cfg.pad,
+        if cfg.pin {
+            "server side on CPU 0, load generator on CPU 1"
+        } else {
+            "unpinned"
+        },
+        cpu::source()
+    );
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redis_fanout: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let header = format!(
+        "{:<6} {:<22} {:>12} {:>9} {:>9} {:>14} {:>10}",
+        "round", "scenario", "deliv/s", "p50 µs", "p99 µs", "CPU µs/deliv", "order err"
+    );
+    println!("\n{header}");
+    let mut results: Vec<(String, Outcome)> = Vec::new();
+    for round in 1..=cfg.rounds {
+        for scenario in &cfg.scenarios {
+            let label = match scenario.as_str() {
+                "redis" => "redis, 2 nodes",
+                _ => "memory, 1 node",
+            };
+            match run_scenario(&rt, scenario, &cfg) {
+                Ok(o) => {
+                    println!(
+                        "{round:<6} {label:<22} {:>12.0} {:>9.1} {:>9.1} {:>14.3} {:>10}",
+                        o.deliveries_per_sec,
+                        o.p50_us,
+                        o.p99_us,
+                        o.cpu_us_per_delivery,
+                        o.order_errors
+                    );
+                    results.push((label.to_owned(), o));
+                }
+                Err(e) => {
+                    eprintln!("redis_fanout: {label}, round {round}: FAILED: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    println!("\nmedians over rounds:");
+    println!("{header}");
+    let mut labels: Vec<&String> = results.iter().map(|(l, _)| l).collect();
+    labels.dedup();
+    labels.sort();
+    labels.dedup();
+    for label in labels {
+        let of = |f: fn(&Outcome) -> f64| {
+            let mut v: Vec<f64> = results
+                .iter()
+                .filter(|(l, _)| l == label)
+                .map(|(_, o)| f(o))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() % 2 {
+                1 => v[v.len() / 2],
+                _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
+            }
+        };
+        println!(
+            "{:<6} {label:<22} {:>12.0} {:>9.1} {:>9.1} {:>14.3} {:>10}",
+            "median",
+            of(|o| o.deliveries_per_sec),
+            of(|o| o.p50_us),
+            of(|o| o.p99_us),
+            of(|o| o.cpu_us_per_delivery),
+            results
+                .iter()
+                .filter(|(l, _)| l == label)
+                .map(|(_, o)| o.order_errors)
+                .sum::<u64>()
+        );
+    }
+    if results.iter().any(|(_, o)| o.order_errors > 0) {
+        eprintln!("redis_fanout: deliveries out of order");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,909 @@
+//! The client side of the connections API: [`ConnectionsClient`] (what a function uses to reach
+//! the gateway's connections) and [`RemoteEngine`] (an [`Engine`] whose topics live in the
+//! gateway, so that `ch.subscribe` / `ch.publish` work unchanged inside a function).
+//!
+//! HTTP goes through one background thread running an actix system with an `awc` client
+//! (`awc` is not `Send`; engines and clients are used from any thread): callers hand it a
+//! request and await the answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::{Method, StatusCode};
+use bytes::Bytes;
+use bytestring::ByteString;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{sigv4, time};
+use crate::engine::{
+    Engine, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest, Subscribed,
+    TopicInfo,
+};
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::id::ConnectionId;
+use crate::protocol;
+
+/// Path segments: everything but unreserved characters is encoded (ids hold `+`, `/`, `=`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Request header that forces a binary frame on `POST /@connections/{id}` (a Switchboard
+/// extension; without it, a UTF-8 body is sent as a text frame, anything else as binary).
+pub const FRAME_HEADER: &str = "x-switchboard-frame";
+
+#[derive(Clone)]
+enum Auth {
+    None,
+    Bearer(String),
+    SigV4 {
+        access_key: String,
+        secret: String,
+        region: String,
+    },
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// No connections API configured: every call fails with a clear error.
+    Unconfigured,
+    Remote {
+        /// `http://host:port[/stage]`, without a trailing slash.
+        endpoint: String,
+        auth: Auth,
+        timeout: Duration,
+    },
+    Local(Hub),
+}
+
+/// A client of the connections API: sends to, inspects and disconnects gateway connections, and
+/// publishes and subscribes them to topics. Cheap to clone.
+///
+/// Inside a function ([`FunctionService`](crate::function::FunctionService)) handlers get the
+/// function's as `web::Data<ConnectionsClient>`. [`ConnectionsClient::local`] answers the same
+/// calls from a hub in this process, so that a handler written against it also runs in-process
+/// (`App::app_data(web::Data::new(ConnectionsClient::local(hub)))`).
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard::connections_api::ConnectionsClient;
+///
+/// let api = ConnectionsClient::new("http://127.0.0.1:8080")
+///     .bearer_token("s3cret")
+///     .timeout(Duration::from_secs(5));
+/// // Or signed like the AWS SDKs do it:
+/// let signed = ConnectionsClient::new("http://127.0.0.1:8080")
+///     .sigv4("AKIDEXAMPLE", "secret-key", "us-east-1");
+/// ```
+#[derive(Clone)]
+pub struct ConnectionsClient {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for ConnectionsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            Backend::Unconfigured => "unconfigured".to_owned(),
+            Backend::Remote { endpoint, .. } => endpoint.clone(),
+            Backend::Local(_) => "local".to_owned(),
+        };
+        f.debug_struct("ConnectionsClient")
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+/// What the connections API knows of a connection (`GET /@connections/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionDetails {
+    /// When it opened.
+    pub connected_at: SystemTime,
+    /// When the client last sent something.
+    pub last_active_at: SystemTime,
+    /// The client's address.
+    pub source_ip: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl ConnectionsClient {
+    /// A client of the connections API at `endpoint` (`http://gateway:8080`, or with the stage
+    /// prefix the API is mounted under: `http://gateway:8080/prod`). Unauthenticated until
+    /// [`bearer_token`](Self::bearer_token) or [`sigv4`](Self::sigv4).
+    ///
+    /// Plain HTTP only (the crate's HTTP client is built without TLS): reach the gateway over
+    /// a private network or a local TLS-terminating proxy.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        let endpoint = endpoint.into().trim_end_matches('/').to_owned();
+        ConnectionsClient {
+            backend: Backend::Remote {
+                endpoint,
+                auth: Auth::None,
+                timeout: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// A client answered by `hub` in this process: the same calls, no HTTP. Lets a handler that
+    /// takes a `web::Data<ConnectionsClient>` run in-process (register it as app data).
+    pub fn local(hub: Hub) -> Self {
+        ConnectionsClient {
+            backend: Backend::Local(hub),
+        }
+    }
+
+    /// A client that refuses every call ("no connections API configured").
+    pub fn unconfigured() -> Self {
+        ConnectionsClient {
+            backend: Backend::Unconfigured,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>`.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        if let Backend::Remote { auth, .. } = &mut self.backend {
+            *auth = Auth::Bearer(token.into());
+        }
+        self
+    }
+
+    /// Signs every request with AWS Signature Version 4 (service `execute-api`), as the AWS
+    /// SDKs do.
+    pub fn sigv4(
+        mut self,
+        access_key: impl Into<String>,
+        secret: impl Into<String>,
+        region: impl Into<String>,
+    ) -> Self {
+        if let Backend::Remote { auth, .. } = &mut self.backend {
+            *auth = Auth::SigV4 {
+                access_key: access_key.into(),
+                secret: secret.into(),
+                region: region.into(),
+            };
+        }
+        self
+    }
+
+    /// How long one call may take (default 10 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        if let Backend::Remote { timeout, .. } = &mut self.backend {
+            *timeout = d;
+        }
+        self
+    }
+
+    /// Sends `data` to a connection as one frame: text when it is UTF-8, else binary
+    /// (`PostToConnection`). `Err(Closed)` when the connection is gone.
+    pub async fn post_to_connection(
+        &self,
+        id: ConnectionId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        self.post_frame(id, data.into(), false).await
+    }
+
+    /// Sends a binary frame to a connection, even if the bytes happen to be UTF-8.
+    pub async fn post_binary(&self, id: ConnectionId, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.post_frame(id, data.into(), true).await
+    }
+
+    /// Pushes `{"event": event, "data": data}` to a connection, like [`Hub::send_to`].
+    pub async fn send_to<T: Serialize + ?Sized>(
+        &self,
+        id: ConnectionId,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let frame = protocol::encode_event(event, data)?;
+        self.post_frame(id, frame.into_bytes(), false).await
+    }
+
+    pub(crate) async fn post_frame(
+        &self,
+        id: ConnectionId,
+        data: Bytes,
+        binary: bool,
+    ) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(hub) => match (binary, ByteString::try_from(data.clone())) {
+                (false, Ok(text)) => hub.send_text(id, text),
+                _ => hub.send_binary(id, data),
+            },
+            _ => {
+                let mut call = Call::new(Method::POST, connection_path(id), data);
+                if binary {
+                    call.headers.push((FRAME_HEADER, "binary".into()));
+                }
+                self.call(call).await.and_then(Answer::empty)
+            }
+        }
+    }
+
+    /// What the gateway knows of a connection (`GetConnection`).
+    pub async fn get_connection(&self, id: ConnectionId) -> Result<ConnectionDetails, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            connected_at: String,
+            last_active_at: String,
+            #[serde(default)]
+            identity: WireIdentity,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct WireIdentity {
+            source_ip: Option<String>,
+            user_agent: Option<String>,
+        }
+        match &self.backend {
+            Backend::Local(hub) => {
+                let c = hub.connection(id).ok_or(Error::Closed)?;
+                Ok(ConnectionDetails {
+                    connected_at: c.connected_at,
+                    last_active_at: c.last_active_at,
+                    source_ip: c.source_ip.map(|ip| ip.to_string()),
+                    user_agent: c.user_agent,
+                })
+            }
+            _ => {
+                let wire: Wire = self
+                    .call(Call::new(Method::GET, connection_path(id), Bytes::new()))
+                    .await?
+                    .json()?;
+                let time = |s: &str| {
+                    time::parse_iso8601(s)
+                        .ok_or_else(|| Error::internal(format_args!("bad timestamp {s:?}")))
+                };
+                Ok(ConnectionDetails {
+                    connected_at: time(&wire.connected_at)?,
+                    last_active_at: time(&wire.last_active_at)?,
+                    source_ip: wire.identity.source_ip,
+                    user_agent: wire.identity.user_agent,
+                })
+            }
+        }
+    }
+
+    /// Closes a connection (`DeleteConnection`): 1000, or `code` and `reason`.
+    pub async fn delete_connection(&self, id: ConnectionId) -> Result<(), Error> {
+        self.close_connection(id, None, "").await
+    }
+
+    /// Closes a connection with a close code (1000, or 3000–4999) and reason.
+    pub async fn close_connection(
+        &self,
+        id: ConnectionId,
+        code: Option<u16>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(hub) => hub.disconnect(id, code, reason),
+            _ => {
+                let mut path = connection_path(id);
+                if let Some(code) = code {
+                    path.push_str(&format!(
+                        "?code={code}&reason={}",
+                        utf8_percent_encode(reason, SEGMENT)
+                    ));
+                }
+                self.call(Call::new(Method::DELETE, path, Bytes::new()))
+                    .await
+                    .and_then(Answer::empty)
+            }
+        }
+    }
+
+    /// Publishes `{"topic","event","data"}` to every subscriber of `topic` in the gateway.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let data = crate::hub::to_raw(data)?;
+        self.publish_raw(topic, event, data, None).await
+    }
+
+    /// Publishes a payload that is already JSON, optionally skipping one connection.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Arc<RawValue>,
+        exclude: Option<ConnectionId>,
+    ) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(hub) => hub.publish_raw(topic, event, data, exclude).await,
+            _ => {
+                let mut path = format!(
+                    "{}?event={}",
+                    topic_path(topic),
+                    utf8_percent_encode(event, SEGMENT)
+                );
+                if let Some(id) = exclude {
+                    path.push_str("&exclude=");
+                    path.push_str(&utf8_percent_encode(&id.to_string(), SEGMENT).to_string());
+                }
+                let body = Bytes::copy_from_slice(data.get().as_bytes());
+                let mut call = Call::new(Method::POST, path, body);
+                call.headers
+                    .push(("content-type", "application/json".into()));
+                self.call(call).await.and_then(Answer::empty)
+            }
+        }
+    }
+
+    /// Subscribes a gateway connection to `topic` (replaying from `recover` on topics with
+    /// history).
+    pub async fn subscribe(
+        &self,
+        id: ConnectionId,
+        topic: &str,
+        recover: Option<Position>,
+    ) -> Result<Subscribed, Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            epoch: Option<String>,
+            seq: Option<u64>,
+            recovered: Option<bool>,
+        }
+        match &self.backend {
+            Backend::Local(hub) => hub.subscribe(id, topic, recover).await,
+            _ => {
+                let body = serde_json::to_vec(&serde_json::json!({ "recover": recover }))?;
+                let mut call = Call::new(Method::PUT, subscription_path(id, topic), body.into());
+                call.headers
+                    .push(("content-type", "application/json".into()));
+                let wire: Wire = self.call(call).await?.json()?;
+                Ok(Subscribed {
+                    position: match (wire.epoch, wire.seq) {
+                        (Some(epoch), Some(seq)) => Some(Position { epoch, seq }),
+                        _ => None,
+                    },
+                    recovered: wire.recovered,
+                })
+            }
+        }
+    }
+
+    /// Unsubscribes a gateway connection from `topic`.
+    pub async fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Local(hub) => hub.unsubscribe(id, topic),
+            _ => self
+                .call(Call::new(
+                    Method::DELETE,
+                    subscription_path(id, topic),
+                    Bytes::new(),
+                ))
+                .await
+                .and_then(Answer::empty),
+        }
+    }
+
+    /// Topics a gateway connection is subscribed to.
+    pub async fn subscriptions(&self, id: ConnectionId) -> Result<Vec<String>, Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            topics: Vec<String>,
+        }
+        match &self.backend {
+            Backend::Local(hub) => {
+                hub.connection(id).ok_or(Error::Closed)?;
+                Ok(hub.subscriptions(id))
+            }
+            _ => {
+                let path = format!("{}/topics", connection_path(id));
+                let wire: Wire = self
+                    .call(Call::new(Method::GET, path, Bytes::new()))
+                    .await?
+                    .json()?;
+                Ok(wire.topics)
+            }
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: String) -> Result<T, Error> {
+        self.call(Call::new(Method::GET, path, Bytes::new()))
+            .await?
+            .json()
+    }
+
+    async fn call(&self, call: Call) -> Result<Answer, Error> {
+        let Backend::Remote {
+            endpoint,
+            auth,
+            timeout,
+        } = &self.backend
+        else {
+            return Err(Error::internal(
+                "no connections API configured for this function: see FunctionService::connections",
+            ));
+        };
+        let url = format!("{endpoint}{}", call.path);
+        let uri: actix_web::http::Uri = url
+            .parse()
+            .map_err(|e| Error::internal(format_args!("bad connections API URL {url}: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let mut headers: Vec<(&'static str, String)> = call.headers;
+        headers.push(("host", host));
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(token) => headers.push(("authorization", format!("Bearer {token}"))),
+            Auth::SigV4 {
+                access_key,
+                secret,
+                region,
+            } => {
+                let amz_date = time::amz_date(SystemTime::now());
+                headers.push(("x-amz-date", amz_date.clone()));
+                let hash = sigv4::sha256_hex(&call.body);
+                let signable = sigv4::Signable {
+                    method: call.method.as_str(),
+                    path: uri.path(),
+                    query: uri.query().unwrap_or(""),
+                    headers: headers.iter().map(|(n, v)| (*n, v.as_str())).collect(),
+                    payload_hash: &hash,
+                };
+                let authorization = sigv4::sign(&signable, &amz_date, access_key, secret, region);
+                headers.push(("authorization", authorization));
+            }
+        }
+        let req = HttpCall {
+            method: call.method,
+            url,
+            headers,
+            body: call.body,
+            timeout: *timeout,
+        };
+        let answer = perform(req).await?;
+        answer.check()
+    }
+}
+
+/// What the gateway's answer becomes: the crate's errors, with `Closed` for a gone connection.
+struct Answer {
+    status: StatusCode,
+    error_type: Option<String>,
+    body: Bytes,
+}
+
+impl Answer {
+    fn check(self) -> Result<Answer, Error> {
+        if self.status.is_success() {
+            return Ok(self);
+        }
+        #[derive(Deserialize, Default)]
+        struct Message {
+            #[serde(default, alias = "Message")]
+            message: String,
+        }
+        let message = serde_json::from_slice::<Message>(&self.body)
+            .unwrap_or_default()
+            .message;
+        let kind = self.error_type.unwrap_or_default();
+        Err(match self.status {
+            StatusCode::GONE => Error::Closed,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Error::forbidden(format!(
+                "connections API refused the call ({kind}): {message}"
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE => Error::new("payload_too_large", message),
+            status => Error::internal(format_args!(
+                "connections API answered {status} {kind}: {message}"
+            )),
+        })
+    }
+
+    fn empty(self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::internal(format_args!("unexpected connections API answer: {e}")))
+    }
+}
+
+struct Call {
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+impl Call {
+    fn new(method: Method, path: String, body: Bytes) -> Self {
+        Call {
+            method,
+            path,
+            headers: Vec::new(),
+            body,
+        }
+    }
+}
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+fn connection_path(id: ConnectionId) -> String {
+    format!("/@connections/{}", segment(&id.to_string()))
+}
+
+fn subscription_path(id: ConnectionId, topic: &str) -> String {
+    format!("{}/topics/{}", connection_path(id), segment(topic))
+}
+
+fn topic_path(topic: &str) -> String {
+    format!("/@topics/{}", segment(topic))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP client thread.
+
+/// One HTTP exchange to perform on the client thread.
+struct HttpCall {
+    method: Method,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    timeout: Duration,
+}
+
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+fn client_thread() -> &'static mpsc::UnboundedSender<Job> {
+    static THREAD: OnceLock<mpsc::UnboundedSender<Job>> = OnceLock::new();
+    THREAD.get_or_init(|| {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("switchboard-http-client".into())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    while let Some(job) = rx.recv().await {
+                        actix_rt::spawn(job());
+                    }
+                });
+            })
+            .expect("spawn the connections API client thread");
+        tx
+    })
+}
+
+/// Runs `f` on the client thread and returns its output.
+fn on_client_thread<T, F, Fut>(f: F) -> impl Future<Output = Result<T, Error>> + Send
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        Box::pin(async move {
+            let _ = tx.send(f().await);
+        })
+    });
+    let sent = client_thread().send(job).is_ok();
+    async move {
+        if !sent {
+            return Err(Error::internal("the HTTP client thread is gone"));
+        }
+        rx.await
+            .map_err(|_| Error::internal("the HTTP client thread dropped a call"))
+    }
+}
+
+thread_local! {
+    static AWC: awc::Client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(3600))
+        .finish();
+}
+
+/// The response size the client reads at most.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send {
+    let fut = on_client_thread(move || async move {
+        let timeout = call.timeout;
+        let exchange = async move {
+            let mut req = AWC.with(|c| c.request(call.method, &call.url));
+            for (name, value) in &call.headers {
+                req = req.insert_header((*name, value.as_str()));
+            }
+            let mut resp = req
+                .timeout(timeout)
+                .send_body(call.body)
+                .await
+                .map_err(|e| Error::internal(format_args!("connections API unreachable: {e}")))?;
+            let body = resp
+                .body()
+                .limit(MAX_ANSWER)
+                .await
+                .map_err(|e| Error::internal(format_args!("connections API answer: {e}")))?;
+            let error_type = resp
+                .headers()
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(':').next().unwrap_or(s).to_owned());
+            Ok(Answer {
+                status: resp.status(),
+                error_type,
+                body,
+            })
+        };
+        match actix_rt::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::internal(format_args!(
+                "connections API call timed out after {timeout:?}"
+            ))),
+        }
+    });
+    async move { fut.await? }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The remote engine.
+
+/// An [`Engine`] whose topics live in a gateway, reached through its connections API.
+///
+/// A function's hub runs on it: `ch.subscribe(topic)` subscribes the caller's gateway
+/// connection (`PUT /@connections/{id}/topics/{topic}`), `ch.publish` publishes in the gateway
+/// (`POST /@topics/{topic}`); subscriptions live in the gateway's brokers, never in the
+/// function. Operations of one caller happen in the order it made them: `unsubscribe` (which
+/// does not wait) is done before any later call goes out, and a function waits for it before
+/// answering.
+///
+/// ```
+/// use switchboard::connections_api::{ConnectionsClient, RemoteEngine};
+/// use switchboard::Hub;
+///
+/// // A process that publishes into a gateway's topics through the same API as in-process code.
+/// let hub = Hub::with_engine(RemoteEngine::new(
+///     ConnectionsClient::new("http://127.0.0.1:8080").bearer_token("s3cret"),
+/// ));
+/// ```
+#[derive(Clone)]
+pub struct RemoteEngine {
+    inner: Arc<RemoteInner>,
+}
+
+struct RemoteInner {
+    client: ConnectionsClient,
+    /// Deferred (fire-and-forget) operations handed out, and done.
+    issued: AtomicU64,
+    done: watch::Sender<u64>,
+    queue: mpsc::UnboundedSender<(u64, Deferred)>,
+    /// Taken by the task that works the queue, started with the first deferred operation.
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<(u64, Deferred)>>>,
+}
+
+enum Deferred {
+    Unsubscribe(Arc<str>, ConnectionId),
+}
+
+impl RemoteEngine {
+    /// An engine over `client`.
+    pub fn new(client: ConnectionsClient) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        RemoteEngine {
+            inner: Arc::new(RemoteInner {
+                client,
+                issued: AtomicU64::new(0),
+                done: watch::channel(0).0,
+                queue,
+                receiver: Mutex::new(Some(receiver)),
+            }),
+        }
+    }
+
+    /// The client it calls.
+    pub fn client(&self) -> &ConnectionsClient {
+        &self.inner.client
+    }
+
+    /// Resolves once every operation that did not wait (`unsubscribe`) has been done.
+    pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+        let target = self.inner.issued.load(Ordering::Acquire);
+        let mut done = self.inner.done.subscribe();
+        async move {
+            let _ = done.wait_for(|d| *d >= target).await;
+        }
+    }
+
+    fn defer(&self, op: Deferred) {
+        let seq = self.inner.issued.fetch_add(1, Ordering::AcqRel) + 1;
+        let receiver = self
+            .inner
+            .receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut rx) = receiver {
+            let client = self.inner.client.clone();
+            let done = self.inner.done.clone();
+            // Runs on the client thread for as long as the engine lives.
+            drop(on_client_thread(move || async move {
+                while let Some((seq, op)) = rx.recv().await {
+                    match op {
+                        Deferred::Unsubscribe(topic, id) => {
+                            if let Err(e) = client.unsubscribe(id, &topic).await {
+                                if !matches!(e, Error::Closed) {
+                                    log::warn!("unsubscribe {id} from {topic}: {e:?}");
+                                }
+                            }
+                        }
+                    }
+                    done.send_replace(seq);
+                }
+            }));
+        }
+        if self.inner.queue.send((seq, op)).is_err() {
+            self.inner.done.send_replace(seq);
+        }
+    }
+
+    /// Waits for deferred operations, then runs `f`.
+    fn after_deferred<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> SendFuture<Result<T, Error>> {
+        let flushed = self.flush();
+        Box::pin(async move {
+            flushed.await;
+            f.await
+        })
+    }
+}
+
+impl std::fmt::Debug for RemoteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEngine")
+            .field("client", &self.inner.client)
+            .finish()
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T, Error> {
+    Err(Error::internal(format_args!(
+        "{what} is not available through the connections API"
+    )))
+}
+
+impl Engine for RemoteEngine {
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            if request.presence.is_some() {
+                return unsupported("presence");
+            }
+            if request.last.is_some() {
+                return unsupported("replaying the last publications on subscribe");
+            }
+            client
+                .subscribe(request.subscriber.id, &request.topic, request.recover)
+                .await
+        })
+    }
+
+    fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId) {
+        self.defer(Deferred::Unsubscribe(topic, id));
+    }
+
+    fn publish(&self, p: Publish) -> SendFuture<Result<(), Error>> {
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            client
+                .publish_raw(&p.topic, &p.event, p.data, p.exclude)
+                .await
+        })
+    }
+
+    fn track(
+        &self,
+        _topic: Arc<str>,
+        _subscriber: crate::engine::Subscriber,
+        _key: String,
+        _meta: serde_json::Value,
+    ) -> SendFuture<Result<(), Error>> {
+        Box::pin(async { unsupported("presence tracking") })
+    }
+
+    fn untrack(&self, _topic: Arc<str>, _id: ConnectionId) {}
+
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            match &client.backend {
+                Backend::Local(hub) => hub.presence(&topic).await,
+                _ => {
+                    client
+                        .get_json(format!("{}/presence", topic_path(&topic)))
+                        .await
+                }
+            }
+        })
+    }
+
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>> {
+        #[derive(Deserialize)]
+        struct Wire {
+            subscribers: usize,
+        }
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            match &client.backend {
+                Backend::Local(hub) => hub.subscriber_count(&topic).await,
+                _ => Ok(client
+                    .get_json::<Wire>(topic_path(&topic))
+                    .await?
+                    .subscribers),
+            }
+        })
+    }
+
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>> {
+        #[derive(Deserialize)]
+        struct Wire {
+            topics: Vec<WireTopic>,
+        }
+        #[derive(Deserialize)]
+        struct WireTopic {
+            topic: String,
+            subscribers: usize,
+        }
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            match &client.backend {
+                Backend::Local(hub) => hub.topics().await,
+                _ => Ok(client
+                    .get_json::<Wire>("/@topics".to_owned())
+                    .await?
+                    .topics
+                    .into_iter()
+                    .map(|t| TopicInfo {
+                        topic: t.topic,
+                        subscribers: t.subscribers,
+                    })
+                    .collect()),
+            }
+        })
+    }
+
+    fn stats(&self) -> SendFuture<Result<EngineStats, Error>> {
+        #[derive(Deserialize)]
+        struct Wire {
+            topics: usize,
+            subscriptions: usize,
+            histories: usize,
+        }
+        let client = self.inner.client.clone();
+        self.after_deferred(async move {
+            match &client.backend {
+                Backend::Local(hub) => Ok(hub.stats().await?.engine),
+                _ => {
+                    let w: Wire = client.get_json("/@stats".to_owned()).await?;
+                    Ok(EngineStats {
+                        topics: w.topics,
+                        subscriptions: w.subscriptions,
+                        histories: w.histories,
+                    })
+                }
+            }
+        })
+    }
+}

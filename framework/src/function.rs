@@ -1,0 +1,785 @@
+//! The function side of gateway mode: [`FunctionService`] hosts the same
+//! `#[switchboard::message]` handlers as a channel, behind an HTTP endpoint that accepts the
+//! API Gateway WebSocket events a [`Gateway`](crate::gateway::Gateway) channel POSTs.
+//!
+//! A handler does not change when it moves from a channel to a function:
+//!
+//! - its arguments are extracted the same way (`data` into the typed payload, `ref` answered);
+//! - `Channel<S>` is the gateway connection: [`id`](crate::Channel::id) is the event's
+//!   `connectionId`, [`session`](crate::Channel::session) is what the function's `on_connect`
+//!   returned (the gateway carries it in every event), [`send`](crate::Channel::send) and
+//!   [`close`](crate::Channel::close) go through the gateway's connections API, and so do
+//!   [`subscribe`](crate::Channel::subscribe) and [`publish`](crate::Channel::publish): topics
+//!   live in the gateway's brokers, never in the function;
+//! - its return value is the reply frame, exactly as the channel would send it (the function
+//!   answers the event with it and the gateway relays it verbatim).
+//!
+//! ```
+//! use actix_web::App;
+//! use serde::Deserialize;
+//! use switchboard::connections_api::ConnectionsClient;
+//! use switchboard::function::FunctionService;
+//! use switchboard::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Join { room: String }
+//!
+//! /// The same handler a channel would mount.
+//! #[switchboard::message("join")]
+//! async fn join(ch: Channel, msg: Join) -> Result<String, ChannelError> {
+//!     ch.subscribe(&format!("room:{}", msg.room)).await?;
+//!     Ok(msg.room)
+//! }
+//!
+//! let function = FunctionService::<()>::new("/fn")
+//!     .token("gateway-to-function-secret")
+//!     .connections(ConnectionsClient::new("http://127.0.0.1:8080").bearer_token("api-token"))
+//!     .message(join);
+//! let app = App::new().service(function);
+//! ```
+//!
+//! **What a function answers.** `CONNECT`: 200 accepts (the body `{"authorizer": {"session":
+//! ...}}` carries the session to later events); any other status rejects the client's upgrade
+//! with that status and the body `{"error": {"code", "message"}}`. `MESSAGE`: 200 with the
+//! reply frame (or an empty body for no reply) and the header `x-switchboard-reply: frame`;
+//! handler errors are error frames, as on a channel. `DISCONNECT`: 200.
+//!
+//! **Limits.** A function has no socket and keeps nothing between events: the opening
+//! request's headers and query are only known in `$connect` (keep what later messages need in
+//! the session), a session changed with `set_session` lasts for one event, `ch.subscriptions()`
+//! lists what this event subscribed, and presence (`track`) is not available.
+
+#[path = "function/event.rs"]
+mod event;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix_web::dev::{
+    fn_service, AppService, HttpServiceFactory, RequestHead, ServiceRequest, ServiceResponse,
+};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode, Uri};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::{FutureExt, StreamExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use event::{Event, EventType, Identity, RequestContext};
+
+use crate::channel::Channel;
+use crate::connections_api::{constant_time_eq, ConnectionsClient, RemoteEngine};
+use crate::error::Error;
+use crate::handler::{
+    Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
+    BINARY_ROUTE, DEFAULT_ROUTE,
+};
+use crate::hub::Hub;
+use crate::id::ConnectionId;
+use crate::outbound::{Class, Frame, Outbound};
+use crate::protocol::{self, close_code, Envelope, RouteKey};
+use crate::SlowConsumerPolicy;
+
+/// The response header that marks a function's answer as a complete frame: the gateway relays
+/// the body to the client as is (instead of wrapping it as the `data` of a reply).
+pub const REPLY_HEADER: &str = "x-switchboard-reply";
+
+type Handler<S> = Arc<dyn MessageHandler<S>>;
+
+/// How a session travels between events: serialized into the `$connect` answer, read back from
+/// each event's `requestContext.authorizer.session`.
+struct SessionCodec<S> {
+    encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
+    decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
+}
+
+impl<S> Clone for SessionCodec<S> {
+    fn clone(&self) -> Self {
+        SessionCodec {
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
+fn encode_session<S: Serialize>(s: &S) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(s)
+}
+
+fn decode_session<S: DeserializeOwned>(v: serde_json::Value) -> Result<S, serde_json::Error> {
+    serde_json::from_value(v)
+}
+
+/// A function server: an actix-web service at `path` that accepts a gateway's events and runs
+/// the same handlers a [`ChannelRoute`](crate::ChannelRoute) would. See the
+/// [module docs](self).
+pub struct FunctionService<S = ()> {
+    path: String,
+    routes: Vec<Handler<S>>,
+    fallback: Option<Handler<S>>,
+    binary: Option<Handler<S>>,
+    on_connect: Option<Arc<dyn ConnectHandler<S>>>,
+    on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    codec: Option<SessionCodec<S>>,
+    route_key: RouteKey,
+    token: Option<String>,
+    client: ConnectionsClient,
+    engine: RemoteEngine,
+    hub: Hub,
+    max_event: usize,
+    outbound_capacity: usize,
+}
+
+impl<S> Clone for FunctionService<S> {
+    fn clone(&self) -> Self {
+        FunctionService {
+            path: self.path.clone(),
+            routes: self.routes.clone(),
+            fallback: self.fallback.clone(),
+            binary: self.binary.clone(),
+            on_connect: self.on_connect.clone(),
+            on_disconnect: self.on_disconnect.clone(),
+            codec: self.codec.clone(),
+            route_key: self.route_key.clone(),
+            token: self.token.clone(),
+            client: self.client.clone(),
+            engine: self.engine.clone(),
+            hub: self.hub.clone(),
+            max_event: self.max_event,
+            outbound_capacity: self.outbound_capacity,
+        }
+    }
+}
+
+impl<S: 'static> std::fmt::Debug for FunctionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionService")
+            .field("path", &self.path)
+            .field(
+                "routes",
+                &self.routes.iter().map(|h| h.route()).collect::<Vec<_>>(),
+            )
+            .field("connections", &self.client)
+            .finish()
+    }
+}
+
+impl<S: 'static> FunctionService<S> {
+    /// A function at `path` (it answers `POST` only). Without
+    /// [`connections`](Self::connections), handlers cannot reach the gateway (`send`,
+    /// `subscribe`, `publish` fail).
+    pub fn new(path: impl Into<String>) -> Self {
+        let client = ConnectionsClient::unconfigured();
+        let engine = RemoteEngine::new(client.clone());
+        FunctionService {
+            path: path.into(),
+            routes: Vec::new(),
+            fallback: None,
+            binary: None,
+            on_connect: None,
+            on_disconnect: None,
+            codec: None,
+            route_key: RouteKey::default(),
+            token: None,
+            hub: Hub::with_engine(engine.clone()),
+            client,
+            engine,
+            max_event: 1024 * 1024,
+            outbound_capacity: 1024,
+        }
+    }
+
+    /// Adds a routed handler (from `#[switchboard::message("route")]`).
+    pub fn message(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.routes.push(Arc::new(handler));
+        self
+    }
+
+    /// The handler for messages no other handler answers (`$default`).
+    pub fn fallback(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
+    /// The handler for binary frames (events with `isBase64Encoded`).
+    pub fn on_binary(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.binary = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs on `CONNECT`: an error rejects the client's upgrade (its HTTP status), a session
+    /// goes back to the gateway, which carries it in every later event of the connection.
+    ///
+    /// Its `HttpRequest` (and [`ConnectRequest`](crate::ConnectRequest)) shows the client's
+    /// upgrade request as the event describes it: headers, query, peer address; app data and
+    /// [`ConnectionId`] work too.
+    pub fn on_connect(mut self, handler: impl ConnectHandler<S>) -> Self
+    where
+        S: Serialize + DeserializeOwned,
+    {
+        self.on_connect = Some(Arc::new(handler));
+        self.sessions()
+    }
+
+    /// Runs on `DISCONNECT`.
+    pub fn on_disconnect(mut self, handler: impl DisconnectHandler<S>) -> Self {
+        self.on_disconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Reads the session from events (`requestContext.authorizer.session`) without an
+    /// `on_connect` here: for a function that handles messages of connections another function
+    /// accepted. [`on_connect`](Self::on_connect) implies it.
+    pub fn sessions(mut self) -> Self
+    where
+        S: Serialize + DeserializeOwned,
+    {
+        self.codec = Some(SessionCodec {
+            encode: encode_session::<S>,
+            decode: decode_session::<S>,
+        });
+        self
+    }
+
+    /// Where the route key sits in messages (as [`ChannelRoute::route_key`]: the gateway
+    /// channel's must match).
+    ///
+    /// # Panics
+    /// When the expression is invalid.
+    ///
+    /// [`ChannelRoute::route_key`]: crate::ChannelRoute::route_key
+    pub fn route_key(mut self, expr: &str) -> Self {
+        match RouteKey::parse(expr) {
+            Ok(k) => self.route_key = k,
+            Err(e) => panic!("{e}"),
+        }
+        self
+    }
+
+    /// Accepts only events that carry `Authorization: Bearer <token>` (the gateway's
+    /// [`function_token`](crate::gateway::Gateway::function_token)). Without a token the
+    /// function refuses to start on a non-loopback address: anyone could post events with
+    /// any connection id and session.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The gateway's connections API, used for `send`, `close`, `subscribe`, `publish`;
+    /// handlers also get it as a `web::Data<ConnectionsClient>` argument.
+    pub fn connections(mut self, client: ConnectionsClient) -> Self {
+        self.engine = RemoteEngine::new(client.clone());
+        self.hub = Hub::with_engine(self.engine.clone());
+        self.client = client;
+        self
+    }
+
+    /// Largest event accepted, in bytes (default 1 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event = bytes;
+        self
+    }
+
+    /// The hub handlers see: topics in the gateway, through its connections API.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+impl<S: 'static> HttpServiceFactory for FunctionService<S> {
+    fn register(self, config: &mut AppService) {
+        let addr = config.config().local_addr();
+        if self.token.is_none() && !addr.ip().is_loopback() {
+            panic!(
+                "switchboard: refusing to serve the function at {} on {addr} without a token: \
+                 configure FunctionService::token (and Gateway::function_token), \
+                 or bind a loopback address",
+                self.path
+            );
+        }
+        let client = self.client.clone();
+        let path = self.path.clone();
+        let def = std::rc::Rc::new(FunctionDef::from(self));
+        let resource = web::resource(path)
+            .app_data(web::Data::new(client))
+            .default_service(fn_service(move |req: ServiceRequest| {
+                let def = def.clone();
+                async move { Ok::<_, actix_web::Error>(def.invoke(req).await) }
+            }));
+        HttpServiceFactory::register(resource, config);
+    }
+}
+
+/// A function's handlers and settings, per worker.
+struct FunctionDef<S> {
+    routes: HashMap<Box<str>, Handler<S>>,
+    fallback: Option<Handler<S>>,
+    binary: Option<Handler<S>>,
+    on_connect: Option<Arc<dyn ConnectHandler<S>>>,
+    on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    codec: Option<SessionCodec<S>>,
+    route_key: RouteKey,
+    token: Option<String>,
+    client: ConnectionsClient,
+    engine: RemoteEngine,
+    hub: Hub,
+    max_event: usize,
+    outbound_capacity: usize,
+}
+
+impl<S: 'static> From<FunctionService<S>> for FunctionDef<S> {
+    fn from(f: FunctionService<S>) -> Self {
+        FunctionDef {
+            routes: f
+                .routes
+                .into_iter()
+                .map(|h| (Box::<str>::from(h.route()), h))
+                .collect(),
+            fallback: f.fallback,
+            binary: f.binary,
+            on_connect: f.on_connect,
+            on_disconnect: f.on_disconnect,
+            codec: f.codec,
+            route_key: f.route_key,
+            token: f.token,
+            client: f.client,
+            engine: f.engine,
+            hub: f.hub,
+            max_event: f.max_event,
+            outbound_capacity: f.outbound_capacity,
+        }
+    }
+}
+
+fn http_error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "error": { "code": code, "message": message.into() }
+    }))
+}
+
+/// A frame for the gateway to relay as is.
+fn frame_response(frame: Option<Frame>) -> HttpResponse {
+    let mut b = HttpResponse::Ok();
+    b.insert_header((REPLY_HEADER, "frame"));
+    match frame {
+        Some(Frame::Text(t)) => b.content_type("application/json").body(t.into_bytes()),
+        Some(Frame::Binary(bytes)) => b.content_type("application/octet-stream").body(bytes),
+        _ => b.finish(),
+    }
+}
+
+/// The message an error frame answers.
+struct Answering {
+    reference: Option<String>,
+    route: Option<String>,
+}
+
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Makes the request look like the client's upgrade request, as far as the event tells.
+fn rewrite_head(head: &mut RequestHead, event: &Event) {
+    let ctx = &event.request_context;
+    let mut headers = HeaderMap::new();
+    let mut add = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    };
+    if let Some(multi) = &event.multi_value_headers {
+        for (name, values) in multi {
+            for v in values {
+                add(name, v);
+            }
+        }
+    } else if let Some(single) = &event.headers {
+        for (name, v) in single {
+            add(name, v);
+        }
+    }
+    if !headers.contains_key(header::USER_AGENT) {
+        if let Some(ua) = &ctx.identity.user_agent {
+            if let Ok(v) = HeaderValue::from_str(ua) {
+                headers.insert(header::USER_AGENT, v);
+            }
+        }
+    }
+    if !headers.contains_key(header::HOST) && !ctx.domain_name.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&ctx.domain_name) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    let mut query = String::new();
+    let mut push = |k: &str, v: &str| {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.extend(utf8_percent_encode(k, QUERY));
+        query.push('=');
+        query.extend(utf8_percent_encode(v, QUERY));
+    };
+    if let Some(multi) = &event.multi_value_query_string_parameters {
+        for (k, vs) in multi {
+            for v in vs {
+                push(k, v);
+            }
+        }
+    } else if let Some(single) = &event.query_string_parameters {
+        for (k, v) in single {
+            push(k, v);
+        }
+    }
+    let uri = if query.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/?{query}")
+    };
+    head.method = Method::GET;
+    head.uri = uri.parse::<Uri>().unwrap_or_default();
+    head.headers = headers;
+    head.peer_addr = ctx
+        .identity
+        .source_ip
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 0));
+}
+
+/// Reads the event, up to `limit` bytes; `None` when it is larger or broke off.
+async fn read_body(req: &mut ServiceRequest, limit: usize) -> Option<Bytes> {
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.ok()?;
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body.freeze())
+}
+
+fn bearer(req: &ServiceRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+impl<S: 'static> FunctionDef<S> {
+    async fn invoke(&self, mut req: ServiceRequest) -> ServiceResponse {
+        let resp = self.answer(&mut req).await;
+        req.into_response(resp)
+    }
+
+    async fn answer(&self, sreq: &mut ServiceRequest) -> HttpResponse {
+        if sreq.method() != Method::POST {
+            return HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .finish();
+        }
+        if let Some(token) = &self.token {
+            match bearer(sreq) {
+                Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => {}
+                Some(_) => return http_error(StatusCode::FORBIDDEN, "forbidden", "invalid token"),
+                None => {
+                    return http_error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a bearer token is required",
+                    )
+                }
+            }
+        }
+        let Some(body) = read_body(sreq, self.max_event).await else {
+            return http_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_event",
+                format!("events are limited to {} bytes", self.max_event),
+            );
+        };
+        let event: Event = match serde_json::from_slice(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_event",
+                    format!("not an API Gateway WebSocket event: {e}"),
+                )
+            }
+        };
+        let Ok(id) = event.request_context.connection_id.parse::<ConnectionId>() else {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "bad_event",
+                "requestContext.connectionId is not a connection id",
+            );
+        };
+        // The request is still this service's alone: make it the client's, as the event
+        // describes it, before handlers get clones of it.
+        rewrite_head(sreq.head_mut(), &event);
+        sreq.extensions_mut().insert(id);
+        let req = sreq.request().clone();
+        match event.request_context.event_type {
+            EventType::Connect => self.connect(req).await,
+            EventType::Message => self.message(req, id, event).await,
+            EventType::Disconnect => self.disconnect(req, id, event).await,
+        }
+    }
+
+    fn session(&self, ctx: &RequestContext) -> Option<S> {
+        let codec = self.codec.as_ref()?;
+        let value = ctx.authorizer.as_ref()?.get("session")?.clone();
+        match (codec.decode)(value) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!(
+                    "connection {}: the event's session does not deserialize: {e}",
+                    ctx.connection_id
+                );
+                None
+            }
+        }
+    }
+
+    fn channel(
+        &self,
+        req: HttpRequest,
+        id: ConnectionId,
+        ctx: &RequestContext,
+    ) -> (Channel<S>, Arc<Outbound>) {
+        let out = Arc::new(Outbound::new(
+            self.outbound_capacity,
+            SlowConsumerPolicy::DropNewest,
+        ));
+        let connected_at = UNIX_EPOCH + Duration::from_millis(ctx.connected_at);
+        // NEEDS: `Channel::detached` in channel.rs (see the gateway report): a Channel bound to a
+        // connection that lives elsewhere, whose `send`/`close` queue into `out`.
+        let channel = Channel::detached(
+            id,
+            req,
+            self.session(ctx),
+            self.route_key.reply_field(),
+            connected_at,
+            self.hub.clone(),
+            out.clone(),
+        );
+        (channel, out)
+    }
+
+    async fn connect(&self, req: HttpRequest) -> HttpResponse {
+        let Some(handler) = &self.on_connect else {
+            return HttpResponse::Ok().json(serde_json::json!({}));
+        };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        match outcome {
+            Ok(Ok(Some(session))) => match &self.codec {
+                Some(codec) => match (codec.encode)(&session) {
+                    Ok(v) => HttpResponse::Ok()
+                        .json(serde_json::json!({ "authorizer": { "session": v } })),
+                    Err(e) => Error::internal(format_args!("the session does not serialize: {e}"))
+                        .error_response(),
+                },
+                None => HttpResponse::Ok().json(serde_json::json!({})),
+            },
+            Ok(Ok(None)) => HttpResponse::Ok().json(serde_json::json!({})),
+            Ok(Err(e)) => {
+                if let Error::Internal(detail) = &e {
+                    log::error!("on_connect: {detail}");
+                }
+                e.error_response()
+            }
+            Err(panic) => {
+                log::error!("on_connect panicked: {}", panic_message(&*panic));
+                Error::internal("on_connect panicked").error_response()
+            }
+        }
+    }
+
+    async fn message(&self, req: HttpRequest, id: ConnectionId, event: Event) -> HttpResponse {
+        let ctx = &event.request_context;
+        let route_field = self.route_key.reply_field();
+        let error_frame = |answering: &Answering, err: &Error| {
+            if let Error::Internal(detail) = err {
+                log::error!(
+                    "connection {id}: route {:?}: {detail}",
+                    answering.route.as_deref()
+                );
+            }
+            frame_response(Some(Frame::Text(protocol::encode_error(
+                answering.reference.as_deref(),
+                route_field,
+                answering.route.as_deref(),
+                err,
+            ))))
+        };
+        let text = event.body.clone().unwrap_or_default();
+        let (handler, body, answering) = if event.is_base64_encoded {
+            let answering = Answering {
+                reference: None,
+                route: Some(BINARY_ROUTE.to_owned()),
+            };
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes())
+            else {
+                return http_error(StatusCode::BAD_REQUEST, "bad_event", "body is not base64");
+            };
+            match &self.binary {
+                Some(h) => (h.clone(), Body::Binary(bytes.into()), answering),
+                None => return error_frame(&answering, &Error::BinaryUnsupported),
+            }
+        } else {
+            let env = match Envelope::decode(ByteString::from(text), &self.route_key) {
+                Ok(env) => env,
+                Err(rejected) => {
+                    let answering = Answering {
+                        reference: rejected.reference,
+                        route: None,
+                    };
+                    return error_frame(&answering, &rejected.error);
+                }
+            };
+            let answering = Answering {
+                reference: env.reference().map(str::to_owned),
+                route: Some(env.route().to_owned()),
+            };
+            // The event's route key first (a gateway may route by its own rules), then the
+            // message's (a gateway that sends everything as `$default`), then the fallback.
+            let by_key = (ctx.route_key != DEFAULT_ROUTE)
+                .then(|| self.routes.get(ctx.route_key.as_str()))
+                .flatten();
+            let handler = by_key
+                .or_else(|| self.routes.get(env.route()))
+                .or(self.fallback.as_ref());
+            match handler {
+                Some(h) => (h.clone(), Body::Text(env), answering),
+                None => {
+                    let err = Error::UnknownRoute(env.route().to_owned());
+                    return error_frame(&answering, &err);
+                }
+            }
+        };
+        let (channel, out) = self.channel(req, id, ctx);
+        let request = MessageRequest::new(channel, body);
+        let outcome = self
+            .run_forwarding(id, &out, move || handler.call(request))
+            .await;
+        match outcome {
+            Ok(Ok(Reply(frame))) => frame_response(frame),
+            Ok(Err(err)) => error_frame(&answering, &err),
+            Err(panic) => error_frame(
+                &answering,
+                &Error::internal(format_args!("handler panicked: {}", panic_message(&*panic))),
+            ),
+        }
+    }
+
+    async fn disconnect(&self, req: HttpRequest, id: ConnectionId, event: Event) -> HttpResponse {
+        if let Some(handler) = self.on_disconnect.clone() {
+            let (channel, out) = self.channel(req, id, &event.request_context);
+            let request = MessageRequest::new(channel, Body::None);
+            if let Err(panic) = self
+                .run_forwarding(id, &out, move || handler.call(request))
+                .await
+            {
+                log::error!(
+                    "connection {id}: disconnect handler panicked: {}",
+                    panic_message(&*panic)
+                );
+            }
+        }
+        HttpResponse::Ok().finish()
+    }
+
+    /// Runs a handler while forwarding what it queues for the client (`send`, `close`) to the
+    /// connections API in order; resolves once all of it went out and deferred topic operations
+    /// are done, so that the reply reaches the client after the handler's pushes.
+    async fn run_forwarding<T>(
+        &self,
+        id: ConnectionId,
+        out: &Arc<Outbound>,
+        start: impl FnOnce() -> BoxFuture<T>,
+    ) -> std::thread::Result<T> {
+        let run = async {
+            let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            // The end marker: handlers cannot queue pongs. Refused when the handler closed the
+            // connection, and then the close frame ends the forwarding.
+            let _ = out.push(Frame::Pong(Bytes::new()), Class::Essential);
+            outcome
+        };
+        let (outcome, ()) =
+            futures_util::future::join(run, forward(self.client.clone(), id, out.clone())).await;
+        self.engine.flush().await;
+        outcome
+    }
+}
+
+/// Drains a detached channel's queue into the connections API until the end marker or a close.
+async fn forward(client: ConnectionsClient, id: ConnectionId, out: Arc<Outbound>) {
+    let mut batch = VecDeque::new();
+    let mut gone = false;
+    loop {
+        std::future::poll_fn(|cx| {
+            out.drain_into(&mut batch, cx.waker());
+            if batch.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        while let Some(frame) = batch.pop_front() {
+            let sent = match frame {
+                Frame::Text(t) if !gone => client.post_frame(id, t.into_bytes(), false).await,
+                Frame::Binary(b) if !gone => client.post_frame(id, b, true).await,
+                Frame::Close(code, reason) => {
+                    if !gone {
+                        let code = (code == close_code::NORMAL || (3000..5000).contains(&code))
+                            .then_some(code);
+                        if let Err(e) = client.close_connection(id, code, &reason).await {
+                            if !matches!(e, Error::Closed) {
+                                log::warn!(
+                                    "connection {id}: close through the connections API: {e:?}"
+                                );
+                            }
+                        }
+                    }
+                    return;
+                }
+                Frame::Pong(_) => return,
+                _ => Ok(()),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(Error::Closed) => gone = true,
+                Err(e) => log::warn!("connection {id}: push through the connections API: {e:?}"),
+            }
+        }
+    }
+}

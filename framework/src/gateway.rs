@@ -1,0 +1,634 @@
+//! Gateway mode: a channel whose messages are handled by a function over HTTP instead of
+//! in-process handlers, the way AWS API Gateway's WebSocket APIs hand them to Lambda.
+//!
+//! For every client event the gateway POSTs an API Gateway WebSocket proxy event
+//! ([`Event`]) to the function's URL:
+//!
+//! | client | event | function's answer |
+//! |---|---|---|
+//! | opens the socket | `CONNECT`, route `$connect`, with the upgrade request's headers and query | 2xx accepts (the body may carry `{"authorizer": {...}}`, sent with every later event); any other status rejects the upgrade with that status |
+//! | sends a message | `MESSAGE`, route: the message's route when listed in [`routes`](Gateway::routes), else `$default`; `body`: the frame's text | the reply (below) |
+//! | sends a binary frame | `MESSAGE`, route `$default`, `body` in base64, `isBase64Encoded: true` | the reply |
+//! | leaves | `DISCONNECT`, route `$disconnect` | ignored |
+//!
+//! **The reply.** A 2xx answer with the header `x-switchboard-reply: frame` (what a
+//! [`FunctionService`](crate::function::FunctionService) sends) is relayed to the client as is.
+//! Other 2xx answers are relayed as API Gateway does (the body, verbatim) when the message had
+//! no `ref`; when it had one, the body becomes the reply's `data`
+//! (`{"ref":R,"ok":true,"data":<the body as JSON, or as a string>}`), so the client's request is
+//! always answered. An empty body sends nothing (or `data: null` for a `ref`).
+//!
+//! **Failures never hang a client.** They become error frames answering the message:
+//! `function_timeout` (no answer within the [`timeout`](Gateway::timeout)),
+//! `function_unavailable` (connection refused, DNS), `function_error` (a non-2xx answer, or an
+//! answer over the size limit). On `$connect` they reject the upgrade with 504 / 502.
+//!
+//! The function pushes to clients, disconnects them and subscribes them to topics through the
+//! [connections API](crate::connections_api), mounted on the same app.
+//!
+//! The same handler, in-process and behind a gateway:
+//!
+//! ```
+//! use actix_web::App;
+//! use serde_json::json;
+//! use switchboard::function::FunctionService;
+//! use switchboard::gateway::Gateway;
+//! use switchboard::prelude::*;
+//! use switchboard::testing::TestServer;
+//!
+//! #[switchboard::message("greet")]
+//! async fn greet(name: String) -> Result<String, ChannelError> {
+//!     Ok(format!("hello, {name}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let in_process =
+//!     TestServer::start(|| App::new().service(ChannelRoute::<()>::new("/ws").message(greet)));
+//!
+//! let function =
+//!     TestServer::start(|| App::new().service(FunctionService::<()>::new("/fn").message(greet)));
+//! let url = function.url("/fn");
+//! let gateway = TestServer::start(move || App::new().service(Gateway::new(url.clone()).channel("/ws")));
+//!
+//! for server in [&in_process, &gateway] {
+//!     let mut client = server.connect("/ws").await.unwrap();
+//!     assert_eq!(client.request("greet", json!("ada")).await.unwrap(), "hello, ada");
+//! }
+//! # }
+//! ```
+//!
+//! A deployment: the function behind a token, the connections API for its pushes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_web::App;
+//! use switchboard::connections_api::ConnectionsApi;
+//! use switchboard::gateway::Gateway;
+//! use switchboard::Hub;
+//!
+//! let hub = Hub::new();
+//! let chat = Gateway::new("http://127.0.0.1:9000/fn")
+//!     .function_token("gateway-to-function-secret")
+//!     .timeout(Duration::from_secs(5))
+//!     .routes(["join", "say"])
+//!     .channel("/ws/chat")
+//!     // Topics are joined through the function (ch.subscribe) or, in-process, like this:
+//!     .allow_join("room:*");
+//! let app = App::new()
+//!     .app_data(hub.clone())
+//!     .service(chat)
+//!     .service(ConnectionsApi::new().bearer_token("api-token"));
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest};
+use base64::Engine as _;
+use bytes::Bytes;
+use bytestring::ByteString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::channel::{Channel, ChannelRoute};
+use crate::connections_api::time;
+use crate::error::Error;
+use crate::function::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
+use crate::handler::{
+    Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
+    DEFAULT_ROUTE,
+};
+use crate::id::ConnectionId;
+use crate::outbound::Frame;
+use crate::protocol;
+
+/// A gateway channel's session: what the function's `$connect` answer established (its
+/// `authorizer` object), sent back to the function with every event of the connection.
+#[derive(Clone, Debug, Default)]
+pub struct GatewaySession {
+    authorizer: Option<Arc<serde_json::Value>>,
+}
+
+impl GatewaySession {
+    /// The authorizer context the function's `$connect` answered with.
+    pub fn authorizer(&self) -> Option<&serde_json::Value> {
+        self.authorizer.as_deref()
+    }
+
+    /// The session a Switchboard function's `on_connect` returned
+    /// (`authorizer.session`), deserialized.
+    pub fn session<T: DeserializeOwned>(&self) -> Option<T> {
+        let v = self.authorizer.as_deref()?.get("session")?;
+        T::deserialize(v).ok()
+    }
+}
+
+/// Builds gateway channels: channels that forward their clients' events to a function URL.
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    cfg: GatewayConfig,
+}
+
+#[derive(Clone, Debug)]
+struct GatewayConfig {
+    url: String,
+    timeout: Duration,
+    routes: HashSet<String>,
+    token: Option<String>,
+    api_id: String,
+    stage: String,
+    max_response: usize,
+    connect: bool,
+    disconnect: bool,
+}
+
+impl Gateway {
+    /// Forwards to the function at `function_url` (`http://host:port/path`). Defaults: a 10 s
+    /// timeout, every message routed as `$default`, answers up to 128 KiB, `$connect` and
+    /// `$disconnect` forwarded.
+    ///
+    /// Plain HTTP only (the crate's HTTP client is built without TLS).
+    pub fn new(function_url: impl Into<String>) -> Self {
+        Gateway {
+            cfg: GatewayConfig {
+                url: function_url.into(),
+                timeout: Duration::from_secs(10),
+                routes: HashSet::new(),
+                token: None,
+                api_id: "switchboard".into(),
+                stage: "$default".into(),
+                max_response: 128 * 1024,
+                connect: true,
+                disconnect: true,
+            },
+        }
+    }
+
+    /// How long the function may take to answer one event; then the client gets a
+    /// `function_timeout` error frame (or a 504 on connect).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.timeout = timeout;
+        self
+    }
+
+    /// Route keys the function has routes for: their messages go with `routeKey` set to the
+    /// route; all others as `$default`.
+    pub fn routes<I, R>(mut self, routes: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        self.cfg.routes.extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every event (the function's
+    /// [`token`](crate::function::FunctionService::token)).
+    pub fn function_token(mut self, token: impl Into<String>) -> Self {
+        self.cfg.token = Some(token.into());
+        self
+    }
+
+    /// The `requestContext.apiId` of events (default `switchboard`).
+    pub fn api_id(mut self, id: impl Into<String>) -> Self {
+        self.cfg.api_id = id.into();
+        self
+    }
+
+    /// The `requestContext.stage` of events (default `$default`).
+    pub fn stage(mut self, stage: impl Into<String>) -> Self {
+        self.cfg.stage = stage.into();
+        self
+    }
+
+    /// Largest function answer relayed, in bytes (default 128 KiB); larger ones are a
+    /// `function_error`.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.cfg.max_response = bytes;
+        self
+    }
+
+    /// Whether `CONNECT` events are sent (default true). Without them every connection is
+    /// accepted (with no authorizer context).
+    pub fn connect_events(mut self, on: bool) -> Self {
+        self.cfg.connect = on;
+        self
+    }
+
+    /// Whether `DISCONNECT` events are sent (default true).
+    pub fn disconnect_events(mut self, on: bool) -> Self {
+        self.cfg.disconnect = on;
+        self
+    }
+
+    /// A channel at `path` whose events go to the function. Add in-process handlers to it as
+    /// to any channel: routes they answer stay in-process, the rest go to the function.
+    pub fn channel(&self, path: impl Into<String>) -> ChannelRoute<GatewaySession> {
+        self.install(ChannelRoute::new(path))
+    }
+
+    /// Makes an existing channel forward to the function: sets its `on_connect`,
+    /// `on_disconnect`, fallback and binary handlers.
+    pub fn install(&self, route: ChannelRoute<GatewaySession>) -> ChannelRoute<GatewaySession> {
+        let cfg = Arc::new(self.cfg.clone());
+        let mut route = route
+            .fallback(Forward(cfg.clone()))
+            .on_binary(Forward(cfg.clone()));
+        if cfg.connect {
+            route = route.on_connect(ConnectForward(cfg.clone()));
+        }
+        if cfg.disconnect {
+            route = route.on_disconnect(DisconnectForward(cfg));
+        }
+        route
+    }
+}
+
+thread_local! {
+    /// Handlers run on the connection's thread: one client (and connection pool) per thread.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(3600))
+        .connector(awc::Connector::new().limit(1024))
+        .finish();
+}
+
+fn next_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let t = time::epoch_millis(SystemTime::now());
+    let mut raw = [0u8; 12];
+    raw[..6].copy_from_slice(&t.to_be_bytes()[2..]);
+    raw[6..].copy_from_slice(&n.to_be_bytes()[2..]);
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// What an event says about the client.
+struct Client<'a> {
+    host: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    peer: Option<SocketAddr>,
+}
+
+fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A function's answer.
+struct Answer {
+    status: StatusCode,
+    frame: bool,
+    binary: bool,
+    body: Bytes,
+}
+
+fn timed_out(t: Duration) -> Error {
+    Error::new(
+        "function_timeout",
+        format!("the function did not answer within {t:?}"),
+    )
+    .with_status(StatusCode::GATEWAY_TIMEOUT)
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> Error {
+    log::warn!("gateway: function unreachable: {detail}");
+    Error::new("function_unavailable", "the function could not be reached")
+        .with_status(StatusCode::BAD_GATEWAY)
+}
+
+fn failed(message: String) -> Error {
+    Error::new("function_error", message).with_status(StatusCode::BAD_GATEWAY)
+}
+
+impl GatewayConfig {
+    async fn post(&self, event: &Event) -> Result<Answer, Error> {
+        let body = serde_json::to_vec(event)?;
+        let exchange = async {
+            let mut req = CLIENT
+                .with(|c| c.post(&self.url))
+                .insert_header(("content-type", "application/json"));
+            if let Some(t) = &self.token {
+                req = req.insert_header(("authorization", format!("Bearer {t}")));
+            }
+            let mut resp =
+                req.timeout(self.timeout)
+                    .send_body(body)
+                    .await
+                    .map_err(|e| match e {
+                        awc::error::SendRequestError::Timeout => timed_out(self.timeout),
+                        e => unavailable(e),
+                    })?;
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let frame = header(REPLY_HEADER).eq_ignore_ascii_case("frame");
+            let binary = header("content-type").starts_with("application/octet-stream");
+            let body = resp
+                .body()
+                .limit(self.max_response)
+                .await
+                .map_err(|e| match e {
+                    awc::error::PayloadError::Overflow => failed(format!(
+                        "the function's answer is over {} bytes",
+                        self.max_response
+                    )),
+                    e => failed(format!("the function's answer broke off: {e}")),
+                })?;
+            Ok(Answer {
+                status: resp.status(),
+                frame,
+                binary,
+                body,
+            })
+        };
+        match actix_rt::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(timed_out(self.timeout)),
+        }
+    }
+
+    fn context(
+        &self,
+        route_key: &str,
+        event_type: EventType,
+        id: ConnectionId,
+        connected_at: SystemTime,
+        client: Client<'_>,
+    ) -> RequestContext {
+        let now = SystemTime::now();
+        let request_id = next_id();
+        RequestContext {
+            route_key: route_key.to_owned(),
+            event_type,
+            connection_id: id.to_string(),
+            connected_at: time::epoch_millis(connected_at),
+            request_time_epoch: time::epoch_millis(now),
+            request_time: time::request_time(now),
+            message_id: (event_type == EventType::Message).then(next_id),
+            message_direction: "IN".into(),
+            extended_request_id: request_id.clone(),
+            request_id,
+            domain_name: client.host.unwrap_or_default().to_owned(),
+            stage: self.stage.clone(),
+            api_id: self.api_id.clone(),
+            identity: Identity {
+                source_ip: client.peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+                user_agent: client.user_agent.map(str::to_owned),
+            },
+            authorizer: None,
+            disconnect_status_code: None,
+            disconnect_reason: None,
+        }
+    }
+
+    fn channel_context(
+        &self,
+        route_key: &str,
+        event_type: EventType,
+        ch: &Channel<GatewaySession>,
+    ) -> RequestContext {
+        let mut ctx = self.context(
+            route_key,
+            event_type,
+            ch.id(),
+            ch.connected_at(),
+            Client {
+                host: ch.header("host"),
+                user_agent: ch.header("user-agent"),
+                peer: ch.peer_addr(),
+            },
+        );
+        ctx.authorizer = ch.with_session(|s| s.and_then(|s| s.authorizer.as_deref().cloned()));
+        ctx
+    }
+
+    async fn connect(&self, req: HttpRequest) -> Result<Option<GatewaySession>, Error> {
+        let id = req
+            .extensions()
+            .get::<ConnectionId>()
+            .copied()
+            .ok_or_else(|| Error::internal("no connection id on the upgrade request"))?;
+        let (headers, multi_headers) = multi_map(
+            req.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        );
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .unwrap_or_default();
+        let (query, multi_query) = multi_map(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let event = Event {
+            request_context: self.context(
+                "$connect",
+                EventType::Connect,
+                id,
+                SystemTime::now(),
+                Client {
+                    host: header(&req, "host"),
+                    user_agent: header(&req, "user-agent"),
+                    peer: req.peer_addr(),
+                },
+            ),
+            body: None,
+            is_base64_encoded: false,
+            headers: Some(headers),
+            multi_value_headers: Some(multi_headers),
+            query_string_parameters: (!query.is_empty()).then_some(query),
+            multi_value_query_string_parameters: (!multi_query.is_empty()).then_some(multi_query),
+        };
+        let answer = self.post(&event).await?;
+        if !answer.status.is_success() {
+            return Err(rejection(&answer));
+        }
+        #[derive(Deserialize)]
+        struct Accepted {
+            authorizer: Option<serde_json::Value>,
+        }
+        let authorizer = serde_json::from_slice::<Accepted>(&answer.body)
+            .ok()
+            .and_then(|a| a.authorizer)
+            .filter(|a| !a.is_null());
+        Ok(Some(GatewaySession {
+            authorizer: authorizer.map(Arc::new),
+        }))
+    }
+
+    async fn message(&self, req: MessageRequest<GatewaySession>) -> Result<Reply, Error> {
+        let (route_key, body, base64) = match &req.body {
+            Body::Text(env) => {
+                let route = env.route();
+                let key = if self.routes.contains(route) {
+                    route
+                } else {
+                    DEFAULT_ROUTE
+                };
+                (key, env.text().to_owned(), false)
+            }
+            Body::Binary(b) => (
+                DEFAULT_ROUTE,
+                base64::engine::general_purpose::STANDARD.encode(b),
+                true,
+            ),
+            Body::None => return Ok(Reply::none()),
+        };
+        let event = Event {
+            request_context: self.channel_context(route_key, EventType::Message, req.channel()),
+            body: Some(body),
+            is_base64_encoded: base64,
+            ..Event::default()
+        };
+        let answer = self.post(&event).await?;
+        if !answer.status.is_success() {
+            return Err(failed(format!(
+                "the function answered HTTP {}",
+                answer.status.as_u16()
+            )));
+        }
+        if answer.frame {
+            return Ok(verbatim(answer));
+        }
+        let Some(reference) = req.reference() else {
+            return Ok(verbatim(answer));
+        };
+        // Answer the client's `ref` with the body as the reply's data.
+        let data = if answer.body.is_empty() {
+            None
+        } else if serde_json::from_slice::<&RawValue>(&answer.body).is_ok() {
+            std::str::from_utf8(&answer.body)
+                .ok()
+                .and_then(|s| RawValue::from_string(s.to_owned()).ok())
+        } else {
+            let text = String::from_utf8_lossy(&answer.body);
+            serde_json::value::to_raw_value(&text).ok()
+        };
+        let frame = protocol::encode_ok(
+            Some(reference),
+            req.channel().route_field(),
+            req.route(),
+            &data,
+        )?;
+        Ok(Reply(Some(Frame::Text(frame))))
+    }
+
+    async fn disconnect(&self, event: Event, id: ConnectionId) {
+        match self.post(&event).await {
+            Ok(a) if a.status.is_success() => {}
+            Ok(a) => log::warn!(
+                "gateway: $disconnect of {id}: the function answered HTTP {}",
+                a.status.as_u16()
+            ),
+            Err(e) => log::warn!("gateway: $disconnect of {id}: {}", e.message()),
+        }
+    }
+}
+
+/// The function's body as one frame: text when UTF-8 (and not declared binary), else binary.
+fn verbatim(answer: Answer) -> Reply {
+    if answer.body.is_empty() {
+        return Reply::none();
+    }
+    if answer.binary {
+        return Reply(Some(Frame::Binary(answer.body)));
+    }
+    match ByteString::try_from(answer.body.clone()) {
+        Ok(text) => Reply(Some(Frame::Text(text))),
+        Err(_) => Reply(Some(Frame::Binary(answer.body))),
+    }
+}
+
+/// A `$connect` refusal: the function's status, and its `{"error": {"code", "message"}}` when
+/// it sent one.
+fn rejection(answer: &Answer) -> Error {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status = if answer.status.is_client_error() || answer.status.is_server_error() {
+        answer.status
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    match serde_json::from_slice::<Body>(&answer.body) {
+        Ok(b) => Error::new(b.error.code, b.error.message),
+        Err(_) => Error::new(
+            "connect_rejected",
+            format!(
+                "the $connect function answered HTTP {}",
+                answer.status.as_u16()
+            ),
+        ),
+    }
+    .with_status(status)
+}
+
+fn multi_map<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, Vec<String>>,
+) {
+    let mut multi: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (k, v) in pairs {
+        multi.entry(k.to_owned()).or_default().push(v.to_owned());
+    }
+    let single = multi
+        .iter()
+        .filter_map(|(k, vs)| Some((k.clone(), vs.last()?.clone())))
+        .collect();
+    (single, multi)
+}
+
+struct ConnectForward(Arc<GatewayConfig>);
+
+impl ConnectHandler<GatewaySession> for ConnectForward {
+    fn call(&self, req: HttpRequest) -> BoxFuture<Result<Option<GatewaySession>, Error>> {
+        let cfg = self.0.clone();
+        Box::pin(async move { cfg.connect(req).await })
+    }
+}
+
+/// The fallback (`$default`) and binary handler: forwards the message.
+struct Forward(Arc<GatewayConfig>);
+
+impl MessageHandler<GatewaySession> for Forward {
+    fn route(&self) -> &str {
+        DEFAULT_ROUTE
+    }
+
+    fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<Result<Reply, Error>> {
+        let cfg = self.0.clone();
+        Box::pin(async move { cfg.message(req).await })
+    }
+}
+
+struct DisconnectForward(Arc<GatewayConfig>);
+
+impl DisconnectHandler<GatewaySession> for DisconnectForward {
+    fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<()> {
+        let cfg = self.0.clone();
+        let ch = req.channel();
+        let event = Event {
+            request_context: cfg.channel_context("$disconnect", EventType::Disconnect, ch),
+            ..Event::default()
+        };
+        let id = ch.id();
+        Box::pin(async move { cfg.disconnect(event, id).await })
+    }
+}

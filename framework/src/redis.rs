@@ -1,0 +1,754 @@
+//! The Redis engine: topics shared by several server processes (nodes) through one Redis.
+//!
+//! A publish on any node reaches the subscribers on every node, once each, in the same order
+//! everywhere; presence, history (recovery, the last N publications) and the hub's counts are
+//! cluster-wide. Handlers do not change: give the hub a [`RedisEngine`] instead of the default
+//! in-memory engine.
+//!
+//! ```
+//! use switchboard::engine::{EngineHealth, HistoryConfig};
+//! use switchboard::redis::RedisEngine;
+//! use switchboard::Hub;
+//!
+//! # fn main() -> Result<(), switchboard::Error> {
+//! // `start` returns at once and connects in the background (port 1: nothing listens there).
+//! let engine = RedisEngine::builder("redis://127.0.0.1:1/")
+//!     .history("room:*", HistoryConfig::last(50))
+//!     .start()?;
+//! let hub = Hub::with_engine(engine.clone());
+//! // Until it reaches Redis, and whenever it loses it, the engine is down: publishes fail with
+//! // `engine_unavailable`, local connections keep working, the engine reconnects with backoff.
+//! assert!(matches!(hub.health(), EngineHealth::Down { .. }));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In an actix-web server, connect first (this waits for Redis and fails if it cannot be
+//! reached), then share the hub:
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use switchboard::redis::RedisEngine;
+//! use switchboard::Hub;
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let engine = RedisEngine::connect("redis://127.0.0.1:6379/")
+//!         .await
+//!         .map_err(std::io::Error::other)?;
+//!     let hub = Hub::with_engine(engine);
+//!     HttpServer::new(move || App::new().app_data(hub.clone()))
+//!         .bind(("127.0.0.1", 8080))?
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! - **Publications** go through Redis pub/sub, one channel per topic (`{prefix}:t:{topic}`). A
+//!   node is subscribed to a topic's channel only while it has subscribers to that topic. Each
+//!   node decodes a message once, encodes the delivery frame once, and hands that frame to its
+//!   local subscribers; the publisher's own node too gets it back from Redis, so every node
+//!   delivers in the order Redis published.
+//! - **History** (topics matching a [`history`](RedisEngineBuilder::history) rule) is a Redis
+//!   stream per topic plus an epoch and a counter; one Lua script numbers a publication,
+//!   appends it and publishes it, so sequence numbers are the same on every node, and
+//!   `recover` / `last` work whichever node a client comes back to.
+//! - **Presence** is a hash per topic (connection → node, key, meta); joins and leaves are
+//!   published on the topic's channel as `presence_diff`s by the same script that changes the
+//!   hash. Each node beats a heartbeat; the entries (and counts) of a node silent for longer
+//!   than [`node_timeout`](RedisEngineBuilder::node_timeout) are removed, with leave diffs, by
+//!   the next node that touches presence.
+//! - **Counts** ([`Hub::subscriber_count`](crate::Hub::subscriber_count),
+//!   [`Hub::topics`](crate::Hub::topics), [`Hub::stats`](crate::Hub::stats)) add up the
+//!   per-node counts of live nodes.
+//! - **Faults**: when Redis goes away the engine reports [`EngineHealth::Down`], logs it once,
+//!   and fails publishes, subscribes and cluster-wide reads at once with the error code
+//!   `engine_unavailable` (HTTP 503) instead of losing them silently; local connections stay
+//!   open. It reconnects with exponential backoff, then writes this node's presence and counts
+//!   again, resubscribes its topics, and delivers what topics with history missed meanwhile.
+//!
+//! Redis Cluster is not supported (the scripts touch keys of several topics); one Redis server,
+//! or a primary with replicas behind a failover address, is.
+//!
+//! See `docs/redis.md` for the keys, the failure behavior and the limits.
+
+#[path = "redis/conn.rs"]
+mod conn;
+#[path = "redis/local.rs"]
+mod local;
+#[path = "redis/lua.rs"]
+mod lua;
+#[path = "redis/wire.rs"]
+mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use tokio::sync::oneshot;
+
+use self::conn::{int, string, strings, unavailable, OpError, Settings, Shared, Waiter};
+use self::local::Covered;
+use self::lua::ScriptId;
+use crate::engine::{
+    Engine, EngineHealth, EngineStats, HistoryConfig, Position, Presence, Publication, Publish,
+    SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
+};
+use crate::error::Error;
+use crate::id::ConnectionId;
+
+/// The Redis engine. Cheap to clone: clones share one engine (one node). The engine's
+/// background thread stops when the last clone is dropped.
+///
+/// See the [module documentation](self) for an example and how it works.
+#[derive(Clone)]
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("node", &self.node_id())
+            .field("redis", &self.inner.shared.addr)
+            .field("health", &self.inner.shared.health.get())
+            .finish()
+    }
+}
+
+/// Configures a [`RedisEngine`].
+#[derive(Clone, Debug)]
+pub struct RedisEngineBuilder {
+    url: String,
+    node: Option<String>,
+    settings: Settings,
+}
+
+impl RedisEngineBuilder {
+    /// Prefix of every Redis key and channel the engine uses (default `switchboard`): nodes
+    /// share topics when they share Redis and prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.prefix = prefix.into();
+        self
+    }
+
+    /// Keeps history for recovery on topics matching `pattern`, in Redis. The first matching
+    /// rule wins. Every node of a cluster must have the same rules.
+    pub fn history(mut self, pattern: &str, config: HistoryConfig) -> Self {
+        self.settings
+            .history
+            .push((TopicPattern::new(pattern), config));
+        self
+    }
+
+    /// How long a node may stay silent before the others take it for dead and remove its
+    /// presence entries and counts (default 15 s). Nodes beat every third of it.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.node_timeout = timeout.max(Duration::from_millis(150));
+        self
+    }
+
+    /// How long a Redis command may take before the connection counts as lost (default 3 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.command_timeout = timeout;
+        self
+    }
+
+    /// How long a connection attempt may take (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Waits between reconnection attempts: `min` after the first failure, doubling up to
+    /// `max` (default 100 ms to 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.settings.backoff_min = min.max(Duration::from_millis(1));
+        self.settings.backoff_max = max.max(self.settings.backoff_min);
+        self
+    }
+
+    /// How long a topic's history (epoch and sequence included) outlives its last publication
+    /// (default one day); a rule's own TTL bounds the publications further.
+    pub fn history_expiry(mut self, expiry: Duration) -> Self {
+        self.settings.history_expiry = expiry.max(Duration::from_secs(1));
+        self
+    }
+
+    /// This node's name in Redis (default: unique per engine). Must be unique in the cluster;
+    /// no whitespace.
+    pub fn node_id(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// Starts the engine's thread and returns at once; it connects in the background and
+    /// stays down (see [`EngineHealth`]) until it reaches Redis. Fails only on a bad URL or
+    /// node id.
+    pub fn start(self) -> Result<RedisEngine, Error> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            Error::new("bad_redis_url", format!("invalid Redis URL: {e}"))
+                .with_status(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+        })?;
+        let node: Arc<str> = match self.node {
+            Some(n) if n.is_empty() || n.contains(char::is_whitespace) => {
+                return Err(Error::new(
+                    "bad_node_id",
+                    "a node id must be non-empty and without whitespace",
+                ));
+            }
+            Some(n) => Arc::from(n),
+            None => new_epoch(),
+        };
+        let settings = self.settings;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("switchboard-redis".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let shared = rt.block_on(async move { conn::start(settings, node, client) });
+                let _ = tx.send(Ok(shared));
+                rt.block_on(async move {
+                    let _ = stop_rx.await;
+                });
+            })
+            .map_err(|e| Error::internal(format_args!("cannot start the redis thread: {e}")))?;
+        let shared = rx
+            .recv()
+            .map_err(|_| Error::internal("the redis thread died while starting"))?
+            .map_err(|e| Error::internal(format_args!("redis runtime: {e}")))?;
+        Ok(RedisEngine {
+            inner: Arc::new(Inner {
+                shared,
+                stop: Mutex::new(Some(stop_tx)),
+            }),
+        })
+    }
+
+    /// Starts the engine and waits until it is connected. Fails with `engine_unavailable`
+    /// when the first attempt to reach Redis fails, so that a wrong address shows at startup.
+    pub async fn connect(self) -> Result<RedisEngine, Error> {
+        let limit = self.settings.connect_timeout * 2 + Duration::from_secs(1);
+        let engine = self.start()?;
+        let health = &engine.inner.shared.health;
+        let deadline = Instant::now() + limit;
+        loop {
+            if health.is_up() {
+                return Ok(engine);
+            }
+            if health.failures() > 0 {
+                return Err(unavailable(&health.reason()));
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable("timed out connecting"));
+            }
+            health.changed(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl RedisEngine {
+    /// Configures an engine for the Redis at `url` (`redis://[:password@]host[:port][/db]`).
+    pub fn builder(url: impl Into<String>) -> RedisEngineBuilder {
+        RedisEngineBuilder {
+            url: url.into(),
+            node: None,
+            settings: Settings {
+                prefix: "switchboard".into(),
+                history: Vec::new(),
+                node_timeout: Duration::from_secs(15),
+                command_timeout: Duration::from_secs(3),
+                connect_timeout: Duration::from_secs(3),
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(5),
+                history_expiry: Duration::from_secs(24 * 3600),
+            },
+        }
+    }
+
+    /// An engine with default settings, connected: see [`RedisEngineBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<RedisEngine, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// This node's name in Redis.
+    pub fn node_id(&self) -> &str {
+        &self.inner.shared.ctx.node
+    }
+
+    /// Waits until the engine is up (connected), at most `timeout`; true if it is.
+    pub async fn wait_until_up(&self, timeout: Duration) -> bool {
+        let health = &self.inner.shared.health;
+        let deadline = Instant::now() + timeout;
+        while !health.is_up() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            health.changed(left.min(Duration::from_millis(50))).await;
+        }
+        true
+    }
+
+    /// Takes this node out of the cluster, for a clean stop: its presence entries go from
+    /// Redis (subscribers on other nodes get the leaves) and so do its counts, then the engine
+    /// stops for good (every clone: calls fail with `engine_unavailable`). A node that stops
+    /// without it is removed by the others after the node timeout.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        shared.ensure_up()?;
+        shared.stop();
+        let args = shared.ctx.args().s(&shared.ctx.node).done();
+        let dropped = result(shared.ctx.script(ScriptId::DropNode, args)).await;
+        if let Some(stop) = self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        dropped.map(|_| ())
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+}
+
+/// A fresh epoch (or node name): unique, no spaces.
+pub(crate) fn new_epoch() -> Arc<str> {
+    let id = ConnectionId::next().to_string();
+    Arc::from(id.trim_end_matches('='))
+}
+
+async fn result(w: Waiter) -> Result<Value, Error> {
+    match w.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.into_error()),
+        Err(_) => Err(unavailable("engine stopped")),
+    }
+}
+
+fn bad_reply(what: &str) -> Error {
+    OpError::Failed(format!("unexpected reply to {what}")).into_error()
+}
+
+/// Undoes what a subscribe or track left half done when it fails or its caller stops waiting.
+struct Undo<'a> {
+    shared: &'a Shared,
+    topic: &'a Arc<str>,
+    id: ConnectionId,
+    stage: Stage,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The node is joining the channel for this subscriber.
+    Joining,
+    /// The subscriber is pending; the script is under way.
+    Pending,
+    /// The script failed: the subscriber (new here) goes.
+    Failed,
+    /// The script failed for a subscriber that was already here: it stays, presence goes.
+    FailedKeep,
+    /// Nothing to undo.
+    Done,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let ctx = &self.shared.ctx;
+        let mut local = self.shared.local();
+        match self.stage {
+            Stage::Joining => local.abort_join(ctx, self.topic),
+            Stage::Pending => local.finish(ctx, self.topic, self.id, &[], &Covered::default()),
+            Stage::Failed => local.remove(ctx, self.topic, self.id, true),
+            Stage::FailedKeep => {
+                local.finish(ctx, self.topic, self.id, &[], &Covered::default());
+                local.remove(ctx, self.topic, self.id, false);
+            }
+            Stage::Done => {}
+        }
+    }
+}
+
+/// The subscribe script's answer.
+struct Snapshot {
+    new_node: bool,
+    version: u64,
+    entries: Vec<Vec<u8>>,
+    epoch: String,
+    seq: u64,
+    recovered: i64,
+    items: Vec<Vec<u8>>,
+}
+
+impl Snapshot {
+    fn parse(v: &Value) -> Option<Snapshot> {
+        let Value::Array(p) = v else { return None };
+        if p.len() != 7 {
+            return None;
+        }
+        Some(Snapshot {
+            new_node: int(&p[0]) == 1,
+            version: int(&p[1]).max(0) as u64,
+            entries: strings(&p[2]),
+            epoch: string(&p[3]),
+            seq: int(&p[4]).max(0) as u64,
+            recovered: int(&p[5]),
+            items: strings(&p[6]),
+        })
+    }
+}
+
+async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscribed, Error> {
+    shared.ensure_up()?;
+    let ctx = &shared.ctx;
+    let topic = req.topic.clone();
+    let id = req.subscriber.id;
+    // 1. The node on the topic's channel, before anything is read: nothing published after
+    //    the snapshot below can pass this node by.
+    shared.local().begin_join(&topic);
+    let mut undo = Undo {
+        shared: &shared,
+        topic: &topic,
+        id,
+        stage: Stage::Joining,
+    };
+    let (tx, rx) = oneshot::channel();
+    ctx.reconcile(topic.clone(), Some(tx));
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into_error()),
+        Err(_) => return Err(unavailable("engine stopped")),
+    }
+    // 2. The subscriber, pending, and the script: count, presence, snapshot, history.
+    let history = ctx.settings.history_for(&topic);
+    let parts = req
+        .presence
+        .as_ref()
+        .map(|(key, meta)| wire::entry_parts(key, meta));
+    let (new, waiter) = {
+        let mut local = shared.local();
+        let mut new_sub = false;
+        let waiter = local.join(
+            ctx,
+            &topic,
+            req.subscriber.clone(),
+            req.presence.clone(),
+            |new| {
+                new_sub = new;
+                let (k, m) = parts.clone().unwrap_or_default();
+                let (rec_epoch, rec_seq) = match &req.recover {
+                    Some(p) => (p.epoch.clone(), p.seq),
+                    None => (String::new(), 0),
+                };
+                ctx.args()
+                    .s(&topic)
+                    .s(&ctx.node)
+                    .s(&id.to_string())
+                    .ms(ctx.settings.node_timeout)
+                    .flag(new)
+                    .flag(parts.is_some())
+                    .s(&k)
+                    .s(&m)
+                    .flag(history.is_some())
+                    .ms(history.and_then(|h| h.ttl).unwrap_or_default())
+                    .ms(ctx.settings.history_expiry)
+                    .s(&new_epoch())
+                    .s(&rec_epoch)
+                    .n(rec_seq)
+                    .n(match (&req.recover, history) {
+                        (None, Some(h)) => req.last.unwrap_or(0).min(h.max_len) as u64,
+                        _ => 0,
+                    })
+                    .done()
+            },
+        );
+        (new_sub, waiter)
+    };
+    undo.stage = Stage::Pending;
+    let failed = if new {
+        Stage::Failed
+    } else {
+        Stage::FailedKeep
+    };
+    let v = match waiter.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            undo.stage = failed;
+            return Err(e.into_error());
+        }
+        Err(_) => {
+            undo.stage = failed;
+            return Err(unavailable("engine stopped"));
+        }
+    };
+    let Some(snap) = Snapshot::parse(&v) else {
+        undo.stage = failed;
+        return Err(bad_reply("subscribe"));
+    };
+    // 3. The snapshot first (presence state, replayed history), then what arrived meanwhile.
+    let mut first: Vec<Publication> = Vec::new();
+    let presence = wire::presence(&snap.entries);
+    if req.presence.is_some() || !presence.is_empty() {
+        first.extend(wire::presence_state(&topic, &presence));
+    }
+    for m in &snap.items {
+        match wire::decode(&topic, m) {
+            Ok(item) => first.push(item.publication().clone()),
+            Err(e) => log::warn!("redis engine: skipped a bad history entry of {topic}: {e}"),
+        }
+    }
+    let position = history.map(|_| (Arc::<str>::from(snap.epoch.as_str()), snap.seq));
+    let covered = Covered {
+        position: position.clone(),
+        version: Some(snap.version),
+    };
+    undo.stage = Stage::Done;
+    shared.local().finish(ctx, &topic, id, &first, &covered);
+    if snap.new_node {
+        ctx.resync();
+    }
+    Ok(Subscribed {
+        position: position.map(|(epoch, seq)| Position {
+            epoch: epoch.to_string(),
+            seq,
+        }),
+        recovered: match (&req.recover, snap.recovered) {
+            (None, _) => None,
+            (Some(_), 1) => Some(true),
+            (Some(_), _) => Some(false),
+        },
+    })
+}
+
+async fn track(
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+    subscriber: Subscriber,
+    key: String,
+    meta: serde_json::Value,
+) -> Result<(), Error> {
+    shared.ensure_up()?;
+    let ctx = &shared.ctx;
+    let id = subscriber.id;
+    let (k, m) = wire::entry_parts(&key, &meta);
+    let args = ctx
+        .args()
+        .s(&topic)
+        .s(&ctx.node)
+        .s(&id.to_string())
+        .ms(ctx.settings.node_timeout)
+        .s(&k)
+        .s(&m)
+        .done();
+    let (subscribed, waiter) = shared.local().track(ctx, &topic, id, key, meta, args);
+    let mut undo = Undo {
+        shared: &shared,
+        topic: &topic,
+        id,
+        stage: if subscribed {
+            Stage::Pending
+        } else {
+            Stage::Done
+        },
+    };
+    let reply = match waiter.await {
+        Ok(Ok(v)) => v,
+        failure => {
+            // The entry may or may not be in Redis: forget it on both sides.
+            undo.stage = Stage::FailedKeep;
+            if !subscribed {
+                undo.stage = Stage::Done;
+                shared.local().remove(ctx, &topic, id, false);
+            }
+            return Err(match failure {
+                Ok(Err(e)) => e.into_error(),
+                _ => unavailable("engine stopped"),
+            });
+        }
+    };
+    let (new_node, version, entries) = match &reply {
+        Value::Array(p) if p.len() == 3 => (int(&p[0]) == 1, int(&p[1]), strings(&p[2])),
+        _ => {
+            undo.stage = if subscribed {
+                Stage::FailedKeep
+            } else {
+                Stage::Done
+            };
+            return Err(bad_reply("track"));
+        }
+    };
+    let state = wire::presence_state(&topic, &wire::presence(&entries));
+    undo.stage = Stage::Done;
+    if subscribed {
+        let covered = Covered {
+            position: None,
+            version: Some(version.max(0) as u64),
+        };
+        let first: Vec<Publication> = state.into_iter().collect();
+        shared.local().finish(ctx, &topic, id, &first, &covered);
+    } else if let Some(state) = state {
+        subscriber.sink.deliver(&state);
+    }
+    if new_node {
+        ctx.resync();
+    }
+    Ok(())
+}
+
+impl Engine for RedisEngine {
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+        Box::pin(subscribe(self.shared().clone(), request))
+    }
+
+    fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId) {
+        let shared = self.shared();
+        shared.local().remove(&shared.ctx, &topic, id, true);
+    }
+
+    fn publish(&self, p: Publish) -> SendFuture<Result<(), Error>> {
+        let shared = self.shared();
+        if let Err(e) = shared.ensure_up() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let ctx = &shared.ctx;
+        // Queued now, in call order: one publisher's publications keep their order even when
+        // it does not wait for each.
+        let waiter = match ctx.settings.history_for(&p.topic) {
+            Some(h) => {
+                let args = ctx
+                    .args()
+                    .s(&p.topic)
+                    .n(h.max_len as u64)
+                    .ms(h.ttl.unwrap_or_default())
+                    .ms(ctx.settings.history_expiry)
+                    .s(&new_epoch())
+                    .b(wire::body(&p))
+                    .done();
+                ctx.script(ScriptId::Publish, args)
+            }
+            None => {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(ctx.channel(&p.topic)).arg(wire::plain_message(&p));
+                ctx.command(cmd)
+            }
+        };
+        Box::pin(async move { result(waiter).await.map(|_| ()) })
+    }
+
+    fn track(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        key: String,
+        meta: serde_json::Value,
+    ) -> SendFuture<Result<(), Error>> {
+        Box::pin(track(self.shared().clone(), topic, subscriber, key, meta))
+    }
+
+    fn untrack(&self, topic: Arc<str>, id: ConnectionId) {
+        let shared = self.shared();
+        shared.local().remove(&shared.ctx, &topic, id, false);
+    }
+
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
+        let shared = self.shared().clone();
+        Box::pin(async move {
+            shared.ensure_up()?;
+            let ctx = &shared.ctx;
+            let args = ctx.args().s(&topic).ms(ctx.settings.node_timeout).done();
+            let v = result(ctx.script(ScriptId::Presence, args)).await?;
+            Ok(wire::presence(&strings(&v)))
+        })
+    }
+
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>> {
+        let shared = self.shared().clone();
+        Box::pin(async move {
+            shared.ensure_up()?;
+            let ctx = &shared.ctx;
+            let args = ctx
+                .args()
+                .ms(ctx.settings.node_timeout)
+                .s("count")
+                .s(&topic)
+                .done();
+            let v = result(ctx.script(ScriptId::Counts, args)).await?;
+            Ok(int(&v).max(0) as usize)
+        })
+    }
+
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>> {
+        let shared = self.shared().clone();
+        Box::pin(async move {
+            shared.ensure_up()?;
+            let ctx = &shared.ctx;
+            let args = ctx.args().ms(ctx.settings.node_timeout).s("topics").done();
+            let v = result(ctx.script(ScriptId::Counts, args)).await?;
+            let Value::Array(flat) = v else {
+                return Err(bad_reply("topics"));
+            };
+            let mut out: Vec<TopicInfo> = flat
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| TopicInfo {
+                    topic: string(&c[0]),
+                    subscribers: int(&c[1]).max(0) as usize,
+                })
+                .collect();
+            out.sort_by(|a, b| a.topic.cmp(&b.topic));
+            Ok(out)
+        })
+    }
+
+    fn stats(&self) -> SendFuture<Result<EngineStats, Error>> {
+        let shared = self.shared().clone();
+        Box::pin(async move {
+            shared.ensure_up()?;
+            let ctx = &shared.ctx;
+            let args = ctx.args().ms(ctx.settings.node_timeout).s("stats").done();
+            let v = result(ctx.script(ScriptId::Counts, args)).await?;
+            match v {
+                Value::Array(p) if p.len() == 3 => Ok(EngineStats {
+                    topics: int(&p[0]).max(0) as usize,
+                    subscriptions: int(&p[1]).max(0) as usize,
+                    histories: int(&p[2]).max(0) as usize,
+                }),
+                _ => Err(bad_reply("stats")),
+            }
+        })
+    }
+
+    fn health(&self) -> EngineHealth {
+        self.shared().health.get()
+    }
+}

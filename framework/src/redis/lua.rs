@@ -1,0 +1,354 @@
+//! The engine's Lua scripts. Every change to shared state runs as one script, so that Redis
+//! applies it atomically: a publication's sequence number, its place in the history stream and
+//! its `PUBLISH` happen in one step (every node sees the same order), and a presence change
+//! and its diff too.
+//!
+//! Keys, for prefix `P` and topic `T` (scripts touch keys they are not handed in `KEYS`: the
+//! engine needs a single Redis server or a primary with replicas, not Redis Cluster):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P:t:T` | channel | the topic's publications and presence diffs |
+//! | `P:h:T` | hash | history: `e` epoch, `s` last sequence number |
+//! | `P:x:T` | stream | history: the last publications, field `m` the message as published |
+//! | `P:hist` | set | topics with history (for stats) |
+//! | `P:p:T` | hash | presence: connection id → `node \n key as JSON \n meta as JSON` |
+//! | `P:pc:T` | hash | presence: key as JSON → number of its connections |
+//! | `P:pv:T` | string | presence version: grows by one per diff |
+//! | `P:nodes` | sorted set | node → time of its last heartbeat (Redis clock, ms) |
+//! | `P:nt:N` | set | topics where node `N` has presence entries |
+//! | `P:ns:N` | hash | node `N`'s subscriber count per topic |
+//!
+//! Messages on `P:t:T`: `P <seq> <epoch> <body>` for a publication (`0 -` without history),
+//! `D <version> <diff JSON>` for a presence diff (see `wire.rs` for the body).
+
+/// The scripts, by name; `SOURCES[id as usize]` is the full source of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScriptId {
+    Publish = 0,
+    Subscribe,
+    Track,
+    Leave,
+    Heartbeat,
+    Presence,
+    Counts,
+    ResyncCounts,
+    ResyncPresence,
+    Catchup,
+    DropNode,
+}
+
+pub(crate) const SCRIPT_COUNT: usize = 11;
+
+/// Functions every script shares. `ARGV[1]` is always the key prefix.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local function fmt(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function chan(T) return P .. ':t:' .. T end
+local function parse_entry(e)
+  local a = string.find(e, '\n', 1, true)
+  local b = string.find(e, '\n', a + 1, true)
+  return string.sub(e, 1, a - 1), string.sub(e, a + 1, b - 1), string.sub(e, b + 1)
+end
+local function diff(T, joins, keyjson, metajson)
+  local vk = P .. ':pv:' .. T
+  local v = redis.call('INCR', vk)
+  redis.call('PEXPIRE', vk, 86400000)
+  local body
+  if joins then
+    body = '{"joins":{' .. keyjson .. ':{"metas":[' .. metajson .. ']}},"leaves":{}}'
+  else
+    body = '{"joins":{},"leaves":{' .. keyjson .. ':{"metas":[' .. metajson .. ']}}}'
+  end
+  redis.call('PUBLISH', chan(T), 'D ' .. fmt(v) .. ' ' .. body)
+end
+local function remove_entry(T, conn)
+  local ph = P .. ':p:' .. T
+  local e = redis.call('HGET', ph, conn)
+  if not e then return end
+  redis.call('HDEL', ph, conn)
+  local _, keyjson, metajson = parse_entry(e)
+  local pc = P .. ':pc:' .. T
+  local n = redis.call('HINCRBY', pc, keyjson, -1)
+  if n <= 0 then
+    redis.call('HDEL', pc, keyjson)
+    diff(T, false, keyjson, metajson)
+  end
+end
+local function add_entry(T, node, conn, keyjson, metajson)
+  local ph = P .. ':p:' .. T
+  local entry = node .. '\n' .. keyjson .. '\n' .. metajson
+  local old = redis.call('HGET', ph, conn)
+  if old then
+    local _, okey = parse_entry(old)
+    if okey == keyjson then
+      redis.call('HSET', ph, conn, entry)
+      return
+    end
+    remove_entry(T, conn)
+  end
+  redis.call('HSET', ph, conn, entry)
+  redis.call('SADD', P .. ':nt:' .. node, T)
+  if redis.call('HINCRBY', P .. ':pc:' .. T, keyjson, 1) == 1 then
+    diff(T, true, keyjson, metajson)
+  end
+end
+local function drop_node(d)
+  local nt = P .. ':nt:' .. d
+  for _, T in ipairs(redis.call('SMEMBERS', nt)) do
+    local all = redis.call('HGETALL', P .. ':p:' .. T)
+    for i = 1, #all, 2 do
+      local node = parse_entry(all[i + 1])
+      if node == d then remove_entry(T, all[i]) end
+    end
+  end
+  redis.call('DEL', nt, P .. ':ns:' .. d)
+  redis.call('ZREM', P .. ':nodes', d)
+end
+local function reap(now, ttl)
+  local dead = redis.call('ZRANGEBYSCORE', P .. ':nodes', '-inf', '(' .. fmt(now - ttl))
+  for _, d in ipairs(dead) do drop_node(d) end
+end
+local function beat(node, now)
+  return redis.call('ZADD', P .. ':nodes', fmt(now), node)
+end
+local function history(T, ttl, expiry, new_epoch, now)
+  local meta, stream = P .. ':h:' .. T, P .. ':x:' .. T
+  if ttl > 0 then redis.call('XTRIM', stream, 'MINID', fmt(now - ttl)) end
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'e', epoch, 's', 0)
+    redis.call('PEXPIRE', meta, expiry)
+  end
+  return epoch, tonumber(redis.call('HGET', meta, 's')), stream
+end
+local function newest(stream, n)
+  local items = {}
+  if n <= 0 then return items end
+  local got = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', n)
+  for i = #got, 1, -1 do items[#items + 1] = got[i][2][2] end
+  return items
+end
+"#;
+
+/// ARGV: P, topic, max_len, ttl_ms (0: none), expiry_ms, new_epoch, body. Returns the seq.
+const PUBLISH: &str = r#"
+local T = ARGV[2]
+local meta, stream = P .. ':h:' .. T, P .. ':x:' .. T
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 's', 0)
+end
+local seq = redis.call('HINCRBY', meta, 's', 1)
+local msg = 'P ' .. fmt(seq) .. ' ' .. epoch .. ' ' .. ARGV[7]
+redis.call('XADD', stream, 'MAXLEN', ARGV[3], '*', 'm', msg)
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('XTRIM', stream, 'MINID', fmt(now_ms() - ttl))
+  redis.call('PEXPIRE', stream, ttl)
+else
+  redis.call('PEXPIRE', stream, ARGV[5])
+end
+redis.call('PEXPIRE', meta, ARGV[5])
+redis.call('SADD', P .. ':hist', T)
+redis.call('PUBLISH', chan(T), msg)
+return seq
+"#;
+
+/// ARGV: P, topic, node, conn, node_ttl_ms, count (0|1), track (0|1), keyjson, metajson,
+/// history (0|1), ttl_ms, expiry_ms, new_epoch, recover_epoch ('' = none), recover_seq,
+/// last_n. Returns {new_node, presence_version, entries, epoch, seq, recovered (-1 none, 0, 1),
+/// items}.
+const SUBSCRIBE: &str = r#"
+local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+local newnode = beat(node, now)
+reap(now, tonumber(ARGV[5]))
+if ARGV[6] == '1' then redis.call('HINCRBY', P .. ':ns:' .. node, T, 1) end
+local pver = tonumber(redis.call('GET', P .. ':pv:' .. T) or '0')
+if ARGV[7] == '1' then add_entry(T, node, conn, ARGV[8], ARGV[9]) end
+local entries = redis.call('HVALS', P .. ':p:' .. T)
+local epoch, seq, recovered, items = '', 0, -1, {}
+if ARGV[10] == '1' then
+  local stream
+  epoch, seq, stream = history(T, tonumber(ARGV[11]), ARGV[12], ARGV[13], now)
+  if ARGV[14] ~= '' then
+    recovered = 0
+    local rs = tonumber(ARGV[15])
+    if ARGV[14] == epoch and rs <= seq then
+      local want = seq - rs
+      if want == 0 then
+        recovered = 1
+      else
+        local got = newest(stream, want)
+        if #got == want then
+          recovered = 1
+          items = got
+        end
+      end
+    end
+  else
+    items = newest(stream, tonumber(ARGV[16]))
+  end
+end
+return {newnode, pver, entries, epoch, seq, recovered, items}
+"#;
+
+/// ARGV: P, topic, node, conn, node_ttl_ms, keyjson, metajson. Returns {new_node,
+/// presence_version, entries}.
+const TRACK: &str = r#"
+local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+local newnode = beat(node, now)
+reap(now, tonumber(ARGV[5]))
+local pver = tonumber(redis.call('GET', P .. ':pv:' .. T) or '0')
+add_entry(T, node, conn, ARGV[6], ARGV[7])
+return {newnode, pver, redis.call('HVALS', P .. ':p:' .. T)}
+"#;
+
+/// ARGV: P, topic, node, conn, uncount (0|1), untrack (0|1), last_local (0|1).
+const LEAVE: &str = r#"
+local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
+if ARGV[5] == '1' then
+  local k = P .. ':ns:' .. node
+  if redis.call('HINCRBY', k, T, -1) <= 0 then redis.call('HDEL', k, T) end
+end
+if ARGV[6] == '1' then remove_entry(T, conn) end
+if ARGV[7] == '1' then redis.call('SREM', P .. ':nt:' .. node, T) end
+return 0
+"#;
+
+/// ARGV: P, node, node_ttl_ms. Returns 1 when the node was not registered (first beat, or
+/// other nodes took it for dead): its presence and counts need writing again.
+const HEARTBEAT: &str = r#"
+local now = now_ms()
+local newnode = beat(ARGV[2], now)
+reap(now, tonumber(ARGV[3]))
+return newnode
+"#;
+
+/// ARGV: P, topic, node_ttl_ms. Returns the presence entries.
+const PRESENCE: &str = r#"
+reap(now_ms(), tonumber(ARGV[3]))
+return redis.call('HVALS', P .. ':p:' .. ARGV[2])
+"#;
+
+/// ARGV: P, node_ttl_ms, mode ('count' | 'topics' | 'stats'), topic (for 'count').
+/// 'count': the topic's subscribers over all live nodes; 'topics': {topic, count, ...} for
+/// topics with subscribers or presence; 'stats': {topics, subscriptions, histories}.
+const COUNTS: &str = r#"
+reap(now_ms(), tonumber(ARGV[2]))
+local nodes = redis.call('ZRANGE', P .. ':nodes', 0, -1)
+local mode = ARGV[3]
+if mode == 'count' then
+  local sum = 0
+  for _, n in ipairs(nodes) do
+    local c = tonumber(redis.call('HGET', P .. ':ns:' .. n, ARGV[4]) or '0')
+    if c > 0 then sum = sum + c end
+  end
+  return sum
+end
+local acc, order = {}, {}
+for _, n in ipairs(nodes) do
+  local all = redis.call('HGETALL', P .. ':ns:' .. n)
+  for i = 1, #all, 2 do
+    local c = tonumber(all[i + 1])
+    if c > 0 then
+      if acc[all[i]] == nil then acc[all[i]] = 0; order[#order + 1] = all[i] end
+      acc[all[i]] = acc[all[i]] + c
+    end
+  end
+end
+for _, n in ipairs(nodes) do
+  for _, T in ipairs(redis.call('SMEMBERS', P .. ':nt:' .. n)) do
+    if acc[T] == nil and redis.call('EXISTS', P .. ':p:' .. T) == 1 then
+      acc[T] = 0; order[#order + 1] = T
+    end
+  end
+end
+if mode == 'topics' then
+  local out = {}
+  for _, T in ipairs(order) do out[#out + 1] = T; out[#out + 1] = acc[T] end
+  return out
+end
+local subs = 0
+for _, T in ipairs(order) do subs = subs + acc[T] end
+local histories = 0
+for _, T in ipairs(redis.call('SMEMBERS', P .. ':hist')) do
+  if redis.call('EXISTS', P .. ':x:' .. T) == 1 then
+    histories = histories + 1
+  else
+    redis.call('SREM', P .. ':hist', T)
+  end
+end
+return {#order, subs, histories}
+"#;
+
+/// ARGV: P, node, node_ttl_ms, then topic, count pairs. Rewrites the node's counts.
+const RESYNC_COUNTS: &str = r#"
+local node = ARGV[2]
+local now = now_ms()
+beat(node, now)
+reap(now, tonumber(ARGV[3]))
+local k = P .. ':ns:' .. node
+redis.call('DEL', k)
+for i = 4, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+return 0
+"#;
+
+/// ARGV: P, topic, node, then conn, keyjson, metajson triples: the node's entries on the
+/// topic become exactly these (diffs for what changes).
+const RESYNC_PRESENCE: &str = r#"
+local T, node = ARGV[2], ARGV[3]
+local want, any = {}, false
+for i = 4, #ARGV, 3 do want[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2]}; any = true end
+local all = redis.call('HGETALL', P .. ':p:' .. T)
+for i = 1, #all, 2 do
+  local n = parse_entry(all[i + 1])
+  if n == node and want[all[i]] == nil then remove_entry(T, all[i]) end
+end
+for conn, km in pairs(want) do add_entry(T, node, conn, km[1], km[2]) end
+if not any then redis.call('SREM', P .. ':nt:' .. node, T) end
+return 0
+"#;
+
+/// ARGV: P, topic, ttl_ms, expiry_ms, new_epoch, epoch, seq. What a node that was away missed:
+/// {epoch, seq, items after seq (all held items when the epoch changed)}.
+const CATCHUP: &str = r#"
+local epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
+local want
+if epoch == ARGV[6] then want = seq - tonumber(ARGV[7]) else want = seq end
+return {epoch, seq, newest(stream, want)}
+"#;
+
+/// ARGV: P, node. The node leaves: its presence (with diffs) and counts go.
+const DROP_NODE: &str = r#"
+drop_node(ARGV[2])
+return 0
+"#;
+
+/// The full source of each script, in `ScriptId` order.
+pub(crate) fn sources() -> [String; SCRIPT_COUNT] {
+    [
+        PUBLISH,
+        SUBSCRIBE,
+        TRACK,
+        LEAVE,
+        HEARTBEAT,
+        PRESENCE,
+        COUNTS,
+        RESYNC_COUNTS,
+        RESYNC_PRESENCE,
+        CATCHUP,
+        DROP_NODE,
+    ]
+    .map(|body| format!("{PRELUDE}{body}"))
+}

@@ -1,0 +1,572 @@
+//! Gateway mode end to end: a gateway channel (in a test server) forwarding its clients' events
+//! to a real function server process (`examples/function.rs`), which answers through the
+//! gateway's connections API. Plus the event's shape, checked against a stand-in function.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use switchboard::connections_api::{ConnectionsApi, ConnectionsClient};
+use switchboard::function::{Event, EventType};
+use switchboard::gateway::Gateway;
+use switchboard::prelude::*;
+use switchboard::testing::{Frame, TestClient, TestServer};
+
+use common::{error_reply, rejected_status};
+
+const FN_TOKEN: &str = "fn-token";
+const API_TOKEN: &str = "api-token";
+
+/// A child process killed when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The function example's binary, built by `cargo test` beside this test.
+fn function_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let bin = dir.join("examples").join("function");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --example function` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/function.rs");
+    let changed = std::fs::metadata(source).and_then(|m| m.modified()).ok();
+    assert!(
+        built >= changed,
+        "the function example is older than its source: run `cargo build --example function`"
+    );
+    bin
+}
+
+/// The gateway (a test server: channels and the connections API) and the function process.
+struct Setup {
+    gateway: TestServer,
+    hub: Hub,
+    function: std::net::SocketAddr,
+    _function: Proc,
+}
+
+fn start() -> Setup {
+    start_with(Duration::from_secs(5))
+}
+
+fn start_with(timeout: Duration) -> Setup {
+    let fport = free_port();
+    let function = format!("http://127.0.0.1:{fport}");
+    let hub = Hub::new();
+    let app_hub = hub.clone();
+    let gateway = TestServer::start(move || {
+        let to = |path: &str| {
+            Gateway::new(format!("{function}{path}"))
+                .function_token(FN_TOKEN)
+                .timeout(timeout)
+        };
+        App::new()
+            .app_data(app_hub.clone())
+            .service(to("/fn").routes(["echo", "whoami"]).channel("/ws"))
+            .service(to("/fail").connect_events(false).channel("/ws/fail"))
+            // Nothing listens on port 1.
+            .service(
+                Gateway::new("http://127.0.0.1:1/fn")
+                    .connect_events(false)
+                    .channel("/ws/down"),
+            )
+            .service(Gateway::new("http://127.0.0.1:1/fn").channel("/ws/down-connect"))
+            .service(ConnectionsApi::new().bearer_token(API_TOKEN))
+    });
+    let mut child = Command::new(function_binary())
+        .args([
+            "--port",
+            &fport.to_string(),
+            "--connections-url",
+            &gateway.url(""),
+            "--connections-token",
+            API_TOKEN,
+            "--token",
+            FN_TOKEN,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the function example");
+    let stdout = child.stdout.take().expect("function stdout");
+    let proc = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the function's address");
+    assert!(
+        line.starts_with("listening on "),
+        "unexpected first line from the function: {line:?}"
+    );
+    Setup {
+        gateway,
+        hub,
+        function: ([127, 0, 0, 1], fport).into(),
+        _function: proc,
+    }
+}
+
+impl Setup {
+    async fn connect(&self, name: &str) -> TestClient {
+        self.gateway
+            .connect(&format!("/ws?name={name}"))
+            .await
+            .unwrap_or_else(|e| panic!("{name} could not connect: {e}"))
+    }
+}
+
+async fn id_of(c: &mut TestClient) -> ConnectionId {
+    let me = c.request("whoami", json!(null)).await.unwrap();
+    me["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_message_is_handled_by_the_function_and_its_reply_relayed() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    // With a ref: the reply to it.
+    assert_eq!(
+        ann.request("echo", json!({"a": [1, 2]})).await.unwrap(),
+        json!({"a": [1, 2]})
+    );
+    // Without a ref: the reply frame of a message without ref, as in-process.
+    ann.push("echo", json!("hi")).await.unwrap();
+    assert_eq!(
+        ann.recv_json().await.unwrap(),
+        json!({"type": "echo", "data": "hi"})
+    );
+    // The session from the function's on_connect, and the connection id, in later events.
+    let me = ann.request("whoami", json!(null)).await.unwrap();
+    assert_eq!(me["name"], "ann");
+    let id: ConnectionId = me["id"].as_str().unwrap().parse().unwrap();
+    assert!(s.hub.connection(id).is_some(), "the id is the gateway's");
+    // Payload errors are the same error frames as in-process.
+    let (code, _, frame) = error_reply(ann.request("join", json!({"room": 5})).await);
+    assert_eq!(code, "bad_payload");
+    assert_eq!(frame["error"]["field"], "room");
+}
+
+#[tokio::test]
+async fn unrouted_messages_go_to_default() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    assert_eq!(
+        ann.request("nothing_here", json!(null)).await.unwrap(),
+        "no route nothing_here"
+    );
+}
+
+#[tokio::test]
+async fn the_function_pushes_through_the_connections_api() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    let mut bob = s.connect("bob").await;
+    let ann_id = id_of(&mut ann).await;
+    // To another connection.
+    bob.request("tell", json!({"to": ann_id, "text": "psst"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ann.recv_event("told").await.unwrap(),
+        json!({"from": "bob", "text": "psst"})
+    );
+    // To the caller: the pushes arrive before the reply.
+    bob.send_json(&json!({"type": "ping_me", "ref": "p", "data": 3}))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            bob.recv_json().await.unwrap(),
+            json!({"event": "pinged", "data": i})
+        );
+    }
+    assert_eq!(
+        bob.recv_json().await.unwrap(),
+        json!({"ref": "p", "ok": true, "data": "done"})
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_live_in_the_gateway() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    let mut bob = s.connect("bob").await;
+    assert_eq!(
+        ann.request("join", json!({"room": "rust"})).await.unwrap(),
+        "rust"
+    );
+    assert_eq!(s.hub.subscriber_count("room:rust").await.unwrap(), 1);
+    let ann_id = id_of(&mut ann).await;
+    assert_eq!(s.hub.subscriptions(ann_id), vec!["room:rust".to_owned()]);
+    bob.request("say", json!({"room": "rust", "text": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ann.recv_json().await.unwrap(),
+        json!({"topic": "room:rust", "event": "said", "data": {"from": "bob", "text": "hello"}})
+    );
+    // Unsubscribing does not wait in the handler, but is done before the reply.
+    ann.request("leave", json!({"room": "rust"})).await.unwrap();
+    assert_eq!(s.hub.subscriber_count("room:rust").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn connect_rejected_by_the_function() {
+    let s = start();
+    match s.gateway.connect("/ws").await {
+        Err(switchboard::testing::TestError::Rejected { status, body }) => {
+            assert_eq!(status, 401);
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                body,
+                json!({"error": {"code": "unauthorized", "message": "pass ?name=..."}})
+            );
+        }
+        Err(e) => panic!("expected a 401, got {e}"),
+        Ok(_) => panic!("expected a 401, but it connected"),
+    }
+    // An unreachable $connect function refuses the upgrade too.
+    assert_eq!(
+        rejected_status(s.gateway.connect("/ws/down-connect").await),
+        502
+    );
+}
+
+#[tokio::test]
+async fn disconnect_is_notified() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    let mut bob = s.connect("bob").await;
+    bob.request("join", json!({"room": "lobby"})).await.unwrap();
+    ann.request("echo", json!(1)).await.unwrap();
+    ann.close().await.unwrap();
+    assert_eq!(
+        bob.recv_json().await.unwrap(),
+        json!({"topic": "room:lobby", "event": "left", "data": {"name": "ann"}})
+    );
+}
+
+#[tokio::test]
+async fn timeouts_and_failures_become_error_frames() {
+    let s = start_with(Duration::from_millis(500));
+    let mut ann = s.connect("ann").await;
+    let (code, message, _) = error_reply(ann.request("slow", json!(3000)).await);
+    assert_eq!(code, "function_timeout", "{message}");
+    // The connection goes on.
+    assert_eq!(ann.request("echo", json!(2)).await.unwrap(), json!(2));
+    // Without a ref: an error frame naming the route.
+    ann.push("slow", json!(3000)).await.unwrap();
+    let frame = ann.recv_json().await.unwrap();
+    assert_eq!(frame["type"], "slow");
+    assert_eq!(frame["error"]["code"], "function_timeout");
+
+    let mut fail = s.gateway.connect("/ws/fail").await.unwrap();
+    let (code, message, _) = error_reply(fail.request("echo", json!(1)).await);
+    assert_eq!(code, "function_error");
+    assert!(message.contains("500"), "{message}");
+
+    let mut down = s.gateway.connect("/ws/down").await.unwrap();
+    let (code, _, _) = error_reply(down.request("echo", json!(1)).await);
+    assert_eq!(code, "function_unavailable");
+}
+
+#[tokio::test]
+async fn gone_connections_are_410() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    let mut bob = s.connect("bob").await;
+    let bob_id = id_of(&mut bob).await;
+    bob.close().await.unwrap();
+    // The function's push to a connection that left.
+    let (code, _, _) = error_reply(
+        ann.request("tell", json!({"to": bob_id, "text": "hello?"}))
+            .await,
+    );
+    assert_eq!(code, "closed");
+    // The API itself.
+    let api = ConnectionsClient::new(s.gateway.url("")).bearer_token(API_TOKEN);
+    assert!(matches!(
+        api.post_to_connection(bob_id, "x").await,
+        Err(ChannelError::Closed)
+    ));
+    let (status, text) = common::raw_http(
+        s.gateway.addr(),
+        "GET",
+        &format!("/@connections/{}", percent(&bob_id.to_string())),
+    )
+    .await;
+    // Unauthenticated: refused before anything is looked up.
+    assert_eq!(status, 403, "{text}");
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_tokens_and_signatures_are_403() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    let id = id_of(&mut ann).await;
+    for api in [
+        ConnectionsClient::new(s.gateway.url("")).bearer_token("wrong"),
+        ConnectionsClient::new(s.gateway.url("")),
+        // This API has no access keys: signatures are refused.
+        ConnectionsClient::new(s.gateway.url("")).sigv4("AKID", "secret", "us-east-1"),
+    ] {
+        match api.post_to_connection(id, "x").await {
+            Err(e) => assert_eq!(e.code(), "forbidden", "{api:?}: {e}"),
+            Ok(()) => panic!("{api:?} was let in"),
+        }
+    }
+    // The function refuses events without the gateway's token.
+    let event = json!({"requestContext": {"routeKey": "echo", "eventType": "MESSAGE",
+        "connectionId": id.to_string()}, "body": "{\"type\":\"echo\",\"data\":1}"})
+    .to_string();
+    for auth in [None, Some("Bearer wrong")] {
+        let (status, text) = http_post(s.function, "/fn", auth, &event).await;
+        assert!(status == 401 || status == 403, "{auth:?}: {text}");
+    }
+    let (status, text) = http_post(s.function, "/fn", Some("Bearer fn-token"), &event).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("{\"type\":\"echo\",\"data\":1}"), "{text}");
+}
+
+/// A raw HTTP/1.1 POST; returns the status and the whole response text.
+async fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
+#[tokio::test]
+async fn binary_frames_and_close() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    ann.send_binary(&[1, 2, 3]).await.unwrap();
+    assert_eq!(ann.recv().await.unwrap(), Frame::Binary(vec![3, 2, 1]));
+    ann.push("bye", json!(null)).await.unwrap();
+    assert_eq!(ann.recv_close().await.unwrap(), (4000, "bye".to_owned()));
+}
+
+/// An event as the stand-in function got it: its `Authorization` header and its JSON.
+type Recorded = (Option<String>, Value);
+
+/// A stand-in function that records the events it gets and answers as told.
+#[derive(Clone, Default)]
+struct Recorder {
+    events: Arc<Mutex<Vec<Recorded>>>,
+}
+
+async fn record(req: HttpRequest, body: web::Bytes, rec: web::Data<Recorder>) -> HttpResponse {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let answer = match event["requestContext"]["eventType"].as_str() {
+        Some("CONNECT") if event["queryStringParameters"]["deny"] == "1" => {
+            HttpResponse::Forbidden().body("no")
+        }
+        Some("CONNECT") => HttpResponse::Ok().json(json!({"authorizer": {"principalId": "p-1"}})),
+        Some("MESSAGE") if event["body"].as_str() == Some("{\"type\":\"plain\",\"ref\":7}") => {
+            HttpResponse::Ok().body("not json")
+        }
+        Some("MESSAGE") => {
+            HttpResponse::Ok().json(json!({"seen": event["requestContext"]["routeKey"]}))
+        }
+        _ => HttpResponse::Ok().finish(),
+    };
+    rec.events.lock().unwrap().push((auth, event));
+    answer
+}
+
+#[tokio::test]
+async fn events_are_shaped_like_api_gateways() {
+    let rec = Recorder::default();
+    let data = web::Data::new(rec.clone());
+    let function = TestServer::start(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/fn", web::post().to(record))
+    });
+    let url = function.url("/fn");
+    let hub = Hub::new();
+    let h = hub.clone();
+    let gateway = TestServer::start(move || {
+        App::new().app_data(h.clone()).service(
+            Gateway::new(url.clone())
+                .function_token("t0k")
+                .routes(["join"])
+                .stage("prod")
+                .api_id("abc123")
+                .channel("/ws"),
+        )
+    });
+    assert_eq!(
+        rejected_status(gateway.connect("/ws?deny=1").await),
+        403,
+        "a non-2xx $connect answer rejects"
+    );
+    let mut c = gateway
+        .connect_with("/ws?room=a%20b&x=1&x=2", &[("user-agent", "tester/1.0")])
+        .await
+        .unwrap();
+    // Routed by name when listed, else $default; a plain body answers the `ref` as a string.
+    assert_eq!(
+        c.request("join", json!({"room": "a"})).await.unwrap(),
+        json!({"seen": "join"})
+    );
+    assert_eq!(
+        c.request("other", json!(null)).await.unwrap(),
+        json!({"seen": "$default"})
+    );
+    c.send_text("{\"type\":\"plain\",\"ref\":7}").await.unwrap();
+    assert_eq!(
+        c.recv_json().await.unwrap(),
+        json!({"ref": 7, "ok": true, "data": "not json"})
+    );
+    // Without a ref the body goes to the client as is.
+    c.push("other", json!(null)).await.unwrap();
+    assert_eq!(c.recv_json().await.unwrap(), json!({"seen": "$default"}));
+    c.close().await.unwrap();
+    common::wait_until("the $disconnect event", || {
+        rec.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
+    })
+    .await;
+
+    let events = rec.events.lock().unwrap().clone();
+    assert!(events
+        .iter()
+        .all(|(auth, _)| auth.as_deref() == Some("Bearer t0k")));
+    let of = |t: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|(_, e)| e["requestContext"]["eventType"] == t)
+            .map(|(_, e)| e.clone())
+            .collect()
+    };
+    let connect = &of("CONNECT")[1];
+    let ctx = &connect["requestContext"];
+    assert_eq!(ctx["routeKey"], "$connect");
+    assert_eq!(ctx["stage"], "prod");
+    assert_eq!(ctx["apiId"], "abc123");
+    assert_eq!(ctx["messageDirection"], "IN");
+    assert_eq!(ctx["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(ctx["identity"]["userAgent"], "tester/1.0");
+    assert_eq!(ctx["domainName"], gateway.addr().to_string());
+    assert!(ctx["connectedAt"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(ctx["requestTimeEpoch"].as_u64().unwrap() >= ctx["connectedAt"].as_u64().unwrap());
+    assert!(ctx["requestTime"].as_str().unwrap().ends_with(" +0000"));
+    assert!(!ctx["requestId"].as_str().unwrap().is_empty());
+    assert_eq!(connect["queryStringParameters"]["room"], "a b");
+    assert_eq!(
+        connect["multiValueQueryStringParameters"]["x"],
+        json!(["1", "2"])
+    );
+    assert_eq!(connect["headers"]["user-agent"], "tester/1.0");
+    assert_eq!(
+        connect["multiValueHeaders"]["user-agent"],
+        json!(["tester/1.0"])
+    );
+    assert_eq!(connect["isBase64Encoded"], false);
+    let id = ctx["connectionId"].as_str().unwrap();
+
+    let messages = of("MESSAGE");
+    let join = &messages[0];
+    assert_eq!(join["requestContext"]["routeKey"], "join");
+    assert_eq!(join["requestContext"]["connectionId"], id);
+    assert!(!join["requestContext"]["messageId"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    // The $connect answer's authorizer comes back with every event.
+    assert_eq!(
+        join["requestContext"]["authorizer"],
+        json!({"principalId": "p-1"})
+    );
+    let body: Value = serde_json::from_str(join["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "join");
+    assert_eq!(body["data"], json!({"room": "a"}));
+    assert_eq!(messages[1]["requestContext"]["routeKey"], "$default");
+
+    let disconnect = &of("DISCONNECT")[0];
+    assert_eq!(disconnect["requestContext"]["routeKey"], "$disconnect");
+    assert_eq!(disconnect["requestContext"]["connectionId"], id);
+    // The typed event reads them all.
+    let typed: Vec<Event> = events
+        .iter()
+        .map(|(_, e)| serde_json::from_value(e.clone()).unwrap())
+        .collect();
+    assert_eq!(typed[1].request_context.event_type, EventType::Connect);
+    assert_eq!(typed[1].request_context.connection_id, id);
+    assert_eq!(
+        typed.last().unwrap().request_context.event_type,
+        EventType::Disconnect
+    );
+}

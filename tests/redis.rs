@@ -1,0 +1,939 @@
+//! The Redis engine against a real `redis-server`, started by each test on a loopback port of
+//! its own: two nodes (two servers, each with its own hub and engine) on one Redis, real
+//! clients on each. Delivery across nodes, channels joined only while needed, presence across
+//! nodes (and a crashed node's ageing out), recovery across nodes, counts, and Redis going away
+//! and coming back.
+//!
+//! Without `redis-server` (Debian package `redis-server`) the tests skip with a message; under
+//! `CI=true` they fail instead.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard::engine::{
+    Delivered, DeliverySink, Engine, EngineHealth, HistoryConfig, Publication, Subscriber,
+};
+use switchboard::prelude::*;
+use switchboard::redis::RedisEngine;
+use switchboard::testing::{Frame, TestClient, TestError, TestServer};
+
+// ---- a redis-server of the test's own ----------------------------------------------------
+
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn redis_server_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Redis {
+    /// A fresh redis-server, or `None` (with a message) when there is none to run locally.
+    fn start(name: &str) -> Option<Redis> {
+        if !redis_server_installed() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("redis-server is not installed: the Redis tests must run under CI");
+            }
+            eprintln!(
+                "skipping {name}: redis-server is not installed (apt-get install redis-server)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("switchboard-redis-{name}-{port}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut r = Redis {
+            port,
+            dir,
+            child: None,
+        };
+        r.run();
+        Some(r)
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd(&["PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts on the same port (empty: no persistence).
+    fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+
+    /// One command, RESP over a plain socket; the reply as JSON-ish text values.
+    fn cmd(&self, args: &[&str]) -> std::io::Result<Value> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes())?;
+        read_resp(&mut BufReader::new(s))
+    }
+}
+
+fn read_resp(r: &mut impl BufRead) -> std::io::Result<Value> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end();
+    let bad = || std::io::Error::other(format!("bad reply `{line}`"));
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+    Ok(match kind {
+        "+" => json!(rest),
+        "-" => return Err(std::io::Error::other(rest.to_owned())),
+        ":" => json!(rest.parse::<i64>().map_err(|_| bad())?),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Value::Null
+            } else {
+                let mut buf = vec![0; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                json!(String::from_utf8_lossy(&buf[..n as usize]))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_resp(r)?);
+            }
+            Value::Array(items)
+        }
+        _ => return Err(bad()),
+    })
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---- the app on each node ----------------------------------------------------------------
+
+#[derive(Clone)]
+struct User {
+    name: String,
+}
+
+#[switchboard::on_connect]
+async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
+    Ok(User {
+        name: req.query("name").unwrap_or("anon").to_owned(),
+    })
+}
+
+#[derive(Deserialize)]
+struct Say {
+    topic: String,
+    text: String,
+}
+
+#[switchboard::message("say")]
+async fn say(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
+    let from = ch.session().map(|u| u.name).unwrap_or_default();
+    ch.publish(&msg.topic, "said", &json!({"from": from, "text": msg.text}))
+        .await
+}
+
+#[switchboard::message("shout")]
+async fn shout(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
+    ch.broadcast_from(&msg.topic, "shouted", &json!({"text": msg.text}))
+        .await
+}
+
+#[derive(Deserialize)]
+struct Burst {
+    topic: String,
+    n: u32,
+}
+
+#[switchboard::message("burst")]
+async fn burst(ch: Channel<User>, b: Burst) -> Result<u32, ChannelError> {
+    for i in 0..b.n {
+        ch.publish(&b.topic, "n", &json!({ "i": i })).await?;
+    }
+    Ok(b.n)
+}
+
+#[switchboard::message("whoami")]
+async fn whoami(id: ConnectionId) -> Result<ConnectionId, ChannelError> {
+    Ok(id)
+}
+
+fn route() -> ChannelRoute<User> {
+    ChannelRoute::new("/ws")
+        .on_connect(connect)
+        .message(say)
+        .message(shout)
+        .message(burst)
+        .message(whoami)
+        .allow_join("room:*")
+        .allow_join("plain:*")
+        .presence(|ch: Channel<User>, topic: String| async move {
+            let user = ch.session()?;
+            topic
+                .starts_with("room:")
+                .then(|| (user.name, json!({"id": ch.id()})))
+        })
+}
+
+async fn health(hub: Hub) -> HttpResponse {
+    match hub.health() {
+        EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
+        down => HttpResponse::ServiceUnavailable().json(down),
+    }
+}
+
+struct Node {
+    hub: Hub,
+    engine: RedisEngine,
+    srv: TestServer,
+}
+
+fn builder(redis: &Redis) -> switchboard::redis::RedisEngineBuilder {
+    RedisEngine::builder(redis.url())
+        .history("room:h*", HistoryConfig::last(50))
+        .node_timeout(Duration::from_millis(900))
+        .command_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+}
+
+async fn node(redis: &Redis) -> Node {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let engine = builder(redis).connect().await.expect("connect to redis");
+    let hub = Hub::with_engine(engine.clone());
+    let h = hub.clone();
+    let srv = TestServer::build(move || {
+        App::new()
+            .app_data(h.clone())
+            .service(route())
+            .route("/health", web::get().to(health))
+    })
+    .workers(2)
+    .start();
+    Node { hub, engine, srv }
+}
+
+impl Node {
+    async fn client(&self, name: &str) -> TestClient {
+        self.srv
+            .connect(&format!("/ws?name={name}"))
+            .await
+            .expect("connect")
+    }
+}
+
+async fn join(c: &mut TestClient, topic: &str) -> Value {
+    c.request("subscribe", json!({ "topic": topic }))
+        .await
+        .unwrap_or_else(|e| panic!("joining {topic}: {e}"))
+}
+
+/// The next topic delivery of `event`, skipping presence traffic and pings.
+async fn delivery(c: &mut TestClient, event: &str) -> Value {
+    loop {
+        match c.recv().await {
+            Ok(Frame::Json(v)) if v["event"] == event && v.get("topic").is_some() => return v,
+            Ok(Frame::Json(v))
+                if v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("presence")) => {}
+            Ok(Frame::Ping) => {}
+            other => panic!("expected a `{event}` delivery, got {other:?}"),
+        }
+    }
+}
+
+/// Nothing but presence traffic and pings came (a duplicate delivery would): checks what
+/// arrived before the reply to a new request, then a short while after it.
+async fn nothing_more(c: &mut TestClient) {
+    let r = c.request("whoami", Value::Null).await;
+    assert!(r.is_ok(), "{r:?}");
+    c.set_timeout(Duration::from_millis(300));
+    loop {
+        match c.recv().await {
+            Ok(Frame::Json(v))
+                if v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("presence")) => {}
+            Ok(Frame::Ping) => {}
+            Err(TestError::Timeout(_)) => break,
+            other => panic!("expected nothing more, got {other:?}"),
+        }
+    }
+    c.set_timeout(Duration::from_secs(5));
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn numsub(redis: &Redis, channel: &str) -> i64 {
+    let v = redis
+        .cmd(&["PUBSUB", "NUMSUB", channel])
+        .expect("PUBSUB NUMSUB");
+    v[1].as_i64().unwrap_or(-1)
+}
+
+// ---- the tests ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_subscribers_on_both_once() {
+    let Some(redis) = Redis::start("deliver") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut a = n1.client("ann").await;
+    let mut b = n2.client("bob").await;
+    join(&mut a, "plain:1").await;
+    join(&mut b, "plain:1").await;
+    b.request("say", json!({"topic": "plain:1", "text": "hi"}))
+        .await
+        .unwrap();
+    for c in [&mut a, &mut b] {
+        let d = delivery(c, "said").await;
+        assert_eq!(
+            d,
+            json!({"topic": "plain:1", "event": "said", "data": {"from": "bob", "text": "hi"}})
+        );
+    }
+    // Once each: what follows on both is the reply to a new request.
+    nothing_more(&mut a).await;
+    nothing_more(&mut b).await;
+
+    // broadcast_from skips the sender, on its node; the other node's client gets it.
+    a.request("shout", json!({"topic": "plain:1", "text": "one"}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut b, "shouted").await["data"]["text"], "one");
+    a.request("say", json!({"topic": "plain:1", "text": "two"}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut a, "said").await["data"]["text"], "two");
+    assert_eq!(delivery(&mut b, "said").await["data"]["text"], "two");
+
+    // From HTTP code through the hub of either node.
+    n2.hub
+        .publish("plain:1", "announcement", "noon")
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut a, "announcement").await["data"], "noon");
+
+    // Counts are cluster-wide.
+    for hub in [&n1.hub, &n2.hub] {
+        assert_eq!(hub.subscriber_count("plain:1").await.unwrap(), 2);
+        let topics = hub.topics().await.unwrap();
+        assert_eq!(topics.len(), 1, "{topics:?}");
+        assert_eq!(topics[0].subscribers, 2);
+        let stats = hub.stats().await.unwrap();
+        assert_eq!((stats.engine.topics, stats.engine.subscriptions), (1, 2));
+    }
+    assert_ne!(n1.engine.node_id(), n2.engine.node_id());
+}
+
+#[tokio::test]
+async fn many_publications_keep_their_order_across_nodes() {
+    let Some(redis) = Redis::start("order") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut subs = Vec::new();
+    for i in 0..6 {
+        let n = if i % 2 == 0 { &n1 } else { &n2 };
+        let mut c = n.client(&format!("u{i}")).await;
+        join(&mut c, "plain:order").await;
+        subs.push(c);
+    }
+    let mut p = n1.client("pub").await;
+    let count = 300;
+    p.request("burst", json!({"topic": "plain:order", "n": count}))
+        .await
+        .unwrap();
+    for c in &mut subs {
+        for i in 0..count {
+            assert_eq!(delivery(c, "n").await["data"]["i"], i, "out of order");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_is_on_a_topic_channel_only_while_it_has_subscribers() {
+    let Some(redis) = Redis::start("channels") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let channel = "switchboard:t:plain:c";
+    assert_eq!(numsub(&redis, channel), 0);
+    let mut a = n1.client("ann").await;
+    let mut a2 = n1.client("ann2").await;
+    let b = {
+        let mut b = n2.client("bob").await;
+        join(&mut a, "plain:c").await;
+        assert_eq!(
+            numsub(&redis, channel),
+            1,
+            "subscribed before the join reply"
+        );
+        join(&mut a2, "plain:c").await;
+        assert_eq!(numsub(&redis, channel), 1, "one subscription per node");
+        join(&mut b, "plain:c").await;
+        assert_eq!(numsub(&redis, channel), 2);
+        b
+    };
+    a.request("unsubscribe", json!({"topic": "plain:c"}))
+        .await
+        .unwrap();
+    a2.close().await.unwrap();
+    until("node 1 to leave the channel", || async {
+        numsub(&redis, channel) == 1
+    })
+    .await;
+    b.drop_abruptly();
+    until("node 2 to leave the channel", || async {
+        numsub(&redis, channel) == 0
+    })
+    .await;
+    until("the counts to drop to zero", || async {
+        n1.hub.subscriber_count("plain:c").await.unwrap() == 0
+    })
+    .await;
+    // And it comes back for a new subscriber.
+    join(&mut a, "plain:c").await;
+    assert_eq!(numsub(&redis, channel), 1);
+}
+
+#[tokio::test]
+async fn connect_join_leave_cycles_leave_nothing_behind() {
+    let Some(redis) = Redis::start("churn") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let urls = [n1.srv.ws_url("/ws?name=cy"), n2.srv.ws_url("/ws?name=cy")];
+    let mut tasks = Vec::new();
+    for t in 0..6usize {
+        let url = urls[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40usize {
+                let mut c = TestClient::connect(&url).await.unwrap();
+                // Presence on `room:` topics, plain subscriptions on `plain:` ones.
+                let kind = if i % 2 == 0 { "room" } else { "plain" };
+                let topic = format!("{kind}:{}", (t * 40 + i) % 7);
+                c.request("subscribe", json!({ "topic": topic }))
+                    .await
+                    .unwrap();
+                if i % 3 == 0 {
+                    c.close().await.unwrap();
+                } else {
+                    c.drop_abruptly();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    until(
+        "every subscription and presence entry to be gone",
+        || async {
+            let s = n1.hub.stats().await.unwrap();
+            s.engine.subscriptions == 0 && s.engine.topics == 0
+        },
+    )
+    .await;
+    until("both nodes to leave every channel", || async {
+        redis
+            .cmd(&["PUBSUB", "CHANNELS", "*"])
+            .unwrap()
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    })
+    .await;
+    for i in 0..7 {
+        assert!(n2
+            .hub
+            .presence(&format!("room:{i}"))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    assert!(n2.hub.topics().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn presence_spans_the_nodes() {
+    let Some(redis) = Redis::start("presence") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut wendy = n1.client("wendy").await;
+    join(&mut wendy, "room:p").await;
+    let state = wendy.recv_event("presence_state").await.unwrap();
+    assert_eq!(state.as_object().unwrap().len(), 1, "{state}");
+    let own = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(own["joins"]["wendy"].is_object(), "{own}");
+
+    let mut alice = n2.client("alice").await;
+    join(&mut alice, "room:p").await;
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["joins"]["alice"]["metas"].is_array(), "{diff}");
+    let state = alice.recv_event("presence_state").await.unwrap();
+    assert!(
+        state.get("wendy").is_some() && state.get("alice").is_some(),
+        "{state}"
+    );
+
+    // A second connection of the same user, on the other node: one entry, no new join.
+    let mut alice2 = n1.client("alice").await;
+    join(&mut alice2, "room:p").await;
+    for hub in [&n1.hub, &n2.hub] {
+        let p = hub.presence("room:p").await.unwrap();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p["alice"].metas.len(), 2);
+    }
+    alice.close().await.unwrap();
+    until("alice's first connection to leave", || async {
+        n1.hub.presence("room:p").await.unwrap()["alice"]
+            .metas
+            .len()
+            == 1
+    })
+    .await;
+    alice2.drop_abruptly();
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["leaves"]["alice"].is_object(), "{diff}");
+    assert_eq!(diff["joins"], json!({}));
+    let p = n2.hub.presence("room:p").await.unwrap();
+    assert_eq!(p.keys().collect::<Vec<_>>(), vec!["wendy"]);
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Value>>);
+
+impl DeliverySink for Collect {
+    fn deliver(&self, d: &Publication) -> Delivered {
+        self.0
+            .lock()
+            .unwrap()
+            .push(serde_json::from_str(&d.frame).unwrap());
+        Delivered::Queued
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_nodes_presence_ages_out() {
+    let Some(redis) = Redis::start("crash") else {
+        return;
+    };
+    let n1 = node(&redis).await;
+    let mut wendy = n1.client("wendy").await;
+    join(&mut wendy, "room:c").await;
+    let _ = wendy.recv_event("presence_state").await.unwrap();
+    let _ = wendy.recv_event("presence_diff").await.unwrap();
+
+    // A third node enters a connection into the presence, then dies without cleaning up.
+    let ghost_node = builder(&redis).connect().await.unwrap();
+    let sink = Arc::new(Collect::default());
+    let ghost = Subscriber {
+        id: ConnectionId::next(),
+        sink: sink.clone(),
+    };
+    ghost_node
+        .track(
+            "room:c".into(),
+            ghost,
+            "ghost".into(),
+            json!({"from": "elsewhere"}),
+        )
+        .await
+        .unwrap();
+    let state = sink.0.lock().unwrap()[0].clone();
+    assert_eq!(state["event"], "presence_state");
+    assert!(state["data"].get("ghost").is_some(), "{state}");
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["joins"]["ghost"].is_object(), "{diff}");
+    assert_eq!(n1.hub.presence("room:c").await.unwrap().len(), 2);
+    let started = Instant::now();
+    drop(ghost_node);
+
+    // The live node notices the silence and removes the entry, with a leave for everyone.
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["leaves"]["ghost"].is_object(), "{diff}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "not before the node timeout"
+    );
+    let p = n1.hub.presence("room:c").await.unwrap();
+    assert_eq!(p.keys().collect::<Vec<_>>(), vec!["wendy"]);
+
+    // A node that shuts down cleanly takes its members out at once, and stays out.
+    let leaving = builder(&redis).connect().await.unwrap();
+    let guest = Subscriber {
+        id: ConnectionId::next(),
+        sink: Arc::new(Collect::default()),
+    };
+    leaving
+        .track("room:c".into(), guest, "guest".into(), json!({}))
+        .await
+        .unwrap();
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["joins"]["guest"].is_object(), "{diff}");
+    leaving.shutdown().await.unwrap();
+    let diff = wendy.recv_event("presence_diff").await.unwrap();
+    assert!(diff["leaves"]["guest"].is_object(), "{diff}");
+    assert!(matches!(leaving.health(), EngineHealth::Down { .. }));
+    let err = leaving.presence("room:c".into()).await.unwrap_err();
+    assert_eq!(err.code(), "engine_unavailable");
+    assert_eq!(n1.hub.presence("room:c").await.unwrap().len(), 1);
+    // No heartbeat brings it back.
+    nothing_more(&mut wendy).await;
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node() {
+    let Some(redis) = Redis::start("recover") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut a = n1.client("ann").await;
+    let mut p = n2.client("pub").await;
+    let joined = join(&mut a, "room:h1").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(joined["seq"], 0);
+    p.request("burst", json!({"topic": "room:h1", "n": 3}))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let d = delivery(&mut a, "n").await;
+        assert_eq!(d["data"]["i"], i);
+        assert_eq!(d["epoch"], epoch.as_str());
+        assert_eq!(d["seq"], i + 1);
+    }
+    a.drop_abruptly();
+    p.request("burst", json!({"topic": "room:h1", "n": 5}))
+        .await
+        .unwrap();
+    // Back, on the other node.
+    let mut a = n2.client("ann").await;
+    let reply = a
+        .request(
+            "subscribe",
+            json!({"topic": "room:h1", "recover": {"epoch": epoch, "seq": 3}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["recovered"], true);
+    assert_eq!(reply["seq"], 8);
+    for i in 0..5 {
+        let d = delivery(&mut a, "n").await;
+        assert_eq!(d["data"]["i"], i, "missed publications replayed in order");
+        assert_eq!(d["seq"], 4 + i);
+    }
+    p.request("burst", json!({"topic": "room:h1", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut a, "n").await["seq"], 9);
+    nothing_more(&mut a).await;
+
+    // A stale epoch, or a position too old, is not recovered.
+    let mut c = n1.client("cy").await;
+    let reply = c
+        .request(
+            "subscribe",
+            json!({"topic": "room:h1", "recover": {"epoch": "stale", "seq": 9}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["seq"], 9);
+
+    // A joiner on node 1 asks for the latest three: replayed before live ones.
+    let mut d = n1.client("dee").await;
+    let reply = d
+        .request("subscribe", json!({"topic": "room:h1", "last": 3}))
+        .await
+        .unwrap();
+    assert_eq!(reply["seq"], 9);
+    let seqs: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(delivery(&mut d, "n").await["seq"].clone());
+        }
+        v
+    };
+    assert_eq!(seqs, vec![json!(7), json!(8), json!(9)]);
+    p.request("burst", json!({"topic": "room:h1", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut d, "n").await["seq"], 10);
+}
+
+#[tokio::test]
+async fn joining_mid_stream_replays_then_goes_live_without_gap_or_repeat() {
+    let Some(redis) = Redis::start("midstream") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let url = n2.srv.ws_url("/ws?name=pub");
+    let publisher = tokio::spawn(async move {
+        let mut p = TestClient::connect(&url).await.unwrap();
+        p.set_timeout(Duration::from_secs(30));
+        for _ in 0..10 {
+            p.request("burst", json!({"topic": "room:hm", "n": 100}))
+                .await
+                .unwrap();
+        }
+    });
+    // Joiners on both nodes while the publications flow: the latest ones replayed, then
+    // live ones, each sequence number exactly once, in order.
+    let mut joiners = Vec::new();
+    for i in 0..6 {
+        let n = if i % 2 == 0 { &n1 } else { &n2 };
+        let mut c = n.client(&format!("j{i}")).await;
+        let reply = c
+            .request("subscribe", json!({"topic": "room:hm", "last": 10}))
+            .await
+            .unwrap();
+        joiners.push((c, reply["seq"].as_u64().unwrap()));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    publisher.await.unwrap();
+    for (c, at) in &mut joiners {
+        let mut expect = at.saturating_sub(9).max(1);
+        while expect <= 1000 {
+            let d = delivery(c, "n").await;
+            assert_eq!(d["seq"], expect, "joined at {at}");
+            expect += 1;
+        }
+        nothing_more(c).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_survived() {
+    let Some(mut redis) = Redis::start("outage") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut a = n1.client("ann").await;
+    let mut b = n2.client("bob").await;
+    join(&mut a, "room:o").await;
+    join(&mut b, "room:o").await;
+    join(&mut a, "room:h-o").await;
+    join(&mut b, "room:h-o").await;
+    b.request("say", json!({"topic": "room:o", "text": "before"}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut a, "said").await["data"]["text"], "before");
+    assert_eq!(delivery(&mut b, "said").await["data"]["text"], "before");
+
+    redis.kill();
+    until("both nodes to report the engine down", || async {
+        matches!(n1.hub.health(), EngineHealth::Down { .. })
+            && matches!(n2.hub.health(), EngineHealth::Down { .. })
+    })
+    .await;
+    // Publishing fails clearly instead of vanishing; the connections stay and answer.
+    match a
+        .request("say", json!({"topic": "room:o", "text": "lost"}))
+        .await
+    {
+        Err(TestError::Reply { code, message, .. }) => {
+            assert_eq!(code, "engine_unavailable");
+            assert!(message.contains("Redis"), "{message}");
+        }
+        other => panic!("expected engine_unavailable, got {other:?}"),
+    }
+    let err = n2.hub.publish("room:o", "x", &1).await.unwrap_err();
+    assert_eq!(err.code(), "engine_unavailable");
+    a.request("whoami", Value::Null).await.unwrap();
+    b.request("whoami", Value::Null).await.unwrap();
+    match a.request("subscribe", json!({"topic": "room:other"})).await {
+        Err(TestError::Reply { code, .. }) => assert_eq!(code, "engine_unavailable"),
+        other => panic!("expected engine_unavailable, got {other:?}"),
+    }
+    let status = http_get(&n1.srv, "/health").await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    assert!(status.contains("\"status\":\"down\""), "{status}");
+
+    // Redis comes back (empty): the nodes reconnect, resubscribe, write their presence again.
+    redis.restart();
+    assert!(n1.engine.wait_until_up(Duration::from_secs(15)).await);
+    assert!(n2.engine.wait_until_up(Duration::from_secs(15)).await);
+    assert_eq!(numsub(&redis, "switchboard:t:room:o"), 2);
+    a.request("say", json!({"topic": "room:o", "text": "after"}))
+        .await
+        .unwrap();
+    assert_eq!(delivery(&mut a, "said").await["data"]["text"], "after");
+    assert_eq!(delivery(&mut b, "said").await["data"]["text"], "after");
+    // History starts over in a new epoch, delivered on both nodes.
+    b.request("say", json!({"topic": "room:h-o", "text": "new"}))
+        .await
+        .unwrap();
+    for c in [&mut a, &mut b] {
+        let d = delivery(c, "said").await;
+        assert_eq!(
+            (d["data"]["text"].clone(), d["seq"].clone()),
+            (json!("new"), json!(1))
+        );
+    }
+    let p = n2.hub.presence("room:o").await.unwrap();
+    assert_eq!(p.keys().collect::<Vec<_>>(), vec!["ann", "bob"]);
+    assert_eq!(n1.hub.subscriber_count("room:o").await.unwrap(), 2);
+    let status = http_get(&n1.srv, "/health").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}
+
+/// Ids of the Redis clients subscribed to at least one channel.
+fn subscribed_clients(redis: &Redis) -> Vec<String> {
+    let list = redis.cmd(&["CLIENT", "LIST"]).unwrap();
+    list.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f.starts_with("sub=") && f != "sub=0"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_catches_up_topics_with_history() {
+    let Some(redis) = Redis::start("catchup") else {
+        return;
+    };
+    // Node 1 only publishes (no subscribers: no channel), node 2 has the subscriber.
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut b = n2.client("bob").await;
+    let joined = join(&mut b, "room:hc").await;
+    assert_eq!(joined["seq"], 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (hub, stop) = (n1.hub.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.publish("room:hc", "n", &json!({ "i": sent }))
+                    .await
+                    .unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    until("some publications to arrive", || async {
+        n1.hub.subscriber_count("room:hc").await.unwrap() == 1
+    })
+    .await;
+    assert_eq!(delivery(&mut b, "n").await["seq"], 1);
+    // Cut node 2's subscription connection; node 1 goes on publishing meanwhile.
+    let before = subscribed_clients(&redis);
+    assert_eq!(before.len(), 1, "only node 2 is on a channel");
+    redis.cmd(&["CLIENT", "KILL", "ID", &before[0]]).unwrap();
+    until("node 2 to be back on the channel", || async {
+        let now = subscribed_clients(&redis);
+        now.len() == 1 && now != before && n2.hub.health() == EngineHealth::Up
+    })
+    .await;
+    n2.hub
+        .publish("room:hc", "n", &json!({"i": "mark"}))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = publisher.await.unwrap();
+    // Every publication, once, in order: those made while node 2 was away came from history.
+    let mut expect = 2;
+    loop {
+        let d = delivery(&mut b, "n").await;
+        assert_eq!(d["seq"], expect, "after {} publications", sent + 1);
+        if d["data"]["i"] == "mark" {
+            break;
+        }
+        expect += 1;
+    }
+    assert!(expect >= 3);
+}
+
+async fn http_get(srv: &TestServer, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        srv.addr()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn an_engine_that_cannot_reach_redis_says_so() {
+    // No redis-server needed: nothing listens on a port that was just free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let err = RedisEngine::connect(url.clone()).await.unwrap_err();
+    assert_eq!(err.code(), "engine_unavailable");
+    let engine = RedisEngine::builder(url).start().unwrap();
+    let hub = Hub::with_engine(engine);
+    assert!(matches!(hub.health(), EngineHealth::Down { .. }));
+    let err = hub.publish("t", "e", &1).await.unwrap_err();
+    assert_eq!(err.code(), "engine_unavailable");
+    assert!(RedisEngine::builder("nonsense://").start().is_err());
+}
