@@ -25,6 +25,8 @@ use actix_web::{HttpResponse, ResponseError};
 /// | `unauthorized` / `forbidden` | auth failures (HTTP 401 / 403 on connect) |
 /// | `overloaded` | the connection's inbound queue is full |
 /// | `internal` | a handler panicked or failed unexpectedly (details are logged, not sent) |
+/// | `engine_unavailable` | the engine is down (the Redis engine lost Redis); HTTP 503 |
+/// | `function_timeout` / `function_unavailable` / `function_error` | gateway mode: the function was too slow, unreachable, or failed |
 ///
 /// ```
 /// use switchboard::ChannelError;
