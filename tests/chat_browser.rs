@@ -6,23 +6,13 @@
 //! `SWITCHBOARD_SCREENSHOT=docs/chat.png cargo test --test chat_browser` also saves a
 //! screenshot of the page (the one in the README).
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use switchboard_suite::{example_binary, spawn_listening, Proc};
 
 fn chromedriver() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CHROMEDRIVER") {
@@ -42,63 +32,13 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The chat example's binary, built by `cargo test` beside this test.
-fn chat_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let bin = dir.join("examples").join("chat");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --example chat` (cargo test --workspace builds it)",
-        bin.display()
-    );
-    // `cargo test --test chat_browser` alone does not rebuild examples: refuse to test an old
-    // page.
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat/static"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .chain([PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/chat/main.rs"
-        ))]);
-    for src in sources {
-        let changed = std::fs::metadata(&src).and_then(|m| m.modified()).ok();
-        assert!(
-            built >= changed,
-            "the chat example is older than {}: run `cargo build --example chat`",
-            src.display()
-        );
-    }
-    bin
-}
-
 /// Starts the chat on a free port; returns it with its base URL.
 fn start_chat() -> (Proc, String) {
-    let mut child = Command::new(chat_binary())
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the chat example");
-    let stdout = child.stdout.take().expect("chat stdout");
-    let proc = Proc(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the chat's address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the chat: {line:?}"))
-        .to_owned();
-    (proc, url)
+    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
+    let mut cmd = Command::new(bin);
+    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "warn");
+    spawn_listening(cmd)
 }
 
 async fn start_driver(bin: PathBuf) -> (Proc, String) {
