@@ -797,9 +797,9 @@ impl<S> Channel<S> {
     /// build it with `SubscribeRequest::new(topic, channel.subscriber())`.
     pub async fn subscribe_request(&self, req: SubscribeRequest) -> Result<Subscribed, Error> {
         let topic = req.topic.clone();
-        let out = self.inner.hub.engine().subscribe(req).await?;
-        self.inner.entry.add_topic(topic);
-        Ok(out)
+        let engine = self.inner.hub.engine();
+        let sub = engine.subscribe(req);
+        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, sub).await
     }
 
     /// This connection as a topic subscriber: its deliveries go to the client.
@@ -871,14 +871,10 @@ impl<S> Channel<S> {
     ) -> Result<(), Error> {
         let meta = serde_json::to_value(meta)?;
         let topic: Arc<str> = Arc::from(topic);
-        self.inner
-            .hub
-            .engine()
-            .track(topic.clone(), subscriber, key.to_owned(), meta)
-            .await?;
-        // Presence goes when the connection does: remember the topic for cleanup.
-        self.inner.entry.add_topic(topic);
-        Ok(())
+        let engine = self.inner.hub.engine();
+        let track = engine.track(topic.clone(), subscriber, key.to_owned(), meta);
+        // Presence goes when the connection does: the topic is recorded for cleanup.
+        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, track).await
     }
 
     /// Removes this connection from `topic`'s presence.

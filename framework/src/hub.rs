@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -222,16 +222,11 @@ impl Hub {
     ) -> Result<Subscribed, Error> {
         let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
         let topic: Arc<str> = Arc::from(topic);
-        let out = self
-            .inner
-            .engine
-            .subscribe(SubscribeRequest {
-                recover,
-                ..SubscribeRequest::new(topic.clone(), entry.subscriber(id))
-            })
-            .await?;
-        entry.add_topic(topic);
-        Ok(out)
+        let sub = self.inner.engine.subscribe(SubscribeRequest {
+            recover,
+            ..SubscribeRequest::new(topic.clone(), entry.subscriber(id))
+        });
+        with_topic(&self.inner.engine, &entry, id, topic, sub).await
     }
 
     /// Unsubscribes an open connection from `topic`.
@@ -262,6 +257,36 @@ impl Hub {
             for topic in entry.take_topics() {
                 self.inner.engine.unsubscribe(topic, id);
             }
+        }
+    }
+}
+
+/// Runs `op`, a subscribe or track of connection `id` on `topic`, with the topic recorded on
+/// the connection first: a disconnect while `op` is under way (which forgets the connection's
+/// topics) then takes it out of the topic too, instead of leaving a subscriber (or presence)
+/// that nothing removes. The topic goes again when `op` fails; and when it is gone by the time
+/// `op` succeeds (the connection closed, or unsubscribed, meanwhile), so does the subscription
+/// `op` made, which the engine may have set up after that unsubscribe.
+pub(crate) async fn with_topic<T>(
+    engine: &Arc<dyn Engine>,
+    entry: &ConnEntry,
+    id: ConnectionId,
+    topic: Arc<str>,
+    op: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let added = entry.add_topic(topic.clone());
+    match op.await {
+        Ok(out) => {
+            if !entry.has_topic(&topic) {
+                engine.unsubscribe(topic, id);
+            }
+            Ok(out)
+        }
+        Err(e) => {
+            if added {
+                entry.remove_topic(&topic);
+            }
+            Err(e)
         }
     }
 }
@@ -315,6 +340,9 @@ pub struct ConnectionInfo {
 pub(crate) struct ConnEntry {
     out: Arc<Outbound>,
     topics: Mutex<Vec<Arc<str>>>,
+    /// Deregistered: its topics were taken for cleanup, and one recorded now is never cleaned.
+    /// Written with `topics` locked.
+    gone: AtomicBool,
     channel: Arc<str>,
     connected_at: SystemTime,
     last_active_ms: AtomicU64,
@@ -328,6 +356,7 @@ impl ConnEntry {
         ConnEntry {
             out,
             topics: Mutex::new(Vec::new()),
+            gone: AtomicBool::new(false),
             channel,
             connected_at: now,
             last_active_ms: AtomicU64::new(millis(now)),
@@ -351,11 +380,20 @@ impl ConnEntry {
         }
     }
 
-    pub(crate) fn add_topic(&self, topic: Arc<str>) {
+    /// Records a topic; false when it was there already.
+    pub(crate) fn add_topic(&self, topic: Arc<str>) -> bool {
         let mut t = self.lock_topics();
-        if !t.contains(&topic) {
-            t.push(topic);
+        if t.contains(&topic) {
+            return false;
         }
+        t.push(topic);
+        true
+    }
+
+    /// Whether `topic` is recorded and will be cleaned up with the connection.
+    pub(crate) fn has_topic(&self, topic: &Arc<str>) -> bool {
+        let t = self.lock_topics();
+        !self.gone.load(Ordering::Relaxed) && t.contains(topic)
     }
 
     pub(crate) fn remove_topic(&self, topic: &Arc<str>) -> bool {
@@ -370,7 +408,9 @@ impl ConnEntry {
     }
 
     fn take_topics(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut *self.lock_topics())
+        let mut t = self.lock_topics();
+        self.gone.store(true, Ordering::Relaxed);
+        std::mem::take(&mut *t)
     }
 
     pub(crate) fn touch(&self) {

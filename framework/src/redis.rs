@@ -66,8 +66,9 @@
 //! - **Faults**: when Redis goes away the engine reports [`EngineHealth::Down`], logs it once,
 //!   and fails publishes, subscribes and cluster-wide reads at once with the error code
 //!   `engine_unavailable` (HTTP 503) instead of losing them silently; local connections stay
-//!   open. It reconnects with exponential backoff, then writes this node's presence and counts
-//!   again, resubscribes its topics, and delivers what topics with history missed meanwhile.
+//!   open. It reconnects with exponential backoff (jittered), then writes this node's
+//!   presence and counts again, resubscribes its topics, and delivers what topics with history
+//!   missed meanwhile.
 //!
 //! Redis Cluster is not supported (the scripts touch keys of several topics); one Redis server,
 //! or a primary with replicas behind a failover address, is.
@@ -157,13 +158,19 @@ impl RedisEngineBuilder {
     }
 
     /// How long a node may stay silent before the others take it for dead and remove its
-    /// presence entries and counts (default 15 s). Nodes beat every third of it.
+    /// presence entries and counts (default 15 s). Nodes beat every third of it, and a node
+    /// whose heartbeats have not got through for half of it goes down (and reconnects) rather
+    /// than be removed by the others while it thinks itself up. Every node of a cluster should
+    /// have the same: a node reaps the others with its own.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.settings.node_timeout = timeout.max(Duration::from_millis(150));
         self
     }
 
     /// How long a Redis command may take before the connection counts as lost (default 3 s).
+    /// At most a third of the [node timeout](Self::node_timeout): [`start`](Self::start)
+    /// lowers it to that, so that a stalled connection is noticed (and the node goes down)
+    /// before the other nodes take this one for dead.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.settings.command_timeout = timeout;
         self
@@ -215,7 +222,10 @@ impl RedisEngineBuilder {
             Some(n) => Arc::from(n),
             None => new_epoch(),
         };
-        let settings = self.settings;
+        let mut settings = self.settings;
+        // The node timeout is the cluster's (each node reaps the others with its own), so it
+        // is the command timeout that gives way.
+        settings.command_timeout = settings.command_timeout.min(settings.node_timeout / 3);
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -368,16 +378,21 @@ struct Undo<'a> {
     stage: Stage,
 }
 
+/// What to undo. While the script is under way the stage is already what a failure needs: a
+/// caller that stops waiting (a connection closing mid-subscribe drops the future) learns of
+/// no subscription, so none may stay behind; making it live instead would leave a subscriber,
+/// its count and its presence that nothing takes out again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// The node is joining the channel for this subscriber.
     Joining,
-    /// The subscriber is pending; the script is under way.
-    Pending,
-    /// The script failed: the subscriber (new here) goes.
+    /// The subscriber (new here) goes, with its presence. Its leave is queued after the
+    /// script, and the executor runs them in order: Redis ends up without either.
     Failed,
-    /// The script failed for a subscriber that was already here: it stays, presence goes.
+    /// The subscriber was already here: it stays (no longer pending), its presence goes.
     FailedKeep,
+    /// A connection that is no subscriber here: its presence goes.
+    Untrack,
     /// Nothing to undo.
     Done,
 }
@@ -388,12 +403,12 @@ impl Drop for Undo<'_> {
         let mut local = self.shared.local();
         match self.stage {
             Stage::Joining => local.abort_join(ctx, self.topic),
-            Stage::Pending => local.finish(ctx, self.topic, self.id, &[], &Covered::default()),
             Stage::Failed => local.remove(ctx, self.topic, self.id, true),
             Stage::FailedKeep => {
                 local.finish(ctx, self.topic, self.id, &[], &Covered::default());
                 local.remove(ctx, self.topic, self.id, false);
             }
+            Stage::Untrack => local.remove(ctx, self.topic, self.id, false),
             Stage::Done => {}
         }
     }
@@ -402,7 +417,7 @@ impl Drop for Undo<'_> {
 /// The subscribe script's answer.
 struct Snapshot {
     new_node: bool,
-    version: u64,
+    version: (Arc<str>, u64),
     entries: Vec<Vec<u8>>,
     epoch: String,
     seq: u64,
@@ -413,19 +428,23 @@ struct Snapshot {
 impl Snapshot {
     fn parse(v: &Value) -> Option<Snapshot> {
         let Value::Array(p) = v else { return None };
-        if p.len() != 7 {
+        let [new_node, pepoch, pver, entries, epoch, seq, recovered, items] = p.as_slice() else {
             return None;
-        }
+        };
         Some(Snapshot {
-            new_node: int(&p[0]) == 1,
-            version: int(&p[1]).max(0) as u64,
-            entries: strings(&p[2]),
-            epoch: string(&p[3]),
-            seq: int(&p[4]).max(0) as u64,
-            recovered: int(&p[5]),
-            items: strings(&p[6]),
+            new_node: int(new_node) == 1,
+            version: presence_version(pepoch, pver),
+            entries: strings(entries),
+            epoch: string(epoch),
+            seq: int(seq).max(0) as u64,
+            recovered: int(recovered),
+            items: strings(items),
         })
     }
+}
+
+fn presence_version(epoch: &Value, version: &Value) -> (Arc<str>, u64) {
+    (Arc::from(string(epoch)), int(version).max(0) as u64)
 }
 
 async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscribed, Error> {
@@ -494,25 +513,17 @@ async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscri
         );
         (new_sub, waiter)
     };
-    undo.stage = Stage::Pending;
-    let failed = if new {
+    undo.stage = if new {
         Stage::Failed
     } else {
         Stage::FailedKeep
     };
     let v = match waiter.await {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            undo.stage = failed;
-            return Err(e.into_error());
-        }
-        Err(_) => {
-            undo.stage = failed;
-            return Err(unavailable("engine stopped"));
-        }
+        Ok(Err(e)) => return Err(e.into_error()),
+        Err(_) => return Err(unavailable("engine stopped")),
     };
     let Some(snap) = Snapshot::parse(&v) else {
-        undo.stage = failed;
         return Err(bad_reply("subscribe"));
     };
     // 3. The snapshot first (presence state, replayed history), then what arrived meanwhile.
@@ -571,48 +582,40 @@ async fn track(
         .s(&m)
         .done();
     let (subscribed, waiter) = shared.local().track(ctx, &topic, id, key, meta, args);
+    // Until the script answers, a failure (or the caller giving up) leaves the entry in Redis
+    // or not: forget it on both sides.
     let mut undo = Undo {
         shared: &shared,
         topic: &topic,
         id,
         stage: if subscribed {
-            Stage::Pending
+            Stage::FailedKeep
         } else {
-            Stage::Done
+            Stage::Untrack
         },
     };
     let reply = match waiter.await {
         Ok(Ok(v)) => v,
-        failure => {
-            // The entry may or may not be in Redis: forget it on both sides.
-            undo.stage = Stage::FailedKeep;
-            if !subscribed {
-                undo.stage = Stage::Done;
-                shared.local().remove(ctx, &topic, id, false);
-            }
-            return Err(match failure {
-                Ok(Err(e)) => e.into_error(),
-                _ => unavailable("engine stopped"),
-            });
-        }
+        Ok(Err(e)) => return Err(e.into_error()),
+        Err(_) => return Err(unavailable("engine stopped")),
     };
     let (new_node, version, entries) = match &reply {
-        Value::Array(p) if p.len() == 3 => (int(&p[0]) == 1, int(&p[1]), strings(&p[2])),
-        _ => {
-            undo.stage = if subscribed {
-                Stage::FailedKeep
-            } else {
-                Stage::Done
-            };
-            return Err(bad_reply("track"));
-        }
+        Value::Array(p) => match p.as_slice() {
+            [new_node, pepoch, pver, entries] => (
+                int(new_node) == 1,
+                presence_version(pepoch, pver),
+                strings(entries),
+            ),
+            _ => return Err(bad_reply("track")),
+        },
+        _ => return Err(bad_reply("track")),
     };
     let state = wire::presence_state(&topic, &wire::presence(&entries));
     undo.stage = Stage::Done;
     if subscribed {
         let covered = Covered {
             position: None,
-            version: Some(version.max(0) as u64),
+            version: Some(version),
         };
         let first: Vec<Publication> = state.into_iter().collect();
         shared.local().finish(ctx, &topic, id, &first, &covered);

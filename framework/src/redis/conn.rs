@@ -11,11 +11,16 @@
 //!
 //! While Redis is unreachable the engine is down: commands fail at once with
 //! `engine_unavailable` instead of waiting, local subscribers stay where they are.
+//!
+//! Nothing here grows without bound: the executor's queue holds [`EXEC_CAPACITY`] commands
+//! (past that, callers get `engine_unavailable` at once, and a dropped fire-and-forget leave
+//! marks the node for a resync, which rewrites its state from the local one); requests to the
+//! supervisor are coalesced (a flag, a set of topics).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -31,6 +36,10 @@ use crate::id::ConnectionId;
 
 /// Pipelined commands per round trip, at most.
 const MAX_BATCH: usize = 256;
+
+/// Commands waiting for the executor, at most: seconds of work for Redis, far more than a
+/// healthy node queues, small enough that a stuck Redis cannot eat the process's memory.
+pub(crate) const EXEC_CAPACITY: usize = 65_536;
 
 /// The engine's settings (see `RedisEngineBuilder`).
 #[derive(Clone, Debug)]
@@ -59,6 +68,8 @@ impl Settings {
 pub(crate) enum OpError {
     /// Redis cannot be reached (now).
     Unavailable(String),
+    /// The executor's queue is full.
+    Overloaded,
     /// Redis answered with an error, or the answer made no sense.
     Failed(String),
 }
@@ -67,7 +78,15 @@ impl OpError {
     pub(crate) fn into_error(self) -> Error {
         match self {
             OpError::Unavailable(reason) => unavailable(&reason),
+            OpError::Overloaded => unavailable("engine overloaded"),
             OpError::Failed(detail) => Error::internal(format_args!("redis engine: {detail}")),
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            OpError::Unavailable(r) | OpError::Failed(r) => r.clone(),
+            OpError::Overloaded => "engine overloaded".into(),
         }
     }
 }
@@ -80,9 +99,6 @@ pub(crate) fn unavailable(reason: &str) -> Error {
     )
     .with_status(actix_web::http::StatusCode::SERVICE_UNAVAILABLE)
 }
-
-/// A history position a node delivered up to: epoch and sequence number.
-type Seen = (Arc<str>, u64);
 
 pub(crate) type Reply = oneshot::Sender<Result<Value, OpError>>;
 pub(crate) type Waiter = oneshot::Receiver<Result<Value, OpError>>;
@@ -99,22 +115,76 @@ enum OpKind {
 }
 
 impl Op {
-    fn answer(self, r: Result<Value, OpError>) {
-        if let Some(tx) = self.reply {
-            let _ = tx.send(r);
+    fn answer(self, ctx: &Ctx, r: Result<Value, OpError>) {
+        match self.reply {
+            Some(tx) => {
+                let _ = tx.send(r);
+            }
+            // Nobody waits for a leave: when it fails, Redis keeps what the node dropped here
+            // until a resync rewrites the node's state from the local one.
+            None if r.is_err() => ctx.resync(),
+            None => {}
         }
     }
 }
 
-/// Messages for the supervisor.
-pub(crate) enum Ctl {
-    /// Make the node's subscription to the topic's channel match whether it has subscribers;
-    /// answer once it does.
-    Reconcile(Arc<str>, Option<oneshot::Sender<Result<(), OpError>>>),
-    /// Write this node's presence and counts again (Redis forgot the node).
-    Resync,
+type ReconcileReply = oneshot::Sender<Result<(), OpError>>;
+
+/// What the supervisor is asked to do, coalesced so that a burst of requests (every
+/// subscribe of a node that Redis forgot asks for a resync; a mass disconnect asks to leave
+/// many channels) costs one pass, and what is waiting is bounded by the node's topics.
+pub(crate) struct Signals {
+    wake: Notify,
+    /// Write this node's presence and counts again.
+    resync: AtomicBool,
+    state: Mutex<SignalState>,
+}
+
+#[derive(Default)]
+struct SignalState {
+    /// The supervisor is gone: nothing will answer.
+    closed: bool,
+    /// Topics whose channel subscription must follow the local subscribers, with who waits.
+    reconcile: HashMap<Arc<str>, Vec<ReconcileReply>>,
     /// The executor lost the connection of this generation.
-    Lost(u64, String),
+    lost: Option<(u64, String)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Signals {
+            wake: Notify::new(),
+            resync: AtomicBool::new(false),
+            state: Mutex::new(SignalState::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_reconcile(&self) -> HashMap<Arc<str>, Vec<ReconcileReply>> {
+        std::mem::take(&mut self.state().reconcile)
+    }
+
+    fn take_lost(&self) -> Option<(u64, String)> {
+        self.state().lost.take()
+    }
+}
+
+/// Marks the signals closed when the supervisor goes (the engine's runtime stops), so that
+/// waiters get "engine stopped" instead of waiting forever.
+struct CloseSignals<'a>(&'a Signals);
+
+impl Drop for CloseSignals<'_> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut st = self.0.state();
+            st.closed = true;
+            std::mem::take(&mut st.reconcile)
+        };
+        drop(waiting);
+    }
 }
 
 /// Script arguments, starting with the key prefix.
@@ -148,8 +218,10 @@ impl Args {
 pub(crate) struct Ctx {
     pub settings: Settings,
     pub node: Arc<str>,
-    exec: mpsc::UnboundedSender<Op>,
-    ctl: mpsc::UnboundedSender<Ctl>,
+    exec: mpsc::Sender<Op>,
+    signals: Signals,
+    /// The executor's queue was found full (and not yet found with room again): to warn once.
+    overloaded: AtomicBool,
 }
 
 impl Ctx {
@@ -162,8 +234,25 @@ impl Ctx {
     }
 
     fn queue(&self, kind: OpKind, reply: Option<Reply>) {
-        if let Err(mpsc::error::SendError(op)) = self.exec.send(Op { kind, reply }) {
-            op.answer(Err(OpError::Unavailable("engine stopped".into())));
+        match self.exec.try_send(Op { kind, reply }) {
+            Ok(()) => {
+                if self.overloaded.load(Ordering::Relaxed) {
+                    self.overloaded.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(op)) => {
+                if !self.overloaded.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "redis engine (node {}): {EXEC_CAPACITY} commands queued for Redis: \
+                         failing new ones with engine_unavailable until the queue drains",
+                        self.node
+                    );
+                }
+                op.answer(self, Err(OpError::Overloaded));
+            }
+            Err(mpsc::error::TrySendError::Closed(op)) => {
+                op.answer(self, Err(OpError::Unavailable("engine stopped".into())));
+            }
         }
     }
 
@@ -207,22 +296,39 @@ impl Ctx {
         self.script_nowait(ScriptId::Leave, args);
     }
 
-    /// Asks the supervisor to write this node's presence and counts again.
+    /// Asks the supervisor to write this node's presence and counts again (once, however
+    /// many ask before it gets to it).
     pub(crate) fn resync(&self) {
-        let _ = self.ctl.send(Ctl::Resync);
+        self.signals.resync.store(true, Ordering::Release);
+        self.signals.wake.notify_one();
     }
 
     /// Asks the supervisor to (un)subscribe the node from the topic's channel as needed.
-    pub(crate) fn reconcile(
-        &self,
-        topic: Arc<str>,
-        reply: Option<oneshot::Sender<Result<(), OpError>>>,
-    ) {
-        if let Err(mpsc::error::SendError(Ctl::Reconcile(_, Some(tx)))) =
-            self.ctl.send(Ctl::Reconcile(topic, reply))
+    pub(crate) fn reconcile(&self, topic: Arc<str>, reply: Option<ReconcileReply>) {
         {
-            let _ = tx.send(Err(OpError::Unavailable("engine stopped".into())));
+            let mut st = self.signals.state();
+            if st.closed {
+                drop(st);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Err(OpError::Unavailable("engine stopped".into())));
+                }
+                return;
+            }
+            let waiting = st.reconcile.entry(topic).or_default();
+            waiting.extend(reply);
         }
+        self.signals.wake.notify_one();
+    }
+
+    /// The executor lost the connection of `generation`.
+    fn lost(&self, generation: u64, reason: String) {
+        {
+            let mut st = self.signals.state();
+            if st.lost.as_ref().is_none_or(|(g, _)| *g < generation) {
+                st.lost = Some((generation, reason));
+            }
+        }
+        self.signals.wake.notify_one();
     }
 }
 
@@ -304,6 +410,10 @@ pub(crate) struct Shared {
     pub addr: String,
     /// Set by `shutdown`: the node no longer beats nor writes itself back.
     stopping: AtomicBool,
+    /// When the last heartbeat that got through was sent.
+    beat_ok: Mutex<Instant>,
+    /// Heartbeats failed in a row.
+    beat_failures: AtomicU32,
 }
 
 impl Shared {
@@ -331,11 +441,13 @@ impl Shared {
     }
 }
 
+type Shas = Arc<[String; SCRIPT_COUNT]>;
+
 /// The connection the executor uses, with the scripts' hashes.
 #[derive(Clone)]
 struct Conn {
     mc: MultiplexedConnection,
-    shas: Arc<Vec<String>>,
+    shas: Shas,
     generation: u64,
 }
 
@@ -346,23 +458,25 @@ fn sources() -> &'static [String; SCRIPT_COUNT] {
 
 /// Starts the engine's tasks on the current runtime (the engine's own thread).
 pub(crate) fn start(settings: Settings, node: Arc<str>, client: redis::Client) -> Arc<Shared> {
-    let (exec_tx, exec_rx) = mpsc::unbounded_channel();
-    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (exec_tx, exec_rx) = mpsc::channel(EXEC_CAPACITY);
     let (conn_tx, conn_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         ctx: Ctx {
             settings,
             node,
             exec: exec_tx,
-            ctl: ctl_tx,
+            signals: Signals::new(),
+            overloaded: AtomicBool::new(false),
         },
         local: Mutex::new(Local::default()),
         health: HealthState::new(),
         addr: client.get_connection_info().addr.to_string(),
         stopping: AtomicBool::new(false),
+        beat_ok: Mutex::new(Instant::now()),
+        beat_failures: AtomicU32::new(0),
     });
     tokio::spawn(executor(shared.clone(), exec_rx, conn_rx));
-    tokio::spawn(supervise(shared.clone(), client, ctl_rx, conn_tx));
+    tokio::spawn(supervise(shared.clone(), client, conn_tx));
     shared
 }
 
@@ -370,7 +484,7 @@ pub(crate) fn start(settings: Settings, node: Arc<str>, client: redis::Client) -
 
 async fn executor(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Op>,
+    mut rx: mpsc::Receiver<Op>,
     conn: watch::Receiver<Option<Conn>>,
 ) {
     let mut batch = Vec::new();
@@ -388,18 +502,19 @@ async fn executor(
             None => {
                 let reason = shared.health.reason();
                 for op in batch.drain(..) {
-                    op.answer(Err(OpError::Unavailable(reason.clone())));
+                    op.answer(&shared.ctx, Err(OpError::Unavailable(reason.clone())));
                 }
             }
         }
     }
 }
 
-fn packed(kind: &mut OpKind, shas: &[String]) -> redis::Cmd {
+fn packed(kind: &mut OpKind, shas: &[String; SCRIPT_COUNT]) -> redis::Cmd {
     match kind {
         OpKind::Cmd(cmd) => std::mem::replace(cmd, redis::Cmd::new()),
         OpKind::Script(id, args) => {
             let mut cmd = redis::cmd("EVALSHA");
+            // `ScriptId` values are below SCRIPT_COUNT, the array's length.
             cmd.arg(&shas[*id as usize]).arg(0);
             for a in args.iter() {
                 cmd.arg(a.as_slice());
@@ -414,58 +529,119 @@ fn is_lost(e: &redis::RedisError) -> bool {
 }
 
 async fn run_batch(shared: &Shared, mut c: Conn, batch: &mut Vec<Op>) {
+    let ctx = &shared.ctx;
     let mut pipe = redis::pipe();
     for op in batch.iter_mut() {
         pipe.add_command(packed(&mut op.kind, &c.shas));
     }
-    match c.mc.send_packed_commands(&pipe, 0, batch.len()).await {
-        Ok(values) if values.len() == batch.len() => {
-            let mut reloaded = false;
-            for (mut op, v) in batch.drain(..).zip(values) {
-                let mut result = v.extract_error();
-                if let (Err(e), OpKind::Script(..)) = (&result, &op.kind) {
-                    if e.kind() == redis::ErrorKind::NoScriptError {
-                        // Someone flushed the scripts: load them again and retry this one.
-                        if !reloaded {
-                            reloaded = load_scripts(&mut c.mc).await.is_ok();
-                        }
-                        let cmd = packed(&mut op.kind, &c.shas);
-                        result = c.mc.send_packed_command(&cmd).await;
-                    }
-                }
-                op.answer(result.map_err(|e| OpError::Failed(e.to_string())));
-            }
-        }
+    let values = match c.mc.send_packed_commands(&pipe, 0, batch.len()).await {
+        Ok(values) if values.len() == batch.len() => values,
         Ok(values) => {
             let detail = format!("{} replies to {} commands", values.len(), batch.len());
             for op in batch.drain(..) {
-                op.answer(Err(OpError::Failed(detail.clone())));
+                op.answer(ctx, Err(OpError::Failed(detail.clone())));
             }
+            return;
         }
         Err(e) => {
-            let lost = is_lost(&e);
+            let err = batch_error(ctx, &c, &e);
             for op in batch.drain(..) {
-                op.answer(Err(if lost {
-                    OpError::Unavailable(e.to_string())
-                } else {
-                    OpError::Failed(e.to_string())
-                }));
+                op.answer(ctx, Err(err.clone()));
             }
-            if lost {
-                let _ = shared.ctx.ctl.send(Ctl::Lost(c.generation, e.to_string()));
+            return;
+        }
+    };
+    let mut results: Vec<Result<Value, OpError>> = Vec::with_capacity(values.len());
+    let mut noscript = Vec::new();
+    for (i, (op, v)) in batch.iter().zip(values).enumerate() {
+        let r = v.extract_error();
+        if let (Err(e), OpKind::Script(..)) = (&r, &op.kind) {
+            if e.kind() == redis::ErrorKind::NoScriptError {
+                noscript.push(i);
+            }
+        }
+        results.push(r.map_err(|e| OpError::Failed(e.to_string())));
+    }
+    if !noscript.is_empty() {
+        // Redis lost its script cache (SCRIPT FLUSH, a failover to a replica without it): load
+        // the scripts again and run those that failed again, in their order, in one pipeline,
+        // before anything queued after them. (Plain commands of the batch that Redis already
+        // ran cannot be moved back behind them.)
+        match retry_scripts(ctx, &mut c, batch, &noscript).await {
+            Ok(again) => {
+                for (i, r) in noscript.iter().zip(again) {
+                    results[*i] = r;
+                }
+            }
+            Err(e) => {
+                for i in &noscript {
+                    results[*i] = Err(e.clone());
+                }
             }
         }
     }
+    for (op, r) in batch.drain(..).zip(results) {
+        op.answer(ctx, r);
+    }
 }
 
-async fn load_scripts(mc: &mut MultiplexedConnection) -> Result<Vec<String>, String> {
+/// What a failed pipeline means for each of its commands; reports a lost connection.
+fn batch_error(ctx: &Ctx, c: &Conn, e: &redis::RedisError) -> OpError {
+    if is_lost(e) {
+        ctx.lost(c.generation, e.to_string());
+        OpError::Unavailable(e.to_string())
+    } else {
+        OpError::Failed(e.to_string())
+    }
+}
+
+async fn retry_scripts(
+    ctx: &Ctx,
+    c: &mut Conn,
+    batch: &mut [Op],
+    which: &[usize],
+) -> Result<Vec<Result<Value, OpError>>, OpError> {
+    // A script's hash is that of its source: loading again gives the same ones.
+    load_scripts(&mut c.mc)
+        .await
+        .map_err(|e| OpError::Failed(format!("after NOSCRIPT: {e}")))?;
+    let mut pipe = redis::pipe();
+    for &i in which {
+        if let Some(op) = batch.get_mut(i) {
+            pipe.add_command(packed(&mut op.kind, &c.shas));
+        }
+    }
+    match c.mc.send_packed_commands(&pipe, 0, which.len()).await {
+        Ok(values) if values.len() == which.len() => Ok(values
+            .into_iter()
+            .map(|v| {
+                v.extract_error()
+                    .map_err(|e| OpError::Failed(e.to_string()))
+            })
+            .collect()),
+        Ok(values) => Err(OpError::Failed(format!(
+            "{} replies to {} commands",
+            values.len(),
+            which.len()
+        ))),
+        Err(e) => Err(batch_error(ctx, c, &e)),
+    }
+}
+
+async fn load_scripts(mc: &mut MultiplexedConnection) -> Result<Shas, String> {
     let mut pipe = redis::pipe();
     for src in sources() {
         pipe.cmd("SCRIPT").arg("LOAD").arg(src.as_str());
     }
-    pipe.query_async(mc)
+    let shas: Vec<String> = pipe
+        .query_async(mc)
         .await
-        .map_err(|e| format!("loading the scripts: {e}"))
+        .map_err(|e| format!("loading the scripts: {e}"))?;
+    let n = shas.len();
+    let shas: [String; SCRIPT_COUNT] = shas
+        .try_into()
+        .map_err(|_| format!("loading the scripts: {n} hashes for {SCRIPT_COUNT} scripts"))?;
+    Ok(Arc::new(shas))
 }
 
 // ---- the supervisor -----------------------------------------------------------------------
@@ -525,7 +701,7 @@ async fn connect(
     Ok((
         Conn {
             mc,
-            shas: Arc::new(shas),
+            shas,
             generation,
         },
         sink,
@@ -536,9 +712,9 @@ async fn connect(
 async fn supervise(
     shared: Arc<Shared>,
     client: redis::Client,
-    mut ctl: mpsc::UnboundedReceiver<Ctl>,
     conn_tx: watch::Sender<Option<Conn>>,
 ) {
+    let _closed = CloseSignals(&shared.ctx.signals);
     let settings = shared.ctx.settings.clone();
     let mut delay = settings.backoff_min;
     let mut generation = 0u64;
@@ -551,9 +727,10 @@ async fn supervise(
             Ok(c) => c,
             Err(e) => {
                 let was_up = shared.health.failed(&e);
+                let wait = jittered(delay, &shared.ctx.node, generation);
                 if was_up || !warned {
                     log::warn!(
-                        "redis engine (node {}): cannot reach Redis at {}: {e}; retrying in {delay:?} \
+                        "redis engine (node {}): cannot reach Redis at {}: {e}; retrying in {wait:?} \
                          and backing off (local connections keep working)",
                         shared.ctx.node,
                         shared.addr
@@ -562,7 +739,7 @@ async fn supervise(
                 } else {
                     log::debug!("redis engine: still cannot reach {}: {e}", shared.addr);
                 }
-                wait_down(&shared, &mut ctl, delay).await;
+                wait_down(&shared, wait).await;
                 delay = (delay * 2).min(settings.backoff_max);
                 continue;
             }
@@ -572,6 +749,8 @@ async fn supervise(
             sink,
             subscribed: HashSet::new(),
         };
+        // The full resync below covers whatever was asked for until now.
+        shared.ctx.signals.resync.store(false, Ordering::Release);
         match resync(&shared, &mut link, true).await {
             Ok(topics) => {
                 shared.health.set_up();
@@ -594,14 +773,18 @@ async fn supervise(
             }
             Err(e) => {
                 let _ = conn_tx.send_replace(None);
+                let e = e.reason();
                 shared.health.set_down(&e);
-                log::warn!("redis engine: setting up after connecting failed: {e}; retrying");
-                wait_down(&shared, &mut ctl, delay).await;
+                let wait = jittered(delay, &shared.ctx.node, generation);
+                log::warn!(
+                    "redis engine: setting up after connecting failed: {e}; retrying in {wait:?}"
+                );
+                wait_down(&shared, wait).await;
                 delay = (delay * 2).min(settings.backoff_max);
                 continue;
             }
         }
-        let reason = run(&shared, &mut link, stream, &mut ctl, generation).await;
+        let reason = run(&shared, &mut link, stream, generation).await;
         let _ = conn_tx.send_replace(None);
         shared.health.set_down(&reason);
         log::warn!(
@@ -614,20 +797,33 @@ async fn supervise(
     }
 }
 
+/// `delay` spread over its second half: nodes that lost Redis together do not all come back
+/// at the same instant (and resync together) when it returns.
+fn jittered(delay: Duration, node: &str, attempt: u64) -> Duration {
+    use std::hash::BuildHasher;
+    // A fresh `RandomState` has random keys: a cheap random number without a dependency.
+    let r = std::collections::hash_map::RandomState::new().hash_one((node, attempt));
+    let half = delay / 2;
+    let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(r % spread.saturating_add(1))
+}
+
 /// Waits `delay` while down, answering what needs an answer.
-async fn wait_down(shared: &Shared, ctl: &mut mpsc::UnboundedReceiver<Ctl>, delay: Duration) {
+async fn wait_down(shared: &Shared, delay: Duration) {
+    let signals = &shared.ctx.signals;
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
             _ = &mut sleep => return,
-            msg = ctl.recv() => match msg {
-                Some(Ctl::Reconcile(_, Some(tx))) => {
-                    let _ = tx.send(Err(OpError::Unavailable(shared.health.reason())));
+            _ = signals.wake.notified() => {
+                // The next connection starts from scratch (full resync, every wanted channel).
+                let _ = signals.take_lost();
+                let reason = shared.health.reason();
+                for tx in signals.take_reconcile().into_values().flatten() {
+                    let _ = tx.send(Err(OpError::Unavailable(reason.clone())));
                 }
-                Some(_) => {}
-                None => std::future::pending::<()>().await,
-            },
+            }
         }
     }
 }
@@ -636,14 +832,17 @@ async fn run(
     shared: &Arc<Shared>,
     link: &mut Link,
     mut stream: PubSubStream,
-    ctl: &mut mpsc::UnboundedReceiver<Ctl>,
     generation: u64,
 ) -> String {
     let settings = &shared.ctx.settings;
+    let signals = &shared.ctx.signals;
     let every = (settings.node_timeout / 3).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The full resync that just ran beat for the node.
+    *shared.beat_ok.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    shared.beat_failures.store(0, Ordering::Relaxed);
     let prefix = format!("{}:t:", settings.prefix);
     loop {
         tokio::select! {
@@ -651,52 +850,124 @@ async fn run(
                 Some(msg) => dispatch(shared, &prefix, &msg),
                 None => return "the subscription connection closed".into(),
             },
-            msg = ctl.recv() => match msg {
-                Some(Ctl::Reconcile(topic, reply)) => {
-                    let r = link.reconcile(shared, &topic).await;
-                    if let Some(tx) = reply {
-                        let _ = tx.send(r.clone().map_err(OpError::Unavailable));
-                    }
-                    if let Err(e) = r {
-                        return e;
-                    }
+            _ = signals.wake.notified() => {
+                if let Err(reason) = handle_signals(shared, link, generation).await {
+                    return reason;
                 }
-                Some(Ctl::Resync) if shared.stopping() => {}
-                Some(Ctl::Resync) => {
-                    log::info!("redis engine (node {}): writing presence and counts again", shared.ctx.node);
-                    if let Err(e) = resync(shared, link, false).await {
-                        return e;
-                    }
-                }
-                Some(Ctl::Lost(g, reason)) if g == generation => return reason,
-                Some(Ctl::Lost(..)) => {}
-                None => std::future::pending::<()>().await,
-            },
+            }
             _ = tick.tick() => {
                 match tokio::time::timeout(settings.command_timeout, link.sink.ping::<Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return format!("ping: {e}"),
                     Err(_) => return "ping timed out".into(),
                 }
-                heartbeat(shared);
+                if !shared.stopping() {
+                    if let Some(reason) = beat_overdue(shared) {
+                        return reason;
+                    }
+                    heartbeat(shared);
+                }
+                // A resync put off because the queue was full is tried again.
+                if signals.resync.load(Ordering::Acquire) {
+                    signals.wake.notify_one();
+                }
             }
         }
     }
 }
 
+/// Does what was asked of the supervisor; an error is a reason to reconnect.
+async fn handle_signals(
+    shared: &Arc<Shared>,
+    link: &mut Link,
+    generation: u64,
+) -> Result<(), String> {
+    let signals = &shared.ctx.signals;
+    if let Some((g, reason)) = signals.take_lost() {
+        if g == generation {
+            return Err(reason);
+        }
+    }
+    let mut failed: Option<String> = None;
+    for (topic, replies) in signals.take_reconcile() {
+        let r = match &failed {
+            Some(e) => Err(e.clone()),
+            None => link.reconcile(shared, &topic).await,
+        };
+        if let Err(e) = &r {
+            failed.get_or_insert_with(|| e.clone());
+        }
+        for tx in replies {
+            let _ = tx.send(r.clone().map_err(OpError::Unavailable));
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if shared.stopping() || !signals.resync.swap(false, Ordering::AcqRel) {
+        return Ok(());
+    }
+    log::info!(
+        "redis engine (node {}): writing presence and counts again",
+        shared.ctx.node
+    );
+    match resync(shared, link, false).await {
+        Ok(_) => Ok(()),
+        Err(OpError::Overloaded) => {
+            // Not a reason to drop the connection: the next tick tries again.
+            signals.resync.store(true, Ordering::Release);
+            Ok(())
+        }
+        Err(e) => Err(e.reason()),
+    }
+}
+
+/// A reason to go down when no heartbeat got through for half the node timeout: past the
+/// whole of it the other nodes take this one for dead (and remove its members) while it
+/// would still report itself up.
+fn beat_overdue(shared: &Shared) -> Option<String> {
+    let since = shared
+        .beat_ok
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .elapsed();
+    (since > shared.ctx.settings.node_timeout / 2).then(|| {
+        format!(
+            "no heartbeat got through for {since:?} ({} failed in a row)",
+            shared.beat_failures.load(Ordering::Relaxed)
+        )
+    })
+}
+
 /// Refreshes the node's heartbeat (and reaps dead nodes); resyncs when Redis forgot the node.
 fn heartbeat(shared: &Arc<Shared>) {
-    if shared.stopping() {
-        return;
-    }
     let ctx = &shared.ctx;
     let args = ctx.args().s(&ctx.node).ms(ctx.settings.node_timeout).done();
+    let sent = Instant::now();
     let rx = ctx.script(ScriptId::Heartbeat, args);
     let shared = shared.clone();
     tokio::spawn(async move {
-        if let Ok(Ok(Value::Int(1))) = rx.await {
-            let _ = shared.ctx.ctl.send(Ctl::Resync);
-        }
+        let failure = match rx.await {
+            Ok(Ok(Value::Int(n))) => {
+                {
+                    let mut ok = shared.beat_ok.lock().unwrap_or_else(|p| p.into_inner());
+                    *ok = (*ok).max(sent);
+                }
+                shared.beat_failures.store(0, Ordering::Relaxed);
+                if n == 1 {
+                    shared.ctx.resync();
+                }
+                return;
+            }
+            Ok(Ok(other)) => format!("unexpected reply {other:?}"),
+            Ok(Err(e)) => e.reason(),
+            Err(_) => "engine stopped".into(),
+        };
+        let n = shared.beat_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        log::warn!(
+            "redis engine (node {}): heartbeat failed ({n} in a row): {failure}",
+            shared.ctx.node
+        );
     });
 }
 
@@ -750,17 +1021,16 @@ pub(crate) fn strings(v: &Value) -> Vec<Vec<u8>> {
     bulk_strings(v)
 }
 
-async fn wait(rx: Waiter) -> Result<Value, String> {
+async fn wait(rx: Waiter) -> Result<Value, OpError> {
     match rx.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(OpError::Unavailable(e) | OpError::Failed(e))) => Err(e),
-        Err(_) => Err("engine stopped".into()),
+        Ok(r) => r,
+        Err(_) => Err(OpError::Unavailable("engine stopped".into())),
     }
 }
 
 /// Writes this node's counts and presence to Redis again; with `full` (a new connection) also
 /// subscribes to the channels and catches up topics with history.
-async fn resync(shared: &Arc<Shared>, link: &mut Link, full: bool) -> Result<usize, String> {
+async fn resync(shared: &Arc<Shared>, link: &mut Link, full: bool) -> Result<usize, OpError> {
     let ctx = &shared.ctx;
     let mut members = redis::cmd("SMEMBERS");
     members.arg(format!("{}:nt:{}", ctx.settings.prefix, ctx.node));
@@ -792,23 +1062,7 @@ async fn resync(shared: &Arc<Shared>, link: &mut Link, full: bool) -> Result<usi
     };
     if full {
         link.subscribed.clear();
-        // Hold live messages of topics with history until what they missed is delivered.
-        let held: Vec<(Arc<str>, Seen)> = {
-            let mut local = shared.local();
-            wanted
-                .iter()
-                .filter(|t| ctx.settings.history_for(t).is_some())
-                .filter_map(|t| local.hold(t).map(|seen| (t.clone(), seen)))
-                .collect()
-        };
-        let result = subscribe_and_catch_up(shared, link, &wanted, &held).await;
-        if result.is_err() {
-            let mut local = shared.local();
-            for (topic, _) in &held {
-                local.caught_up(ctx, topic, Vec::new());
-            }
-        }
-        result?;
+        subscribe_and_catch_up(shared, link, &wanted).await?;
     }
     for w in waits {
         wait(w).await?;
@@ -816,18 +1070,25 @@ async fn resync(shared: &Arc<Shared>, link: &mut Link, full: bool) -> Result<usi
     Ok(link.subscribed.len())
 }
 
+/// Subscribes the new connection to the channels, then delivers what topics with history
+/// missed. No live message is read meanwhile (they wait in the connection), and those that
+/// the catch-up already delivered are skipped when they are (see `Local::caught_up`).
 async fn subscribe_and_catch_up(
     shared: &Arc<Shared>,
     link: &mut Link,
     wanted: &[Arc<str>],
-    held: &[(Arc<str>, Seen)],
-) -> Result<(), String> {
+) -> Result<(), OpError> {
     let ctx = &shared.ctx;
     for topic in wanted {
-        link.reconcile(shared, topic).await?;
+        link.reconcile(shared, topic)
+            .await
+            .map_err(OpError::Unavailable)?;
     }
-    for (topic, (epoch, seq)) in held {
+    for topic in wanted {
         let Some(h) = ctx.settings.history_for(topic) else {
+            continue;
+        };
+        let Some((epoch, seq)) = shared.local().seen(topic) else {
             continue;
         };
         let args = ctx
@@ -836,18 +1097,42 @@ async fn subscribe_and_catch_up(
             .ms(h.ttl.unwrap_or_default())
             .ms(ctx.settings.history_expiry)
             .s(&super::new_epoch())
-            .s(epoch)
-            .n(*seq)
+            .s(&epoch)
+            .n(seq)
             .done();
         let v = wait(ctx.script(ScriptId::Catchup, args)).await?;
-        let items = match &v {
-            Value::Array(parts) if parts.len() == 3 => strings(&parts[2]),
-            _ => Vec::new(),
+        let Value::Array(parts) = &v else {
+            log::warn!("redis engine: unexpected reply to the catch-up of {topic}");
+            continue;
         };
-        let decoded: Vec<wire::Incoming> = items
-            .iter()
-            .filter_map(|m| wire::decode(topic, m).ok())
-            .collect();
+        let [now_epoch, now_seq, items] = parts.as_slice() else {
+            log::warn!("redis engine: unexpected reply to the catch-up of {topic}");
+            continue;
+        };
+        let (now_epoch, now_seq, items) = (string(now_epoch), int(now_seq), strings(items));
+        let missed = if now_epoch == *epoch {
+            now_seq.saturating_sub(seq as i64).max(0) as u64
+        } else {
+            log::warn!(
+                "redis engine: the history of {topic} restarted while this node was away \
+                 (epoch {epoch} is gone): what it held after seq {seq} is lost"
+            );
+            now_seq.max(0) as u64
+        };
+        if (items.len() as u64) < missed {
+            log::warn!(
+                "redis engine: {topic} missed {missed} publication(s) while this node was away; \
+                 the history holds only the last {}: subscribers here get a gap",
+                items.len()
+            );
+        }
+        let mut decoded = Vec::with_capacity(items.len());
+        for m in &items {
+            match wire::decode(topic, m) {
+                Ok(item) => decoded.push(item),
+                Err(e) => log::warn!("redis engine: skipped a bad history entry of {topic}: {e}"),
+            }
+        }
         if !decoded.is_empty() {
             log::info!(
                 "redis engine: {topic} caught up {} publication(s) missed while away",

@@ -6,7 +6,10 @@
 //! A subscriber being set up (subscribe, track) is *pending*: what arrives for it meanwhile is
 //! buffered, then handed over after the snapshot Redis returned (presence state, replayed
 //! history), less what the snapshot already covered. That keeps each subscriber's view gap-free
-//! and in order: snapshot first, then everything after it, nothing twice.
+//! and in order: snapshot first, then everything after it, nothing twice. The buffer holds at
+//! most [`MAX_PENDING`] messages; past that the newest are dropped (and counted in a warning),
+//! as the default drop-newest slow-consumer policy would drop them from the connection's
+//! outbound queue anyway when the whole buffer is handed over at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +20,11 @@ use super::conn::Ctx;
 use super::wire::Incoming;
 use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
 use crate::id::ConnectionId;
+
+/// Messages buffered per pending subscriber, at most. A subscribe takes a round trip or two,
+/// so this is only reached when Redis is very slow or the topic very busy; it is well above
+/// the default outbound queue (1024), which the buffer is handed to in one go.
+pub(crate) const MAX_PENDING: usize = 8192;
 
 #[derive(Default)]
 pub(crate) struct Local {
@@ -35,8 +43,6 @@ struct TopicLocal {
     /// The last history position delivered here: a publication at or before it is not
     /// delivered again (after a catch-up).
     seen: Option<(Arc<str>, u64)>,
-    /// While catching up after a reconnect: what arrived meanwhile, in order.
-    hold: Option<Vec<Incoming>>,
 }
 
 struct Sub {
@@ -53,6 +59,27 @@ struct Pending {
     /// Operations under way for this subscriber; the last one to finish hands the buffer over.
     depth: u32,
     items: Vec<Incoming>,
+    /// Messages dropped because `items` was full.
+    dropped: u64,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            depth: 1,
+            items: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, item: &Incoming) {
+        if self.items.len() < MAX_PENDING {
+            // A clone shares the frame: reference counts, no copy.
+            self.items.push(item.clone());
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// What a snapshot from Redis already covers: buffered items it covers are not delivered.
@@ -60,8 +87,8 @@ struct Pending {
 pub(crate) struct Covered {
     /// The history position the snapshot was taken at.
     pub position: Option<(Arc<str>, u64)>,
-    /// The presence version the snapshot's state reflects.
-    pub version: Option<u64>,
+    /// The presence version (epoch, number) the snapshot's state reflects.
+    pub version: Option<(Arc<str>, u64)>,
 }
 
 impl Covered {
@@ -91,7 +118,12 @@ impl Covered {
                 ..
             } => matches!(&self.position, Some((e, s)) if e == epoch && seq <= s),
             Incoming::Publication { .. } => false,
-            Incoming::Diff { version, .. } => self.version.is_some_and(|v| *version <= v),
+            // Only within one epoch: a counter Redis restarted says nothing about the old one,
+            // and a floor that compared across would hold back every later diff.
+            Incoming::Diff {
+                version: (epoch, v),
+                ..
+            } => matches!(&self.version, Some((e, floor)) if e == epoch && v <= floor),
         }
     }
 }
@@ -106,7 +138,7 @@ pub(crate) struct Snapshot {
 
 impl TopicLocal {
     fn is_idle(&self) -> bool {
-        self.subs.is_empty() && self.joining == 0 && self.tracked.is_empty() && self.hold.is_none()
+        self.subs.is_empty() && self.joining == 0 && self.tracked.is_empty()
     }
 
     fn wants_channel(&self) -> bool {
@@ -121,12 +153,7 @@ impl TopicLocal {
                 s.sink = sub.sink;
                 match &mut s.pending {
                     Some(p) => p.depth += 1,
-                    None => {
-                        s.pending = Some(Pending {
-                            depth: 1,
-                            items: Vec::new(),
-                        })
-                    }
+                    None => s.pending = Some(Pending::new()),
                 }
                 false
             }
@@ -135,10 +162,7 @@ impl TopicLocal {
                 self.subs.push(Sub {
                     id: sub.id,
                     sink: sub.sink,
-                    pending: Some(Pending {
-                        depth: 1,
-                        items: Vec::new(),
-                    }),
+                    pending: Some(Pending::new()),
                     floor: Covered::default(),
                 });
                 true
@@ -182,8 +206,7 @@ impl TopicLocal {
                 continue;
             }
             match &mut sub.pending {
-                // A clone shares the frame: reference counts, no copy.
-                Some(p) => p.items.push(item.clone()),
+                Some(p) => p.push(&item),
                 None => {
                     if !sub.floor.is_empty() && !sub.floor.passes(&item) {
                         continue;
@@ -272,12 +295,7 @@ impl Local {
                 let s = &mut t.subs[i];
                 match &mut s.pending {
                     Some(p) => p.depth += 1,
-                    None => {
-                        s.pending = Some(Pending {
-                            depth: 1,
-                            items: Vec::new(),
-                        })
-                    }
+                    None => s.pending = Some(Pending::new()),
                 }
                 true
             }
@@ -315,6 +333,13 @@ impl Local {
             p.depth = p.depth.saturating_sub(1);
             if p.depth == 0 {
                 let items = std::mem::take(&mut p.items);
+                if p.dropped > 0 {
+                    log::warn!(
+                        "redis engine: subscriber {id} of {topic} missed {} message(s) while it \
+                         was being set up (more than {MAX_PENDING} arrived meanwhile)",
+                        p.dropped
+                    );
+                }
                 sub.pending = None;
                 sub.floor = covered.clone();
                 for item in items.iter().filter(|item| sub.floor.passes(item)) {
@@ -346,45 +371,42 @@ impl Local {
 
     /// A live message from the topic's channel.
     pub(crate) fn dispatch(&mut self, ctx: &Ctx, topic: &Arc<str>, item: Incoming) {
-        let Some(t) = self.topics.get_mut(topic) else {
-            return;
-        };
-        if let Some(hold) = &mut t.hold {
-            hold.push(item);
-            return;
-        }
-        for id in t.deliver(item) {
-            self.remove(ctx, topic, id, true);
-        }
+        self.deliver_all(ctx, topic, std::iter::once(item));
     }
 
-    /// Starts catching up `topic` after a reconnect, when it has history, subscribers and a
-    /// known position: live messages are held until [`Local::caught_up`].
-    pub(crate) fn hold(&mut self, topic: &Arc<str>) -> Option<(Arc<str>, u64)> {
-        let t = self.topics.get_mut(topic)?;
+    /// Where a catch-up after a reconnect starts: the last position delivered on `topic`, when
+    /// it has subscribers here.
+    pub(crate) fn seen(&self, topic: &str) -> Option<(Arc<str>, u64)> {
+        let t = self.topics.get(topic)?;
         if t.subs.is_empty() {
             return None;
         }
-        let seen = t.seen.clone()?;
-        t.hold = Some(Vec::new());
-        Some(seen)
+        t.seen.clone()
     }
 
-    /// Ends a catch-up: delivers what was missed (`items`, decoded from the history), then
-    /// what was held.
+    /// Delivers what a catch-up found missed (decoded from the history). The supervisor reads
+    /// no live message until every catch-up is done, and those that come next at or before the
+    /// position reached here are skipped (`seen`): missed first, then live, nothing twice.
     pub(crate) fn caught_up(&mut self, ctx: &Ctx, topic: &Arc<str>, items: Vec<Incoming>) {
+        self.deliver_all(ctx, topic, items);
+    }
+
+    fn deliver_all(
+        &mut self,
+        ctx: &Ctx,
+        topic: &Arc<str>,
+        items: impl IntoIterator<Item = Incoming>,
+    ) {
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };
-        let held = t.hold.take().unwrap_or_default();
         let mut gone = Vec::new();
-        for item in items.into_iter().chain(held) {
+        for item in items {
             gone.extend(t.deliver(item));
         }
         for id in gone {
             self.remove(ctx, topic, id, true);
         }
-        self.gc(topic);
     }
 
     /// What Redis must hold for this node, to write again after a reconnect.
@@ -425,5 +447,47 @@ impl Local {
             .filter(|(_, t)| !t.tracked.is_empty())
             .map(|(k, _)| k.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(epoch: &str, v: u64) -> Incoming {
+        let topic: Arc<str> = "t".into();
+        match super::super::wire::decode(
+            &topic,
+            format!(r#"D {epoch} {v} {{"joins":{{}},"leaves":{{}}}}"#).as_bytes(),
+        ) {
+            Ok(item) => item,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_presence_floor_holds_within_its_epoch_only() {
+        let mut floor = Covered {
+            position: None,
+            version: Some(("100".into(), 7)),
+        };
+        assert!(floor.covers(&diff("100", 7)));
+        assert!(floor.covers(&diff("100", 3)));
+        // Redis lost the counter (restart, expiry): it starts again at 1 in a new epoch, and
+        // those diffs are not taken for old ones.
+        assert!(!floor.covers(&diff("200", 1)));
+        assert!(floor.passes(&diff("200", 1)));
+        assert!(floor.version.is_none(), "a newer diff lifts the floor");
+        assert!(floor.passes(&diff("100", 2)));
+    }
+
+    #[test]
+    fn a_pending_buffer_is_bounded() {
+        let mut p = Pending::new();
+        let item = diff("1", 1);
+        for _ in 0..MAX_PENDING + 5 {
+            p.push(&item);
+        }
+        assert_eq!((p.items.len(), p.dropped), (MAX_PENDING, 5));
     }
 }

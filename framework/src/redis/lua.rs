@@ -14,13 +14,17 @@
 //! | `P:hist` | set | topics with history (for stats) |
 //! | `P:p:T` | hash | presence: connection id → `node \n key as JSON \n meta as JSON` |
 //! | `P:pc:T` | hash | presence: key as JSON → number of its connections |
-//! | `P:pv:T` | string | presence version: grows by one per diff |
+//! | `P:pv:T` | hash | presence version: `e` epoch (Redis time in µs when the hash was made), `v` grows by one per diff |
 //! | `P:nodes` | sorted set | node → time of its last heartbeat (Redis clock, ms) |
 //! | `P:nt:N` | set | topics where node `N` has presence entries |
 //! | `P:ns:N` | hash | node `N`'s subscriber count per topic |
 //!
 //! Messages on `P:t:T`: `P <seq> <epoch> <body>` for a publication (`0 -` without history),
-//! `D <version> <diff JSON>` for a presence diff (see `wire.rs` for the body).
+//! `D <epoch> <version> <diff JSON>` for a presence diff (see `wire.rs` for the body).
+//!
+//! A value that does not parse (an entry without its two newlines, a count that is not a
+//! number) is skipped, and removed where it is found, rather than raised: a script error would
+//! repeat on every node for every call touching the topic until someone repaired Redis by hand.
 
 /// The scripts, by name; `SOURCES[id as usize]` is the full source of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,14 +53,47 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function chan(T) return P .. ':t:' .. T end
+local function int(x)
+  if type(x) == 'string' and string.match(x, '^%-?%d+$') then return tonumber(x) end
+  if type(x) == 'number' then return x end
+  return nil
+end
+local function num(x) return int(x) or 0 end
+-- HINCRBY, after dropping a field that is not an integer (HINCRBY would raise).
+local function hincr(k, f, by)
+  if not int(redis.call('HGET', k, f) or '0') then redis.call('HDEL', k, f) end
+  return redis.call('HINCRBY', k, f, by)
+end
+-- node, key JSON, meta JSON; nil for a malformed entry.
 local function parse_entry(e)
+  if type(e) ~= 'string' then return nil end
   local a = string.find(e, '\n', 1, true)
+  if not a then return nil end
   local b = string.find(e, '\n', a + 1, true)
+  if not b then return nil end
   return string.sub(e, 1, a - 1), string.sub(e, a + 1, b - 1), string.sub(e, b + 1)
+end
+-- The version counter restarts when its hash is lost (expiry, a Redis restart): the epoch,
+-- new each time, tells a restarted counter from the old one, so no node compares across.
+local function new_pepoch()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', num(t[2]))
+end
+local function pvalid(r) return int(r[1]) and int(r[2]) end
+local function pversion(T)
+  local r = redis.call('HMGET', P .. ':pv:' .. T, 'e', 'v')
+  if not pvalid(r) then return '', 0 end
+  return r[1], int(r[2])
 end
 local function diff(T, joins, keyjson, metajson)
   local vk = P .. ':pv:' .. T
-  local v = redis.call('INCR', vk)
+  local ev = redis.call('HMGET', vk, 'e', 'v')
+  local e = ev[1]
+  if not pvalid(ev) then
+    e = new_pepoch()
+    redis.call('HSET', vk, 'e', e, 'v', 0)
+  end
+  local v = redis.call('HINCRBY', vk, 'v', 1)
   redis.call('PEXPIRE', vk, 86400000)
   local body
   if joins then
@@ -64,19 +101,21 @@ local function diff(T, joins, keyjson, metajson)
   else
     body = '{"joins":{},"leaves":{' .. keyjson .. ':{"metas":[' .. metajson .. ']}}}'
   end
-  redis.call('PUBLISH', chan(T), 'D ' .. fmt(v) .. ' ' .. body)
+  redis.call('PUBLISH', chan(T), 'D ' .. e .. ' ' .. fmt(v) .. ' ' .. body)
 end
 local function remove_entry(T, conn)
   local ph = P .. ':p:' .. T
   local e = redis.call('HGET', ph, conn)
   if not e then return end
   redis.call('HDEL', ph, conn)
-  local _, keyjson, metajson = parse_entry(e)
+  local node, keyjson, metajson = parse_entry(e)
+  if not node then return end
   local pc = P .. ':pc:' .. T
-  local n = redis.call('HINCRBY', pc, keyjson, -1)
-  if n <= 0 then
+  if num(redis.call('HGET', pc, keyjson)) <= 1 then
     redis.call('HDEL', pc, keyjson)
     diff(T, false, keyjson, metajson)
+  else
+    redis.call('HINCRBY', pc, keyjson, -1)
   end
 end
 local function add_entry(T, node, conn, keyjson, metajson)
@@ -84,8 +123,8 @@ local function add_entry(T, node, conn, keyjson, metajson)
   local entry = node .. '\n' .. keyjson .. '\n' .. metajson
   local old = redis.call('HGET', ph, conn)
   if old then
-    local _, okey = parse_entry(old)
-    if okey == keyjson then
+    local onode, okey = parse_entry(old)
+    if onode and okey == keyjson then
       redis.call('HSET', ph, conn, entry)
       return
     end
@@ -93,7 +132,7 @@ local function add_entry(T, node, conn, keyjson, metajson)
   end
   redis.call('HSET', ph, conn, entry)
   redis.call('SADD', P .. ':nt:' .. node, T)
-  if redis.call('HINCRBY', P .. ':pc:' .. T, keyjson, 1) == 1 then
+  if hincr(P .. ':pc:' .. T, keyjson, 1) == 1 then
     diff(T, true, keyjson, metajson)
   end
 end
@@ -103,7 +142,11 @@ local function drop_node(d)
     local all = redis.call('HGETALL', P .. ':p:' .. T)
     for i = 1, #all, 2 do
       local node = parse_entry(all[i + 1])
-      if node == d then remove_entry(T, all[i]) end
+      if not node then
+        redis.call('HDEL', P .. ':p:' .. T, all[i])
+      elseif node == d then
+        remove_entry(T, all[i])
+      end
     end
   end
   redis.call('DEL', nt, P .. ':ns:' .. d)
@@ -119,14 +162,17 @@ end
 local function history(T, ttl, expiry, new_epoch, now)
   local meta, stream = P .. ':h:' .. T, P .. ':x:' .. T
   if ttl > 0 then redis.call('XTRIM', stream, 'MINID', fmt(now - ttl)) end
-  local epoch = redis.call('HGET', meta, 'e')
-  if not epoch then
+  local es = redis.call('HMGET', meta, 'e', 's')
+  local epoch = es[1]
+  -- A lost or unreadable counter starts a new epoch: numbers never repeat within one.
+  if not epoch or not int(es[2]) then
     epoch = new_epoch
     redis.call('DEL', stream)
     redis.call('HSET', meta, 'e', epoch, 's', 0)
     redis.call('PEXPIRE', meta, expiry)
+    return epoch, 0, stream
   end
-  return epoch, tonumber(redis.call('HGET', meta, 's')), stream
+  return epoch, int(es[2]), stream
 end
 local function newest(stream, n)
   local items = {}
@@ -141,8 +187,9 @@ end
 const PUBLISH: &str = r#"
 local T = ARGV[2]
 local meta, stream = P .. ':h:' .. T, P .. ':x:' .. T
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
+local es = redis.call('HMGET', meta, 'e', 's')
+local epoch = es[1]
+if not epoch or not int(es[2]) then
   epoch = ARGV[6]
   redis.call('DEL', stream)
   redis.call('HSET', meta, 'e', epoch, 's', 0)
@@ -165,15 +212,15 @@ return seq
 
 /// ARGV: P, topic, node, conn, node_ttl_ms, count (0|1), track (0|1), keyjson, metajson,
 /// history (0|1), ttl_ms, expiry_ms, new_epoch, recover_epoch ('' = none), recover_seq,
-/// last_n. Returns {new_node, presence_version, entries, epoch, seq, recovered (-1 none, 0, 1),
-/// items}.
+/// last_n. Returns {new_node, presence_epoch, presence_version, entries, epoch, seq, recovered
+/// (-1 none, 0, 1), items}.
 const SUBSCRIBE: &str = r#"
 local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 local newnode = beat(node, now)
 reap(now, tonumber(ARGV[5]))
-if ARGV[6] == '1' then redis.call('HINCRBY', P .. ':ns:' .. node, T, 1) end
-local pver = tonumber(redis.call('GET', P .. ':pv:' .. T) or '0')
+if ARGV[6] == '1' then hincr(P .. ':ns:' .. node, T, 1) end
+local pepoch, pver = pversion(T)
 if ARGV[7] == '1' then add_entry(T, node, conn, ARGV[8], ARGV[9]) end
 local entries = redis.call('HVALS', P .. ':p:' .. T)
 local epoch, seq, recovered, items = '', 0, -1, {}
@@ -199,19 +246,19 @@ if ARGV[10] == '1' then
     items = newest(stream, tonumber(ARGV[16]))
   end
 end
-return {newnode, pver, entries, epoch, seq, recovered, items}
+return {newnode, pepoch, pver, entries, epoch, seq, recovered, items}
 "#;
 
 /// ARGV: P, topic, node, conn, node_ttl_ms, keyjson, metajson. Returns {new_node,
-/// presence_version, entries}.
+/// presence_epoch, presence_version, entries}.
 const TRACK: &str = r#"
 local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 local newnode = beat(node, now)
 reap(now, tonumber(ARGV[5]))
-local pver = tonumber(redis.call('GET', P .. ':pv:' .. T) or '0')
+local pepoch, pver = pversion(T)
 add_entry(T, node, conn, ARGV[6], ARGV[7])
-return {newnode, pver, redis.call('HVALS', P .. ':p:' .. T)}
+return {newnode, pepoch, pver, redis.call('HVALS', P .. ':p:' .. T)}
 "#;
 
 /// ARGV: P, topic, node, conn, uncount (0|1), untrack (0|1), last_local (0|1).
@@ -219,7 +266,11 @@ const LEAVE: &str = r#"
 local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
 if ARGV[5] == '1' then
   local k = P .. ':ns:' .. node
-  if redis.call('HINCRBY', k, T, -1) <= 0 then redis.call('HDEL', k, T) end
+  if num(redis.call('HGET', k, T)) <= 1 then
+    redis.call('HDEL', k, T)
+  else
+    redis.call('HINCRBY', k, T, -1)
+  end
 end
 if ARGV[6] == '1' then remove_entry(T, conn) end
 if ARGV[7] == '1' then redis.call('SREM', P .. ':nt:' .. node, T) end
@@ -251,7 +302,7 @@ local mode = ARGV[3]
 if mode == 'count' then
   local sum = 0
   for _, n in ipairs(nodes) do
-    local c = tonumber(redis.call('HGET', P .. ':ns:' .. n, ARGV[4]) or '0')
+    local c = num(redis.call('HGET', P .. ':ns:' .. n, ARGV[4]))
     if c > 0 then sum = sum + c end
   end
   return sum
@@ -260,7 +311,7 @@ local acc, order = {}, {}
 for _, n in ipairs(nodes) do
   local all = redis.call('HGETALL', P .. ':ns:' .. n)
   for i = 1, #all, 2 do
-    local c = tonumber(all[i + 1])
+    local c = num(all[i + 1])
     if c > 0 then
       if acc[all[i]] == nil then acc[all[i]] = 0; order[#order + 1] = all[i] end
       acc[all[i]] = acc[all[i]] + c
@@ -313,7 +364,11 @@ for i = 4, #ARGV, 3 do want[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2]}; any = true en
 local all = redis.call('HGETALL', P .. ':p:' .. T)
 for i = 1, #all, 2 do
   local n = parse_entry(all[i + 1])
-  if n == node and want[all[i]] == nil then remove_entry(T, all[i]) end
+  if not n then
+    redis.call('HDEL', P .. ':p:' .. T, all[i])
+  elseif n == node and want[all[i]] == nil then
+    remove_entry(T, all[i])
+  end
 end
 for conn, km in pairs(want) do add_entry(T, node, conn, km[1], km[2]) end
 if not any then redis.call('SREM', P .. ':nt:' .. node, T) end
@@ -325,7 +380,7 @@ return 0
 const CATCHUP: &str = r#"
 local epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
 local want
-if epoch == ARGV[6] then want = seq - tonumber(ARGV[7]) else want = seq end
+if epoch == ARGV[6] then want = seq - num(ARGV[7]) else want = seq end
 return {epoch, seq, newest(stream, want)}
 "#;
 

@@ -3,7 +3,8 @@
 //!
 //! A publication is `P <seq> <epoch> <exclude> <event length> <event><data>`: `seq` and `epoch`
 //! are `0 -` on topics without history, `exclude` is a connection id or `-`, and `data` the
-//! JSON payload as the publisher serialized it. A presence diff is `D <version> <diff JSON>`.
+//! JSON payload as the publisher serialized it. A presence diff is `D <epoch> <version> <diff
+//! JSON>`: the version counts diffs within the epoch, which changes when Redis loses the counter.
 //! Each node decodes a message once and builds the frame its subscribers share from it.
 
 use std::sync::Arc;
@@ -22,10 +23,10 @@ pub(crate) enum Incoming {
         position: Option<(Arc<str>, u64)>,
         exclude: Option<ConnectionId>,
     },
-    /// A presence diff and the presence version it made.
+    /// A presence diff and the presence version (epoch, number) it made.
     Diff {
         publication: Publication,
-        version: u64,
+        version: (Arc<str>, u64),
     },
 }
 
@@ -113,7 +114,8 @@ pub(crate) fn decode(topic: &Arc<str>, msg: &[u8]) -> Result<Incoming, String> {
             })
         }
         b'D' => {
-            let version = number(field(&mut rest)?)?;
+            let epoch = Arc::<str>::from(field(&mut rest)?);
+            let version = (epoch, number(field(&mut rest)?)?);
             let data = raw(rest)?;
             let publication =
                 Publication::new(topic.clone(), Arc::from("presence_diff"), data, None);
@@ -207,11 +209,11 @@ mod tests {
         let Incoming::Diff {
             publication,
             version,
-        } = decode(&topic, br#"D 3 {"joins":{},"leaves":{}}"#).unwrap()
+        } = decode(&topic, br#"D 1700000000123456 3 {"joins":{},"leaves":{}}"#).unwrap()
         else {
             panic!("not a diff")
         };
-        assert_eq!(version, 3);
+        assert_eq!(version, (Arc::from("1700000000123456"), 3));
         assert_eq!(&*publication.event, "presence_diff");
         let (k, m) = entry_parts("a\nb", &serde_json::json!({"x": "1\n2"}));
         let entry = format!("node\n{k}\n{m}").into_bytes();
