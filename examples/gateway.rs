@@ -14,7 +14,8 @@
 //! then open `ws://127.0.0.1:8080/ws?name=ann` and send `{"type":"join","ref":1,"data":{"room":"rust"}}`.
 //! With `--access-key`/`--secret-key`, the connections API also accepts the AWS SDKs'
 //! signatures: `boto3.client("apigatewaymanagementapi", endpoint_url="http://127.0.0.1:8080",
-//! region_name="us-east-1", ...)`.
+//! region_name="us-east-1", ...)`. Without a token or keys it serves only direct clients on
+//! this host (and will not start on another address).
 
 use std::time::Duration;
 
@@ -51,6 +52,10 @@ struct Args {
     /// Seconds the function may take per event.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Read answers shaped like Lambda proxy responses (`{"statusCode","body"}`) as the status
+    /// and body they hold: for a function written for API Gateway's Lambda integration.
+    #[arg(long)]
+    lambda_proxy: bool,
 }
 
 #[actix_web::main]
@@ -62,6 +67,9 @@ async fn main() -> std::io::Result<()> {
         .routes(["join", "leave", "say", "tell"]);
     if let Some(t) = &args.function_token {
         gateway = gateway.function_token(t);
+    }
+    if args.lambda_proxy {
+        gateway = gateway.lambda_proxy_responses();
     }
     let channel = gateway.channel("/ws").allow_any_origin();
     let mut api = ConnectionsApi::new().region("us-east-1");

@@ -185,6 +185,131 @@ async fn delete_with_a_close_code() {
 }
 
 #[tokio::test]
+async fn close_reasons_must_fit_a_close_frame() {
+    let hub = Hub::new();
+    let s = server(&hub);
+    let (mut c, id) = client(&s).await;
+    let path = format!("/@connections/{}", percent(&id.to_string()));
+    // 124 bytes: one more than a close frame holds after its code.
+    let long = "é".repeat(62);
+    let (status, headers, _) = http(
+        s.addr(),
+        "DELETE",
+        &format!("{path}?code=4001&reason={}", percent(&long)),
+        &[BEARER],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        header(&headers, "x-amzn-errortype"),
+        Some("BadRequestException")
+    );
+    // Still open; 123 bytes go through whole.
+    let fits = format!("{}x", "é".repeat(61));
+    let (status, _, _) = http(
+        s.addr(),
+        "DELETE",
+        &format!("{path}?code=4001&reason={}", percent(&fits)),
+        &[BEARER],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(c.recv_close().await.unwrap(), (4001, fits));
+}
+
+#[tokio::test]
+async fn the_client_cuts_long_close_reasons() {
+    let hub = Hub::new();
+    let s = server(&hub);
+    let (mut c, id) = client(&s).await;
+    let api = ConnectionsClient::new(s.url("")).bearer_token(TOKEN);
+    // Cut at a character boundary: 61 two-byte characters (122 bytes), not half of the 62nd.
+    api.close_connection(id, Some(4003), &"é".repeat(100))
+        .await
+        .unwrap();
+    assert_eq!(c.recv_close().await.unwrap(), (4003, "é".repeat(61)));
+}
+
+#[tokio::test]
+async fn signed_queries_must_not_use_a_raw_plus() {
+    let hub = Hub::new();
+    let s = server(&hub);
+    let (mut c, id) = client(&s).await;
+    let path = format!("/@connections/{}", percent(&id.to_string()));
+    // SigV4 signs `+` as a literal plus, the query parser reads a space: refused before the
+    // signature is even looked at.
+    let signed = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240209/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+    let (status, headers, _) = http(
+        s.addr(),
+        "DELETE",
+        &format!("{path}?code=4001&reason=a+b"),
+        &[
+            ("authorization", signed),
+            ("x-amz-date", "20240209T170519Z"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        header(&headers, "x-amzn-errortype"),
+        Some("BadRequestException")
+    );
+    // With a bearer token nothing is signed: `+` is a space, as in any form-encoded query.
+    let (status, _, _) = http(
+        s.addr(),
+        "DELETE",
+        &format!("{path}?code=4001&reason=a+b"),
+        &[BEARER],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(c.recv_close().await.unwrap(), (4001, "a b".to_owned()));
+}
+
+#[tokio::test]
+async fn without_credentials_only_direct_loopback_clients_are_served() {
+    let hub = Hub::new();
+    let h = hub.clone();
+    let s = TestServer::start(move || {
+        App::new()
+            .app_data(h.clone())
+            .service(ChannelRoute::<()>::new("/ws").message(whoami))
+            .service(ConnectionsApi::new())
+            .service(FunctionService::<()>::new("/fn"))
+    });
+    let (mut c, id) = client(&s).await;
+    let path = format!("/@connections/{}", percent(&id.to_string()));
+    let (status, _, _) = http(s.addr(), "POST", &path, &[], b"direct").await;
+    assert_eq!(status, 200);
+    assert_eq!(c.recv().await.unwrap(), Frame::Text("direct".into()));
+    // A reverse proxy on this host: the peer is loopback, but the client is not.
+    for proxied in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+    ] {
+        let (status, headers, _) = http(s.addr(), "POST", &path, &[proxied], b"x").await;
+        assert_eq!(status, 403, "{proxied:?}");
+        assert_eq!(
+            header(&headers, "x-amzn-errortype"),
+            Some("ForbiddenException")
+        );
+        // A function without a token, the same.
+        let (status, _, body) = http(s.addr(), "POST", "/fn", &[proxied], b"{}").await;
+        assert_eq!(status, 403, "{proxied:?}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    // Directly, the function reads the event (this one is not valid).
+    let (status, _, _) = http(s.addr(), "POST", "/fn", &[], b"{}").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
 async fn errors_are_shaped_like_aws() {
     let hub = Hub::new();
     let s = server(&hub);

@@ -5,17 +5,17 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use switchboard::connections_api::{ConnectionsApi, ConnectionsClient};
 use switchboard::function::{Event, EventType};
-use switchboard::gateway::Gateway;
+use switchboard::gateway::{Gateway, GatewaySession};
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
 
@@ -23,9 +23,14 @@ use common::{error_reply, rejected_status};
 
 const FN_TOKEN: &str = "fn-token";
 const API_TOKEN: &str = "api-token";
+/// The timeout of the `/ws/slow` channel, and how long its `slow` calls take: far apart, so
+/// that the timeout fires however loaded the machine is.
+const SHORT_TIMEOUT: Duration = Duration::from_millis(500);
+const SLOW_MS: u64 = 10_000;
 
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
+/// A child process killed when the test ends, whatever happens. Its stdout stays open (the
+/// reader is kept) so that a late line cannot fail it with a broken pipe.
+struct Proc(Child, #[allow(dead_code)] BufReader<ChildStdout>);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -34,14 +39,22 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// The newest modification time of `path`, or of any file under it.
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
-/// The function example's binary, built by `cargo test` beside this test.
+/// The function example's binary. `cargo test --workspace` builds examples before running
+/// tests; `cargo test --test gateway` alone does not, so a binary older than the sources it is
+/// built from is refused rather than tested.
 fn function_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
@@ -55,57 +68,27 @@ fn function_binary() -> PathBuf {
         bin.display()
     );
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/function.rs");
-    let changed = std::fs::metadata(source).and_then(|m| m.modified()).ok();
-    assert!(
-        built >= changed,
-        "the function example is older than its source: run `cargo build --example function`"
-    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for source in ["examples/function.rs", "framework/src", "macros/src"] {
+        let changed = newest(&root.join(source));
+        assert!(
+            built >= changed,
+            "the function example is older than {source}: run `cargo build --example function` \
+             (cargo test --workspace builds it first)"
+        );
+    }
     bin
 }
 
-/// The gateway (a test server: channels and the connections API) and the function process.
-struct Setup {
-    gateway: TestServer,
-    hub: Hub,
-    function: std::net::SocketAddr,
-    _function: Proc,
-}
-
-fn start() -> Setup {
-    start_with(Duration::from_secs(5))
-}
-
-fn start_with(timeout: Duration) -> Setup {
-    let fport = free_port();
-    let function = format!("http://127.0.0.1:{fport}");
-    let hub = Hub::new();
-    let app_hub = hub.clone();
-    let gateway = TestServer::start(move || {
-        let to = |path: &str| {
-            Gateway::new(format!("{function}{path}"))
-                .function_token(FN_TOKEN)
-                .timeout(timeout)
-        };
-        App::new()
-            .app_data(app_hub.clone())
-            .service(to("/fn").routes(["echo", "whoami"]).channel("/ws"))
-            .service(to("/fail").connect_events(false).channel("/ws/fail"))
-            // Nothing listens on port 1.
-            .service(
-                Gateway::new("http://127.0.0.1:1/fn")
-                    .connect_events(false)
-                    .channel("/ws/down"),
-            )
-            .service(Gateway::new("http://127.0.0.1:1/fn").channel("/ws/down-connect"))
-            .service(ConnectionsApi::new().bearer_token(API_TOKEN))
-    });
+/// Starts the function example on a port of its choosing (`--port 0`) and reads the address
+/// it prints once bound.
+fn spawn_function(connections_url: &str) -> (Proc, SocketAddr) {
     let mut child = Command::new(function_binary())
         .args([
             "--port",
-            &fport.to_string(),
+            "0",
             "--connections-url",
-            &gateway.url(""),
+            connections_url,
             "--connections-token",
             API_TOKEN,
             "--token",
@@ -117,19 +100,82 @@ fn start_with(timeout: Duration) -> Setup {
         .spawn()
         .expect("start the function example");
     let stdout = child.stdout.take().expect("function stdout");
-    let proc = Proc(child);
+    let mut proc = Proc(child, BufReader::new(stdout));
     let mut line = String::new();
-    BufReader::new(stdout)
+    proc.1
         .read_line(&mut line)
         .expect("read the function's address");
-    assert!(
-        line.starts_with("listening on "),
-        "unexpected first line from the function: {line:?}"
-    );
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from the function: {line:?}"));
+    (proc, addr)
+}
+
+/// Answers in-process on the short-timeout channel: shows the connection goes on after a
+/// timeout without depending on how fast the function answers.
+#[switchboard::message("ping")]
+async fn ping(data: Value) -> Result<Value, ChannelError> {
+    Ok(data)
+}
+
+/// The gateway (a test server with the channels), its connections API (another test server
+/// over the same hub) and the function process.
+///
+/// The API is served apart from the channels only to order the start-up without guessing a
+/// free port: the function needs the API's address, the channels need the function's.
+struct Setup {
+    gateway: TestServer,
+    api: TestServer,
+    hub: Hub,
+    function: SocketAddr,
+    _function: Proc,
+}
+
+fn start() -> Setup {
+    let hub = Hub::new();
+    let api_hub = hub.clone();
+    let api = TestServer::start(move || {
+        App::new()
+            .app_data(api_hub.clone())
+            .service(ConnectionsApi::new().bearer_token(API_TOKEN))
+    });
+    let (proc, faddr) = spawn_function(&api.url(""));
+    let function = format!("http://{faddr}");
+    let app_hub = hub.clone();
+    let gateway = TestServer::start(move || {
+        let to = |path: &str| {
+            Gateway::new(format!("{function}{path}"))
+                .function_token(FN_TOKEN)
+                .timeout(Duration::from_secs(5))
+        };
+        App::new()
+            .app_data(app_hub.clone())
+            .service(to("/fn").routes(["echo", "whoami"]).channel("/ws"))
+            // Only this channel has a short timeout (and no $connect to wait for).
+            .service(
+                to("/fn")
+                    .timeout(SHORT_TIMEOUT)
+                    .connect_events(false)
+                    .disconnect_events(false)
+                    .channel("/ws/slow")
+                    .message(ping),
+            )
+            .service(to("/fail").connect_events(false).channel("/ws/fail"))
+            // Nothing listens on port 1.
+            .service(
+                Gateway::new("http://127.0.0.1:1/fn")
+                    .connect_events(false)
+                    .channel("/ws/down"),
+            )
+            .service(Gateway::new("http://127.0.0.1:1/fn").channel("/ws/down-connect"))
+    });
     Setup {
         gateway,
+        api,
         hub,
-        function: ([127, 0, 0, 1], fport).into(),
+        function: faddr,
         _function: proc,
     }
 }
@@ -276,14 +322,14 @@ async fn disconnect_is_notified() {
 
 #[tokio::test]
 async fn timeouts_and_failures_become_error_frames() {
-    let s = start_with(Duration::from_millis(500));
-    let mut ann = s.connect("ann").await;
-    let (code, message, _) = error_reply(ann.request("slow", json!(3000)).await);
+    let s = start();
+    let mut ann = s.gateway.connect("/ws/slow").await.unwrap();
+    let (code, message, _) = error_reply(ann.request("slow", json!(SLOW_MS)).await);
     assert_eq!(code, "function_timeout", "{message}");
     // The connection goes on.
-    assert_eq!(ann.request("echo", json!(2)).await.unwrap(), json!(2));
+    assert_eq!(ann.request("ping", json!(2)).await.unwrap(), json!(2));
     // Without a ref: an error frame naming the route.
-    ann.push("slow", json!(3000)).await.unwrap();
+    ann.push("slow", json!(SLOW_MS)).await.unwrap();
     let frame = ann.recv_json().await.unwrap();
     assert_eq!(frame["type"], "slow");
     assert_eq!(frame["error"]["code"], "function_timeout");
@@ -296,6 +342,31 @@ async fn timeouts_and_failures_become_error_frames() {
     let mut down = s.gateway.connect("/ws/down").await.unwrap();
     let (code, _, _) = error_reply(down.request("echo", json!(1)).await);
     assert_eq!(code, "function_unavailable");
+}
+
+/// Concurrent invocations (the function has several workers) each unsubscribing: every one is
+/// answered once its own unsubscribes are done, none waits on another's.
+#[tokio::test]
+async fn concurrent_unsubscribes_do_not_stall_invocations() {
+    const CLIENTS: usize = 6;
+    const ROUNDS: usize = 5;
+    let s = start();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(s.connect(&format!("c{i}")).await);
+    }
+    let runs = clients.iter_mut().enumerate().map(|(i, c)| async move {
+        let room = json!({"room": format!("r{i}")});
+        for _ in 0..ROUNDS {
+            c.request("join", room.clone()).await.unwrap();
+            c.request("leave", room.clone()).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(runs).await;
+    for i in 0..CLIENTS {
+        let topic = format!("room:r{i}");
+        assert_eq!(s.hub.subscriber_count(&topic).await.unwrap(), 0, "{topic}");
+    }
 }
 
 #[tokio::test]
@@ -312,13 +383,13 @@ async fn gone_connections_are_410() {
     );
     assert_eq!(code, "closed");
     // The API itself.
-    let api = ConnectionsClient::new(s.gateway.url("")).bearer_token(API_TOKEN);
+    let api = ConnectionsClient::new(s.api.url("")).bearer_token(API_TOKEN);
     assert!(matches!(
         api.post_to_connection(bob_id, "x").await,
         Err(ChannelError::Closed)
     ));
     let (status, text) = common::raw_http(
-        s.gateway.addr(),
+        s.api.addr(),
         "GET",
         &format!("/@connections/{}", percent(&bob_id.to_string())),
     )
@@ -344,10 +415,10 @@ async fn bad_tokens_and_signatures_are_403() {
     let mut ann = s.connect("ann").await;
     let id = id_of(&mut ann).await;
     for api in [
-        ConnectionsClient::new(s.gateway.url("")).bearer_token("wrong"),
-        ConnectionsClient::new(s.gateway.url("")),
+        ConnectionsClient::new(s.api.url("")).bearer_token("wrong"),
+        ConnectionsClient::new(s.api.url("")),
         // This API has no access keys: signatures are refused.
-        ConnectionsClient::new(s.gateway.url("")).sigv4("AKID", "secret", "us-east-1"),
+        ConnectionsClient::new(s.api.url("")).sigv4("AKID", "secret", "us-east-1"),
     ] {
         match api.post_to_connection(id, "x").await {
             Err(e) => assert_eq!(e.code(), "forbidden", "{api:?}: {e}"),
@@ -413,9 +484,38 @@ async fn binary_frames_and_close() {
 type Recorded = (Option<String>, Value);
 
 /// A stand-in function that records the events it gets and answers as told.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Recorder {
     events: Arc<Mutex<Vec<Recorded>>>,
+    /// Bumped with every event recorded: what a test waits on.
+    recorded: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            events: Arc::default(),
+            recorded: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl Recorder {
+    fn push(&self, event: Recorded) {
+        self.events.lock().unwrap().push(event);
+        self.recorded.send_modify(|n| *n += 1);
+    }
+
+    /// Waits (at most 10 s) until the recorded events satisfy `cond`.
+    async fn wait_for(&self, what: &str, cond: impl Fn(&[Recorded]) -> bool) {
+        let mut rx = self.recorded.subscribe();
+        let seen = tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|_| cond(&self.events.lock().unwrap())),
+        )
+        .await;
+        assert!(matches!(seen, Ok(Ok(_))), "timed out waiting for {what}");
+    }
 }
 
 async fn record(req: HttpRequest, body: web::Bytes, rec: web::Data<Recorder>) -> HttpResponse {
@@ -433,24 +533,27 @@ async fn record(req: HttpRequest, body: web::Bytes, rec: web::Data<Recorder>) ->
         Some("MESSAGE") if event["body"].as_str() == Some("{\"type\":\"plain\",\"ref\":7}") => {
             HttpResponse::Ok().body("not json")
         }
-        Some("MESSAGE") => {
-            HttpResponse::Ok().json(json!({"seen": event["requestContext"]["routeKey"]}))
-        }
+        Some("MESSAGE") => HttpResponse::Ok()
+            .json(json!({"seen": event["requestContext"]["routeKey"], "body": event["body"]})),
         _ => HttpResponse::Ok().finish(),
     };
-    rec.events.lock().unwrap().push((auth, event));
+    rec.push((auth, event));
     answer
+}
+
+fn recording_function(rec: &Recorder) -> TestServer {
+    let data = web::Data::new(rec.clone());
+    TestServer::start(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/fn", web::post().to(record))
+    })
 }
 
 #[tokio::test]
 async fn events_are_shaped_like_api_gateways() {
     let rec = Recorder::default();
-    let data = web::Data::new(rec.clone());
-    let function = TestServer::start(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/fn", web::post().to(record))
-    });
+    let function = recording_function(&rec);
     let url = function.url("/fn");
     let hub = Hub::new();
     let h = hub.clone();
@@ -475,12 +578,12 @@ async fn events_are_shaped_like_api_gateways() {
         .unwrap();
     // Routed by name when listed, else $default; a plain body answers the `ref` as a string.
     assert_eq!(
-        c.request("join", json!({"room": "a"})).await.unwrap(),
-        json!({"seen": "join"})
+        c.request("join", json!({"room": "a"})).await.unwrap()["seen"],
+        "join"
     );
     assert_eq!(
-        c.request("other", json!(null)).await.unwrap(),
-        json!({"seen": "$default"})
+        c.request("other", json!(null)).await.unwrap()["seen"],
+        "$default"
     );
     c.send_text("{\"type\":\"plain\",\"ref\":7}").await.unwrap();
     assert_eq!(
@@ -489,12 +592,20 @@ async fn events_are_shaped_like_api_gateways() {
     );
     // Without a ref the body goes to the client as is.
     c.push("other", json!(null)).await.unwrap();
-    assert_eq!(c.recv_json().await.unwrap(), json!({"seen": "$default"}));
+    assert_eq!(c.recv_json().await.unwrap()["seen"], "$default");
+    // Text that is not a message goes to $default as it is, as API Gateway sends it, and the
+    // answer comes back.
+    for text in ["hello, not json", "{\"no\":\"route key\"}"] {
+        c.send_text(text).await.unwrap();
+        assert_eq!(
+            c.recv_json().await.unwrap(),
+            json!({"seen": "$default", "body": text}),
+            "{text}"
+        );
+    }
     c.close().await.unwrap();
-    common::wait_until("the $disconnect event", || {
-        rec.events
-            .lock()
-            .unwrap()
+    rec.wait_for("the $disconnect event", |events| {
+        events
             .iter()
             .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
     })
@@ -545,6 +656,10 @@ async fn events_are_shaped_like_api_gateways() {
         .as_str()
         .unwrap()
         .is_empty());
+    // Every event of the connection has the $connect event's connectedAt.
+    for m in &messages {
+        assert_eq!(m["requestContext"]["connectedAt"], ctx["connectedAt"]);
+    }
     // The $connect answer's authorizer comes back with every event.
     assert_eq!(
         join["requestContext"]["authorizer"],
@@ -554,10 +669,20 @@ async fn events_are_shaped_like_api_gateways() {
     assert_eq!(body["type"], "join");
     assert_eq!(body["data"], json!({"room": "a"}));
     assert_eq!(messages[1]["requestContext"]["routeKey"], "$default");
+    let raw = &messages[messages.len() - 2];
+    assert_eq!(raw["requestContext"]["routeKey"], "$default");
+    assert_eq!(raw["body"], "hello, not json");
+    assert_eq!(raw["isBase64Encoded"], false);
 
     let disconnect = &of("DISCONNECT")[0];
     assert_eq!(disconnect["requestContext"]["routeKey"], "$disconnect");
     assert_eq!(disconnect["requestContext"]["connectionId"], id);
+    assert_eq!(
+        disconnect["requestContext"]["connectedAt"],
+        ctx["connectedAt"]
+    );
+    // The client closed with 1000.
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1000);
     // The typed event reads them all.
     let typed: Vec<Event> = events
         .iter()
@@ -565,8 +690,119 @@ async fn events_are_shaped_like_api_gateways() {
         .collect();
     assert_eq!(typed[1].request_context.event_type, EventType::Connect);
     assert_eq!(typed[1].request_context.connection_id, id);
-    assert_eq!(
-        typed.last().unwrap().request_context.event_type,
-        EventType::Disconnect
+    let last = &typed.last().unwrap().request_context;
+    assert_eq!(last.event_type, EventType::Disconnect);
+    assert_eq!(last.disconnect_status_code, Some(1000));
+}
+
+/// Closes the connection in-process (a gateway channel keeps its in-process routes).
+#[switchboard::message("bye")]
+async fn bye(ch: Channel<GatewaySession>) {
+    ch.close_with(4001, "see you");
+}
+
+#[tokio::test]
+async fn disconnect_events_carry_the_close_code_and_reason() {
+    let rec = Recorder::default();
+    let function = recording_function(&rec);
+    let url = function.url("/fn");
+    let gateway = TestServer::start(move || {
+        App::new().service(
+            Gateway::new(url.clone())
+                .connect_events(false)
+                .channel("/ws")
+                .message(bye),
+        )
+    });
+    let mut c = gateway.connect("/ws").await.unwrap();
+    c.push("bye", json!(null)).await.unwrap();
+    assert_eq!(c.recv_close().await.unwrap(), (4001, "see you".to_owned()));
+    rec.wait_for("the $disconnect event", |events| {
+        events
+            .iter()
+            .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
+    })
+    .await;
+    let events = rec.events.lock().unwrap().clone();
+    let (_, disconnect) = events.last().unwrap();
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 4001);
+    assert_eq!(disconnect["requestContext"]["disconnectReason"], "see you");
+    // Without a $connect event, connectedAt is the channel's.
+    assert!(
+        disconnect["requestContext"]["connectedAt"]
+            .as_u64()
+            .unwrap()
+            > 1_600_000_000_000
     );
+}
+
+/// A function answering like API Gateway's Lambda proxy integration: HTTP 200 whose body is
+/// `{"statusCode", "body", "isBase64Encoded"}`.
+async fn lambda(body: web::Bytes) -> HttpResponse {
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let ctx = &event["requestContext"];
+    let proxy = match ctx["eventType"].as_str() {
+        Some("CONNECT") if event["queryStringParameters"]["token"] != "ok" => json!({
+            "statusCode": 401,
+            "body": json!({"error": {"code": "unauthorized", "message": "bad token"}}).to_string(),
+        }),
+        Some("MESSAGE") if event["body"] == "bytes" => {
+            json!({"statusCode": 200, "body": "AQID", "isBase64Encoded": true})
+        }
+        Some("MESSAGE")
+            if event["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("\"fail\"")) =>
+        {
+            json!({"statusCode": 500, "body": "no"})
+        }
+        Some("MESSAGE") => json!({"statusCode": 200, "body": "hi from lambda"}),
+        _ => json!({"statusCode": 200}),
+    };
+    HttpResponse::Ok().json(proxy)
+}
+
+#[tokio::test]
+async fn lambda_proxy_responses_are_read_when_asked() {
+    let function = TestServer::start(|| App::new().route("/fn", web::post().to(lambda)));
+    let url = function.url("/fn");
+    let gateway = TestServer::start(move || {
+        App::new()
+            .service(
+                Gateway::new(url.clone())
+                    .lambda_proxy_responses()
+                    .channel("/ws"),
+            )
+            .service(Gateway::new(url.clone()).channel("/ws/literal"))
+    });
+    // $connect refused with the statusCode and the error in the body.
+    match gateway.connect("/ws?token=bad").await {
+        Err(switchboard::testing::TestError::Rejected { status, body }) => {
+            assert_eq!(status, 401);
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+            assert_eq!(body["error"]["message"], "bad token");
+        }
+        Err(e) => panic!("expected a 401, got {e}"),
+        Ok(_) => panic!("expected a 401, but it connected"),
+    }
+    // Without the option the same answer is an HTTP 200: accepted.
+    let mut literal = gateway.connect("/ws/literal?token=bad").await.unwrap();
+    literal.send_text("text").await.unwrap();
+    assert_eq!(
+        literal.recv_json().await.unwrap(),
+        json!({"statusCode": 200, "body": "hi from lambda"})
+    );
+
+    let mut c = gateway.connect("/ws?token=ok").await.unwrap();
+    c.send_text("text").await.unwrap();
+    assert_eq!(
+        c.recv().await.unwrap(),
+        Frame::Text("hi from lambda".into())
+    );
+    c.send_text("bytes").await.unwrap();
+    assert_eq!(c.recv().await.unwrap(), Frame::Binary(vec![1, 2, 3]));
+    let (code, message, _) = error_reply(c.request("fail", json!(null)).await);
+    assert_eq!(code, "function_error");
+    assert!(message.contains("500"), "{message}");
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::FutureExt;
 
-use crate::channel::{Channel, ChannelDef, OpenGuard};
+use crate::channel::{Channel, ChannelDef, Handler, OpenGuard};
 use crate::error::Error;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
 use crate::outbound::{Class, Frame};
@@ -57,6 +57,19 @@ impl Answering {
 }
 
 type Outcome = std::thread::Result<Result<Reply, Error>>;
+
+/// What a channel's fallback handler answers to [`route`](crate::MessageHandler::route) to
+/// also take the text frames that are not messages (not JSON, no route key, a bad `ref`),
+/// instead of the `bad_json` / `missing_route` / `bad_ref` error frame: the way API Gateway
+/// hands whatever it cannot route to `$default`. The gateway's forwarder is one.
+///
+/// Such a frame reaches the handler as `Body::Binary` holding the frame's text (valid UTF-8):
+/// there is no envelope to give it. Error frames answering it carry the `ref` the text had, if
+/// any could be read.
+///
+/// A marker on the handler rather than a channel setting: only a fallback written for raw
+/// text opts in, and replacing it (`ChannelRoute::fallback`) turns the behaviour off with it.
+pub(crate) const RAW_FALLBACK_ROUTE: &str = "$default (raw)";
 
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
@@ -154,12 +167,16 @@ impl<S: 'static> Connection<S> {
     fn dispatch(&self, item: Inbound) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
         let (handler, body, answering) = match item {
             Inbound::Text(text) => {
+                let raw = self.raw_fallback().map(|h| (h, text.clone()));
                 let env = match Envelope::decode(text, &self.def.config.route_key) {
                     Ok(env) => env,
                     Err(rejected) => {
                         let answering = Answering::Rejected(rejected.reference);
-                        self.push_error(&answering, &rejected.error);
-                        return None;
+                        let Some((h, text)) = raw else {
+                            self.push_error(&answering, &rejected.error);
+                            return None;
+                        };
+                        return self.call(h, Body::Binary(text.into_bytes()), answering);
                     }
                 };
                 match self.def.handler(env.route()) {
@@ -179,6 +196,23 @@ impl<S: 'static> Connection<S> {
                 }
             },
         };
+        self.call(handler, body, answering)
+    }
+
+    /// The fallback, when it takes text frames that are not messages.
+    fn raw_fallback(&self) -> Option<&Handler<S>> {
+        self.def
+            .fallback
+            .as_ref()
+            .filter(|h| h.route() == RAW_FALLBACK_ROUTE)
+    }
+
+    fn call(
+        &self,
+        handler: &Handler<S>,
+        body: Body,
+        answering: Answering,
+    ) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
         let req = MessageRequest::new(self.channel.clone(), body);
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.

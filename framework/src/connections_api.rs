@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `POST /@connections/{id}` | sends the body to the connection as one frame (text when UTF-8, else binary) | 200 |
 //! | `GET /@connections/{id}` | `{"connectedAt","lastActiveAt","identity":{"sourceIp","userAgent"}}` | 200 |
-//! | `DELETE /@connections/{id}` | closes the connection (`?code=4000&reason=..` optional) | 204 |
+//! | `DELETE /@connections/{id}` | closes the connection (`?code=4000&reason=..` optional; the reason at most 123 bytes) | 204 |
 //! | `PUT /@connections/{id}/topics/{topic}` | subscribes the connection (body `{"recover":{"epoch","seq"}}` optional) | 200, the position |
 //! | `DELETE /@connections/{id}/topics/{topic}` | unsubscribes it | 204 |
 //! | `GET /@connections/{id}/topics` | `{"topics":[...]}` | 200 |
@@ -20,8 +20,13 @@
 //!
 //! **Security.** Requests are accepted when signed with AWS Signature Version 4 (service
 //! `execute-api`) by one of the configured access keys, with a timestamp at most 5 minutes off,
-//! or when they carry the configured bearer token. An API with neither configured serves anyone
-//! and therefore refuses to start on a non-loopback address.
+//! or when they carry the configured bearer token. Signed requests must percent-encode `+` in
+//! the query (`%2B`; a space is `%20`), as the AWS SDKs do: a raw `+` is a 400.
+//!
+//! An API with neither configured is for local use only: it refuses to start on a non-loopback
+//! address, and answers 403 `ForbiddenException` to every request whose peer is not a loopback
+//! address (a unix socket has none) or that carries `Forwarded`, `X-Forwarded-For` or
+//! `X-Real-IP` (it came through a proxy).
 //!
 //! ```
 //! use actix_web::App;
@@ -65,6 +70,7 @@ use crate::engine::Position;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
+use crate::outbound::MAX_CLOSE_REASON;
 use crate::protocol::close_code;
 
 pub(crate) use sigv4::constant_time_eq;
@@ -312,6 +318,19 @@ fn header(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Headers a reverse proxy adds: a request carrying one came through a proxy, whatever the
+/// peer address says.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// Whether the request comes straight from this host: a loopback peer, and no proxy headers.
+/// What an API without credentials (and a function without a token) serves: the startup check
+/// only sees the bound address, and a reverse proxy on the same host (or a unix socket, which
+/// has no peer address) would otherwise open them to anyone.
+pub(crate) fn local_and_direct(req: &HttpRequest) -> bool {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    loopback && !PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h))
+}
+
 /// The raw (percent-encoded) path segment after `marker` (`/@connections/`), decoded.
 fn segment_after(path: &str, marker: &str, nth: usize) -> Option<String> {
     let rest = &path[path.find(marker)? + marker.len()..];
@@ -329,7 +348,13 @@ impl ConnectionsApi {
 
     fn precheck<'a>(&'a self, req: &'a HttpRequest) -> Result<Pending<'a>, ApiError> {
         if !self.secured() {
-            return Ok(Pending::Done);
+            return if local_and_direct(req) {
+                Ok(Pending::Done)
+            } else {
+                Err(forbidden(
+                    "this API has no credentials configured and serves only direct loopback clients",
+                ))
+            };
         }
         let Some(authorization) = header(req, header::AUTHORIZATION) else {
             return Err(forbidden("Missing Authentication Token"));
@@ -346,6 +371,15 @@ impl ConnectionsApi {
         }
         if self.credentials.is_empty() {
             return Err(forbidden("this API accepts bearer tokens only"));
+        }
+        // The signature covers the query as SigV4 canonicalizes it, where `+` is a literal
+        // plus; the query parser below reads `+` as a space. Signed queries must therefore
+        // spell both out (`%2B`, `%20`, as the AWS SDKs do), or a replayed request could
+        // change `event`, `reason` or `exclude` without breaking the signature.
+        if req.query_string().contains('+') {
+            return Err(bad_request(
+                "signed requests must percent-encode `+` and spaces in the query (%2B, %20)",
+            ));
         }
         let amz_date = header(req, "x-amz-date");
         let (auth, secret) = sigv4::precheck(
@@ -478,6 +512,14 @@ impl ConnectionsApi {
                     if !(code == close_code::NORMAL || (3000..5000).contains(&code)) {
                         return Err(bad_request("code must be 1000 or 3000-4999"));
                     }
+                }
+                if q.reason
+                    .as_ref()
+                    .is_some_and(|r| r.len() > MAX_CLOSE_REASON)
+                {
+                    return Err(bad_request(format!(
+                        "reason must be at most {MAX_CLOSE_REASON} bytes (it goes in the close frame)"
+                    )));
                 }
                 hub.disconnect(id, q.code, q.reason.as_deref().unwrap_or(""))
                     .map_err(|_| gone(&raw))?;

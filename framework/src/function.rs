@@ -76,7 +76,7 @@ use serde::Serialize;
 pub use event::{Event, EventType, Identity, RequestContext};
 
 use crate::channel::Channel;
-use crate::connections_api::{constant_time_eq, ConnectionsClient, RemoteEngine};
+use crate::connections_api::{constant_time_eq, local_and_direct, ConnectionsClient, RemoteEngine};
 use crate::error::Error;
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
@@ -265,9 +265,11 @@ impl<S: 'static> FunctionService<S> {
     }
 
     /// Accepts only events that carry `Authorization: Bearer <token>` (the gateway's
-    /// [`function_token`](crate::gateway::Gateway::function_token)). Without a token the
-    /// function refuses to start on a non-loopback address: anyone could post events with
-    /// any connection id and session.
+    /// [`function_token`](crate::gateway::Gateway::function_token)). Without a token anyone
+    /// who reaches the function could post events with any connection id and session, so it
+    /// is for local use only: it refuses to start on a non-loopback address, and answers 403
+    /// to events whose peer is not a loopback address (a unix socket has none) or that carry
+    /// `Forwarded`, `X-Forwarded-For` or `X-Real-IP` (they came through a proxy).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -459,18 +461,27 @@ fn rewrite_head(head: &mut RequestHead, event: &Event) {
         .map(|ip| SocketAddr::new(ip, 0));
 }
 
-/// Reads the event, up to `limit` bytes; `None` when it is larger or broke off.
-async fn read_body(req: &mut ServiceRequest, limit: usize) -> Option<Bytes> {
+/// Why an event's body could not be read.
+#[derive(Debug)]
+enum ReadError {
+    /// Larger than the limit.
+    TooLarge,
+    /// The request broke off or was malformed.
+    Broken(actix_web::error::PayloadError),
+}
+
+/// Reads the event, up to `limit` bytes.
+async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ReadError> {
     let mut payload = req.take_payload();
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.ok()?;
+        let chunk = chunk.map_err(ReadError::Broken)?;
         if body.len() + chunk.len() > limit {
-            return None;
+            return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Some(body.freeze())
+    Ok(body.freeze())
 }
 
 fn bearer(req: &ServiceRequest) -> Option<&str> {
@@ -499,6 +510,13 @@ impl<S: 'static> FunctionDef<S> {
                 .insert_header((header::ALLOW, "POST"))
                 .finish();
         }
+        if self.token.is_none() && !local_and_direct(sreq.request()) {
+            return http_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this function has no token configured and takes events only from direct loopback clients",
+            );
+        }
         if let Some(token) = &self.token {
             match bearer(sreq) {
                 Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => {}
@@ -512,12 +530,22 @@ impl<S: 'static> FunctionDef<S> {
                 }
             }
         }
-        let Some(body) = read_body(sreq, self.max_event).await else {
-            return http_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_event",
-                format!("events are limited to {} bytes", self.max_event),
-            );
+        let body = match read_body(sreq, self.max_event).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => {
+                return http_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bad_event",
+                    format!("events are limited to {} bytes", self.max_event),
+                )
+            }
+            Err(ReadError::Broken(e)) => {
+                return http_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_event",
+                    format!("the event could not be read: {e}"),
+                )
+            }
         };
         let event: Event = match serde_json::from_slice(&body) {
             Ok(e) => e,
@@ -536,9 +564,18 @@ impl<S: 'static> FunctionDef<S> {
                 "requestContext.connectionId is not a connection id",
             );
         };
-        // The request is still this service's alone: make it the client's, as the event
-        // describes it, before handlers get clones of it.
-        rewrite_head(sreq.head_mut(), &event);
+        // Make the request the client's, as the event describes it, before handlers get
+        // clones of it. `head_mut` needs the request to be this service's alone: actix-web's
+        // own router needs that too (it records the matched resource the same way on every
+        // request, and would have panicked already), so it holds unless something between the
+        // router and this service keeps a clone. Should that ever happen, the event gets a
+        // 500 rather than a panic taking the worker down.
+        let rewritten =
+            std::panic::catch_unwind(AssertUnwindSafe(|| rewrite_head(sreq.head_mut(), &event)));
+        if rewritten.is_err() {
+            log::error!("function: the request is shared (a middleware kept a clone of it)");
+            return Error::internal("the event's request is shared").error_response();
+        }
         sreq.extensions_mut().insert(id);
         let req = sreq.request().clone();
         match event.request_context.event_type {
@@ -573,9 +610,11 @@ impl<S: 'static> FunctionDef<S> {
             self.outbound_capacity,
             SlowConsumerPolicy::DropNewest,
         ));
-        let connected_at = UNIX_EPOCH + Duration::from_millis(ctx.connected_at);
-        // NEEDS: `Channel::detached` in channel.rs (see the gateway report): a Channel bound to a
-        // connection that lives elsewhere, whose `send`/`close` queue into `out`.
+        let connected_at = UNIX_EPOCH
+            .checked_add(Duration::from_millis(ctx.connected_at))
+            .unwrap_or(UNIX_EPOCH);
+        // A channel bound to the gateway's connection: `send` / `close` queue into `out`, which
+        // `run_forwarding` drains into the connections API.
         let channel = Channel::detached(
             id,
             req,
@@ -735,7 +774,9 @@ impl<S: 'static> FunctionDef<S> {
         };
         let (outcome, ()) =
             futures_util::future::join(run, forward(self.client.clone(), id, out.clone())).await;
-        self.engine.flush().await;
+        // This connection's deferred operations only: concurrent invocations for other
+        // connections do not hold this answer up.
+        self.engine.flush_connection(id).await;
         outcome
     }
 }

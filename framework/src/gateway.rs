@@ -8,15 +8,19 @@
 //! |---|---|---|
 //! | opens the socket | `CONNECT`, route `$connect`, with the upgrade request's headers and query | 2xx accepts (the body may carry `{"authorizer": {...}}`, sent with every later event); any other status rejects the upgrade with that status |
 //! | sends a message | `MESSAGE`, route: the message's route when listed in [`routes`](Gateway::routes), else `$default`; `body`: the frame's text | the reply (below) |
+//! | sends text that is not a message (not JSON, no route key, a bad `ref`) | `MESSAGE`, route `$default`, `body`: the text, as API Gateway does | the reply |
 //! | sends a binary frame | `MESSAGE`, route `$default`, `body` in base64, `isBase64Encoded: true` | the reply |
-//! | leaves | `DISCONNECT`, route `$disconnect` | ignored |
+//! | leaves | `DISCONNECT`, route `$disconnect`, with `disconnectStatusCode` / `disconnectReason` (1006 when the socket went away without a close frame) | ignored |
 //!
 //! **The reply.** A 2xx answer with the header `x-switchboard-reply: frame` (what a
 //! [`FunctionService`](crate::function::FunctionService) sends) is relayed to the client as is.
 //! Other 2xx answers are relayed as API Gateway does (the body, verbatim) when the message had
 //! no `ref`; when it had one, the body becomes the reply's `data`
 //! (`{"ref":R,"ok":true,"data":<the body as JSON, or as a string>}`), so the client's request is
-//! always answered. An empty body sends nothing (or `data: null` for a `ref`).
+//! always answered. An empty body sends nothing (or `data: null` for a `ref`). With
+//! [`lambda_proxy_responses`](Gateway::lambda_proxy_responses), a 2xx answer shaped like a
+//! Lambda proxy response (`{"statusCode": 401, "body": "..."}`) stands for the status and body
+//! it holds.
 //!
 //! **Failures never hang a client.** They become error frames answering the message:
 //! `function_timeout` (no answer within the [`timeout`](Gateway::timeout)),
@@ -97,6 +101,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, ChannelRoute};
+use crate::connection::RAW_FALLBACK_ROUTE;
 use crate::connections_api::time;
 use crate::error::Error;
 use crate::function::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
@@ -108,11 +113,18 @@ use crate::id::ConnectionId;
 use crate::outbound::Frame;
 use crate::protocol;
 
+/// The close code RFC 6455 reserves for reporting a connection that ended without a close
+/// frame.
+const ABNORMAL_CLOSURE: u16 = 1006;
+
 /// A gateway channel's session: what the function's `$connect` answer established (its
 /// `authorizer` object), sent back to the function with every event of the connection.
 #[derive(Clone, Debug, Default)]
 pub struct GatewaySession {
     authorizer: Option<Arc<serde_json::Value>>,
+    /// When the `$connect` event was sent: the `connectedAt` of every event of the
+    /// connection, so that they all agree with the `$connect` one.
+    connected_at: Option<SystemTime>,
 }
 
 impl GatewaySession {
@@ -147,6 +159,7 @@ struct GatewayConfig {
     max_response: usize,
     connect: bool,
     disconnect: bool,
+    lambda_proxy: bool,
 }
 
 impl Gateway {
@@ -167,6 +180,7 @@ impl Gateway {
                 max_response: 128 * 1024,
                 connect: true,
                 disconnect: true,
+                lambda_proxy: false,
             },
         }
     }
@@ -228,6 +242,19 @@ impl Gateway {
         self
     }
 
+    /// Reads 2xx answers shaped like a Lambda proxy integration's response —
+    /// `{"statusCode": 401, "body": "...", "isBase64Encoded": false, "headers": {...}}` with an
+    /// integer `statusCode` — as the answer they describe: that status, that body (base64
+    /// decoded when `isBase64Encoded`, and then a binary frame), and its `headers`'
+    /// `x-switchboard-reply` and `content-type`. For a function written for API Gateway's Lambda
+    /// integration (behind an HTTP adapter that answers 200 with the handler's return value).
+    /// Other answers are taken as they are. Off by default: a function that replies with such
+    /// an object as data would see it taken apart.
+    pub fn lambda_proxy_responses(mut self) -> Self {
+        self.cfg.lambda_proxy = true;
+        self
+    }
+
     /// A channel at `path` whose events go to the function. Add in-process handlers to it as
     /// to any channel: routes they answer stay in-process, the rest go to the function.
     pub fn channel(&self, path: impl Into<String>) -> ChannelRoute<GatewaySession> {
@@ -239,8 +266,14 @@ impl Gateway {
     pub fn install(&self, route: ChannelRoute<GatewaySession>) -> ChannelRoute<GatewaySession> {
         let cfg = Arc::new(self.cfg.clone());
         let mut route = route
-            .fallback(Forward(cfg.clone()))
-            .on_binary(Forward(cfg.clone()));
+            .fallback(Forward {
+                cfg: cfg.clone(),
+                raw_text: true,
+            })
+            .on_binary(Forward {
+                cfg: cfg.clone(),
+                raw_text: false,
+            });
         if cfg.connect {
             route = route.on_connect(ConnectForward(cfg.clone()));
         }
@@ -343,19 +376,27 @@ impl GatewayConfig {
                         "the function's answer is over {} bytes",
                         self.max_response
                     )),
+                    // awc's own timeout (the request's), while the body was still coming.
+                    awc::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        timed_out(self.timeout)
+                    }
                     e => failed(format!("the function's answer broke off: {e}")),
                 })?;
-            Ok(Answer {
+            Ok::<_, Error>(Answer {
                 status: resp.status(),
                 frame,
                 binary,
                 body,
             })
         };
-        match actix_rt::time::timeout(self.timeout, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => Err(timed_out(self.timeout)),
+        let answer = match actix_rt::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer?,
+            Err(_) => return Err(timed_out(self.timeout)),
+        };
+        if self.lambda_proxy && answer.status.is_success() {
+            return lambda_proxy(answer);
         }
+        Ok(answer)
     }
 
     fn context(
@@ -398,11 +439,16 @@ impl GatewayConfig {
         event_type: EventType,
         ch: &Channel<GatewaySession>,
     ) -> RequestContext {
+        // The `$connect` event's time when there was one (the channel's own is taken once the
+        // function accepted), so that every event of the connection has the same.
+        let connected_at = ch
+            .with_session(|s| s.and_then(|s| s.connected_at))
+            .unwrap_or_else(|| ch.connected_at());
         let mut ctx = self.context(
             route_key,
             event_type,
             ch.id(),
-            ch.connected_at(),
+            connected_at,
             Client {
                 host: ch.header("host"),
                 user_agent: ch.header("user-agent"),
@@ -414,6 +460,7 @@ impl GatewayConfig {
     }
 
     async fn connect(&self, req: HttpRequest) -> Result<Option<GatewaySession>, Error> {
+        let connected_at = SystemTime::now();
         let id = req
             .extensions()
             .get::<ConnectionId>()
@@ -433,7 +480,7 @@ impl GatewayConfig {
                 "$connect",
                 EventType::Connect,
                 id,
-                SystemTime::now(),
+                connected_at,
                 Client {
                     host: header(&req, "host"),
                     user_agent: header(&req, "user-agent"),
@@ -461,10 +508,15 @@ impl GatewayConfig {
             .filter(|a| !a.is_null());
         Ok(Some(GatewaySession {
             authorizer: authorizer.map(Arc::new),
+            connected_at: Some(connected_at),
         }))
     }
 
-    async fn message(&self, req: MessageRequest<GatewaySession>) -> Result<Reply, Error> {
+    async fn message(
+        &self,
+        req: MessageRequest<GatewaySession>,
+        raw_text: bool,
+    ) -> Result<Reply, Error> {
         let (route_key, body, base64) = match &req.body {
             Body::Text(env) => {
                 let route = env.route();
@@ -475,6 +527,16 @@ impl GatewayConfig {
                 };
                 (key, env.text().to_owned(), false)
             }
+            // A text frame that is not a message, from the connection's raw fallback hook: API
+            // Gateway sends it to `$default` as it is.
+            Body::Binary(b) if raw_text => match std::str::from_utf8(b) {
+                Ok(text) => (DEFAULT_ROUTE, text.to_owned(), false),
+                Err(_) => (
+                    DEFAULT_ROUTE,
+                    base64::engine::general_purpose::STANDARD.encode(b),
+                    true,
+                ),
+            },
             Body::Binary(b) => (
                 DEFAULT_ROUTE,
                 base64::engine::general_purpose::STANDARD.encode(b),
@@ -547,6 +609,71 @@ fn verbatim(answer: Answer) -> Reply {
     }
 }
 
+/// A Lambda proxy integration's response, as [`Gateway::lambda_proxy_responses`] reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyResponse {
+    /// Required, and an integer: what tells such a response from any other JSON answer.
+    status_code: u64,
+    #[serde(default)]
+    body: Option<Box<RawValue>>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+    #[serde(default)]
+    headers: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// The answer a Lambda proxy response describes; the answer as it is when it is not one.
+fn lambda_proxy(answer: Answer) -> Result<Answer, Error> {
+    if answer.frame || answer.body.trim_ascii_start().first() != Some(&b'{') {
+        return Ok(answer);
+    }
+    let Ok(proxy) = serde_json::from_slice::<ProxyResponse>(&answer.body) else {
+        return Ok(answer);
+    };
+    let status = u16::try_from(proxy.status_code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| {
+            failed(format!(
+                "the function's proxy response has statusCode {}",
+                proxy.status_code
+            ))
+        })?;
+    let header = |name: &str| {
+        proxy
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let frame = header(REPLY_HEADER).eq_ignore_ascii_case("frame");
+    let content_binary = header("content-type").starts_with("application/octet-stream");
+    // `body` is a string; anything else JSON is taken as its text.
+    let text: Option<String> = match proxy.body.as_deref() {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => {
+            Some(serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned()))
+        }
+    };
+    let body = match text {
+        None => Bytes::new(),
+        Some(t) if proxy.is_base64_encoded => base64::engine::general_purpose::STANDARD
+            .decode(t.as_bytes())
+            .map(Bytes::from)
+            .map_err(|_| failed("the function's proxy response body is not base64".into()))?,
+        Some(t) => Bytes::from(t),
+    };
+    Ok(Answer {
+        status,
+        frame,
+        binary: proxy.is_base64_encoded || content_binary,
+        body,
+    })
+}
+
 /// A `$connect` refusal: the function's status, and its `{"error": {"code", "message"}}` when
 /// it sent one.
 fn rejection(answer: &Answer) -> Error {
@@ -605,16 +732,26 @@ impl ConnectHandler<GatewaySession> for ConnectForward {
 }
 
 /// The fallback (`$default`) and binary handler: forwards the message.
-struct Forward(Arc<GatewayConfig>);
+struct Forward {
+    cfg: Arc<GatewayConfig>,
+    /// As the fallback: also takes text frames that are not messages (see
+    /// [`RAW_FALLBACK_ROUTE`]), which then come as `Body::Binary` holding the text.
+    raw_text: bool,
+}
 
 impl MessageHandler<GatewaySession> for Forward {
     fn route(&self) -> &str {
-        DEFAULT_ROUTE
+        if self.raw_text {
+            RAW_FALLBACK_ROUTE
+        } else {
+            DEFAULT_ROUTE
+        }
     }
 
     fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<Result<Reply, Error>> {
-        let cfg = self.0.clone();
-        Box::pin(async move { cfg.message(req).await })
+        let cfg = self.cfg.clone();
+        let raw_text = self.raw_text;
+        Box::pin(async move { cfg.message(req, raw_text).await })
     }
 }
 
@@ -624,8 +761,18 @@ impl DisconnectHandler<GatewaySession> for DisconnectForward {
     fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<()> {
         let cfg = self.0.clone();
         let ch = req.channel();
+        let mut request_context = cfg.channel_context("$disconnect", EventType::Disconnect, ch);
+        // The close frame the connection ended with (the client's code echoed, or the
+        // server's code and reason); none means the socket went away without one: 1006, as
+        // RFC 6455 reports an abnormal closure.
+        let (code, reason) = ch
+            .outbound()
+            .closed_with()
+            .unwrap_or((ABNORMAL_CLOSURE, String::new()));
+        request_context.disconnect_status_code = Some(code);
+        request_context.disconnect_reason = Some(reason);
         let event = Event {
-            request_context: cfg.channel_context("$disconnect", EventType::Disconnect, ch),
+            request_context,
             ..Event::default()
         };
         let id = ch.id();

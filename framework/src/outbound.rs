@@ -68,6 +68,25 @@ pub(crate) enum Refused {
 struct State {
     frames: VecDeque<Frame>,
     closing: bool,
+    /// The close frame queued when closing started (code, reason): what a disconnect handler
+    /// can report. `None` when the socket went away without one.
+    closed_with: Option<(u16, String)>,
+}
+
+/// Longest close reason a close frame can carry: a control frame's payload is at most 125
+/// bytes (RFC 6455 §5.5), two of which are the code.
+pub(crate) const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes, at a character boundary (it must stay UTF-8).
+pub(crate) fn close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 pub(crate) struct Outbound {
@@ -85,6 +104,7 @@ impl Outbound {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
                 closing: false,
+                closed_with: None,
             }),
             capacity: capacity.max(1),
             policy,
@@ -145,22 +165,36 @@ impl Outbound {
 
     fn start_close(st: &mut State, code: u16, reason: &str) {
         st.frames.clear();
-        st.frames.push_back(Frame::Close(code, reason.to_owned()));
+        Self::queue_close(st, code, reason);
+    }
+
+    fn queue_close(st: &mut State, code: u16, reason: &str) {
+        // The transport hands close frames to the socket as they are, so the reason is cut
+        // here: every close (handlers, the connections API, the hub) passes through.
+        let reason = close_reason(reason).to_owned();
+        st.frames.push_back(Frame::Close(code, reason.clone()));
+        st.closed_with = Some((code, reason));
         st.closing = true;
     }
 
     /// Starts closing: queued frames still go out, then the close frame. Later pushes are
-    /// refused. Returns false when the connection was already closing.
+    /// refused. Returns false when the connection was already closing. A reason longer than
+    /// [`MAX_CLOSE_REASON`] bytes is cut to fit the close frame.
     pub(crate) fn close(&self, code: u16, reason: &str) -> bool {
         let mut st = self.lock();
         if st.closing {
             return false;
         }
-        st.frames.push_back(Frame::Close(code, reason.to_owned()));
-        st.closing = true;
+        Self::queue_close(&mut st, code, reason);
         drop(st);
         self.waker.wake();
         true
+    }
+
+    /// The close code and reason the connection was closed with, once closing started with a
+    /// close frame; `None` while open or when the socket went away without one.
+    pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
+        self.lock().closed_with.clone()
     }
 
     /// Marks the queue closed without sending anything (the socket is gone).
@@ -260,6 +294,22 @@ mod tests {
             q.push_text("d".into(), Class::Essential),
             Err(Refused::Closed)
         );
+    }
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let q = Outbound::new(8, SlowConsumerPolicy::DropNewest);
+        // 122 ASCII bytes then a 3-byte character: cut before it, not inside it.
+        let reason = format!("{}€tail", "x".repeat(122));
+        assert!(q.close(4000, &reason));
+        let frames = drain(&q);
+        let [Frame::Close(4000, sent)] = frames.as_slice() else {
+            panic!("expected one close frame, got {frames:?}");
+        };
+        assert_eq!(sent, &"x".repeat(122));
+        assert_eq!(q.closed_with(), Some((4000, "x".repeat(122))));
+        assert_eq!(close_reason("short"), "short");
+        assert_eq!(close_reason(&"y".repeat(200)).len(), MAX_CLOSE_REASON);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! (`awc` is not `Send`; engines and clients are used from any thread): callers hand it a
 //! request and await the answer.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -280,7 +280,10 @@ impl ConnectionsClient {
         self.close_connection(id, None, "").await
     }
 
-    /// Closes a connection with a close code (1000, or 3000–4999) and reason.
+    /// Closes a connection with a close code (1000, or 3000–4999) and reason. A reason longer
+    /// than a close frame holds (123 bytes) is cut, as by [`Channel::close_with`].
+    ///
+    /// [`Channel::close_with`]: crate::Channel::close_with
     pub async fn close_connection(
         &self,
         id: ConnectionId,
@@ -291,9 +294,15 @@ impl ConnectionsClient {
             Backend::Local(hub) => hub.disconnect(id, code, reason),
             _ => {
                 let mut path = connection_path(id);
+                let mut sep = '?';
                 if let Some(code) = code {
+                    path.push_str(&format!("{sep}code={code}"));
+                    sep = '&';
+                }
+                if !reason.is_empty() {
+                    let reason = crate::outbound::close_reason(reason);
                     path.push_str(&format!(
-                        "?code={code}&reason={}",
+                        "{sep}reason={}",
                         utf8_percent_encode(reason, SEGMENT)
                     ));
                 }
@@ -617,6 +626,12 @@ thread_local! {
 /// The response size the client reads at most.
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
+fn timed_out(timeout: Duration) -> Error {
+    Error::internal(format_args!(
+        "connections API call timed out after {timeout:?}"
+    ))
+}
+
 fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send {
     let fut = on_client_thread(move || async move {
         let timeout = call.timeout;
@@ -630,11 +645,13 @@ fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send
                 .send_body(call.body)
                 .await
                 .map_err(|e| Error::internal(format_args!("connections API unreachable: {e}")))?;
-            let body = resp
-                .body()
-                .limit(MAX_ANSWER)
-                .await
-                .map_err(|e| Error::internal(format_args!("connections API answer: {e}")))?;
+            let body = resp.body().limit(MAX_ANSWER).await.map_err(|e| match e {
+                // awc's own timeout, while the body was still coming.
+                awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                    timed_out(timeout)
+                }
+                e => Error::internal(format_args!("connections API answer: {e}")),
+            })?;
             let error_type = resp
                 .headers()
                 .get("x-amzn-errortype")
@@ -648,9 +665,7 @@ fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send
         };
         match actix_rt::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(Error::internal(format_args!(
-                "connections API call timed out after {timeout:?}"
-            ))),
+            Err(_) => Err(timed_out(timeout)),
         }
     });
     async move { fut.await? }
@@ -684,29 +699,58 @@ pub struct RemoteEngine {
 
 struct RemoteInner {
     client: ConnectionsClient,
-    /// Deferred (fire-and-forget) operations handed out, and done.
-    issued: AtomicU64,
+    /// How long a wait for deferred operations may take: the client's call timeout (one
+    /// operation's worth; they go out one at a time, and a stuck one must not hold every
+    /// invocation forever).
+    wait: Duration,
+    deferred: Mutex<DeferredState>,
+    /// The sequence number of the last deferred operation done. Operations are numbered and
+    /// queued under one lock and done one at a time in queue order, so it only grows.
     done: watch::Sender<u64>,
+}
+
+struct DeferredState {
+    /// The sequence number of the last operation handed out.
+    issued: u64,
+    /// The last operation handed out per connection, for connections with some not done yet:
+    /// what an invocation for that connection waits for.
+    pending: HashMap<ConnectionId, u64>,
     queue: mpsc::UnboundedSender<(u64, Deferred)>,
     /// Taken by the task that works the queue, started with the first deferred operation.
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<(u64, Deferred)>>>,
+    receiver: Option<mpsc::UnboundedReceiver<(u64, Deferred)>>,
 }
 
 enum Deferred {
     Unsubscribe(Arc<str>, ConnectionId),
 }
 
+impl Deferred {
+    fn connection(&self) -> ConnectionId {
+        match self {
+            Deferred::Unsubscribe(_, id) => *id,
+        }
+    }
+}
+
 impl RemoteEngine {
     /// An engine over `client`.
     pub fn new(client: ConnectionsClient) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
+        let wait = match &client.backend {
+            Backend::Remote { timeout, .. } => *timeout,
+            _ => Duration::from_secs(10),
+        };
         RemoteEngine {
             inner: Arc::new(RemoteInner {
                 client,
-                issued: AtomicU64::new(0),
+                wait,
+                deferred: Mutex::new(DeferredState {
+                    issued: 0,
+                    pending: HashMap::new(),
+                    queue,
+                    receiver: Some(receiver),
+                }),
                 done: watch::channel(0).0,
-                queue,
-                receiver: Mutex::new(Some(receiver)),
             }),
         }
     }
@@ -716,57 +760,136 @@ impl RemoteEngine {
         &self.inner.client
     }
 
-    /// Resolves once every operation that did not wait (`unsubscribe`) has been done.
+    fn state(&self) -> std::sync::MutexGuard<'_, DeferredState> {
+        // Every critical section leaves the state consistent (a counter, a map entry, a
+        // channel send), so a poisoned lock is still usable.
+        self.inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once every operation that did not wait (`unsubscribe`) and was made before
+    /// this call has been done, or after the client's timeout.
     pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
-        let target = self.inner.issued.load(Ordering::Acquire);
+        let target = self.state().issued;
+        self.wait_for(target, None)
+    }
+
+    /// Resolves once the operations that did not wait (`unsubscribe`) made for connection `id`
+    /// so far have been done, or after the client's timeout. What a function invocation waits
+    /// for before it answers: its own operations, not those of concurrent invocations.
+    pub fn flush_connection(&self, id: ConnectionId) -> impl Future<Output = ()> + Send + 'static {
+        let target = self.state().pending.get(&id).copied().unwrap_or(0);
+        self.wait_for(target, Some(id))
+    }
+
+    fn wait_for(
+        &self,
+        target: u64,
+        id: Option<ConnectionId>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let mut done = self.inner.done.subscribe();
+        let wait = self.inner.wait;
         async move {
-            let _ = done.wait_for(|d| *d >= target).await;
+            if target == 0 {
+                return;
+            }
+            let reached = tokio::time::timeout(wait, done.wait_for(|d| *d >= target)).await;
+            // A closed channel means the engine is gone: nothing is left to wait for.
+            if reached.is_err() {
+                log::warn!(
+                    "deferred connections API operations{} not done after {wait:?}; going on",
+                    id.map(|id| format!(" of {id}")).unwrap_or_default()
+                );
+            }
         }
     }
 
     fn defer(&self, op: Deferred) {
-        let seq = self.inner.issued.fetch_add(1, Ordering::AcqRel) + 1;
-        let receiver = self
-            .inner
-            .receiver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut rx) = receiver {
-            let client = self.inner.client.clone();
-            let done = self.inner.done.clone();
-            // Runs on the client thread for as long as the engine lives.
-            drop(on_client_thread(move || async move {
-                while let Some((seq, op)) = rx.recv().await {
-                    match op {
-                        Deferred::Unsubscribe(topic, id) => {
-                            if let Err(e) = client.unsubscribe(id, &topic).await {
-                                if !matches!(e, Error::Closed) {
-                                    log::warn!("unsubscribe {id} from {topic}: {e:?}");
-                                }
-                            }
-                        }
-                    }
-                    done.send_replace(seq);
-                }
-            }));
+        let mut st = self.state();
+        if let Some(rx) = st.receiver.take() {
+            self.start_worker(rx);
         }
-        if self.inner.queue.send((seq, op)).is_err() {
-            self.inner.done.send_replace(seq);
+        st.issued += 1;
+        let seq = st.issued;
+        st.pending.insert(op.connection(), seq);
+        // Sent while holding the lock: the queue's order is the numbering's, so `done` only
+        // grows and a wait for N ends exactly when the operations up to N are done.
+        if st.queue.send((seq, op)).is_err() {
+            // The worker is gone (its runtime shut down): nothing will do it; do not wait.
+            drop(st);
+            complete(&self.inner, seq, None, Order::Any);
         }
     }
 
-    /// Waits for deferred operations, then runs `f`.
+    fn start_worker(&self, mut rx: mpsc::UnboundedReceiver<(u64, Deferred)>) {
+        // The worker holds the engine weakly: it ends (the queue closes) when the last
+        // engine handle is dropped.
+        let inner = Arc::downgrade(&self.inner);
+        let client = self.inner.client.clone();
+        // Runs on the client thread for as long as the engine lives.
+        drop(on_client_thread(move || async move {
+            while let Some((seq, op)) = rx.recv().await {
+                let id = op.connection();
+                match op {
+                    Deferred::Unsubscribe(topic, id) => {
+                        if let Err(e) = client.unsubscribe(id, &topic).await {
+                            if !matches!(e, Error::Closed) {
+                                log::warn!("unsubscribe {id} from {topic}: {e:?}");
+                            }
+                        }
+                    }
+                }
+                match inner.upgrade() {
+                    Some(inner) => complete(&inner, seq, Some(id), Order::Queue),
+                    None => return,
+                }
+            }
+        }));
+    }
+
+    /// Waits for the deferred operations of `id` (or, without one, all so far), then runs `f`.
     fn after_deferred<T: Send + 'static>(
         &self,
+        id: Option<ConnectionId>,
         f: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> SendFuture<Result<T, Error>> {
-        let flushed = self.flush();
+        let flushed: SendFuture<()> = match id {
+            Some(id) => Box::pin(self.flush_connection(id)),
+            None => Box::pin(self.flush()),
+        };
         Box::pin(async move {
             flushed.await;
             f.await
         })
+    }
+}
+
+/// In what order operations are recorded as done.
+enum Order {
+    /// The worker's: the queue's, which is the numbering's.
+    Queue,
+    /// Any (operations that never reached the worker).
+    Any,
+}
+
+/// Records operation `seq` (of connection `id`) as done.
+fn complete(inner: &RemoteInner, seq: u64, id: Option<ConnectionId>, order: Order) {
+    if let Some(id) = id {
+        let mut st = inner.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        // The connection's entry goes once its last operation is done.
+        if st.pending.get(&id) == Some(&seq) {
+            st.pending.remove(&id);
+        }
+    }
+    match order {
+        // Set as is, not raised to the maximum: were the queue ever out of order, `done`
+        // would show it (and the ordering test fail) instead of ending waits early.
+        Order::Queue => {
+            inner.done.send_replace(seq);
+        }
+        Order::Any => inner.done.send_modify(|d| *d = (*d).max(seq)),
     }
 }
 
@@ -787,7 +910,8 @@ fn unsupported<T>(what: &str) -> Result<T, Error> {
 impl Engine for RemoteEngine {
     fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        // This connection's own unsubscribes first (subscribe after unsubscribe must win).
+        self.after_deferred(Some(request.subscriber.id), async move {
             if request.presence.is_some() {
                 return unsupported("presence");
             }
@@ -806,7 +930,9 @@ impl Engine for RemoteEngine {
 
     fn publish(&self, p: Publish) -> SendFuture<Result<(), Error>> {
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        // A publication does not say who publishes: wait for every operation so far, so that
+        // a handler that unsubscribed does not get its own publication.
+        self.after_deferred(None, async move {
             client
                 .publish_raw(&p.topic, &p.event, p.data, p.exclude)
                 .await
@@ -827,7 +953,7 @@ impl Engine for RemoteEngine {
 
     fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.presence(&topic).await,
                 _ => {
@@ -845,7 +971,7 @@ impl Engine for RemoteEngine {
             subscribers: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.subscriber_count(&topic).await,
                 _ => Ok(client
@@ -867,7 +993,7 @@ impl Engine for RemoteEngine {
             subscribers: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.topics().await,
                 _ => Ok(client
@@ -892,7 +1018,7 @@ impl Engine for RemoteEngine {
             histories: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(async move {
+        self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => Ok(hub.stats().await?.engine),
                 _ => {
@@ -905,5 +1031,67 @@ impl Engine for RemoteEngine {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concurrent invocations (threads) defer operations at the same moment, round after
+    /// round: the queue's order must be the numbering's, so that after each round `done` is
+    /// the last number handed out. (Numbers were once taken before queueing, outside the lock:
+    /// 6 could be queued before 5, leave `done` at 5, and stall every later flush.)
+    #[test]
+    fn concurrent_deferrals_complete_in_order() {
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 100;
+        let mut engine = RemoteEngine::new(ConnectionsClient::local(Hub::new()));
+        // A stall shows as a short wait that ends with `done` behind, not a 10 s one.
+        Arc::get_mut(&mut engine.inner)
+            .expect("a fresh engine")
+            .wait = Duration::from_millis(500);
+        let start = Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let deferred = Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let ids: Vec<ConnectionId> = (0..THREADS).map(|_| ConnectionId::next()).collect();
+        let threads: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let (engine, start, deferred) = (engine.clone(), start.clone(), deferred.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        start.wait();
+                        engine.unsubscribe(Arc::from("t"), id);
+                        deferred.wait();
+                    }
+                })
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        for round in 1..=ROUNDS {
+            start.wait();
+            deferred.wait();
+            rt.block_on(async {
+                for &id in &ids {
+                    engine.flush_connection(id).await;
+                }
+            });
+            let issued = engine.state().issued;
+            assert_eq!(issued, (round * THREADS) as u64);
+            assert_eq!(*engine.inner.done.borrow(), issued, "round {round}");
+            assert!(engine.state().pending.is_empty(), "round {round}");
+        }
+        for t in threads {
+            t.join().expect("a deferring thread");
+        }
+        // Nothing pending: a flush ends at once.
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), engine.flush())
+                .await
+                .expect("an immediate flush");
+        });
     }
 }

@@ -453,6 +453,115 @@ mod tests {
         ));
     }
 
+    /// Requests signed by botocore 1.43's `SigV4Auth` (service `execute-api`, us-east-1, AWS's
+    /// example key, 2024-02-09T17:05:19Z), computed once with a script and pasted here: a
+    /// percent-encoded connection id holding `+`, `/` and `=` under a stage prefix, with a
+    /// query; and a publish with a body and an encoded query value.
+    const BOTO_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    const BOTO_DATE: &str = "20240209T170519Z";
+    const BOTO_DELETE: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240209/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=723c8cc7d424fb85a131991fc317f36b167423d7a142da247619e230a9efd518";
+    const BOTO_PUBLISH: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240209/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=89fa0f1765361a484a895e7571e07f84c3bda3128f120ad35839a042e6538cad";
+
+    fn boto_headers() -> Vec<(&'static str, &'static str)> {
+        vec![("Host", "127.0.0.1:8080"), ("X-Amz-Date", BOTO_DATE)]
+    }
+
+    fn boto_check(req: &Signable<'_>, header: &str) -> Result<(), Refusal> {
+        let now = time::parse_amz_date(BOTO_DATE).unwrap();
+        let secrets = |k: &str| (k == "AKIDEXAMPLE").then_some(BOTO_KEY);
+        let (auth, secret) = precheck(
+            header,
+            Some(BOTO_DATE),
+            Some("us-east-1"),
+            now,
+            Duration::from_secs(300),
+            secrets,
+        )?;
+        verify(req, &auth, BOTO_DATE, secret)
+    }
+
+    #[test]
+    fn botocore_vector_encoded_id_and_query() {
+        let empty = sha256_hex(b"");
+        let req = Signable {
+            method: "DELETE",
+            path: "/prod/@connections/L0S%2BM9c%2FOFvHcCIhw%3D",
+            query: "reason=kicked%20out&code=4001",
+            headers: boto_headers(),
+            payload_hash: &empty,
+        };
+        // botocore's canonical request, byte for byte.
+        assert_eq!(
+            req.canonical_request("host;x-amz-date", true),
+            "DELETE\n/prod/%40connections/L0S%252BM9c%252FOFvHcCIhw%253D\ncode=4001&reason=kicked%20out\nhost:127.0.0.1:8080\nx-amz-date:20240209T170519Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(boto_check(&req, BOTO_DELETE), Ok(()));
+        // Our signer produces the same signature.
+        assert_eq!(
+            sign(&req, BOTO_DATE, "AKIDEXAMPLE", BOTO_KEY, "us-east-1"),
+            BOTO_DELETE
+        );
+        // The id decoded differently (`+` literal vs `%2B`) is another request.
+        let other = Signable {
+            path: "/prod/@connections/L0S+M9c%2FOFvHcCIhw%3D",
+            ..req
+        };
+        assert_eq!(boto_check(&other, BOTO_DELETE), Err(Refusal::Mismatch));
+    }
+
+    #[test]
+    fn botocore_vector_body_and_query() {
+        let body = br#"{"text":"hi"}"#;
+        let hash = sha256_hex(body);
+        let req = Signable {
+            method: "POST",
+            path: "/@topics/room%3Alobby",
+            query: "exclude=L0S%2BM9c%2FOFvHcCIhw%3D&event=said",
+            headers: boto_headers(),
+            payload_hash: &hash,
+        };
+        assert_eq!(boto_check(&req, BOTO_PUBLISH), Ok(()));
+        // A tampered body: its hash is signed.
+        let tampered = sha256_hex(br#"{"text":"hi!"}"#);
+        let req2 = Signable {
+            payload_hash: &tampered,
+            headers: boto_headers(),
+            ..req
+        };
+        assert_eq!(boto_check(&req2, BOTO_PUBLISH), Err(Refusal::Mismatch));
+        // A tampered query value.
+        let req3 = Signable {
+            query: "exclude=L0S%2BM9c%2FOFvHcCIhw%3D&event=sad",
+            headers: boto_headers(),
+            payload_hash: &hash,
+            ..req2
+        };
+        assert_eq!(boto_check(&req3, BOTO_PUBLISH), Err(Refusal::Mismatch));
+    }
+
+    #[test]
+    fn the_host_header_must_be_signed() {
+        let header = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240209/us-east-1/execute-api/aws4_request, SignedHeaders=x-amz-date, Signature=723c8cc7d424fb85a131991fc317f36b167423d7a142da247619e230a9efd518";
+        let empty = sha256_hex(b"");
+        let req = Signable {
+            method: "DELETE",
+            path: "/",
+            query: "",
+            headers: boto_headers(),
+            payload_hash: &empty,
+        };
+        assert_eq!(
+            boto_check(&req, header),
+            Err(Refusal::Malformed("the host header must be signed"))
+        );
+        // `host` as a substring of another name does not count.
+        let sneaky = header.replace("SignedHeaders=x-amz-date", "SignedHeaders=hostx;x-amz-date");
+        assert_eq!(
+            boto_check(&req, &sneaky),
+            Err(Refusal::Malformed("the host header must be signed"))
+        );
+    }
+
     #[test]
     fn canonical_query_sorts_and_encodes() {
         assert_eq!(canonical_query("b=2&a=x%20y&c"), "a=x%20y&b=2&c=");

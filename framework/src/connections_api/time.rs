@@ -75,13 +75,19 @@ impl Civil {
         if !valid {
             return None;
         }
+        // Checked all the way: the fields come from peers (timestamps in answers and headers),
+        // and a far-off year must be refused, not overflow.
         let days = days_from_civil(self.year, self.month, self.day);
-        let secs = days * 86_400
-            + i64::from(self.hour) * 3600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second);
-        let ms = u64::try_from(secs).ok()? * 1000 + u64::from(self.millis);
-        Some(UNIX_EPOCH + Duration::from_millis(ms))
+        let secs = days
+            .checked_mul(86_400)?
+            .checked_add(i64::from(self.hour) * 3600)?
+            .checked_add(i64::from(self.minute) * 60)?
+            .checked_add(i64::from(self.second))?;
+        let ms = u64::try_from(secs)
+            .ok()?
+            .checked_mul(1000)?
+            .checked_add(u64::from(self.millis))?;
+        UNIX_EPOCH.checked_add(Duration::from_millis(ms))
     }
 }
 
@@ -101,18 +107,34 @@ fn num(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// Parses `2024-01-31T23:59:59Z`, with optional fractional seconds.
+/// Exactly `width` ASCII digits.
+fn fixed(s: &str, width: usize) -> Option<u32> {
+    (s.len() == width).then(|| num(s)).flatten()
+}
+
+/// Parses `2024-01-31T23:59:59Z`, with optional fractional seconds. Fields have their fixed
+/// widths (a four-digit year, two-digit month to second), as ISO 8601 writes them.
 pub(crate) fn parse_iso8601(s: &str) -> Option<SystemTime> {
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let mut d = date.splitn(3, '-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let (year, month, day) = (
+        fixed(d.next()?, 4)?,
+        fixed(d.next()?, 2)?,
+        fixed(d.next()?, 2)?,
+    );
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut t = hms.splitn(3, ':');
-    let (hour, minute, second) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+    let (hour, minute, second) = (
+        fixed(t.next()?, 2)?,
+        fixed(t.next()?, 2)?,
+        fixed(t.next()?, 2)?,
+    );
     let millis = if frac.is_empty() {
         0
     } else {
+        // Digits only (however many); the first three are the milliseconds.
+        num(frac)?;
         let digits: String = frac.chars().chain("000".chars()).take(3).collect();
         num(&digits)?
     };
@@ -140,7 +162,8 @@ pub(crate) fn amz_date(t: SystemTime) -> String {
 /// Parses `20240131T235959Z`.
 pub(crate) fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // ASCII first: the fields below are sliced by byte offsets.
+    if !s.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
     Civil {
@@ -199,6 +222,18 @@ mod tests {
         assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert!(parse_amz_date("2024-02-29T12:34:56Z").is_none());
         assert!(parse_iso8601("2024-13-01T00:00:00Z").is_none());
+        // Only four-digit years (and fixed-width fields); nothing a peer sends can overflow.
+        assert!(parse_iso8601("99999-01-01T00:00:00Z").is_none());
+        assert!(parse_iso8601("4294967295-12-31T23:59:59.999Z").is_none());
+        assert!(parse_iso8601("24-01-01T00:00:00Z").is_none());
+        assert!(parse_iso8601("2024-1-01T00:00:00Z").is_none());
+        assert!(parse_iso8601("2024-01-01T00:00:00.1x2Z").is_none());
+        assert_eq!(
+            parse_iso8601("9999-12-31T23:59:59.9Z"),
+            Some(UNIX_EPOCH + Duration::from_millis(253_402_300_799_900))
+        );
+        assert!(parse_iso8601("1969-12-31T23:59:59Z").is_none());
+        assert!(parse_amz_date("20€401T123456Z").is_none());
         for days in [-1000i64, 0, 59, 60, 365, 10_957, 19_782, 100_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
