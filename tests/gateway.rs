@@ -734,6 +734,21 @@ async fn disconnect_events_carry_the_close_code_and_reason() {
             .unwrap()
             > 1_600_000_000_000
     );
+
+    // A client that goes away without a close frame: 1006, as API Gateway reports it.
+    let c = gateway.connect("/ws").await.unwrap();
+    c.drop_abruptly();
+    rec.wait_for("the second $disconnect event", |events| {
+        events
+            .iter()
+            .filter(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
+            .count()
+            == 2
+    })
+    .await;
+    let events = rec.events.lock().unwrap().clone();
+    let (_, disconnect) = events.last().unwrap();
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1006);
 }
 
 /// A function answering like API Gateway's Lambda proxy integration: HTTP 200 whose body is

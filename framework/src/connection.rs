@@ -372,6 +372,11 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
                 log::debug!("connection {}: frame too big", self.channel.id());
                 self.begin_close(ctx, close_code::TOO_BIG, "message too big");
             }
+            // The stream ends right after this item: `finished` stops the actor, and the
+            // close is recorded as abnormal (1006), as no close frame was exchanged.
+            Incoming::Gone(e) => {
+                log::debug!("connection {}: socket gone: {e}", self.channel.id());
+            }
             Incoming::Broken(e) => {
                 log::debug!("connection {}: protocol error: {e}", self.channel.id());
                 self.begin_close(ctx, close_code::PROTOCOL_ERROR, "protocol error");

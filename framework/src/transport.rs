@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use actix_web::error::PayloadError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
 use bytes::Bytes;
@@ -29,6 +30,9 @@ pub(crate) enum Incoming {
     Close(Option<(u16, String)>),
     /// A frame (or a message assembled from continuations) over the size limit.
     TooBig,
+    /// The socket failed under the codec (reset, closed mid-frame): there is nobody left to
+    /// send a close frame to.
+    Gone(String),
     /// Anything else the codec refused.
     Broken(String),
 }
@@ -68,6 +72,13 @@ impl Stream for IncomingStream {
                     // as an I/O error with this text.
                     ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
                         Incoming::TooBig
+                    }
+                    // actix-ws wraps the request payload's errors (the TCP stream failing)
+                    // this way; anything else is the peer breaking the protocol.
+                    ProtocolError::Io(e)
+                        if e.get_ref().is_some_and(|inner| inner.is::<PayloadError>()) =>
+                    {
+                        Incoming::Gone(e.to_string())
                     }
                     e => Incoming::Broken(e.to_string()),
                 }
