@@ -4,9 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
 
 /// Whether the tests run under CI, where a missing program fails a test instead of skipping it.
 pub fn under_ci() -> bool {
@@ -115,25 +118,29 @@ fn newer_than(path: &Path, built: SystemTime) -> Option<PathBuf> {
     (modified(path)? > built).then(|| path.to_owned())
 }
 
-/// A `redis-server` of a test's own, on a free loopback port, without persistence; killed when
-/// dropped.
+/// A `redis-server` of a test's own, without persistence, on a Unix socket in a temporary
+/// directory: no port to race other processes for, and a restart gets the same address back.
+/// Killed (and its directory removed) when dropped.
 pub struct RedisServer {
-    port: u16,
     dir: PathBuf,
+    socket: PathBuf,
     child: Option<Child>,
+}
+
+fn redis_server_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl RedisServer {
     /// A fresh server, or `None` (with a message) when `redis-server` is not installed; under
     /// `CI=true` a missing `redis-server` fails the test instead.
     pub fn start(name: &str) -> Option<RedisServer> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
+        if !redis_server_installed() {
             assert!(
                 !under_ci(),
                 "redis-server is not installed: the Redis tests must run under CI"
@@ -143,27 +150,32 @@ impl RedisServer {
             );
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!("switchboard-redis-{name}-{port}"));
+        // Test names are unique within the binary, the process id across runs.
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-redis-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = RedisServer {
-            port,
+        let mut r = RedisServer {
+            socket: dir.join("redis.sock"),
             dir,
             child: None,
         };
-        server.run();
-        Some(server)
+        r.run();
+        Some(r)
     }
 
     fn run(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
+            .args(["--port", "0", "--unixsocket", self.socket.to_str().unwrap()])
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", self.dir.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -176,9 +188,9 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis+unix:///…/redis.sock`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis+unix://{}", self.socket.display())
     }
 
     /// Stops the server (abruptly).
@@ -189,7 +201,7 @@ impl RedisServer {
         }
     }
 
-    /// Restarts it on the same port, empty (no persistence).
+    /// Restarts on the same socket (empty: no persistence).
     pub fn restart(&mut self) {
         self.kill();
         self.run();
@@ -197,91 +209,73 @@ impl RedisServer {
 
     /// One command over a plain socket (RESP); the reply as JSON (integers as numbers,
     /// strings as strings, arrays as arrays, nil as null; an error reply is an `Err`).
-    pub fn cmd(&self, args: &[&str]) -> std::io::Result<resp::Value> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+    pub fn cmd(&self, args: &[&str]) -> std::io::Result<Value> {
+        let mut r = self.send(&[args])?;
+        read_resp(&mut r)
+    }
+
+    /// Commands in one MULTI/EXEC (applied at one instant); the replies.
+    pub fn multi(&self, cmds: &[&[&str]]) -> std::io::Result<Value> {
+        let mut all: Vec<&[&str]> = vec![&["MULTI"]];
+        all.extend_from_slice(cmds);
+        all.push(&["EXEC"]);
+        let mut r = self.send(&all)?;
+        for _ in 0..=cmds.len() {
+            read_resp(&mut r)?; // +OK, then +QUEUED each
+        }
+        read_resp(&mut r)
+    }
+
+    fn send(&self, cmds: &[&[&str]]) -> std::io::Result<BufReader<UnixStream>> {
+        let mut s = UnixStream::connect(&self.socket)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut out = String::new();
+        for args in cmds {
+            out.push_str(&format!("*{}\r\n", args.len()));
+            for a in *args {
+                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
         }
         s.write_all(out.as_bytes())?;
-        resp::read_resp(&mut BufReader::new(s))
+        Ok(BufReader::new(s))
     }
+}
+
+fn read_resp(r: &mut impl BufRead) -> std::io::Result<Value> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end();
+    let bad = || std::io::Error::other(format!("bad reply `{line}`"));
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+    Ok(match kind {
+        "+" => json!(rest),
+        "-" => return Err(std::io::Error::other(rest.to_owned())),
+        ":" => json!(rest.parse::<i64>().map_err(|_| bad())?),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Value::Null
+            } else {
+                let mut buf = vec![0; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                json!(String::from_utf8_lossy(&buf[..n as usize]))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(read_resp(r)?);
+            }
+            Value::Array(items)
+        }
+        _ => return Err(bad()),
+    })
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A minimal RESP reader for the tests' few inspection commands (this crate has no
-/// dependencies; the engine itself uses the `redis` crate).
-pub mod resp {
-    use super::*;
-
-    /// A RESP reply.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Value {
-        Nil,
-        Int(i64),
-        Str(String),
-        Array(Vec<Value>),
-    }
-
-    impl Value {
-        /// The integer (or a string holding one); 0 otherwise.
-        pub fn int(&self) -> i64 {
-            match self {
-                Value::Int(i) => *i,
-                Value::Str(s) => s.parse().unwrap_or(0),
-                _ => 0,
-            }
-        }
-
-        /// The string forms of an array's items (or of the value itself).
-        pub fn strings(&self) -> Vec<String> {
-            match self {
-                Value::Array(items) => items.iter().flat_map(Value::strings).collect(),
-                Value::Str(s) => vec![s.clone()],
-                Value::Int(i) => vec![i.to_string()],
-                Value::Nil => Vec::new(),
-            }
-        }
-    }
-
-    pub(crate) fn read_resp(r: &mut impl BufRead) -> std::io::Result<Value> {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let line = line.trim_end();
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, line.to_owned());
-        let (kind, rest) = line.split_at(line.len().min(1));
-        match kind {
-            "+" => Ok(Value::Str(rest.to_owned())),
-            "-" => Err(std::io::Error::other(rest.to_owned())),
-            ":" => rest.parse().map(Value::Int).map_err(|_| bad()),
-            "$" => {
-                let n: i64 = rest.parse().map_err(|_| bad())?;
-                if n < 0 {
-                    return Ok(Value::Nil);
-                }
-                let mut buf = vec![0; n as usize + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(n as usize);
-                Ok(Value::Str(String::from_utf8_lossy(&buf).into_owned()))
-            }
-            "*" => {
-                let n: i64 = rest.parse().map_err(|_| bad())?;
-                if n < 0 {
-                    return Ok(Value::Nil);
-                }
-                (0..n)
-                    .map(|_| read_resp(r))
-                    .collect::<Result<_, _>>()
-                    .map(Value::Array)
-            }
-            _ => Err(bad()),
-        }
     }
 }
