@@ -438,36 +438,18 @@ async fn bad_tokens_and_signatures_are_403() {
     assert!(text.ends_with("{\"type\":\"echo\",\"data\":1}"), "{text}");
 }
 
-/// A raw HTTP/1.1 POST; returns the status and the whole response text.
+/// A raw HTTP/1.1 POST of JSON; returns the status and the whole response text.
 async fn http_post(
     addr: std::net::SocketAddr,
     path: &str,
     authorization: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = authorization
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .expect("an answer within 5 s")
-        .expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    (status, text)
+    let headers = format!("{auth}Content-Type: application/json\r\n");
+    common::raw_http_with(addr, "POST", path, &headers, body).await
 }
 
 #[tokio::test]

@@ -51,8 +51,26 @@ pub fn rejected_status(result: Result<TestClient, TestError>) -> u16 {
 /// Sends a raw HTTP/1.1 request (`Connection: close`) and returns the status code and the
 /// whole response text.
 pub async fn raw_http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    raw_http_with(addr, method, path, "", "").await
+}
+
+/// [`raw_http`] with extra header lines (each ending in `\r\n`) and a body.
+pub async fn raw_http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}{length}\r\n{body}"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
