@@ -1,6 +1,5 @@
-//! The Redis engine against a real `redis-server`, started by each test on a Unix socket of its
-//! own in a temporary directory (no port to race other processes for, and a restart gets the
-//! same address back): two nodes (two servers, each with its own hub and engine) on one Redis, real
+//! The Redis engine against a real `redis-server`, started by each test on a loopback port of
+//! its own (a restart takes the same port back): two nodes (two servers, each with its own hub and engine) on one Redis, real
 //! clients on each. Delivery across nodes, channels joined only while needed, presence across
 //! nodes (and a crashed node's ageing out), recovery across nodes, counts, and Redis going away
 //! and coming back.

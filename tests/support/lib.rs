@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -118,12 +117,11 @@ fn newer_than(path: &Path, built: SystemTime) -> Option<PathBuf> {
     (modified(path)? > built).then(|| path.to_owned())
 }
 
-/// A `redis-server` of a test's own, without persistence, on a Unix socket in a temporary
-/// directory: no port to race other processes for, and a restart gets the same address back.
-/// Killed (and its directory removed) when dropped.
+/// A `redis-server` of a test's own on a loopback TCP port, without persistence, its working
+/// directory a temporary one. Killed (and its directory removed) when dropped.
 pub struct RedisServer {
     dir: PathBuf,
-    socket: PathBuf,
+    port: u16,
     child: Option<Child>,
 }
 
@@ -134,6 +132,15 @@ fn redis_server_installed() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A port nothing listens on right now. Another process may take it before `redis-server`
+/// binds it: `RedisServer::start` then tries another.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
 }
 
 impl RedisServer {
@@ -156,41 +163,44 @@ impl RedisServer {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut r = RedisServer {
-            socket: dir.join("redis.sock"),
             dir,
+            port: 0,
             child: None,
         };
-        r.run();
-        Some(r)
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.run() {
+                return Some(r);
+            }
+        }
+        panic!("redis-server did not start on any of 5 free loopback ports");
     }
 
-    fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket", self.socket.to_str().unwrap()])
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dir", self.dir.to_str().unwrap()])
+    /// Starts `redis-server` on `self.port`; false when it exited at once (the port was taken).
+    fn run(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cmd(&["PING"]).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        true
     }
 
-    /// `redis+unix:///…/redis.sock`.
+    /// `redis://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket.display())
+        format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// Stops the server (abruptly).
@@ -201,10 +211,15 @@ impl RedisServer {
         }
     }
 
-    /// Restarts on the same socket (empty: no persistence).
+    /// Restarts on the same port (empty: no persistence), so that clients reconnect to the
+    /// address they had.
     pub fn restart(&mut self) {
         self.kill();
-        self.run();
+        assert!(
+            self.run(),
+            "redis-server could not bind port {} again",
+            self.port
+        );
     }
 
     /// One command over a plain socket (RESP); the reply as JSON (integers as numbers,
@@ -226,8 +241,8 @@ impl RedisServer {
         read_resp(&mut r)
     }
 
-    fn send(&self, cmds: &[&[&str]]) -> std::io::Result<BufReader<UnixStream>> {
-        let mut s = UnixStream::connect(&self.socket)?;
+    fn send(&self, cmds: &[&[&str]]) -> std::io::Result<BufReader<TcpStream>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut out = String::new();
         for args in cmds {
