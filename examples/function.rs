@@ -13,6 +13,10 @@
 //!
 //! It prints `listening on http://ADDR` once bound (`--port 0` picks a free port; the tests
 //! read that line). `POST /fail` always answers 500 (a broken function, for the tests).
+//!
+//! With `--lambda` the same handlers run on AWS Lambda instead: the process takes API Gateway
+//! WebSocket events from the Lambda runtime API (`AWS_LAMBDA_RUNTIME_API`, set by Lambda or
+//! its runtime interface emulator) and answers Lambda proxy responses.
 
 use std::time::Duration;
 
@@ -42,6 +46,9 @@ struct Args {
     /// Token the gateway must present (`Gateway::function_token`).
     #[arg(long, env = "FUNCTION_TOKEN")]
     token: Option<String>,
+    /// Serve on AWS Lambda's runtime API instead of HTTP.
+    #[arg(long)]
+    lambda: bool,
 }
 
 /// The session `$connect` establishes; the gateway carries it in every later event.
@@ -201,6 +208,12 @@ async fn main() -> std::io::Result<()> {
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let args = Args::parse();
     let f = function(&args);
+    if args.lambda {
+        return switchboard::function::lambda::run(f).await.map_err(|e| {
+            log::error!("{e}");
+            std::io::Error::other(e.to_string())
+        });
+    }
     let server = HttpServer::new(move || {
         App::new().service(f.clone()).route(
             "/fail",

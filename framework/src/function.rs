@@ -51,6 +51,9 @@
 
 #[path = "function/event.rs"]
 mod event;
+#[cfg(feature = "lambda")]
+#[path = "function/lambda.rs"]
+pub mod lambda;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -588,9 +591,16 @@ impl<S: 'static> FunctionDef<S> {
     fn session(&self, ctx: &RequestContext) -> Option<S> {
         let codec = self.codec.as_ref()?;
         let value = ctx.authorizer.as_ref()?.get("session")?.clone();
+        // API Gateway's authorizer contexts hold only strings, numbers and booleans: there a
+        // session arrives as a string of JSON.
+        let text = value.as_str().map(str::to_owned);
         match (codec.decode)(value) {
             Ok(s) => Some(s),
             Err(e) => {
+                let inner = text.and_then(|t| serde_json::from_str(&t).ok());
+                if let Some(s) = inner.and_then(|v| (codec.decode)(v).ok()) {
+                    return Some(s);
+                }
                 log::warn!(
                     "connection {}: the event's session does not deserialize: {e}",
                     ctx.connection_id

@@ -1,0 +1,310 @@
+//! The function example on AWS Lambda's runtime API (`--lambda`, cargo feature `lambda`), end to
+//! end: WebSocket clients on a gateway channel whose events go to an emulator of Lambda's
+//! runtime interface (the Invoke API a gateway calls, and the runtime API the function process
+//! polls), answered by the real `function` example running under `lambda_runtime`, which
+//! pushes back through the gateway's connections API.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::web::Bytes;
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use switchboard::connections_api::ConnectionsApi;
+use switchboard::gateway::Gateway;
+use switchboard::prelude::*;
+use switchboard::testing::{Frame, TestClient, TestServer};
+use switchboard_suite::{example_binary, Proc};
+use tokio::sync::{mpsc, oneshot};
+
+use common::{error_reply, rejected_status};
+
+const API_TOKEN: &str = "api-token";
+const INVOKE: &str = "/2015-03-31/functions/function/invocations";
+
+/// What the function process answered to one invocation.
+enum Outcome {
+    Response(Bytes),
+    Error(Bytes),
+}
+
+/// The emulator's state: invocations waiting for the function to take them, and those taken
+/// and not yet answered.
+struct Runtime {
+    queue: mpsc::UnboundedSender<(String, Bytes)>,
+    next: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Bytes)>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    seq: AtomicU64,
+    /// Every event invoked, in order.
+    events: Mutex<Vec<Value>>,
+}
+
+/// `POST /2015-03-31/functions/function/invocations`: queues the event and answers with the
+/// function's result, as the runtime interface emulator (and Lambda's Invoke API) do.
+async fn invoke(rt: web::Data<Runtime>, body: Bytes) -> HttpResponse {
+    if let Ok(event) = serde_json::from_slice(&body) {
+        rt.events.lock().unwrap().push(event);
+    }
+    let id = format!("req-{}", rt.seq.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = oneshot::channel();
+    rt.waiting.lock().unwrap().insert(id.clone(), tx);
+    rt.queue
+        .send((id, body))
+        .expect("the runtime queue is open");
+    match tokio::time::timeout(Duration::from_secs(20), rx).await {
+        Ok(Ok(Outcome::Response(result))) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(result),
+        Ok(Ok(Outcome::Error(error))) => HttpResponse::Ok()
+            .insert_header(("X-Amz-Function-Error", "Unhandled"))
+            .content_type("application/json")
+            .body(error),
+        _ => HttpResponse::GatewayTimeout().body("the function did not answer"),
+    }
+}
+
+/// `GET /2018-06-01/runtime/invocation/next`: the next event, once there is one.
+async fn next(rt: web::Data<Runtime>) -> HttpResponse {
+    let Some((id, body)) = rt.next.lock().await.recv().await else {
+        return HttpResponse::Gone().finish();
+    };
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 20_000;
+    HttpResponse::Ok()
+        .insert_header(("Lambda-Runtime-Aws-Request-Id", id))
+        .insert_header(("Lambda-Runtime-Deadline-Ms", deadline.to_string()))
+        .insert_header((
+            "Lambda-Runtime-Invoked-Function-Arn",
+            "arn:aws:lambda:us-east-1:000000000000:function:switchboard",
+        ))
+        .insert_header((
+            "Lambda-Runtime-Trace-Id",
+            "Root=1-00000000-000000000000000000000000",
+        ))
+        .content_type("application/json")
+        .body(body)
+}
+
+/// `POST /2018-06-01/runtime/invocation/{id}/response` and `.../error`.
+async fn answered(rt: web::Data<Runtime>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let id = req.match_info().get("id").unwrap_or_default().to_owned();
+    let outcome = match req.match_info().get("kind") {
+        Some("response") => Outcome::Response(body),
+        Some("error") => Outcome::Error(body),
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    match rt.waiting.lock().unwrap().remove(&id) {
+        Some(tx) => {
+            let _ = tx.send(outcome);
+            HttpResponse::Accepted().json(json!({"status": "OK"}))
+        }
+        None => HttpResponse::BadRequest().json(json!({"errorMessage": "unknown request id"})),
+    }
+}
+
+/// The gateway with its connections API, the emulator, and the function process on it.
+struct Setup {
+    gateway: TestServer,
+    runtime: Arc<Runtime>,
+    _api: TestServer,
+    _emulator: TestServer,
+    _function: Proc,
+}
+
+fn lambda_env(cmd: &mut Command, runtime_api: &str) {
+    cmd.env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "switchboard")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("RUST_LOG", "warn");
+}
+
+fn function_binary() -> std::path::PathBuf {
+    example_binary(
+        "function",
+        &["examples/function.rs", "framework/src", "macros/src"],
+    )
+}
+
+fn start() -> Setup {
+    let hub = Hub::new();
+    let api_hub = hub.clone();
+    let api = TestServer::start(move || {
+        App::new()
+            .app_data(api_hub.clone())
+            .service(ConnectionsApi::new().bearer_token(API_TOKEN))
+    });
+    let (queue, rx) = mpsc::unbounded_channel();
+    let runtime = Arc::new(Runtime {
+        queue,
+        next: tokio::sync::Mutex::new(rx),
+        waiting: Mutex::new(HashMap::new()),
+        seq: AtomicU64::new(1),
+        events: Mutex::new(Vec::new()),
+    });
+    let data = web::Data::from(runtime.clone());
+    // Two workers: the function's long poll for the next event holds one connection while a
+    // gateway's invocation comes in on another.
+    let emulator = TestServer::build(move || {
+        App::new()
+            .app_data(data.clone())
+            .route(INVOKE, web::post().to(invoke))
+            .route("/2018-06-01/runtime/invocation/next", web::get().to(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/{kind}",
+                web::post().to(answered),
+            )
+    })
+    .workers(2)
+    .start();
+    let mut cmd = Command::new(function_binary());
+    cmd.args([
+        "--lambda",
+        "--connections-url",
+        &api.url(""),
+        "--connections-token",
+        API_TOKEN,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    lambda_env(&mut cmd, &emulator.addr().to_string());
+    let function = Proc(cmd.spawn().expect("start the function example"));
+    let invoke_url = emulator.url(INVOKE);
+    let gateway = TestServer::start(move || {
+        App::new().app_data(hub.clone()).service(
+            Gateway::new(&invoke_url)
+                .lambda_proxy_responses()
+                .timeout(Duration::from_secs(10))
+                .channel("/ws"),
+        )
+    });
+    Setup {
+        gateway,
+        runtime,
+        _api: api,
+        _emulator: emulator,
+        _function: function,
+    }
+}
+
+impl Setup {
+    async fn connect(&self, name: &str) -> TestClient {
+        self.gateway
+            .connect(&format!("/ws?name={name}"))
+            .await
+            .unwrap_or_else(|e| panic!("{name} could not connect: {e}"))
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.runtime
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["requestContext"]["eventType"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_handlers_run_on_the_lambda_runtime() {
+    let s = start();
+    let mut ann = s.connect("ann").await;
+    // The session from on_connect, carried by the gateway into later events.
+    let me = ann.request("whoami", json!(null)).await.unwrap();
+    assert_eq!(me["name"], "ann");
+    assert_eq!(
+        ann.request("echo", json!({"a": [1, 2]})).await.unwrap(),
+        json!({"a": [1, 2]})
+    );
+    // Pushes through the connections API, from the Lambda process, before the reply.
+    ann.send_json(&json!({"type": "ping_me", "ref": "p", "data": 2}))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        assert_eq!(
+            ann.recv_json().await.unwrap(),
+            json!({"event": "pinged", "data": i})
+        );
+    }
+    assert_eq!(
+        ann.recv_json().await.unwrap(),
+        json!({"ref": "p", "ok": true, "data": "done"})
+    );
+    // Error frames and the fallback, as in-process.
+    let (code, _, frame) = error_reply(ann.request("join", json!({"room": 5})).await);
+    assert_eq!(code, "bad_payload");
+    assert_eq!(frame["error"]["field"], "room");
+    assert_eq!(
+        ann.request("nothing_here", json!(null)).await.unwrap(),
+        "no route nothing_here"
+    );
+    // Binary frames: base64 both ways in the proxy event and response.
+    ann.send_binary(&[1, 2, 3, 255]).await.unwrap();
+    assert_eq!(ann.recv().await.unwrap(), Frame::Binary(vec![255, 3, 2, 1]));
+    // A close from the handler.
+    ann.push("bye", json!(null)).await.unwrap();
+    assert_eq!(ann.recv_close().await.unwrap(), (4000, "bye".to_owned()));
+    let types = s.event_types();
+    assert_eq!(types.first().map(String::as_str), Some("CONNECT"));
+    assert!(types.iter().filter(|t| *t == "MESSAGE").count() >= 6);
+}
+
+#[tokio::test]
+async fn connect_rejection_topics_and_disconnect_through_lambda() {
+    let s = start();
+    // on_connect refuses a client without a name: the upgrade gets its status.
+    assert_eq!(rejected_status(s.gateway.connect("/ws").await), 401);
+    let mut ann = s.connect("ann").await;
+    let mut bob = s.connect("bob").await;
+    // Subscriptions made by the function live in the gateway's brokers.
+    for c in [&mut ann, &mut bob] {
+        assert_eq!(
+            c.request("join", json!({"room": "lobby"})).await.unwrap(),
+            "lobby"
+        );
+    }
+    ann.request("say", json!({"room": "lobby", "text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.recv_event("said").await.unwrap(),
+        json!({"from": "ann", "text": "hi"})
+    );
+    // bob leaves: the function's $disconnect handler tells the lobby.
+    bob.close().await.unwrap();
+    assert_eq!(
+        ann.recv_event("left").await.unwrap(),
+        json!({"name": "bob"})
+    );
+    assert!(s.event_types().iter().any(|t| t == "DISCONNECT"));
+}
+
+#[test]
+fn outside_lambda_the_function_says_what_is_missing() {
+    let out = Command::new(function_binary())
+        .arg("--lambda")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run the function example");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"),
+        "stderr: {stderr}"
+    );
+}
