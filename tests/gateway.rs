@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -18,6 +16,7 @@ use switchboard::function::{Event, EventType};
 use switchboard::gateway::{Gateway, GatewaySession};
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
+use switchboard_suite::{example_binary, spawn_listening, Proc};
 
 use common::{error_reply, rejected_status};
 
@@ -28,88 +27,30 @@ const API_TOKEN: &str = "api-token";
 const SHORT_TIMEOUT: Duration = Duration::from_millis(500);
 const SLOW_MS: u64 = 10_000;
 
-/// A child process killed when the test ends, whatever happens. Its stdout stays open (the
-/// reader is kept) so that a late line cannot fail it with a broken pipe.
-struct Proc(Child, #[allow(dead_code)] BufReader<ChildStdout>);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The newest modification time of `path`, or of any file under it.
-fn newest(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| newest(&e.path()))
-        .max()
-}
-
-/// The function example's binary. `cargo test --workspace` builds examples before running
-/// tests; `cargo test --test gateway` alone does not, so a binary older than the sources it is
-/// built from is refused rather than tested.
-fn function_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let bin = dir.join("examples").join("function");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --example function` (cargo test --workspace builds it)",
-        bin.display()
-    );
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for source in ["examples/function.rs", "framework/src", "macros/src"] {
-        let changed = newest(&root.join(source));
-        assert!(
-            built >= changed,
-            "the function example is older than {source}: run `cargo build --example function` \
-             (cargo test --workspace builds it first)"
-        );
-    }
-    bin
-}
-
 /// Starts the function example on a port of its choosing (`--port 0`) and reads the address
 /// it prints once bound.
 fn spawn_function(connections_url: &str) -> (Proc, SocketAddr) {
-    let mut child = Command::new(function_binary())
-        .args([
-            "--port",
-            "0",
-            "--connections-url",
-            connections_url,
-            "--connections-token",
-            API_TOKEN,
-            "--token",
-            FN_TOKEN,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the function example");
-    let stdout = child.stdout.take().expect("function stdout");
-    let mut proc = Proc(child, BufReader::new(stdout));
-    let mut line = String::new();
-    proc.1
-        .read_line(&mut line)
-        .expect("read the function's address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
+    let bin = example_binary(
+        "function",
+        &["examples/function.rs", "framework/src", "macros/src"],
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--port",
+        "0",
+        "--connections-url",
+        connections_url,
+        "--connections-token",
+        API_TOKEN,
+        "--token",
+        FN_TOKEN,
+    ])
+    .env("RUST_LOG", "warn");
+    let (proc, url) = spawn_listening(cmd);
+    let addr = url
+        .strip_prefix("http://")
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from the function: {line:?}"));
+        .unwrap_or_else(|| panic!("unexpected address from the function: {url:?}"));
     (proc, addr)
 }
 

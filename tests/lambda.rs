@@ -16,6 +16,10 @@ use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use switchboard::connections_api::ConnectionsApi;
+use switchboard::function::lambda::{
+    ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest, LambdaFunction,
+};
+use switchboard::function::FunctionService;
 use switchboard::gateway::Gateway;
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
@@ -307,4 +311,153 @@ fn outside_lambda_the_function_says_what_is_missing() {
         stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"),
         "stderr: {stderr}"
     );
+}
+
+// In-process, events shaped exactly as AWS API Gateway delivers them to a Lambda function.
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct User {
+    name: String,
+}
+
+#[switchboard::on_connect]
+async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
+    match req.query("name") {
+        Some(name) => Ok(User {
+            name: name.to_owned(),
+        }),
+        None => Err(ChannelError::unauthorized("pass ?name=...")),
+    }
+}
+
+#[switchboard::message("whoami")]
+async fn whoami(ch: Channel<User>) -> Result<Value, ChannelError> {
+    Ok(json!({ "id": ch.id(), "name": ch.session().map(|u| u.name) }))
+}
+
+#[switchboard::on_binary]
+async fn reverse(data: Binary) -> Binary {
+    let mut bytes = data.0.to_vec();
+    bytes.reverse();
+    Binary(bytes.into())
+}
+
+async fn in_process() -> LambdaFunction {
+    let f = FunctionService::new("/fn")
+        .on_connect(connect)
+        .message(whoami)
+        .on_binary(reverse);
+    LambdaFunction::new(f).await.unwrap()
+}
+
+/// An API Gateway WebSocket event, as AWS documents it, with `context` merged into
+/// `requestContext` and `extra` into the event.
+fn aws_event(
+    event_type: &str,
+    route: &str,
+    context: Value,
+    extra: Value,
+) -> ApiGatewayWebsocketProxyRequest {
+    let mut event = json!({
+        "requestContext": {
+            "routeKey": route,
+            "eventType": event_type,
+            "extendedRequestId": "TNYjAGOxPHcFY0Q=",
+            "requestTime": "09/Feb/2024:17:05:19 +0000",
+            "messageDirection": "IN",
+            "stage": "production",
+            "connectedAt": 1707498319000u64,
+            "requestTimeEpoch": 1707498319361u64,
+            "identity": { "sourceIp": "203.0.113.7", "userAgent": "Mozilla/5.0" },
+            "requestId": "TNYjAGOxPHcFY0Q=",
+            "domainName": "abcd1234.execute-api.us-east-1.amazonaws.com",
+            "connectionId": "L0SM9cOFvHcCIhw=",
+            "apiId": "abcd1234"
+        },
+        "isBase64Encoded": false
+    });
+    for (k, v) in context.as_object().unwrap() {
+        event["requestContext"][k] = v.clone();
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        event[k] = v.clone();
+    }
+    serde_json::from_value(event).expect("an ApiGatewayWebsocketProxyRequest")
+}
+
+fn body_json(r: &ApiGatewayProxyResponse) -> Value {
+    match &r.body {
+        Some(switchboard::function::lambda::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        other => panic!("expected a text body, got {other:?}"),
+    }
+}
+
+#[actix_web::test]
+async fn aws_shaped_events_in_process() {
+    let f = in_process().await;
+    // $connect with the query as API Gateway sends it (single and multi-valued maps).
+    let opening = aws_event(
+        "CONNECT",
+        "$connect",
+        json!({}),
+        json!({
+            "headers": { "Host": "abcd1234.execute-api.us-east-1.amazonaws.com" },
+            "multiValueHeaders": { "Host": ["abcd1234.execute-api.us-east-1.amazonaws.com"] },
+            "queryStringParameters": { "name": "ann" },
+            "multiValueQueryStringParameters": { "name": ["ann"] }
+        }),
+    );
+    let r = f.handle(opening).await;
+    assert_eq!(r.status_code, 200);
+    assert_eq!(
+        body_json(&r),
+        json!({"authorizer": {"session": {"name": "ann"}}})
+    );
+    // Refused: the status, and the error as the body.
+    let r = f
+        .handle(aws_event("CONNECT", "$connect", json!({}), json!({})))
+        .await;
+    assert_eq!(r.status_code, 401);
+    assert_eq!(body_json(&r)["error"]["code"], "unauthorized");
+
+    // A message; the session from a Lambda authorizer's context, where values are strings.
+    let message = aws_event(
+        "MESSAGE",
+        "$default",
+        json!({
+            "messageId": "TNYjJfpHvHcCIhw=",
+            "authorizer": { "principalId": "ann", "session": "{\"name\":\"ann\"}" }
+        }),
+        json!({ "body": "{\"type\":\"whoami\",\"ref\":7}" }),
+    );
+    let r = f.handle(message).await;
+    assert_eq!(r.status_code, 200);
+    assert_eq!(
+        r.headers
+            .get("x-switchboard-reply")
+            .and_then(|v| v.to_str().ok()),
+        Some("frame")
+    );
+    assert_eq!(
+        body_json(&r),
+        json!({"ref": 7, "ok": true, "data": {"id": "L0SM9cOFvHcCIhw=", "name": "ann"}})
+    );
+
+    // A binary frame: base64 in, base64 out.
+    let binary = aws_event(
+        "MESSAGE",
+        "$default",
+        json!({}),
+        json!({ "body": "AQID/w==", "isBase64Encoded": true }),
+    );
+    let r = f.handle(binary).await;
+    assert_eq!(r.status_code, 200);
+    assert!(r.is_base64_encoded);
+    assert_eq!(serde_json::to_value(&r).unwrap()["body"], json!("/wMCAQ=="));
+
+    // Not an event this function serves.
+    let bogus = aws_event("BOGUS", "$default", json!({}), json!({}));
+    let r = f.handle(bogus).await;
+    assert_eq!(r.status_code, 400);
+    assert_eq!(body_json(&r)["error"]["code"], "bad_event");
 }

@@ -50,7 +50,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{web, App};
-use aws_lambda_events::encodings::Body;
+pub use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 
