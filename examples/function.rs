@@ -16,7 +16,10 @@
 //!
 //! With `--lambda` the same handlers run on AWS Lambda instead: the process takes API Gateway
 //! WebSocket events from the Lambda runtime API (`AWS_LAMBDA_RUNTIME_API`, set by Lambda or
-//! its runtime interface emulator) and answers Lambda proxy responses.
+//! its runtime interface emulator) and answers Lambda proxy responses. Behind a real API
+//! Gateway WebSocket API, point it at the Management API and sign with the function's role:
+//! `--lambda --connections-url https://{api-id}.execute-api.{region}.amazonaws.com/{stage}
+//! --connections-sigv4`.
 
 use std::time::Duration;
 
@@ -43,6 +46,10 @@ struct Args {
     /// Bearer token for the connections API.
     #[arg(long, env = "CONNECTIONS_TOKEN")]
     connections_token: Option<String>,
+    /// Sign connections API calls with the AWS credentials in the environment (on Lambda, the
+    /// function's role), for API Gateway's Management API.
+    #[arg(long, conflicts_with = "connections_token")]
+    connections_sigv4: bool,
     /// Token the gateway must present (`Gateway::function_token`).
     #[arg(long, env = "FUNCTION_TOKEN")]
     token: Option<String>,
@@ -177,8 +184,12 @@ async fn reverse(data: Binary) -> Binary {
     Binary(bytes.into())
 }
 
-fn function(args: &Args) -> FunctionService<User> {
-    let mut connections = ConnectionsClient::new(&args.connections_url);
+fn function(args: &Args) -> Result<FunctionService<User>, switchboard::Error> {
+    let mut connections = if args.connections_sigv4 {
+        ConnectionsClient::from_aws_env(&args.connections_url)?
+    } else {
+        ConnectionsClient::new(&args.connections_url)
+    };
     if let Some(t) = &args.connections_token {
         connections = connections.bearer_token(t);
     }
@@ -200,14 +211,14 @@ fn function(args: &Args) -> FunctionService<User> {
     if let Some(t) = &args.token {
         f = f.token(t);
     }
-    f
+    Ok(f)
 }
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let args = Args::parse();
-    let f = function(&args);
+    let f = function(&args).map_err(|e| std::io::Error::other(e.to_string()))?;
     if args.lambda {
         return switchboard::function::lambda::run(f).await.map_err(|e| {
             log::error!("{e}");

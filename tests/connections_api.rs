@@ -385,6 +385,15 @@ async fn the_client_signs_with_sigv4() {
     let api = ConnectionsClient::new(s.url("")).sigv4(KEY, SECRET, "us-east-1");
     api.send_to(id, "note", &json!({"n": 1})).await.unwrap();
     assert_eq!(c.recv_event("note").await.unwrap(), json!({"n": 1}));
+    // Temporary credentials (a Lambda role's): the session token is sent and signed.
+    let temporary = ConnectionsClient::new(s.url(""))
+        .sigv4(KEY, SECRET, "us-east-1")
+        .session_token("IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJ=");
+    temporary
+        .send_to(id, "note", &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(c.recv_event("note").await.unwrap(), json!({"n": 2}));
     let details = api.get_connection(id).await.unwrap();
     assert_eq!(details.source_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(details.user_agent.as_deref(), Some("api-test/1.0"));

@@ -114,11 +114,74 @@ async fn answered(rt: web::Data<Runtime>, req: HttpRequest, body: Bytes) -> Http
     }
 }
 
+/// A connections API served over HTTPS on a free loopback port, with a self-signed certificate
+/// for `127.0.0.1` made for the test; stopped when dropped.
+struct TlsApi {
+    url: String,
+    ca_file: std::path::PathBuf,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TlsApi {
+    fn start(hub: Hub) -> TlsApi {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("a self-signed certificate");
+        static N: AtomicU64 = AtomicU64::new(0);
+        let ca_file = std::env::temp_dir().join(format!(
+            "switchboard-lambda-ca-{}-{}.pem",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&ca_file, cert.cert.pem()).expect("write the certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+            )
+            .expect("a server config");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(move || {
+                    App::new()
+                        .app_data(hub.clone())
+                        .service(ConnectionsApi::new().bearer_token(API_TOKEN))
+                })
+                .workers(1)
+                .disable_signals()
+                .bind_rustls_0_23(("127.0.0.1", 0), config)
+                .expect("bind the HTTPS API");
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle())).unwrap();
+                server.await
+            })
+        });
+        let (addr, handle) = rx.recv().expect("the HTTPS API started");
+        TlsApi {
+            url: format!("https://{addr}"),
+            ca_file,
+            handle,
+        }
+    }
+}
+
+impl Drop for TlsApi {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
 /// The gateway with its connections API, the emulator, and the function process on it.
 struct Setup {
     gateway: TestServer,
     runtime: Arc<Runtime>,
-    _api: TestServer,
+    _api: TlsApi,
     _emulator: TestServer,
     _function: Proc,
 }
@@ -140,12 +203,9 @@ fn function_binary() -> std::path::PathBuf {
 
 fn start() -> Setup {
     let hub = Hub::new();
-    let api_hub = hub.clone();
-    let api = TestServer::start(move || {
-        App::new()
-            .app_data(api_hub.clone())
-            .service(ConnectionsApi::new().bearer_token(API_TOKEN))
-    });
+    // The connections API over HTTPS, as API Gateway's Management API is: the function trusts
+    // the certificate through SSL_CERT_FILE.
+    let api = TlsApi::start(hub.clone());
     let (queue, rx) = mpsc::unbounded_channel();
     let runtime = Arc::new(Runtime {
         queue,
@@ -173,10 +233,11 @@ fn start() -> Setup {
     cmd.args([
         "--lambda",
         "--connections-url",
-        &api.url(""),
+        &api.url,
         "--connections-token",
         API_TOKEN,
     ])
+    .env("SSL_CERT_FILE", &api.ca_file)
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
     lambda_env(&mut cmd, &emulator.addr().to_string());

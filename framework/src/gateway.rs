@@ -286,11 +286,7 @@ impl Gateway {
 
 thread_local! {
     /// Handlers run on the connection's thread: one client (and connection pool) per thread.
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .timeout(Duration::from_secs(3600))
-        .connector(awc::Connector::new().limit(1024))
-        .finish();
+    static CLIENT: awc::Client = crate::http_client::client(1024);
 }
 
 fn next_id() -> String {

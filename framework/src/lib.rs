@@ -14,6 +14,8 @@ pub mod function;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod handler;
+#[cfg(feature = "gateway")]
+mod http_client;
 pub mod hub;
 mod id;
 pub mod join;

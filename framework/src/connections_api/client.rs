@@ -50,6 +50,8 @@ enum Auth {
         access_key: String,
         secret: String,
         region: String,
+        /// Temporary credentials' token (`x-amz-security-token`), as Lambda's role gives them.
+        session_token: Option<String>,
     },
 }
 
@@ -170,9 +172,59 @@ impl ConnectionsClient {
                 access_key: access_key.into(),
                 secret: secret.into(),
                 region: region.into(),
+                session_token: None,
             };
         }
         self
+    }
+
+    /// With [`sigv4`](Self::sigv4): temporary credentials' session token, sent (and signed) as
+    /// `x-amz-security-token`.
+    pub fn session_token(mut self, token: impl Into<String>) -> Self {
+        if let Backend::Remote {
+            auth: Auth::SigV4 { session_token, .. },
+            ..
+        } = &mut self.backend
+        {
+            *session_token = Some(token.into());
+        }
+        self
+    }
+
+    /// A client signing with the credentials the AWS environment variables hold
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` if set, and
+    /// `AWS_REGION` or `AWS_DEFAULT_REGION`): what a Lambda function's role gives it, to call
+    /// an API Gateway Management API endpoint (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`;
+    /// HTTPS needs the `tls` feature).
+    ///
+    /// ```
+    /// use switchboard::connections_api::ConnectionsClient;
+    ///
+    /// // Outside AWS, without credentials in the environment, this says what is missing.
+    /// if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+    ///     let err = ConnectionsClient::from_aws_env("https://example.invalid/prod").unwrap_err();
+    ///     assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+    /// }
+    /// ```
+    pub fn from_aws_env(endpoint: impl Into<String>) -> Result<Self, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |name: &str| {
+            Error::new(
+                "aws_credentials",
+                format!("{name} is not set: no AWS credentials in the environment"),
+            )
+        };
+        let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret =
+            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| missing("AWS_REGION"))?;
+        let client = ConnectionsClient::new(endpoint).sigv4(key, secret, region);
+        Ok(match var("AWS_SESSION_TOKEN") {
+            Some(token) => client.session_token(token),
+            None => client,
+        })
     }
 
     /// How long one call may take (default 10 s).
@@ -457,9 +509,13 @@ impl ConnectionsClient {
                 access_key,
                 secret,
                 region,
+                session_token,
             } => {
                 let amz_date = time::amz_date(SystemTime::now());
                 headers.push(("x-amz-date", amz_date.clone()));
+                if let Some(token) = session_token {
+                    headers.push(("x-amz-security-token", token.clone()));
+                }
                 let hash = sigv4::sha256_hex(&call.body);
                 let signable = sigv4::Signable {
                     method: call.method.as_str(),
@@ -617,10 +673,7 @@ where
 }
 
 thread_local! {
-    static AWC: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .timeout(Duration::from_secs(3600))
-        .finish();
+    static AWC: awc::Client = crate::http_client::client(100);
 }
 
 /// The response size the client reads at most.
