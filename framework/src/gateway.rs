@@ -167,7 +167,8 @@ impl Gateway {
     /// timeout, every message routed as `$default`, answers up to 128 KiB, `$connect` and
     /// `$disconnect` forwarded.
     ///
-    /// Plain HTTP only (the crate's HTTP client is built without TLS).
+    /// `https://` needs the cargo feature `tls` (roots: webpki's, plus `SSL_CERT_FILE`);
+    /// without it, plain HTTP only.
     pub fn new(function_url: impl Into<String>) -> Self {
         Gateway {
             cfg: GatewayConfig {

@@ -123,8 +123,9 @@ impl ConnectionsClient {
     /// prefix the API is mounted under: `http://gateway:8080/prod`). Unauthenticated until
     /// [`bearer_token`](Self::bearer_token) or [`sigv4`](Self::sigv4).
     ///
-    /// Plain HTTP only (the crate's HTTP client is built without TLS): reach the gateway over
-    /// a private network or a local TLS-terminating proxy.
+    /// `https://` needs the cargo feature `tls` (roots: webpki's, plus `SSL_CERT_FILE`);
+    /// without it, plain HTTP only: reach the gateway over a private network or a local
+    /// TLS-terminating proxy.
     pub fn new(endpoint: impl Into<String>) -> Self {
         let endpoint = endpoint.into().trim_end_matches('/').to_owned();
         ConnectionsClient {
