@@ -215,6 +215,13 @@ impl LambdaFunction {
                 ),
             ));
         }
+        let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+        if memory.parse::<i32>().is_err() {
+            return Err(Error::new(
+                "lambda_runtime",
+                format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of megabytes"),
+            ));
+        }
         let this = Rc::new(self);
         let handler = lambda_runtime::service_fn(
             move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
