@@ -123,10 +123,7 @@ fn start() -> Setup {
 
 impl Setup {
     async fn connect(&self, name: &str) -> TestClient {
-        self.gateway
-            .connect(&format!("/ws?name={name}"))
-            .await
-            .unwrap_or_else(|e| panic!("{name} could not connect: {e}"))
+        common::connect_named(&self.gateway, name).await
     }
 }
 
@@ -186,19 +183,7 @@ async fn the_function_pushes_through_the_connections_api() {
         json!({"from": "bob", "text": "psst"})
     );
     // To the caller: the pushes arrive before the reply.
-    bob.send_json(&json!({"type": "ping_me", "ref": "p", "data": 3}))
-        .await
-        .unwrap();
-    for i in 0..3 {
-        assert_eq!(
-            bob.recv_json().await.unwrap(),
-            json!({"event": "pinged", "data": i})
-        );
-    }
-    assert_eq!(
-        bob.recv_json().await.unwrap(),
-        json!({"ref": "p", "ok": true, "data": "done"})
-    );
+    common::pushes_before_reply(&mut bob, 3).await;
 }
 
 #[tokio::test]

@@ -262,10 +262,7 @@ fn start() -> Setup {
 
 impl Setup {
     async fn connect(&self, name: &str) -> TestClient {
-        self.gateway
-            .connect(&format!("/ws?name={name}"))
-            .await
-            .unwrap_or_else(|e| panic!("{name} could not connect: {e}"))
+        common::connect_named(&self.gateway, name).await
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -296,19 +293,7 @@ async fn the_handlers_run_on_the_lambda_runtime() {
         json!({"a": [1, 2]})
     );
     // Pushes through the connections API, from the Lambda process, before the reply.
-    ann.send_json(&json!({"type": "ping_me", "ref": "p", "data": 2}))
-        .await
-        .unwrap();
-    for i in 0..2 {
-        assert_eq!(
-            ann.recv_json().await.unwrap(),
-            json!({"event": "pinged", "data": i})
-        );
-    }
-    assert_eq!(
-        ann.recv_json().await.unwrap(),
-        json!({"ref": "p", "ok": true, "data": "done"})
-    );
+    common::pushes_before_reply(&mut ann, 2).await;
     // Error frames and the fallback, as in-process.
     let (code, _, frame) = error_reply(ann.request("join", json!({"room": 5})).await);
     assert_eq!(code, "bad_payload");

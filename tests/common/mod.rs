@@ -168,3 +168,29 @@ pub mod opcode {
     /// A ping.
     pub const PING: u8 = 0x9;
 }
+
+/// The function example's `ping_me`: asks for `n` pushes and checks they arrive, in order,
+/// before the reply (a function's pushes go through the connections API, its reply does not).
+pub async fn pushes_before_reply(c: &mut TestClient, n: u32) {
+    c.send_json(&serde_json::json!({"type": "ping_me", "ref": "p", "data": n}))
+        .await
+        .unwrap();
+    for i in 0..n {
+        assert_eq!(
+            c.recv_json().await.unwrap(),
+            serde_json::json!({"event": "pinged", "data": i})
+        );
+    }
+    assert_eq!(
+        c.recv_json().await.unwrap(),
+        serde_json::json!({"ref": "p", "ok": true, "data": "done"})
+    );
+}
+
+/// A client of `/ws?name=NAME` on `server` (the function example's `$connect` wants a name).
+pub async fn connect_named(server: &switchboard::testing::TestServer, name: &str) -> TestClient {
+    server
+        .connect(&format!("/ws?name={name}"))
+        .await
+        .unwrap_or_else(|e| panic!("{name} could not connect: {e}"))
+}
