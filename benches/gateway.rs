@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use actix_web::App;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchboard::function::FunctionService;
-use switchboard::gateway::Gateway;
+use switchboard::serverless::function::FunctionService;
+use switchboard::serverless::gateway::Gateway;
 use switchboard::prelude::*;
 use switchboard::testing::{TestClient, TestServer};
 

@@ -80,7 +80,7 @@ mod server {
     use serde_json::value::RawValue;
     use switchboard::engine::MemoryEngine;
     use switchboard::prelude::*;
-    use switchboard::redis::RedisEngine;
+    use switchboard::engine::redis::RedisEngine;
 
     #[derive(Deserialize)]
     struct Publish {

@@ -27,8 +27,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchboard::connections_api::ConnectionsClient;
-use switchboard::function::FunctionService;
+use switchboard::serverless::connections_api::ConnectionsClient;
+use switchboard::serverless::function::FunctionService;
 use switchboard::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -220,7 +220,7 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let f = function(&args).map_err(|e| std::io::Error::other(e.to_string()))?;
     if args.lambda {
-        return switchboard::function::lambda::run(f).await.map_err(|e| {
+        return switchboard::serverless::function::lambda::run(f).await.map_err(|e| {
             log::error!("{e}");
             std::io::Error::other(e.to_string())
         });

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer};
 use clap::Parser;
-use switchboard::connections_api::ConnectionsApi;
-use switchboard::gateway::Gateway;
+use switchboard::serverless::connections_api::ConnectionsApi;
+use switchboard::serverless::gateway::Gateway;
 use switchboard::Hub;
 
 #[derive(Parser, Debug)]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use actix_web::App;
 use serde_json::{json, Value};
-use switchboard::connections_api::ConnectionsApi;
+use switchboard::serverless::connections_api::ConnectionsApi;
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
 

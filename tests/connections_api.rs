@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::{App, HttpServer};
 use serde_json::{json, Value};
-use switchboard::connections_api::{ConnectionsApi, ConnectionsClient, RemoteEngine};
-use switchboard::function::FunctionService;
+use switchboard::serverless::connections_api::{ConnectionsApi, ConnectionsClient, RemoteEngine};
+use switchboard::serverless::function::FunctionService;
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

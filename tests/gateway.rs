@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
-use switchboard::connections_api::{ConnectionsApi, ConnectionsClient};
-use switchboard::function::{Event, EventType};
-use switchboard::gateway::{Gateway, GatewaySession};
+use switchboard::serverless::connections_api::{ConnectionsApi, ConnectionsClient};
+use switchboard::serverless::function::{Event, EventType};
+use switchboard::serverless::gateway::{Gateway, GatewaySession};
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
 use switchboard_suite::{example_binary, spawn_listening, Proc};

@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
-use switchboard::connections_api::ConnectionsApi;
-use switchboard::function::lambda::{
+use switchboard::serverless::connections_api::ConnectionsApi;
+use switchboard::serverless::function::lambda::{
     ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest, LambdaFunction,
 };
-use switchboard::function::FunctionService;
-use switchboard::gateway::Gateway;
+use switchboard::serverless::function::FunctionService;
+use switchboard::serverless::gateway::Gateway;
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
 use switchboard_suite::{example_binary, Proc};
@@ -433,7 +433,7 @@ fn aws_event(
 
 fn body_json(r: &ApiGatewayProxyResponse) -> Value {
     match &r.body {
-        Some(switchboard::function::lambda::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        Some(switchboard::serverless::function::lambda::Body::Text(t)) => serde_json::from_str(t).unwrap(),
         other => panic!("expected a text body, got {other:?}"),
     }
 }

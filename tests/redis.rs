@@ -19,7 +19,7 @@ use switchboard::engine::{
     SubscribeRequest, Subscriber,
 };
 use switchboard::prelude::*;
-use switchboard::redis::RedisEngine;
+use switchboard::engine::redis::RedisEngine;
 use switchboard::testing::{Frame, TestClient, TestError, TestServer};
 use switchboard_suite::RedisServer as Redis;
 
@@ -105,7 +105,7 @@ struct Node {
     srv: TestServer,
 }
 
-fn builder(redis: &Redis) -> switchboard::redis::RedisEngineBuilder {
+fn builder(redis: &Redis) -> switchboard::engine::redis::RedisEngineBuilder {
     RedisEngine::builder(redis.url())
         // Longer than any cut-off in the catch-up test lasts, however loaded the machine: what
         // the history no longer holds cannot be caught up.
@@ -121,7 +121,7 @@ async fn node(redis: &Redis) -> Node {
     node_with(builder(redis)).await
 }
 
-async fn node_with(builder: switchboard::redis::RedisEngineBuilder) -> Node {
+async fn node_with(builder: switchboard::engine::redis::RedisEngineBuilder) -> Node {
     let _ = env_logger::builder().is_test(true).try_init();
     let engine = builder.connect().await.expect("connect to redis");
     let hub = Hub::with_engine(engine.clone());

@@ -394,7 +394,7 @@ async fn main() -> std::io::Result<()> {
     let hub = match &args.redis {
         None => Hub::with_engine(MemoryEngine::builder().history("room:*", history).build()),
         Some(url) => {
-            let engine = switchboard::redis::RedisEngine::builder(url.as_str())
+            let engine = switchboard::engine::redis::RedisEngine::builder(url.as_str())
                 .history("room:*", history)
                 .connect()
                 .await;

@@ -5,6 +5,9 @@
 //! `#[switchboard::on_disconnect]` into a [`DisconnectHandler`]. Everything the macros emit can
 //! be written by hand against these traits.
 
+pub mod extract;
+pub mod subscribe;
+
 use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +18,7 @@ use serde::Serialize;
 
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::outbound::Frame;
+use crate::channel::outbound::Frame;
 use crate::protocol::{self, Envelope};
 
 /// A boxed, non-`Send` future: handlers run on the connection's own thread.
@@ -205,7 +208,7 @@ impl<T: Serialize + 'static> IntoReplyValue for T {
 }
 
 /// Lets handlers answer with a binary frame.
-impl IntoReply for crate::extract::Binary {
+impl IntoReply for crate::handler::extract::Binary {
     fn into_reply<S>(self, _req: &MessageRequest<S>) -> Result<Reply, Error> {
         Ok(Reply(Some(Frame::Binary(self.0))))
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::{Sink, Stream};
 
-use crate::outbound::{Frame, Outbound};
+use crate::channel::outbound::{Frame, Outbound};
 
 /// One inbound event from the socket.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! The function side of gateway mode: [`FunctionService`] hosts the same
 //! `#[switchboard::message]` handlers as a channel, behind an HTTP endpoint that accepts the
-//! API Gateway WebSocket events a [`Gateway`](crate::gateway::Gateway) channel POSTs.
+//! API Gateway WebSocket events a [`Gateway`](crate::serverless::gateway::Gateway) channel POSTs.
 //!
 //! A handler does not change when it moves from a channel to a function:
 //!
@@ -17,8 +17,8 @@
 //! ```
 //! use actix_web::App;
 //! use serde::Deserialize;
-//! use switchboard::connections_api::ConnectionsClient;
-//! use switchboard::function::FunctionService;
+//! use switchboard::serverless::connections_api::ConnectionsClient;
+//! use switchboard::serverless::function::FunctionService;
 //! use switchboard::prelude::*;
 //!
 //! #[derive(Deserialize)]
@@ -49,10 +49,7 @@
 //! the session), a session changed with `set_session` lasts for one event, `ch.subscriptions()`
 //! lists what this event subscribed, and presence (`track`) is not available.
 
-#[path = "function/event.rs"]
-mod event;
 #[cfg(feature = "lambda")]
-#[path = "function/lambda.rs"]
 pub mod lambda;
 
 use std::collections::{HashMap, VecDeque};
@@ -76,10 +73,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use event::{Event, EventType, Identity, RequestContext};
+pub use super::event::{Event, EventType, Identity, RequestContext};
 
 use crate::channel::Channel;
-use crate::connections_api::{constant_time_eq, local_and_direct, ConnectionsClient, RemoteEngine};
+use crate::serverless::connections_api::{constant_time_eq, local_and_direct, ConnectionsClient, RemoteEngine};
 use crate::error::Error;
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
@@ -87,7 +84,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::outbound::{Class, Frame, Outbound};
+use crate::channel::outbound::{Class, Frame, Outbound};
 use crate::protocol::{self, close_code, Envelope, RouteKey};
 use crate::SlowConsumerPolicy;
 
@@ -268,7 +265,7 @@ impl<S: 'static> FunctionService<S> {
     }
 
     /// Accepts only events that carry `Authorization: Bearer <token>` (the gateway's
-    /// [`function_token`](crate::gateway::Gateway::function_token)). Without a token anyone
+    /// [`function_token`](crate::serverless::gateway::Gateway::function_token)). Without a token anyone
     /// who reaches the function could post events with any connection id and session, so it
     /// is for local use only: it refuses to start on a non-loopback address, and answers 403
     /// to events whose peer is not a loopback address (a unix socket has none) or that carry

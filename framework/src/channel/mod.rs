@@ -1,6 +1,10 @@
 //! Channels: [`ChannelRoute`] mounts a WebSocket endpoint on an actix-web `App`;
 //! [`Channel<S>`] is one open connection as its handlers see it.
 
+pub(crate) mod connection;
+pub(crate) mod outbound;
+pub(crate) mod transport;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -17,19 +21,19 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, Respon
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::connection::Connection;
+use crate::channel::connection::Connection;
 use crate::engine::TopicPattern;
 use crate::engine::{Position, SubscribeRequest, Subscribed, Subscriber};
 use crate::error::Error;
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
-use crate::join::{
+use crate::handler::subscribe::{
     JoinGuard, Joins, PresenceRule, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE,
 };
-use crate::outbound::{Class, Outbound, Refused, SlowConsumerPolicy};
+use crate::channel::outbound::{Class, Outbound, Refused, SlowConsumerPolicy};
 use crate::protocol::{self, close_code, RouteKey};
-use crate::transport;
+
 
 /// Which `Origin` headers a channel accepts on the upgrade request.
 ///
@@ -883,7 +887,7 @@ impl<S> Channel<S> {
     }
 
     /// A channel bound to a connection that lives elsewhere: a serverless function's view of
-    /// a gateway connection during one invocation (`switchboard::function`). There is no
+    /// a gateway connection during one invocation (`switchboard::serverless::function`). There is no
     /// socket: `send` and `close` queue into `out`, which the caller drains and forwards;
     /// topics go through `hub`'s engine. `request` stands for the opening request (headers,
     /// query, peer address) and carries the app data.

@@ -2,16 +2,16 @@
 //! [`FunctionService`]'s handlers through the Lambda runtime API (`lambda_runtime`), taking
 //! API Gateway WebSocket events ([`ApiGatewayWebsocketProxyRequest`]) and answering Lambda
 //! proxy responses ([`ApiGatewayProxyResponse`]), the integration API Gateway WebSocket APIs
-//! (and a [`Gateway`](crate::gateway::Gateway) with
-//! [`lambda_proxy_responses`](crate::gateway::Gateway::lambda_proxy_responses)) expect.
+//! (and a [`Gateway`](crate::serverless::gateway::Gateway) with
+//! [`lambda_proxy_responses`](crate::serverless::gateway::Gateway::lambda_proxy_responses)) expect.
 //!
 //! Nothing about the handlers changes: each event goes through the same
 //! [`FunctionService`] an HTTP function server mounts, inside an actix-web `App` that lives in
 //! the Lambda process without a socket, so extractors and app data work as they do there.
 //!
 //! ```no_run
-//! use switchboard::connections_api::ConnectionsClient;
-//! use switchboard::function::{lambda, FunctionService};
+//! use switchboard::serverless::connections_api::ConnectionsClient;
+//! use switchboard::serverless::function::{lambda, FunctionService};
 //! use switchboard::prelude::*;
 //!
 //! #[switchboard::message("echo")]
@@ -82,8 +82,8 @@ pub async fn run<S: 'static>(function: FunctionService<S>) -> Result<(), Error> 
 /// [`run`](Self::run) the runtime loop.
 ///
 /// ```
-/// use switchboard::function::lambda::{ApiGatewayWebsocketProxyRequest, LambdaFunction};
-/// use switchboard::function::FunctionService;
+/// use switchboard::serverless::function::lambda::{ApiGatewayWebsocketProxyRequest, LambdaFunction};
+/// use switchboard::serverless::function::FunctionService;
 /// use switchboard::prelude::*;
 ///
 /// #[switchboard::message("echo")]

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use actix_web::App;
-//! use switchboard::connections_api::ConnectionsApi;
+//! use switchboard::serverless::connections_api::ConnectionsApi;
 //! use switchboard::Hub;
 //!
 //! let hub = Hub::new();
@@ -41,13 +41,6 @@
 //!     .region("us-east-1");
 //! let app = App::new().app_data(hub).service(api);
 //! ```
-
-#[path = "connections_api/client.rs"]
-mod client;
-#[path = "connections_api/sigv4.rs"]
-mod sigv4;
-#[path = "connections_api/time.rs"]
-pub(crate) mod time;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,16 +57,17 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use client::{ConnectionDetails, ConnectionsClient, RemoteEngine, FRAME_HEADER};
+pub use super::client::{ConnectionDetails, ConnectionsClient, RemoteEngine, FRAME_HEADER};
 
+use super::{sigv4, time};
 use crate::engine::Position;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::outbound::MAX_CLOSE_REASON;
+use crate::channel::outbound::MAX_CLOSE_REASON;
 use crate::protocol::close_code;
 
-pub(crate) use sigv4::constant_time_eq;
+pub(crate) use super::sigv4::constant_time_eq;
 
 /// The connections API, an actix-web service mounted at the app root (or under
 /// [`prefix`](Self::prefix)). See the [module docs](self).

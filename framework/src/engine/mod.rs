@@ -1,6 +1,10 @@
 //! The engine: where topics live. The in-memory engine ([`MemoryEngine`]) keeps them in broker
 //! actors on this machine; another engine (Redis) can replace it without touching handlers.
 
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 use crate::id::ConnectionId;
 
-pub use crate::broker::MemoryEngine;
+pub use crate::engine::memory::MemoryEngine;
 
 /// A boxed `Send` future: engine calls can be made from any thread.
 pub type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -89,7 +93,7 @@ impl Publication {
 
     /// Deserializes the payload.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        crate::extract::decode_payload(self.data.get())
+        crate::handler::extract::decode_payload(self.data.get())
     }
 }
 

@@ -20,9 +20,9 @@ use futures_util::FutureExt;
 use crate::channel::{Channel, ChannelDef, Handler, OpenGuard};
 use crate::error::Error;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
-use crate::outbound::{Class, Frame};
+use crate::channel::outbound::{Class, Frame};
 use crate::protocol::{self, close_code, Envelope};
-use crate::transport::{Incoming, IncomingStream, Writer};
+use crate::channel::transport::{Incoming, IncomingStream, Writer};
 
 enum Inbound {
     Text(ByteString),

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use switchboard::engine::{EngineHealth, HistoryConfig};
-//! use switchboard::redis::RedisEngine;
+//! use switchboard::engine::redis::RedisEngine;
 //! use switchboard::Hub;
 //!
 //! # fn main() -> Result<(), switchboard::Error> {
@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer};
-//! use switchboard::redis::RedisEngine;
+//! use switchboard::engine::redis::RedisEngine;
 //! use switchboard::Hub;
 //!
 //! #[actix_web::main]
@@ -75,13 +75,9 @@
 //!
 //! See `docs/redis.md` for the keys, the failure behavior and the limits.
 
-#[path = "redis/conn.rs"]
 mod conn;
-#[path = "redis/local.rs"]
 mod local;
-#[path = "redis/lua.rs"]
 mod lua;
-#[path = "redis/wire.rs"]
 mod wire;
 
 use std::sync::{Arc, Mutex};

@@ -71,14 +71,14 @@ enum Backend {
 /// A client of the connections API: sends to, inspects and disconnects gateway connections, and
 /// publishes and subscribes them to topics. Cheap to clone.
 ///
-/// Inside a function ([`FunctionService`](crate::function::FunctionService)) handlers get the
+/// Inside a function ([`FunctionService`](crate::serverless::function::FunctionService)) handlers get the
 /// function's as `web::Data<ConnectionsClient>`. [`ConnectionsClient::local`] answers the same
 /// calls from a hub in this process, so that a handler written against it also runs in-process
 /// (`App::app_data(web::Data::new(ConnectionsClient::local(hub)))`).
 ///
 /// ```
 /// use std::time::Duration;
-/// use switchboard::connections_api::ConnectionsClient;
+/// use switchboard::serverless::connections_api::ConnectionsClient;
 ///
 /// let api = ConnectionsClient::new("http://127.0.0.1:8080")
 ///     .bearer_token("s3cret")
@@ -199,7 +199,7 @@ impl ConnectionsClient {
     /// HTTPS needs the `tls` feature).
     ///
     /// ```
-    /// use switchboard::connections_api::ConnectionsClient;
+    /// use switchboard::serverless::connections_api::ConnectionsClient;
     ///
     /// // Outside AWS, without credentials in the environment, this says what is missing.
     /// if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
@@ -353,7 +353,7 @@ impl ConnectionsClient {
                     sep = '&';
                 }
                 if !reason.is_empty() {
-                    let reason = crate::outbound::close_reason(reason);
+                    let reason = crate::channel::outbound::close_reason(reason);
                     path.push_str(&format!(
                         "{sep}reason={}",
                         utf8_percent_encode(reason, SEGMENT)
@@ -674,7 +674,7 @@ where
 }
 
 thread_local! {
-    static AWC: awc::Client = crate::http_client::client(100);
+    static AWC: awc::Client = crate::serverless::http::client(100);
 }
 
 /// The response size the client reads at most.
@@ -738,7 +738,7 @@ fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send
 /// answering.
 ///
 /// ```
-/// use switchboard::connections_api::{ConnectionsClient, RemoteEngine};
+/// use switchboard::serverless::connections_api::{ConnectionsClient, RemoteEngine};
 /// use switchboard::Hub;
 ///
 /// // A process that publishes into a gateway's topics through the same API as in-process code.

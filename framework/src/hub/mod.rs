@@ -18,7 +18,7 @@ use crate::engine::{
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
-use crate::outbound::{Class, Frame, Outbound, Refused};
+use crate::channel::outbound::{Class, Frame, Outbound, Refused};
 use crate::protocol::{self, close_code};
 
 /// Publishes to topics and reaches connections from anywhere.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Channel;
 use crate::engine::{Position, SubscribeRequest, Subscribed, TopicPattern};
 use crate::error::Error;
-use crate::extract::decode_payload;
+use crate::handler::extract::decode_payload;
 use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
 
 /// Decides whether a connection may join a topic. Any

@@ -66,7 +66,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::outbound::{Class, SlowConsumerPolicy};
+use crate::channel::outbound::{Class, SlowConsumerPolicy};
 
 /// A future borrowing the session state.
 pub type SessionFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;

@@ -13,7 +13,7 @@
 //! | leaves | `DISCONNECT`, route `$disconnect`, with `disconnectStatusCode` / `disconnectReason` (1006 when the socket went away without a close frame) | ignored |
 //!
 //! **The reply.** A 2xx answer with the header `x-switchboard-reply: frame` (what a
-//! [`FunctionService`](crate::function::FunctionService) sends) is relayed to the client as is.
+//! [`FunctionService`](crate::serverless::function::FunctionService) sends) is relayed to the client as is.
 //! Other 2xx answers are relayed as API Gateway does (the body, verbatim) when the message had
 //! no `ref`; when it had one, the body becomes the reply's `data`
 //! (`{"ref":R,"ok":true,"data":<the body as JSON, or as a string>}`), so the client's request is
@@ -28,15 +28,15 @@
 //! answer over the size limit). On `$connect` they reject the upgrade with 504 / 502.
 //!
 //! The function pushes to clients, disconnects them and subscribes them to topics through the
-//! [connections API](crate::connections_api), mounted on the same app.
+//! [connections API](crate::serverless::connections_api), mounted on the same app.
 //!
 //! The same handler, in-process and behind a gateway:
 //!
 //! ```
 //! use actix_web::App;
 //! use serde_json::json;
-//! use switchboard::function::FunctionService;
-//! use switchboard::gateway::Gateway;
+//! use switchboard::serverless::function::FunctionService;
+//! use switchboard::serverless::gateway::Gateway;
 //! use switchboard::prelude::*;
 //! use switchboard::testing::TestServer;
 //!
@@ -67,8 +67,8 @@
 //! ```
 //! use std::time::Duration;
 //! use actix_web::App;
-//! use switchboard::connections_api::ConnectionsApi;
-//! use switchboard::gateway::Gateway;
+//! use switchboard::serverless::connections_api::ConnectionsApi;
+//! use switchboard::serverless::gateway::Gateway;
 //! use switchboard::Hub;
 //!
 //! let hub = Hub::new();
@@ -101,16 +101,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::channel::{Channel, ChannelRoute};
-use crate::connection::RAW_FALLBACK_ROUTE;
-use crate::connections_api::time;
+use crate::channel::connection::RAW_FALLBACK_ROUTE;
+use crate::serverless::time;
 use crate::error::Error;
-use crate::function::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
+use crate::serverless::function::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
     DEFAULT_ROUTE,
 };
 use crate::id::ConnectionId;
-use crate::outbound::Frame;
+use crate::channel::outbound::Frame;
 use crate::protocol;
 
 /// The close code RFC 6455 reserves for reporting a connection that ended without a close
@@ -205,7 +205,7 @@ impl Gateway {
     }
 
     /// Sends `Authorization: Bearer <token>` with every event (the function's
-    /// [`token`](crate::function::FunctionService::token)).
+    /// [`token`](crate::serverless::function::FunctionService::token)).
     pub fn function_token(mut self, token: impl Into<String>) -> Self {
         self.cfg.token = Some(token.into());
         self
@@ -287,7 +287,7 @@ impl Gateway {
 
 thread_local! {
     /// Handlers run on the connection's thread: one client (and connection pool) per thread.
-    static CLIENT: awc::Client = crate::http_client::client(1024);
+    static CLIENT: awc::Client = crate::serverless::http::client(1024);
 }
 
 fn next_id() -> String {
