@@ -92,6 +92,17 @@ pub enum Error {
     Internal(String),
 }
 
+/// The message a panic was raised with (`panic!("...")`), for logs.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
 fn payload_message(field: &Option<String>, reason: &str) -> String {
     match field {
         Some(field) => format!("invalid payload at `{field}`: {reason}"),
@@ -128,6 +139,11 @@ impl Error {
     /// An internal error: logged with `detail`, reported to the client as `internal`.
     pub fn internal(detail: impl fmt::Display) -> Self {
         Error::Internal(detail.to_string())
+    }
+
+    /// What a caught panic becomes: `internal`, with the panic's message in the logged detail.
+    pub(crate) fn from_panic(what: &str, panic: &(dyn std::any::Any + Send)) -> Self {
+        Error::Internal(format!("{what} panicked: {}", panic_message(panic)))
     }
 
     /// Sets the HTTP status used when this error rejects a connection.

@@ -79,5 +79,4 @@ pub mod prelude {
 
 /// What macro output refers to. Not public API.
 #[doc(hidden)]
-#[path = "private.rs"]
 pub mod __private;

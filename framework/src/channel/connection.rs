@@ -238,15 +238,7 @@ impl<S: 'static> Connection<S> {
     }
 
     fn report_panic(&self, answering: &Answering, panic: Box<dyn std::any::Any + Send>) {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".into());
-        self.push_error(
-            answering,
-            &Error::internal(format_args!("handler panicked: {msg}")),
-        );
+        self.push_error(answering, &Error::from_panic("handler", &*panic));
     }
 
     fn begin_close(&self, ctx: &mut actix::Context<Self>, code: u16, reason: &str) {

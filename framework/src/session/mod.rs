@@ -355,10 +355,7 @@ impl<T: Session> Driver<T> {
                     let out = match state.handle(&ctx, &req) {
                         Some(fut) => match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
                             Ok(r) => r,
-                            Err(panic) => Err(Error::internal(format_args!(
-                                "session handler panicked: {}",
-                                panic_message(&panic)
-                            ))),
+                            Err(panic) => Err(Error::from_panic("session handler", &*panic)),
                         },
                         None => Err(Error::UnknownRoute(req.route().to_owned())),
                     };
@@ -430,14 +427,6 @@ impl<T: Session> Drop for Driver<T> {
             log::warn!("session {}: on_disconnect cut short by shutdown", ctx.id());
         }
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 /// Where a session's topic publications go: its own bounded queue, under the channel's

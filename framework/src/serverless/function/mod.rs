@@ -490,14 +490,6 @@ fn bearer(req: &ServiceRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
-}
-
 impl<S: 'static> FunctionDef<S> {
     async fn invoke(&self, mut req: ServiceRequest) -> ServiceResponse {
         let resp = self.answer(&mut req).await;
@@ -660,7 +652,7 @@ impl<S: 'static> FunctionDef<S> {
                 e.error_response()
             }
             Err(panic) => {
-                log::error!("on_connect panicked: {}", panic_message(&*panic));
+                log::error!("on_connect panicked: {}", crate::error::panic_message(&*panic));
                 Error::internal("on_connect panicked").error_response()
             }
         }
@@ -738,7 +730,7 @@ impl<S: 'static> FunctionDef<S> {
             Ok(Err(err)) => error_frame(&answering, &err),
             Err(panic) => error_frame(
                 &answering,
-                &Error::internal(format_args!("handler panicked: {}", panic_message(&*panic))),
+                &Error::from_panic("handler", &*panic),
             ),
         }
     }
@@ -753,7 +745,7 @@ impl<S: 'static> FunctionDef<S> {
             {
                 log::error!(
                     "connection {id}: disconnect handler panicked: {}",
-                    panic_message(&*panic)
+                    crate::error::panic_message(&*panic)
                 );
             }
         }
