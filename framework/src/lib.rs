@@ -15,6 +15,7 @@ pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use crate::channel::outbound::SlowConsumerPolicy;
 pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};
 pub use crate::engine::{Engine, MemoryEngine, Position, Subscribed};
 pub use crate::error::{ChannelError, Error, Result};
@@ -24,7 +25,6 @@ pub use crate::handler::{
 };
 pub use crate::hub::Hub;
 pub use crate::id::{ConnectionId, InvalidConnectionId};
-pub use crate::channel::outbound::SlowConsumerPolicy;
 
 /// Turns an `async fn` into a routed message handler: `#[switchboard::message("join")]`.
 ///

@@ -13,63 +13,18 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
-use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::FutureExt;
 
-use crate::channel::{Channel, ChannelDef, Handler, OpenGuard};
+use super::outbound::{Class, Frame};
+use super::router::{Answering, Dispatch, Handler, Inbound};
+use super::transport::{Incoming, IncomingStream, Writer};
+use super::{Channel, ChannelDef, OpenGuard};
 use crate::error::Error;
-use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
-use crate::channel::outbound::{Class, Frame};
-use crate::protocol::{self, close_code, Envelope};
-use crate::channel::transport::{Incoming, IncomingStream, Writer};
-
-enum Inbound {
-    Text(ByteString),
-    Binary(Bytes),
-}
-
-/// Identifies the message a result answers: what an error frame needs. Holding the decoded
-/// envelope (a reference count) keeps the success path free of copies.
-enum Answering {
-    Message(Envelope),
-    /// A message that could not be decoded, with its `ref` if it had one.
-    Rejected(Option<String>),
-    Binary,
-}
-
-impl Answering {
-    fn reference(&self) -> Option<&str> {
-        match self {
-            Answering::Message(env) => env.reference(),
-            Answering::Rejected(r) => r.as_deref(),
-            Answering::Binary => None,
-        }
-    }
-
-    fn route(&self) -> Option<&str> {
-        match self {
-            Answering::Message(env) => Some(env.route()),
-            Answering::Rejected(_) => None,
-            Answering::Binary => Some(BINARY_ROUTE),
-        }
-    }
-}
+use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
+use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, Error>>;
-
-/// What a channel's fallback handler answers to [`route`](crate::MessageHandler::route) to
-/// also take the text frames that are not messages (not JSON, no route key, a bad `ref`),
-/// instead of the `bad_json` / `missing_route` / `bad_ref` error frame: the way API Gateway
-/// hands whatever it cannot route to `$default`. The gateway's forwarder is one.
-///
-/// Such a frame reaches the handler as `Body::Binary` holding the frame's text (valid UTF-8):
-/// there is no envelope to give it. Error frames answering it carry the `ref` the text had, if
-/// any could be read.
-///
-/// A marker on the handler rather than a channel setting: only a fallback written for raw
-/// text opts in, and replacing it (`ChannelRoute::fallback`) turns the behaviour off with it.
-pub(crate) const RAW_FALLBACK_ROUTE: &str = "$default (raw)";
 
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
@@ -111,19 +66,7 @@ impl<S: 'static> Connection<S> {
     }
 
     fn push_error(&self, answering: &Answering, err: &Error) {
-        if let Error::Internal(detail) = err {
-            log::error!(
-                "connection {}: route {:?}: {detail}",
-                self.channel.id(),
-                answering.route()
-            );
-        }
-        self.push(protocol::encode_error(
-            answering.reference(),
-            self.channel.route_field(),
-            answering.route(),
-            err,
-        ));
+        self.push(answering.error_frame(self.channel.id(), self.channel.route_field(), err));
     }
 
     /// Starts the next queued messages until one has to wait.
@@ -165,46 +108,17 @@ impl<S: 'static> Connection<S> {
     /// Decodes and routes one message. `None` when it was answered on the spot (an error
     /// frame); otherwise the handler's future.
     fn dispatch(&self, item: Inbound) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
-        let (handler, body, answering) = match item {
-            Inbound::Text(text) => {
-                let raw = self.raw_fallback().map(|h| (h, text.clone()));
-                let env = match Envelope::decode(text, &self.def.config.route_key) {
-                    Ok(env) => env,
-                    Err(rejected) => {
-                        let answering = Answering::Rejected(rejected.reference);
-                        let Some((h, text)) = raw else {
-                            self.push_error(&answering, &rejected.error);
-                            return None;
-                        };
-                        return self.call(h, Body::Binary(text.into_bytes()), answering);
-                    }
-                };
-                match self.def.handler(env.route()) {
-                    Some(h) => (h, Body::Text(env.clone()), Answering::Message(env)),
-                    None => {
-                        let err = Error::UnknownRoute(env.route().to_owned());
-                        self.push_error(&Answering::Message(env), &err);
-                        return None;
-                    }
-                }
+        match self.def.router.dispatch(item) {
+            Dispatch::Call {
+                handler,
+                body,
+                answering,
+            } => self.call(handler, body, answering),
+            Dispatch::Reject { answering, error } => {
+                self.push_error(&answering, &error);
+                None
             }
-            Inbound::Binary(bytes) => match &self.def.binary {
-                Some(h) => (h, Body::Binary(bytes), Answering::Binary),
-                None => {
-                    self.push_error(&Answering::Rejected(None), &Error::BinaryUnsupported);
-                    return None;
-                }
-            },
-        };
-        self.call(handler, body, answering)
-    }
-
-    /// The fallback, when it takes text frames that are not messages.
-    fn raw_fallback(&self) -> Option<&Handler<S>> {
-        self.def
-            .fallback
-            .as_ref()
-            .filter(|h| h.route() == RAW_FALLBACK_ROUTE)
+        }
     }
 
     fn call(
@@ -391,14 +305,7 @@ impl<S: 'static> Connection<S> {
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
-            let answering = match item {
-                Inbound::Binary(_) => Answering::Binary,
-                Inbound::Text(text) => match Envelope::decode(text, &self.def.config.route_key) {
-                    Ok(env) => Answering::Message(env),
-                    Err(rejected) => Answering::Rejected(rejected.reference),
-                },
-            };
-            self.push_error(&answering, &Error::Overloaded);
+            self.push_error(&self.def.router.answering(&item), &Error::Overloaded);
             return;
         }
         if self.busy {

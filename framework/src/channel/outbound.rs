@@ -193,6 +193,7 @@ impl Outbound {
 
     /// The close code and reason the connection was closed with, once closing started with a
     /// close frame; `None` while open or when the socket went away without one.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
         self.lock().closed_with.clone()
     }

@@ -1,0 +1,126 @@
+//! A channel's settings: limits, origins, the route key.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+
+use crate::channel::outbound::SlowConsumerPolicy;
+use crate::protocol::RouteKey;
+
+/// Which `Origin` headers a channel accepts on the upgrade request.
+///
+/// Browsers send `Origin` on every WebSocket handshake; a channel that accepts any origin can
+/// be driven by any page the user visits (cross-site WebSocket hijacking), with the user's
+/// cookies. Requests without `Origin` (native clients) are always accepted: the check guards
+/// browsers, which cannot omit it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origins {
+    /// The origin's host (and port) must equal the request's `Host`. The default.
+    #[default]
+    SameHost,
+    /// Any origin. Only for channels that use no ambient credentials (cookies).
+    Any,
+    /// Exactly these origins (`https://app.example.com`), or the same host.
+    List(Vec<String>),
+}
+
+impl Origins {
+    pub(crate) fn allows(&self, req: &HttpRequest) -> bool {
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let same_host = || {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+        };
+        match self {
+            Origins::Any => true,
+            Origins::SameHost => same_host(),
+            Origins::List(list) => {
+                list.iter().any(|o| o.eq_ignore_ascii_case(origin)) || same_host()
+            }
+        }
+    }
+}
+
+/// A channel's limits and behaviour. Every limit has a bounded default.
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    /// Where the route key sits in client messages. Default: `type`.
+    pub route_key: RouteKey,
+    /// Largest accepted frame (or message assembled from continuations), in bytes; larger
+    /// ones close the connection with 1009. Default: 64 KiB.
+    pub max_frame_size: usize,
+    /// Frames that may wait in a connection's outbound queue. Default: 1024.
+    pub outbound_capacity: usize,
+    /// What happens when the outbound queue is full. Default: drop the newest frame.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Messages of one connection waiting for their turn; more get `overloaded`. Default: 64.
+    pub inbound_capacity: usize,
+    /// The server pings this often. Default: 30 s.
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed with 1001.
+    /// Default: 75 s.
+    pub idle_timeout: Duration,
+    /// How long to wait for the client's close frame after the server sent its own. Default:
+    /// 5 s.
+    pub close_timeout: Duration,
+    /// Open connections allowed on this channel (across workers); more get HTTP 503.
+    /// Default: 10 000.
+    pub max_connections: usize,
+    /// Accepted `Origin`s. Default: same host.
+    pub origins: Origins,
+    /// Refuse connections without a session (HTTP 401). Default: false.
+    pub require_session: bool,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            route_key: RouteKey::default(),
+            max_frame_size: 64 * 1024,
+            outbound_capacity: 1024,
+            slow_consumer: SlowConsumerPolicy::DropNewest,
+            inbound_capacity: 64,
+            heartbeat_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            close_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            origins: Origins::SameHost,
+            require_session: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn origin_rules() {
+        let req = |origin: Option<&str>| {
+            let mut r = TestRequest::default().insert_header(("host", "chat.example:8080"));
+            if let Some(o) = origin {
+                r = r.insert_header(("origin", o));
+            }
+            r.to_http_request()
+        };
+        assert!(Origins::SameHost.allows(&req(None)));
+        assert!(Origins::SameHost.allows(&req(Some("http://chat.example:8080"))));
+        assert!(!Origins::SameHost.allows(&req(Some("http://evil.example"))));
+        assert!(Origins::Any.allows(&req(Some("http://evil.example"))));
+        let list = Origins::List(vec!["https://app.example".into()]);
+        assert!(list.allows(&req(Some("https://app.example"))));
+        assert!(!list.allows(&req(Some("https://evil.example"))));
+    }
+}

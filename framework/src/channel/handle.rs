@@ -1,0 +1,395 @@
+//! [`Channel<S>`]: one open connection, as its handlers see it.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix_web::{web, HttpRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::channel::outbound::{Class, Outbound, Refused};
+use crate::engine::{Position, SubscribeRequest, Subscribed, Subscriber};
+use crate::error::Error;
+use crate::hub::{ConnEntry, Hub};
+use crate::id::ConnectionId;
+use crate::protocol::{self, close_code};
+
+/// One open connection, as its handlers see it: identity, the opening request, the session
+/// value, and a way to send to the client.
+///
+/// Cheap to clone; all clones are the same connection. It lives on the connection's thread
+/// (handlers run there); reach a connection from elsewhere by its [`id`](Channel::id).
+pub struct Channel<S = ()> {
+    pub(crate) inner: Rc<ConnInner<S>>,
+}
+
+pub(crate) struct ConnInner<S> {
+    pub(crate) id: ConnectionId,
+    pub(crate) opening: Opening,
+    /// The channel's app-data request (see `ChannelDef::app`): a reference count.
+    pub(crate) app: HttpRequest,
+    pub(crate) session: RefCell<Option<S>>,
+    pub(crate) out: Arc<Outbound>,
+    pub(crate) route_field: Arc<str>,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) hub: Hub,
+    pub(crate) entry: Arc<ConnEntry>,
+}
+
+/// What a connection keeps of its opening request: a compact copy, so that the request goes
+/// back to actix's pool and an idle connection stays small.
+pub(crate) struct Opening {
+    /// `name\tvalue\n` per header with a UTF-8 value (names are lowercase).
+    pub(crate) headers: Box<str>,
+    pub(crate) params: Box<[(Box<str>, Box<str>)]>,
+    pub(crate) query: Box<str>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl Opening {
+    pub(crate) fn of(req: &HttpRequest) -> Self {
+        let mut headers = String::new();
+        for (name, value) in req.headers() {
+            if let Ok(v) = value.to_str() {
+                headers.push_str(name.as_str());
+                headers.push('\t');
+                headers.push_str(v);
+                headers.push('\n');
+            }
+        }
+        Opening {
+            headers: headers.into_boxed_str(),
+            params: req
+                .match_info()
+                .iter()
+                .map(|(k, v)| (Box::from(k), Box::from(v)))
+                .collect(),
+            query: Box::from(req.query_string()),
+            peer: req.peer_addr(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (k, v) = line.split_once('\t')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+    }
+}
+
+impl<S> Clone for Channel<S> {
+    fn clone(&self) -> Self {
+        Channel {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Channel<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl<S> Channel<S> {
+    /// This connection's id, unique across the deployment.
+    pub fn id(&self) -> ConnectionId {
+        self.inner.id
+    }
+
+    /// A header of the opening request, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.opening.header(name)
+    }
+
+    /// The opening request's headers with UTF-8 values, names in lowercase.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner.opening.headers()
+    }
+
+    /// The opening request's query string (without `?`).
+    pub fn query_string(&self) -> &str {
+        &self.inner.opening.query
+    }
+
+    /// The opening request's query string, deserialized.
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        web::Query::<T>::from_query(self.query_string())
+            .map(web::Query::into_inner)
+            .map_err(|e| Error::new("bad_query", e.to_string()))
+    }
+
+    /// A path parameter of the channel's route (`/ws/{room}`).
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.inner
+            .opening
+            .params
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.opening.peer
+    }
+
+    /// When the connection opened.
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// App data registered on the `App` (`App::app_data`).
+    pub fn app_data<T: 'static>(&self) -> Option<&T> {
+        self.inner.app.app_data::<T>()
+    }
+
+    /// A copy of the session value, if there is one.
+    pub fn session(&self) -> Option<S>
+    where
+        S: Clone,
+    {
+        self.inner.session.borrow().clone()
+    }
+
+    /// Runs `f` with the session value (no clone).
+    pub fn with_session<R>(&self, f: impl FnOnce(Option<&S>) -> R) -> R {
+        f(self.inner.session.borrow().as_ref())
+    }
+
+    /// Replaces the session value (login over the socket); returns the old one.
+    pub fn set_session(&self, session: S) -> Option<S> {
+        self.inner.session.replace(Some(session))
+    }
+
+    /// Removes the session value (logout); returns it.
+    pub fn clear_session(&self) -> Option<S> {
+        self.inner.session.take()
+    }
+
+    /// Pushes `{"event": event, "data": data}` to the client.
+    ///
+    /// Never waits: when the outbound queue is full the channel's slow-consumer policy applies
+    /// and this returns `Err(Closed)` if the connection is (now) closing.
+    pub fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
+        let frame = protocol::encode_event(event, data)?;
+        match self.inner.out.push_text(frame, Class::Droppable) {
+            Ok(()) | Err(Refused::Dropped) => Ok(()),
+            Err(Refused::Closed) => Err(Error::Closed),
+        }
+    }
+
+    /// Closes the connection normally (1000).
+    pub fn close(&self) {
+        self.close_with(close_code::NORMAL, "");
+    }
+
+    /// Closes the connection with a code and a reason (at most 123 bytes are sent).
+    /// Frames already queued go out first.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        self.inner.out.close(code, reason);
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.out.is_closing()
+    }
+
+    /// Frames dropped for this client under the drop-newest slow-consumer policy.
+    pub fn dropped(&self) -> u64 {
+        self.inner.out.dropped()
+    }
+
+    /// Frames waiting in this connection's outbound queue.
+    pub fn queued(&self) -> usize {
+        self.inner.out.len()
+    }
+
+    /// The hub this connection is registered with.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Subscribes this connection to `topic`: publications reach the client as
+    /// `{"topic":T,"event":E,"data":D}` frames. Resolves once the broker has it.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscribed, Error> {
+        self.subscribe_from(topic, None).await
+    }
+
+    /// Subscribes, first replaying what the client missed since `position` (on topics with
+    /// history). `recovered` in the answer says whether that worked.
+    pub async fn subscribe_from(
+        &self,
+        topic: &str,
+        position: Option<Position>,
+    ) -> Result<Subscribed, Error> {
+        self.subscribe_with(topic, position, None).await
+    }
+
+    /// Subscribes, optionally recovering from `position`, and optionally entering the topic's
+    /// presence under `presence = (key, meta)` in the same step (one `presence_state` for the
+    /// client, including itself).
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        position: Option<Position>,
+        presence: Option<(String, serde_json::Value)>,
+    ) -> Result<Subscribed, Error> {
+        let topic: Arc<str> = Arc::from(topic);
+        let sub = self.inner.entry.subscriber(self.id());
+        self.subscribe_request(SubscribeRequest {
+            recover: position,
+            presence,
+            ..SubscribeRequest::new(topic, sub)
+        })
+        .await
+    }
+
+    /// Subscribes this connection with every option of a [`SubscribeRequest`] (recovery, the
+    /// last N publications, presence). Its `topic` and `subscriber` are this connection's:
+    /// build it with `SubscribeRequest::new(topic, channel.subscriber())`.
+    pub async fn subscribe_request(&self, req: SubscribeRequest) -> Result<Subscribed, Error> {
+        let topic = req.topic.clone();
+        let engine = self.inner.hub.engine();
+        let sub = engine.subscribe(req);
+        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, sub).await
+    }
+
+    /// This connection as a topic subscriber: its deliveries go to the client.
+    pub fn subscriber(&self) -> Subscriber {
+        self.inner.entry.subscriber(self.id())
+    }
+
+    /// Unsubscribes this connection from `topic` (and drops its presence there).
+    pub fn unsubscribe(&self, topic: &str) {
+        let topic: Arc<str> = Arc::from(topic);
+        self.inner.entry.remove_topic(&topic);
+        self.inner.hub.engine().unsubscribe(topic, self.id());
+    }
+
+    /// Topics this connection is subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.inner
+            .entry
+            .topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// Publishes to every subscriber of `topic`, this connection included if subscribed.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.inner.hub.publish(topic, event, data).await
+    }
+
+    /// Publishes to every subscriber of `topic` but this connection.
+    pub async fn broadcast_from<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let data = crate::hub::to_raw(data)?;
+        self.inner
+            .hub
+            .publish_raw(topic, event, data, Some(self.id()))
+            .await
+    }
+
+    /// Announces this connection on `topic`'s presence under `key` (a user id: several
+    /// connections of one key show as one entry) with `meta`. The connection receives the
+    /// topic's `presence_state`; subscribers get a `presence_diff` when the key appears, and
+    /// again when its last connection leaves.
+    pub async fn track<M: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        key: &str,
+        meta: &M,
+    ) -> Result<(), Error> {
+        self.track_as(self.subscriber(), topic, key, meta).await
+    }
+
+    /// `track` for this connection with another sink (a session's).
+    pub(crate) async fn track_as<M: Serialize + ?Sized>(
+        &self,
+        subscriber: Subscriber,
+        topic: &str,
+        key: &str,
+        meta: &M,
+    ) -> Result<(), Error> {
+        let meta = serde_json::to_value(meta)?;
+        let topic: Arc<str> = Arc::from(topic);
+        let engine = self.inner.hub.engine();
+        let track = engine.track(topic.clone(), subscriber, key.to_owned(), meta);
+        // Presence goes when the connection does: the topic is recorded for cleanup.
+        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, track).await
+    }
+
+    /// Removes this connection from `topic`'s presence.
+    pub fn untrack(&self, topic: &str) {
+        self.inner.hub.engine().untrack(Arc::from(topic), self.id());
+    }
+
+    /// A channel bound to a connection that lives elsewhere: a serverless function's view of
+    /// a gateway connection during one invocation (`switchboard::serverless::function`). There is no
+    /// socket: `send` and `close` queue into `out`, which the caller drains and forwards;
+    /// topics go through `hub`'s engine. `request` stands for the opening request (headers,
+    /// query, peer address) and carries the app data.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn detached(
+        id: ConnectionId,
+        request: HttpRequest,
+        session: Option<S>,
+        route_field: &str,
+        connected_at: SystemTime,
+        hub: Hub,
+        out: Arc<Outbound>,
+    ) -> Channel<S> {
+        let entry = Arc::new(ConnEntry::new(
+            out.clone(),
+            Arc::from(request.path()),
+            &request,
+        ));
+        Channel {
+            inner: Rc::new(ConnInner {
+                id,
+                opening: Opening::of(&request),
+                app: request,
+                session: RefCell::new(session),
+                out,
+                route_field: Arc::from(route_field),
+                connected_at,
+                hub,
+                entry,
+            }),
+        }
+    }
+
+    pub(crate) fn entry(&self) -> &Arc<ConnEntry> {
+        &self.inner.entry
+    }
+
+    pub(crate) fn route_field(&self) -> &str {
+        &self.inner.route_field
+    }
+
+    pub(crate) fn outbound(&self) -> &Arc<Outbound> {
+        &self.inner.out
+    }
+}

@@ -1,0 +1,339 @@
+//! [`ChannelRoute`]: a channel's routes, hooks and settings, mounted on an `App`.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{AppService, HttpServiceFactory};
+use actix_web::{web, HttpRequest};
+
+use super::config::*;
+use super::handle::*;
+use super::router::{Fallback, Handler, RouteTable, Router};
+use super::upgrade::*;
+use crate::channel::outbound::SlowConsumerPolicy;
+use crate::engine::TopicPattern;
+use crate::handler::subscribe::{
+    JoinGuard, Joins, PresenceRule, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE,
+};
+use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
+use crate::hub::ConnEntry;
+use crate::protocol::RouteKey;
+
+/// A WebSocket endpoint with its routes, mounted on an `App` like any other service.
+///
+/// ```
+/// use actix_web::{web, App, HttpResponse};
+/// use serde::{Deserialize, Serialize};
+/// use switchboard::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Join { room: String }
+/// #[derive(Serialize)]
+/// struct Joined { room: String }
+///
+/// #[switchboard::message("join")]
+/// async fn join(ch: Channel, msg: Join) -> Result<Joined, ChannelError> {
+///     Ok(Joined { room: msg.room })
+/// }
+///
+/// let chat = ChannelRoute::new("/ws/chat").message(join);
+/// let app = App::new()
+///     .service(chat.clone())
+///     .route("/health", web::get().to(HttpResponse::Ok));
+/// ```
+pub struct ChannelRoute<S = ()> {
+    path: String,
+    def: ChannelDefBuilder<S>,
+    _session: PhantomData<fn() -> S>,
+}
+
+struct ChannelDefBuilder<S> {
+    joins: Joins<S>,
+    config: ChannelConfig,
+    routes: Vec<Handler<S>>,
+    fallback: Fallback<S>,
+    binary: Option<Handler<S>>,
+    on_connect: Option<Arc<dyn ConnectHandler<S>>>,
+    on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    on_open: Option<OpenHook<S>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl<S> Clone for ChannelRoute<S> {
+    fn clone(&self) -> Self {
+        ChannelRoute {
+            path: self.path.clone(),
+            def: ChannelDefBuilder {
+                joins: self.def.joins.clone(),
+                config: self.def.config.clone(),
+                routes: self.def.routes.clone(),
+                fallback: self.def.fallback.clone(),
+                binary: self.def.binary.clone(),
+                on_connect: self.def.on_connect.clone(),
+                on_disconnect: self.def.on_disconnect.clone(),
+                on_open: self.def.on_open.clone(),
+                open: self.def.open.clone(),
+            },
+            _session: PhantomData,
+        }
+    }
+}
+
+impl<S: 'static> ChannelRoute<S> {
+    /// A channel at `path` (an actix-web resource path: `/ws/{room}` binds `room`).
+    pub fn new(path: impl Into<String>) -> Self {
+        ChannelRoute {
+            path: path.into(),
+            def: ChannelDefBuilder {
+                joins: Joins::default(),
+                config: ChannelConfig::default(),
+                routes: Vec::new(),
+                fallback: Fallback::None,
+                binary: None,
+                on_connect: None,
+                on_disconnect: None,
+                on_open: None,
+                open: Arc::new(AtomicUsize::new(0)),
+            },
+            _session: PhantomData,
+        }
+    }
+
+    /// Adds a routed handler (from `#[switchboard::message("route")]`). A later handler for
+    /// the same route replaces an earlier one.
+    pub fn message(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.def.routes.push(Arc::new(handler));
+        self
+    }
+
+    /// The handler for messages whose route has no handler (`$default`). Without one they get
+    /// `unknown_route`.
+    pub fn fallback(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.def.fallback = Fallback::Messages(Arc::new(handler));
+        self
+    }
+
+    /// A fallback that also takes the text frames that are not messages (not JSON, no route
+    /// key, a bad `ref`) as raw text, the way API Gateway's `$default` does: the gateway's
+    /// forwarder. Replacing it with [`fallback`](Self::fallback) turns that off.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn raw_fallback(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.def.fallback = Fallback::Raw(Arc::new(handler));
+        self
+    }
+
+    /// The handler for binary frames (from `#[switchboard::on_binary]`). Without one they get
+    /// `binary_unsupported`.
+    pub fn on_binary(mut self, handler: impl MessageHandler<S>) -> Self {
+        self.def.binary = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs on every upgrade request: rejects it, or accepts it with the session value.
+    pub fn on_connect(mut self, handler: impl ConnectHandler<S>) -> Self {
+        self.def.on_connect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs exactly once when a connection ends, whatever ended it.
+    pub fn on_disconnect(mut self, handler: impl DisconnectHandler<S>) -> Self {
+        self.def.on_disconnect = Some(Arc::new(handler));
+        self
+    }
+
+    /// Lets clients join topics matching `pattern` (`room:*`) through the built-in
+    /// `subscribe` route when `guard` agrees. Rules are tried in order; the first match
+    /// decides.
+    pub fn join(mut self, pattern: &str, guard: impl JoinGuard<S>) -> Self {
+        self.def
+            .joins
+            .guards
+            .push((TopicPattern::new(pattern), Arc::new(guard)));
+        self
+    }
+
+    /// Lets any client of this channel join topics matching `pattern`.
+    pub fn allow_join(self, pattern: &str) -> Self {
+        self.join(pattern, |_: Channel<S>, _: String| async { Ok(()) })
+    }
+
+    /// Puts connections that join a topic through the built-in route into its presence, under
+    /// the key and metadata the rule gives (`None`: not tracked).
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// #[derive(Clone)]
+    /// struct User { name: String }
+    ///
+    /// let route = ChannelRoute::<User>::new("/ws")
+    ///     .allow_join("room:*")
+    ///     .presence(|ch: Channel<User>, _topic: String| async move {
+    ///         let user = ch.session()?;
+    ///         Some((user.name, serde_json::json!({ "id": ch.id() })))
+    ///     });
+    /// ```
+    pub fn presence(mut self, rule: impl PresenceRule<S>) -> Self {
+        self.def.joins.presence = Some(Arc::new(rule));
+        self
+    }
+
+    pub(crate) fn on_open(mut self, hook: impl Fn(&Channel<S>) + Send + Sync + 'static) -> Self {
+        self.def.on_open = Some(Arc::new(hook));
+        self
+    }
+
+    /// Refuse connections that `on_connect` accepted without a session (HTTP 401).
+    pub fn auth(mut self, required: bool) -> Self {
+        self.def.config.require_session = required;
+        self
+    }
+
+    /// Where the route key sits: a field name, a dotted path, or `$request.body.<field>`.
+    ///
+    /// # Panics
+    /// When the expression is not one of those (a configuration mistake, found at startup).
+    pub fn route_key(mut self, expr: &str) -> Self {
+        match RouteKey::parse(expr) {
+            Ok(key) => self.def.config.route_key = key,
+            Err(e) => panic!("{e}"),
+        }
+        self
+    }
+
+    /// Accepts WebSocket connections from these origins (plus the same host).
+    pub fn allowed_origins<I, O>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = O>,
+        O: Into<String>,
+    {
+        self.def.config.origins = Origins::List(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accepts connections from any origin.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.def.config.origins = Origins::Any;
+        self
+    }
+
+    /// Caps open connections on this channel.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.def.config.max_connections = n;
+        self
+    }
+
+    /// Largest accepted frame in bytes.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.def.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Ping interval and idle timeout.
+    pub fn heartbeat(mut self, interval: Duration, idle_timeout: Duration) -> Self {
+        self.def.config.heartbeat_interval = interval;
+        self.def.config.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Outbound queue length and what happens when it is full.
+    pub fn outbound_queue(mut self, capacity: usize, policy: SlowConsumerPolicy) -> Self {
+        self.def.config.outbound_capacity = capacity;
+        self.def.config.slow_consumer = policy;
+        self
+    }
+
+    /// Messages of one connection that may wait while a handler runs; more get `overloaded`.
+    pub fn inbound_queue(mut self, capacity: usize) -> Self {
+        self.def.config.inbound_capacity = capacity.max(1);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ChannelConfig) -> Self {
+        self.def.config = config;
+        self
+    }
+
+    /// The configuration as it stands.
+    pub fn config_ref(&self) -> &ChannelConfig {
+        &self.def.config
+    }
+
+    /// Connections open right now on this channel.
+    pub fn open_connections(&self) -> usize {
+        self.def.open.load(Ordering::Relaxed)
+    }
+
+    fn build(self) -> (String, ChannelDef<S>) {
+        let b = self.def;
+        let mut routes: Vec<(Box<str>, Handler<S>)> = Vec::with_capacity(b.routes.len() + 2);
+        if !b.joins.guards.is_empty() {
+            // Built-ins first: a handler of the user's for the same route replaces them.
+            let joins = Arc::new(b.joins);
+            routes.push((SUBSCRIBE.into(), Arc::new(SubscribeRoute(joins))));
+            routes.push((UNSUBSCRIBE.into(), Arc::new(UnsubscribeRoute)));
+        }
+        routes.extend(b.routes.into_iter().map(|h| (Box::from(h.route()), h)));
+        let router = Router::new(
+            RouteTable::new(routes),
+            b.fallback,
+            b.binary,
+            b.config.route_key.clone(),
+        );
+        (
+            self.path.clone(),
+            ChannelDef {
+                path: Arc::from(self.path.as_str()),
+                app: RefCell::new(None),
+                beats: Rc::new(RefCell::new(Vec::new())),
+                beating: std::cell::Cell::new(false),
+                config: b.config,
+                router,
+                on_connect: b.on_connect,
+                on_disconnect: b.on_disconnect,
+                on_open: b.on_open,
+                open: b.open,
+            },
+        )
+    }
+}
+
+/// Everything a channel's connections share: routes, hooks, config, the open-connection count.
+pub(crate) struct ChannelDef<S> {
+    pub(crate) path: Arc<str>,
+    /// One request that reached this channel on this worker, kept for its app data: every
+    /// request to the same resource in the same worker sees the same app data, so connections
+    /// need not keep their own request (and its header table) alive.
+    pub(crate) app: RefCell<Option<HttpRequest>>,
+    /// This worker's connections, for the heartbeat.
+    pub(crate) beats: Rc<RefCell<Vec<std::sync::Weak<ConnEntry>>>>,
+    pub(crate) beating: std::cell::Cell<bool>,
+    pub(crate) config: ChannelConfig,
+    pub(crate) router: Router<S>,
+    pub(crate) on_connect: Option<Arc<dyn ConnectHandler<S>>>,
+    pub(crate) on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
+    pub(crate) on_open: Option<OpenHook<S>>,
+    pub(crate) open: Arc<AtomicUsize>,
+}
+
+/// Runs in the connection actor once the socket is open.
+pub(crate) type OpenHook<S> = Arc<dyn Fn(&Channel<S>) + Send + Sync>;
+
+impl<S: 'static> HttpServiceFactory for ChannelRoute<S> {
+    fn register(self, config: &mut AppService) {
+        let (path, def) = self.build();
+        let def = Rc::new(def);
+        let resource = web::resource(path).route(web::get().to(
+            move |req: HttpRequest, payload: web::Payload| {
+                let def = def.clone();
+                async move { Ok::<_, actix_web::Error>(accept(def, req, payload).await) }
+            },
+        ));
+        HttpServiceFactory::register(resource, config)
+    }
+}

@@ -1,0 +1,218 @@
+//! The WebSocket upgrade: origin check, connection cap, `on_connect`, handshake.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::Actor;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use serde::de::DeserializeOwned;
+
+use super::handle::*;
+use super::heartbeat;
+use super::route::*;
+use super::transport;
+use crate::channel::connection::Connection;
+use crate::channel::outbound::Outbound;
+use crate::error::Error;
+use crate::hub::{ConnEntry, Hub};
+use crate::id::ConnectionId;
+
+/// Counts a connection against its channel's cap for as long as it lives.
+pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn acquire(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let prev = open.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            None
+        } else {
+            Some(OpenGuard(open.clone()))
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub(crate) async fn accept<S: 'static>(
+    def: Rc<ChannelDef<S>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let cfg = &def.config;
+    if !cfg.origins.allows(&req) {
+        return Error::forbidden("origin not allowed").error_response();
+    }
+    if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+        return e.error_response();
+    }
+    let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
+        return Error::TooManyConnections.error_response();
+    };
+    // Known before `on_connect`, which can extract it (a gateway tells its `$connect` function).
+    let id = ConnectionId::next();
+    req.extensions_mut().insert(id);
+    let session = match &def.on_connect {
+        Some(h) => match h.call(req.clone()).await {
+            Ok(s) => s,
+            Err(e) => return e.error_response(),
+        },
+        None => None,
+    };
+    if cfg.require_session && session.is_none() {
+        return Error::unauthorized("a session is required").error_response();
+    }
+    let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
+        Ok(parts) => parts,
+        Err(e) => return e.error_response(),
+    };
+    let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
+    let hub = Hub::of(&req);
+    let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req));
+    hub.register(id, entry.clone());
+    heartbeat::watch(&def, &entry);
+    let app = def
+        .app
+        .borrow_mut()
+        .get_or_insert_with(|| req.clone())
+        .clone();
+    let channel = Channel {
+        inner: Rc::new(ConnInner {
+            id,
+            opening: Opening::of(&req),
+            app,
+            session: RefCell::new(session),
+            out,
+            route_field: def.router.route_field().clone(),
+            connected_at: SystemTime::now(),
+            hub,
+            entry,
+        }),
+    };
+    drop(req);
+    Connection::new(def, channel, ws, incoming, guard).start();
+    response
+}
+
+/// The upgrade request, as a connect handler's argument: headers, query, cookies, path
+/// parameters, peer address.
+///
+/// ```
+/// use switchboard::prelude::*;
+///
+/// #[derive(Clone)]
+/// struct User { name: String }
+///
+/// #[switchboard::on_connect]
+/// async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
+///     match req.query("token") {
+///         Some("secret") => Ok(User { name: "ada".into() }),
+///         _ => Err(ChannelError::unauthorized("bad token")),
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectRequest(HttpRequest);
+
+impl ConnectRequest {
+    /// The underlying request.
+    pub fn request(&self) -> &HttpRequest {
+        &self.0
+    }
+
+    /// A header, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers().get(name)?.to_str().ok()
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.header("authorization")?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    /// A query parameter's raw (still percent-encoded) value.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.0
+            .query_string()
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The whole query string, deserialized.
+    pub fn query_as<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        web::Query::<T>::from_query(self.0.query_string())
+            .map(web::Query::into_inner)
+            .map_err(|e| Error::new("bad_query", e.to_string()))
+    }
+
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.0.cookie(name).map(|c| c.value().to_owned())
+    }
+
+    /// A path parameter of the channel's route.
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.0.match_info().get(name)
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// App data registered on the `App`.
+    pub fn app_data<T: 'static>(&self) -> Option<&T> {
+        self.0.app_data::<T>()
+    }
+}
+
+impl FromRequest for ConnectRequest {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(ConnectRequest(req.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn connect_request_accessors() {
+        let req = TestRequest::default()
+            .uri("/ws?token=abc&flag")
+            .insert_header(("authorization", "Bearer t0k"))
+            .to_http_request();
+        let c = ConnectRequest(req);
+        assert_eq!(c.query("token"), Some("abc"));
+        assert_eq!(c.query("flag"), Some(""));
+        assert_eq!(c.query("nope"), None);
+        assert_eq!(c.bearer_token(), Some("t0k"));
+    }
+
+    #[test]
+    fn connection_cap() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let a = OpenGuard::acquire(&open, 1);
+        assert!(a.is_some());
+        assert!(OpenGuard::acquire(&open, 1).is_none());
+        drop(a);
+        assert!(OpenGuard::acquire(&open, 1).is_some());
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+    }
+}
