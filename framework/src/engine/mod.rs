@@ -93,7 +93,7 @@ impl Publication {
 
     /// Deserializes the payload.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        crate::handler::extract::decode_payload(self.data.get())
+        crate::protocol::decode_payload(self.data.get())
     }
 }
 

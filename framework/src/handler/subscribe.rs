@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Channel;
 use crate::engine::{Position, SubscribeRequest, Subscribed, TopicPattern};
 use crate::error::Error;
-use crate::handler::extract::decode_payload;
 use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
+use crate::protocol::decode_payload;
 
 /// Decides whether a connection may join a topic. Any
 /// `Fn(Channel<S>, String) -> impl Future<Output = Result<(), ChannelError>>` is one.

@@ -1,0 +1,16 @@
+//! Close codes the framework uses (RFC 6455 §7.4.1).
+
+/// Normal closure.
+pub const NORMAL: u16 = 1000;
+/// The server is going away (shutdown) or the peer was idle too long.
+pub const GOING_AWAY: u16 = 1001;
+/// A frame broke the WebSocket protocol.
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// Policy violation: used for slow consumers under the `close` policy.
+pub const POLICY: u16 = 1008;
+/// A frame was larger than the channel's maximum frame size.
+pub const TOO_BIG: u16 = 1009;
+/// Internal error.
+pub const INTERNAL: u16 = 1011;
+/// Try again later: used for slow consumers under the `close` policy.
+pub const TRY_AGAIN_LATER: u16 = 1013;
