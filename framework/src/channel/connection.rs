@@ -16,10 +16,11 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, Wr
 use bytestring::ByteString;
 use futures_util::FutureExt;
 
+use super::def::{ChannelDef, OpenGuard};
+use super::handle::Channel;
 use super::outbound::{Class, Frame};
 use super::router::{Answering, Dispatch, Handler, Inbound};
 use super::transport::{Incoming, IncomingStream, Writer};
-use super::{Channel, ChannelDef, OpenGuard};
 use crate::error::Error;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
 use crate::protocol::close_code;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::route::ChannelDef;
+use super::def::ChannelDef;
 use crate::hub::ConnEntry;
 
 pub(crate) fn watch<S>(def: &Rc<ChannelDef<S>>, entry: &Arc<ConnEntry>) {

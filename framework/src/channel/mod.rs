@@ -4,7 +4,8 @@
 //! | module | holds |
 //! |---|---|
 //! | `config` | [`ChannelConfig`] and [`Origins`]: limits and settings |
-//! | `route` | [`ChannelRoute`], the builder, and what its connections share |
+//! | `route` | [`ChannelRoute`], the builder |
+//! | `def` | a built channel: what its connections share (routes, hooks, config) |
 //! | `router` | the route table and the one dispatch (connections, sessions, functions) |
 //! | `upgrade` | the upgrade: origin check, cap, `on_connect`, [`ConnectRequest`] |
 //! | `handle` | [`Channel<S>`], the per-connection handle |
@@ -15,6 +16,7 @@
 
 mod config;
 pub(crate) mod connection;
+mod def;
 mod handle;
 mod heartbeat;
 pub(crate) mod outbound;
@@ -28,6 +30,3 @@ pub use handle::Channel;
 pub use outbound::SlowConsumerPolicy;
 pub use route::ChannelRoute;
 pub use upgrade::ConnectRequest;
-
-pub(crate) use route::ChannelDef;
-pub(crate) use upgrade::OpenGuard;

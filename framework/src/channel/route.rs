@@ -11,6 +11,7 @@ use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::{web, HttpRequest};
 
 use super::config::*;
+use super::def::{ChannelDef, OpenHook};
 use super::handle::*;
 use super::router::{Fallback, Handler, RouteTable, Router};
 use super::upgrade::*;
@@ -20,7 +21,6 @@ use crate::handler::subscribe::{
     JoinGuard, Joins, PresenceRule, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE,
 };
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
-use crate::hub::ConnEntry;
 use crate::protocol::RouteKey;
 
 /// A WebSocket endpoint with its routes, mounted on an `App` like any other service.
@@ -302,27 +302,6 @@ impl<S: 'static> ChannelRoute<S> {
         )
     }
 }
-
-/// Everything a channel's connections share: routes, hooks, config, the open-connection count.
-pub(crate) struct ChannelDef<S> {
-    pub(crate) path: Arc<str>,
-    /// One request that reached this channel on this worker, kept for its app data: every
-    /// request to the same resource in the same worker sees the same app data, so connections
-    /// need not keep their own request (and its header table) alive.
-    pub(crate) app: RefCell<Option<HttpRequest>>,
-    /// This worker's connections, for the heartbeat.
-    pub(crate) beats: Rc<RefCell<Vec<std::sync::Weak<ConnEntry>>>>,
-    pub(crate) beating: std::cell::Cell<bool>,
-    pub(crate) config: ChannelConfig,
-    pub(crate) router: Router<S>,
-    pub(crate) on_connect: Option<Arc<dyn ConnectHandler<S>>>,
-    pub(crate) on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
-    pub(crate) on_open: Option<OpenHook<S>>,
-    pub(crate) open: Arc<AtomicUsize>,
-}
-
-/// Runs in the connection actor once the socket is open.
-pub(crate) type OpenHook<S> = Arc<dyn Fn(&Channel<S>) + Send + Sync>;
 
 impl<S: 'static> HttpServiceFactory for ChannelRoute<S> {
     fn register(self, config: &mut AppService) {

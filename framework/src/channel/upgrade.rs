@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,36 +10,15 @@ use actix::Actor;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
 
+use super::def::{ChannelDef, OpenGuard};
 use super::handle::*;
 use super::heartbeat;
-use super::route::*;
 use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
 use crate::error::Error;
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
-
-/// Counts a connection against its channel's cap for as long as it lives.
-pub(crate) struct OpenGuard(Arc<AtomicUsize>);
-
-impl OpenGuard {
-    fn acquire(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        let prev = open.fetch_add(1, Ordering::AcqRel);
-        if prev >= max {
-            open.fetch_sub(1, Ordering::AcqRel);
-            None
-        } else {
-            Some(OpenGuard(open.clone()))
-        }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 pub(crate) async fn accept<S: 'static>(
     def: Rc<ChannelDef<S>>,
@@ -191,6 +169,7 @@ impl FromRequest for ConnectRequest {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn connect_request_accessors() {

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 use crate::id::ConnectionId;
 
-pub use crate::engine::memory::MemoryEngine;
+pub use memory::{MemoryEngine, MemoryEngineBuilder};
 
 /// A boxed `Send` future: engine calls can be made from any thread.
 pub type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

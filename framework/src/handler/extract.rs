@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::handler::MessageRequest;
+use crate::handler::{IntoReply, MessageRequest, Reply};
 use crate::id::ConnectionId;
 
 /// An argument extracted from the message and its connection, without consuming the payload.
@@ -151,5 +151,12 @@ impl<S> FromMessageParts<S> for Binary {
             .cloned()
             .map(Binary)
             .ok_or_else(|| Error::new("bad_payload", "this handler expects a binary frame"))
+    }
+}
+
+/// Lets handlers answer with a binary frame.
+impl IntoReply for Binary {
+    fn into_reply<S>(self, _req: &MessageRequest<S>) -> Result<Reply, Error> {
+        Ok(Reply(Some(crate::channel::outbound::Frame::Binary(self.0))))
     }
 }

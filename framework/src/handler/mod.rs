@@ -16,9 +16,9 @@ use actix_web::HttpRequest;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::channel::outbound::Frame;
 use crate::channel::Channel;
 use crate::error::Error;
-use crate::channel::outbound::Frame;
 use crate::protocol::{self, Envelope};
 
 /// A boxed, non-`Send` future: handlers run on the connection's own thread.
@@ -204,13 +204,6 @@ impl<T: Serialize + 'static> IntoReplyValue for T {
             return Ok(Reply::none());
         }
         req.reply_json(&self)
-    }
-}
-
-/// Lets handlers answer with a binary frame.
-impl IntoReply for crate::handler::extract::Binary {
-    fn into_reply<S>(self, _req: &MessageRequest<S>) -> Result<Reply, Error> {
-        Ok(Reply(Some(Frame::Binary(self.0))))
     }
 }
 
