@@ -14,6 +14,7 @@ pub mod serverless;
 pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod topics;
 
 pub use crate::channel::outbound::SlowConsumerPolicy;
 pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};
@@ -25,6 +26,7 @@ pub use crate::handler::{
 };
 pub use crate::hub::Hub;
 pub use crate::id::{ConnectionId, InvalidConnectionId};
+pub use crate::topics::{SubscribeOptions, Topics};
 
 /// Turns an `async fn` into a routed message handler: `#[switchboard::message("join")]`.
 ///
@@ -73,7 +75,7 @@ pub use switchboard_macros::session_handlers;
 pub mod prelude {
     pub use crate::{
         Binary, Channel, ChannelError, ChannelRoute, ConnectRequest, ConnectionId, Hub, Position,
-        Route, SlowConsumerPolicy,
+        Route, SlowConsumerPolicy, SubscribeOptions, Topics,
     };
 }
 

@@ -11,11 +11,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::channel::outbound::{Class, Outbound, Refused};
-use crate::engine::{Position, SubscribeRequest, Subscribed, Subscriber};
+use crate::engine::Subscriber;
 use crate::error::Error;
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
 use crate::protocol::{self, close_code};
+use crate::topics::{local_topics, Local};
 
 /// One open connection, as its handlers see it: identity, the opening request, the session
 /// value, and a way to send to the client.
@@ -221,129 +222,23 @@ impl<S> Channel<S> {
         &self.inner.hub
     }
 
-    /// Subscribes this connection to `topic`: publications reach the client as
-    /// `{"topic":T,"event":E,"data":D}` frames. Resolves once the broker has it.
-    pub async fn subscribe(&self, topic: &str) -> Result<Subscribed, Error> {
-        self.subscribe_from(topic, None).await
-    }
-
-    /// Subscribes, first replaying what the client missed since `position` (on topics with
-    /// history). `recovered` in the answer says whether that worked.
-    pub async fn subscribe_from(
-        &self,
-        topic: &str,
-        position: Option<Position>,
-    ) -> Result<Subscribed, Error> {
-        self.subscribe_with(topic, position, None).await
-    }
-
-    /// Subscribes, optionally recovering from `position`, and optionally entering the topic's
-    /// presence under `presence = (key, meta)` in the same step (one `presence_state` for the
-    /// client, including itself).
-    pub async fn subscribe_with(
-        &self,
-        topic: &str,
-        position: Option<Position>,
-        presence: Option<(String, serde_json::Value)>,
-    ) -> Result<Subscribed, Error> {
-        let topic: Arc<str> = Arc::from(topic);
-        let sub = self.inner.entry.subscriber(self.id());
-        self.subscribe_request(SubscribeRequest {
-            recover: position,
-            presence,
-            ..SubscribeRequest::new(topic, sub)
-        })
-        .await
-    }
-
-    /// Subscribes this connection with every option of a [`SubscribeRequest`] (recovery, the
-    /// last N publications, presence). Its `topic` and `subscriber` are this connection's:
-    /// build it with `SubscribeRequest::new(topic, channel.subscriber())`.
-    pub async fn subscribe_request(&self, req: SubscribeRequest) -> Result<Subscribed, Error> {
-        let topic = req.topic.clone();
-        let engine = self.inner.hub.engine();
-        let sub = engine.subscribe(req);
-        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, sub).await
-    }
-
     /// This connection as a topic subscriber: its deliveries go to the client.
     pub fn subscriber(&self) -> Subscriber {
         self.inner.entry.subscriber(self.id())
     }
 
-    /// Unsubscribes this connection from `topic` (and drops its presence there).
-    pub fn unsubscribe(&self, topic: &str) {
-        let topic: Arc<str> = Arc::from(topic);
-        self.inner.entry.remove_topic(&topic);
-        self.inner.hub.engine().unsubscribe(topic, self.id());
+    /// Topic operations with deliveries going to `subscriber` (the client's queue, or a
+    /// session's).
+    pub(crate) fn local_as(&self, subscriber: Subscriber) -> Local<'_> {
+        Local {
+            hub: &self.inner.hub,
+            entry: self.inner.entry.clone(),
+            subscriber,
+        }
     }
 
-    /// Topics this connection is subscribed to.
-    pub fn subscriptions(&self) -> Vec<String> {
-        self.inner
-            .entry
-            .topics()
-            .iter()
-            .map(|t| t.to_string())
-            .collect()
-    }
-
-    /// Publishes to every subscriber of `topic`, this connection included if subscribed.
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        data: &T,
-    ) -> Result<(), Error> {
-        self.inner.hub.publish(topic, event, data).await
-    }
-
-    /// Publishes to every subscriber of `topic` but this connection.
-    pub async fn broadcast_from<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        data: &T,
-    ) -> Result<(), Error> {
-        let data = crate::hub::to_raw(data)?;
-        self.inner
-            .hub
-            .publish_raw(topic, event, data, Some(self.id()))
-            .await
-    }
-
-    /// Announces this connection on `topic`'s presence under `key` (a user id: several
-    /// connections of one key show as one entry) with `meta`. The connection receives the
-    /// topic's `presence_state`; subscribers get a `presence_diff` when the key appears, and
-    /// again when its last connection leaves.
-    pub async fn track<M: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        key: &str,
-        meta: &M,
-    ) -> Result<(), Error> {
-        self.track_as(self.subscriber(), topic, key, meta).await
-    }
-
-    /// `track` for this connection with another sink (a session's).
-    pub(crate) async fn track_as<M: Serialize + ?Sized>(
-        &self,
-        subscriber: Subscriber,
-        topic: &str,
-        key: &str,
-        meta: &M,
-    ) -> Result<(), Error> {
-        let meta = serde_json::to_value(meta)?;
-        let topic: Arc<str> = Arc::from(topic);
-        let engine = self.inner.hub.engine();
-        let track = engine.track(topic.clone(), subscriber, key.to_owned(), meta);
-        // Presence goes when the connection does: the topic is recorded for cleanup.
-        crate::hub::with_topic(engine, &self.inner.entry, self.id(), topic, track).await
-    }
-
-    /// Removes this connection from `topic`'s presence.
-    pub fn untrack(&self, topic: &str) {
-        self.inner.hub.engine().untrack(Arc::from(topic), self.id());
+    fn local(&self) -> Result<Local<'_>, Error> {
+        Ok(self.local_as(self.subscriber()))
     }
 
     /// A channel bound to a connection that lives elsewhere: a serverless function's view of
@@ -393,3 +288,5 @@ impl<S> Channel<S> {
         &self.inner.out
     }
 }
+
+local_topics!(impl<S> Channel<S>);

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
-use crate::engine::{Position, SubscribeRequest, Subscribed, TopicPattern};
+use crate::engine::{Position, Subscribed, TopicPattern};
 use crate::error::Error;
 use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
 use crate::protocol::decode_payload;
+use crate::topics::{SubscribeOptions, Topics};
 
 /// Decides whether a connection may join a topic. Any
 /// `Fn(Channel<S>, String) -> impl Future<Output = Result<(), ChannelError>>` is one.
@@ -156,14 +157,12 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
                 Some(rule) => rule.presence(ch.clone(), data.topic.clone()).await,
                 None => None,
             };
-            let subscribed = ch
-                .subscribe_request(SubscribeRequest {
-                    recover: data.recover,
-                    last: data.last,
-                    presence,
-                    ..SubscribeRequest::new(Arc::from(data.topic.as_str()), ch.subscriber())
-                })
-                .await?;
+            let options = SubscribeOptions {
+                recover: data.recover,
+                last: data.last,
+                presence,
+            };
+            let subscribed = ch.subscribe_with(&data.topic, options).await?;
             req.reply_json(&SubscribeReply {
                 topic: data.topic,
                 subscribed,
@@ -180,7 +179,7 @@ impl<S: 'static> MessageHandler<S> for UnsubscribeRoute {
     fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, Error>> {
         Box::pin(async move {
             let data: TopicData = decode_payload(req.data().unwrap_or("null"))?;
-            req.channel().unsubscribe(&data.topic);
+            req.channel().unsubscribe(&data.topic).await?;
             req.reply_json(&serde_json::json!({ "topic": data.topic }))
         })
     }

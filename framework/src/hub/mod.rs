@@ -12,13 +12,13 @@ use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::channel::outbound::{Class, Frame, Outbound, Refused};
 use crate::engine::{
     Delivered, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position, Presence,
     Publication, Publish, SubscribeRequest, Subscribed, Subscriber, TopicInfo,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
-use crate::channel::outbound::{Class, Frame, Outbound, Refused};
 use crate::protocol::{self, close_code};
 
 /// Publishes to topics and reaches connections from anywhere.
@@ -245,6 +245,11 @@ impl Hub {
             .get(id)
             .map(|e| e.topics().iter().map(|t| t.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    /// The registry entry of an open connection.
+    pub(crate) fn entry(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
+        self.inner.registry.get(id)
     }
 
     pub(crate) fn register(&self, id: ConnectionId, entry: Arc<ConnEntry>) {

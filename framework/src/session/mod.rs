@@ -56,17 +56,16 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::channel::outbound::{Class, SlowConsumerPolicy};
 use crate::channel::{Channel, ChannelRoute};
-use crate::engine::{
-    Delivered, DeliverySink, Position, Publication, SubscribeRequest, Subscribed, Subscriber,
-};
+use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
 use crate::error::Error;
 use crate::handler::{
     BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::channel::outbound::{Class, SlowConsumerPolicy};
+use crate::topics::{local_topics, Local};
 
 /// A future borrowing the session state.
 pub type SessionFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -531,71 +530,13 @@ impl<T: Session> SessionCtx<T> {
         self.inner.channel.close_with(code, reason);
     }
 
-    /// Subscribes the session to `topic`: publications arrive at its `#[topic_message]`
-    /// handler (or go to the client as topic frames when it has none).
-    pub async fn subscribe(&self, topic: &str) -> Result<Subscribed, Error> {
-        self.subscribe_from(topic, None).await
-    }
-
-    /// Subscribes, replaying what was missed since `position` first.
-    pub async fn subscribe_from(
-        &self,
-        topic: &str,
-        position: Option<Position>,
-    ) -> Result<Subscribed, Error> {
-        self.inner
-            .channel
-            .subscribe_request(SubscribeRequest {
-                recover: position,
-                ..SubscribeRequest::new(Arc::from(topic), self.subscriber())
-            })
-            .await
-    }
-
-    /// The session as a topic subscriber: publications go to its topic handler.
-    fn subscriber(&self) -> Subscriber {
-        Subscriber {
+    /// The session as a topic subscriber: publications go to its topic handler (or to the
+    /// client as topic frames when it has none).
+    fn local(&self) -> Result<Local<'_>, Error> {
+        Ok(self.inner.channel.local_as(Subscriber {
             id: self.id(),
             sink: self.inner.sink.clone(),
-        }
-    }
-
-    /// Unsubscribes from `topic`.
-    pub fn unsubscribe(&self, topic: &str) {
-        self.inner.channel.unsubscribe(topic);
-    }
-
-    /// Publishes to `topic`.
-    pub async fn publish<D: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        data: &D,
-    ) -> Result<(), Error> {
-        self.inner.channel.publish(topic, event, data).await
-    }
-
-    /// Publishes to `topic`, skipping this connection.
-    pub async fn broadcast_from<D: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        data: &D,
-    ) -> Result<(), Error> {
-        self.inner.channel.broadcast_from(topic, event, data).await
-    }
-
-    /// Enters `topic`'s presence (see [`Channel::track`]).
-    pub async fn track<M: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        key: &str,
-        meta: &M,
-    ) -> Result<(), Error> {
-        self.inner
-            .channel
-            .track_as(self.subscriber(), topic, key, meta)
-            .await
+        }))
     }
 
     /// Publications dropped because the session's topic queue was full.
@@ -705,6 +646,8 @@ impl<T: Session> SessionCtx<T> {
         }
     }
 }
+
+local_topics!(impl<T: Session> SessionCtx<T>);
 
 /// The pieces macro output calls.
 #[doc(hidden)]
