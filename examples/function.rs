@@ -110,8 +110,7 @@ async fn join(ch: Channel<User>, msg: Room) -> Result<String, ChannelError> {
 
 #[switchboard::message("leave")]
 async fn leave(ch: Channel<User>, msg: Room) -> Result<(), ChannelError> {
-    ch.unsubscribe(&format!("room:{}", msg.room));
-    Ok(())
+    ch.unsubscribe(&format!("room:{}", msg.room)).await
 }
 
 #[derive(Deserialize)]

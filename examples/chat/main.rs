@@ -158,7 +158,7 @@ impl ChatUser {
     async fn typing(&mut self, ch: &SessionCtx<Self>, t: Typing) -> Result<(), ChannelError> {
         let nick = self.nick.clone().ok_or_else(need_nick)?;
         let topic = room_topic(&t.room);
-        if !ch.channel().subscriptions().contains(&topic) {
+        if !ch.channel().subscriptions().await?.contains(&topic) {
             return Err(ChannelError::new("not_in_room", "join the room first"));
         }
         match self.typing.remove(&t.room) {
@@ -228,7 +228,7 @@ async fn say(ch: Channel<SessionHost<ChatUser>>, msg: Say) -> Result<(), Channel
         ));
     }
     let topic = room_topic(&msg.room);
-    if !ch.subscriptions().contains(&topic) {
+    if !ch.subscriptions().await?.contains(&topic) {
         return Err(ChannelError::new("not_in_room", "join the room first"));
     }
     let host = ch.session().ok_or(ChannelError::Closed)?;
