@@ -1,5 +1,6 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod channel;
 pub mod engine;
@@ -10,9 +11,11 @@ mod id;
 pub mod js;
 pub mod protocol;
 #[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod serverless;
 pub mod session;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod topics;
 

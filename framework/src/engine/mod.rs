@@ -3,6 +3,7 @@
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 use std::collections::BTreeMap;
