@@ -1,21 +1,22 @@
 //! The hub: the engine plus the registry of open connections, usable from anywhere (HTTP
 //! handlers, background tasks, other threads).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod registry;
+
+pub use registry::ConnectionInfo;
+pub(crate) use registry::{ConnEntry, Registry};
+
+use std::sync::{Arc, OnceLock};
 
 use actix_web::{FromRequest, HttpRequest};
 use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::channel::outbound::{Class, Frame, Outbound, Refused};
+use crate::channel::outbound::{Class, Frame, Refused};
 use crate::engine::{
-    Delivered, DeliverySink, Engine, EngineHealth, EngineStats, MemoryEngine, Position, Presence,
-    Publication, Publish, SubscribeRequest, Subscribed, Subscriber, TopicInfo,
+    Engine, EngineHealth, EngineStats, MemoryEngine, Position, Presence, Publish, SubscribeRequest,
+    Subscribed, TopicInfo,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -317,208 +318,4 @@ pub struct HubStats {
     /// The engine's totals.
     #[serde(flatten)]
     pub engine: EngineStats,
-}
-
-/// What the hub knows of an open connection (the connections API's `GET`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ConnectionInfo {
-    /// The connection.
-    pub id: ConnectionId,
-    /// The channel's path pattern.
-    pub channel: String,
-    /// When it opened.
-    pub connected_at: SystemTime,
-    /// When it last sent something.
-    pub last_active_at: SystemTime,
-    /// The client's address.
-    pub source_ip: Option<IpAddr>,
-    /// The client's `User-Agent`.
-    pub user_agent: Option<String>,
-    /// Frames waiting in its outbound queue.
-    pub queued: usize,
-    /// Frames dropped for it under the drop-newest slow-consumer policy.
-    pub dropped: u64,
-}
-
-/// A connection as the hub holds it: its outbound queue, its topics and what the connections
-/// API reports.
-pub(crate) struct ConnEntry {
-    out: Arc<Outbound>,
-    topics: Mutex<Vec<Arc<str>>>,
-    /// Deregistered: its topics were taken for cleanup, and one recorded now is never cleaned.
-    /// Written with `topics` locked.
-    gone: AtomicBool,
-    channel: Arc<str>,
-    connected_at: SystemTime,
-    last_active_ms: AtomicU64,
-    source_ip: Option<IpAddr>,
-    user_agent: Option<Box<str>>,
-}
-
-impl ConnEntry {
-    pub(crate) fn new(out: Arc<Outbound>, channel: Arc<str>, req: &HttpRequest) -> Self {
-        let now = SystemTime::now();
-        ConnEntry {
-            out,
-            topics: Mutex::new(Vec::new()),
-            gone: AtomicBool::new(false),
-            channel,
-            connected_at: now,
-            last_active_ms: AtomicU64::new(millis(now)),
-            source_ip: req.peer_addr().map(|a| a.ip()),
-            user_agent: req
-                .headers()
-                .get(actix_web::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(Into::into),
-        }
-    }
-
-    fn lock_topics(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn subscriber(&self, id: ConnectionId) -> Subscriber {
-        Subscriber {
-            id,
-            sink: self.out.clone(),
-        }
-    }
-
-    /// Records a topic; false when it was there already.
-    pub(crate) fn add_topic(&self, topic: Arc<str>) -> bool {
-        let mut t = self.lock_topics();
-        if t.contains(&topic) {
-            return false;
-        }
-        t.push(topic);
-        true
-    }
-
-    /// Whether `topic` is recorded and will be cleaned up with the connection.
-    pub(crate) fn has_topic(&self, topic: &Arc<str>) -> bool {
-        let t = self.lock_topics();
-        !self.gone.load(Ordering::Relaxed) && t.contains(topic)
-    }
-
-    pub(crate) fn remove_topic(&self, topic: &Arc<str>) -> bool {
-        let mut t = self.lock_topics();
-        let before = t.len();
-        t.retain(|x| x != topic);
-        t.len() != before
-    }
-
-    pub(crate) fn topics(&self) -> Vec<Arc<str>> {
-        self.lock_topics().clone()
-    }
-
-    fn take_topics(&self) -> Vec<Arc<str>> {
-        let mut t = self.lock_topics();
-        self.gone.store(true, Ordering::Relaxed);
-        std::mem::take(&mut *t)
-    }
-
-    pub(crate) fn touch(&self) {
-        self.last_active_ms
-            .store(millis(SystemTime::now()), Ordering::Relaxed);
-    }
-
-    /// One heartbeat: pings, or starts closing a connection idle for longer than `idle`.
-    /// Returns false once the connection is closing (the heartbeat forgets it).
-    pub(crate) fn beat(&self, idle: Duration) -> bool {
-        if self.out.is_closing() {
-            return false;
-        }
-        if self.idle_for() > idle {
-            self.out.close(close_code::GOING_AWAY, "idle timeout");
-            return false;
-        }
-        let _ = self
-            .out
-            .push(Frame::Ping(bytes::Bytes::new()), Class::Essential);
-        self.out.shrink_idle();
-        true
-    }
-
-    /// How long since the client last sent anything.
-    pub(crate) fn idle_for(&self) -> Duration {
-        let last = self.last_active_ms.load(Ordering::Relaxed);
-        Duration::from_millis(millis(SystemTime::now()).saturating_sub(last))
-    }
-
-    fn info(&self, id: ConnectionId) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            channel: self.channel.to_string(),
-            connected_at: self.connected_at,
-            last_active_at: UNIX_EPOCH
-                + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed)),
-            source_ip: self.source_ip,
-            user_agent: self.user_agent.as_deref().map(str::to_owned),
-            queued: self.out.len(),
-            dropped: self.out.dropped(),
-        }
-    }
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-impl DeliverySink for Outbound {
-    fn deliver(&self, d: &Publication) -> Delivered {
-        match self.push_text(d.frame.clone(), Class::Droppable) {
-            Ok(()) => Delivered::Queued,
-            Err(Refused::Dropped) => Delivered::Dropped,
-            Err(Refused::Closed) => Delivered::Gone,
-        }
-    }
-}
-
-/// Open connections by id, in shards so that connects and disconnects on different workers
-/// rarely meet on one lock.
-struct Registry {
-    shards: Box<[Mutex<RegistryShard>]>,
-}
-
-type RegistryShard = HashMap<ConnectionId, Arc<ConnEntry>>;
-
-const REGISTRY_SHARDS: usize = 32;
-
-impl Registry {
-    fn new() -> Self {
-        Registry {
-            shards: (0..REGISTRY_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, id: ConnectionId) -> MutexGuard<'_, RegistryShard> {
-        // The last bytes of an id are a counter: consecutive connections spread evenly.
-        let b = id.as_bytes();
-        let i = b[10] as usize % REGISTRY_SHARDS;
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, id: ConnectionId, e: Arc<ConnEntry>) {
-        self.shard(id).insert(id, e);
-    }
-
-    fn get(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
-        self.shard(id).get(&id).cloned()
-    }
-
-    fn remove(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
-        self.shard(id).remove(&id)
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
-    }
 }
