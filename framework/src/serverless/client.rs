@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 use actix_web::http::{Method, StatusCode};
 use bytes::Bytes;
 use bytestring::ByteString;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{sigv4, time};
+use super::http::{self, Failure, Pool};
+use super::{auth, sigv4, time};
 use crate::engine::{
     Engine, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest, Subscribed,
     TopicInfo,
@@ -30,13 +30,6 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::protocol;
-
-/// Path segments: everything but unreserved characters is encoded (ids hold `+`, `/`, `=`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Request header that forces a binary frame on `POST /@connections/{id}` (a Switchboard
 /// extension; without it, a UTF-8 body is sent as a text frame, anything else as binary).
@@ -354,10 +347,7 @@ impl ConnectionsClient {
                 }
                 if !reason.is_empty() {
                     let reason = crate::channel::outbound::close_reason(reason);
-                    path.push_str(&format!(
-                        "{sep}reason={}",
-                        utf8_percent_encode(reason, SEGMENT)
-                    ));
+                    path.push_str(&format!("{sep}reason={}", http::encode(reason)));
                 }
                 self.call(Call::new(Method::DELETE, path, Bytes::new()))
                     .await
@@ -388,14 +378,9 @@ impl ConnectionsClient {
         match &self.backend {
             Backend::Local(hub) => hub.publish_raw(topic, event, data, exclude).await,
             _ => {
-                let mut path = format!(
-                    "{}?event={}",
-                    topic_path(topic),
-                    utf8_percent_encode(event, SEGMENT)
-                );
+                let mut path = format!("{}?event={}", topic_path(topic), http::encode(event));
                 if let Some(id) = exclude {
-                    path.push_str("&exclude=");
-                    path.push_str(&utf8_percent_encode(&id.to_string(), SEGMENT).to_string());
+                    path.push_str(&format!("&exclude={}", http::encode(&id.to_string())));
                 }
                 let body = Bytes::copy_from_slice(data.get().as_bytes());
                 let mut call = Call::new(Method::POST, path, body);
@@ -505,7 +490,7 @@ impl ConnectionsClient {
         headers.push(("host", host));
         match auth {
             Auth::None => {}
-            Auth::Bearer(token) => headers.push(("authorization", format!("Bearer {token}"))),
+            Auth::Bearer(token) => headers.push(("authorization", auth::bearer_header(token))),
             Auth::SigV4 {
                 access_key,
                 secret,
@@ -529,12 +514,13 @@ impl ConnectionsClient {
                 headers.push(("authorization", authorization));
             }
         }
-        let req = HttpCall {
+        let req = http::Request {
             method: call.method,
             url,
             headers,
             body: call.body,
             timeout: *timeout,
+            limit: MAX_ANSWER,
         };
         let answer = perform(req).await?;
         answer.check()
@@ -602,33 +588,20 @@ impl Call {
     }
 }
 
-fn segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
-
 fn connection_path(id: ConnectionId) -> String {
-    format!("/@connections/{}", segment(&id.to_string()))
+    format!("/@connections/{}", http::encode(&id.to_string()))
 }
 
 fn subscription_path(id: ConnectionId, topic: &str) -> String {
-    format!("{}/topics/{}", connection_path(id), segment(topic))
+    format!("{}/topics/{}", connection_path(id), http::encode(topic))
 }
 
 fn topic_path(topic: &str) -> String {
-    format!("/@topics/{}", segment(topic))
+    format!("/@topics/{}", http::encode(topic))
 }
 
 // ---------------------------------------------------------------------------------------------
 // The HTTP client thread.
-
-/// One HTTP exchange to perform on the client thread.
-struct HttpCall {
-    method: Method,
-    url: String,
-    headers: Vec<(&'static str, String)>,
-    body: Bytes,
-    timeout: Duration,
-}
 
 type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
@@ -673,54 +646,34 @@ where
     }
 }
 
-thread_local! {
-    static AWC: awc::Client = crate::serverless::http::client(100);
-}
-
 /// The response size the client reads at most.
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
-fn timed_out(timeout: Duration) -> Error {
-    Error::internal(format_args!(
-        "connections API call timed out after {timeout:?}"
-    ))
-}
-
-fn perform(call: HttpCall) -> impl Future<Output = Result<Answer, Error>> + Send {
+/// Performs `req` on the client thread.
+fn perform(req: http::Request) -> impl Future<Output = Result<Answer, Error>> + Send {
+    let timeout = req.timeout;
     let fut = on_client_thread(move || async move {
-        let timeout = call.timeout;
-        let exchange = async move {
-            let mut req = AWC.with(|c| c.request(call.method, &call.url));
-            for (name, value) in &call.headers {
-                req = req.insert_header((*name, value.as_str()));
-            }
-            let mut resp = req
-                .timeout(timeout)
-                .send_body(call.body)
-                .await
-                .map_err(|e| Error::internal(format_args!("connections API unreachable: {e}")))?;
-            let body = resp.body().limit(MAX_ANSWER).await.map_err(|e| match e {
-                // awc's own timeout, while the body was still coming.
-                awc::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                    timed_out(timeout)
+        let resp = http::send(Pool::ConnectionsApi, req)
+            .await
+            .map_err(|e| match e {
+                Failure::TimedOut => Error::internal(format_args!(
+                    "connections API call timed out after {timeout:?}"
+                )),
+                Failure::Unreachable(e) => {
+                    Error::internal(format_args!("connections API unreachable: {e}"))
                 }
-                e => Error::internal(format_args!("connections API answer: {e}")),
+                Failure::TooLarge => Error::internal(format_args!(
+                    "connections API answer: over {MAX_ANSWER} bytes"
+                )),
+                Failure::Broken(e) => Error::internal(format_args!("connections API answer: {e}")),
             })?;
-            let error_type = resp
-                .headers()
-                .get("x-amzn-errortype")
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.split(':').next().unwrap_or(s).to_owned());
-            Ok(Answer {
-                status: resp.status(),
-                error_type,
-                body,
-            })
-        };
-        match actix_rt::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(timed_out(timeout)),
-        }
+        let error_type = http::header(&resp.headers, "x-amzn-errortype")
+            .map(|s| s.split(':').next().unwrap_or(s).to_owned());
+        Ok(Answer {
+            status: resp.status,
+            error_type,
+            body: resp.body,
+        })
     });
     async move { fut.await? }
 }

@@ -43,31 +43,28 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use super::client::{ConnectionDetails, ConnectionsClient, RemoteEngine, FRAME_HEADER};
 
-use super::{sigv4, time};
+use super::http::{self, ReadError};
+use super::{auth, sigv4, time};
+use crate::channel::outbound::MAX_CLOSE_REASON;
 use crate::engine::Position;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::channel::outbound::MAX_CLOSE_REASON;
 use crate::protocol::close_code;
-
-pub(crate) use super::sigv4::constant_time_eq;
 
 /// The connections API, an actix-web service mounted at the app root (or under
 /// [`prefix`](Self::prefix)). See the [module docs](self).
@@ -177,14 +174,13 @@ impl ConnectionsApi {
 
 impl HttpServiceFactory for ConnectionsApi {
     fn register(self, config: &mut AppService) {
-        let addr = config.config().local_addr();
-        if !self.secured() && !addr.ip().is_loopback() {
-            panic!(
-                "switchboard: refusing to serve the connections API on {addr} without credentials: \
-                 configure ConnectionsApi::credentials (AWS access keys) or ::bearer_token, \
-                 or bind a loopback address"
-            );
-        }
+        auth::refuse_unsecured(
+            self.secured(),
+            config.config().local_addr(),
+            "the connections API",
+            "credentials",
+            "ConnectionsApi::credentials (AWS access keys) or ::bearer_token",
+        );
         let api = Arc::new(self);
         let p = api.prefix.clone();
         let route = |op: Op| {
@@ -253,7 +249,7 @@ impl ApiError {
     fn response(&self) -> HttpResponse {
         HttpResponse::build(self.status)
             .insert_header(("x-amzn-ErrorType", self.kind))
-            .insert_header(("x-amzn-RequestId", request_id()))
+            .insert_header(("x-amzn-RequestId", time::request_id()))
             .json(serde_json::json!({ "message": self.message }))
     }
 }
@@ -291,13 +287,6 @@ fn internal(e: &Error) -> ApiError {
     )
 }
 
-fn request_id() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = time::epoch_millis(SystemTime::now());
-    format!("{t:012x}-{n:08x}")
-}
-
 /// Authentication before the body: which check the body still needs.
 enum Pending<'a> {
     Done,
@@ -306,23 +295,6 @@ enum Pending<'a> {
         amz_date: &'a str,
         secret: &'a str,
     },
-}
-
-fn header(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Headers a reverse proxy adds: a request carrying one came through a proxy, whatever the
-/// peer address says.
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
-
-/// Whether the request comes straight from this host: a loopback peer, and no proxy headers.
-/// What an API without credentials (and a function without a token) serves: the startup check
-/// only sees the bound address, and a reverse proxy on the same host (or a unix socket, which
-/// has no peer address) would otherwise open them to anyone.
-pub(crate) fn local_and_direct(req: &HttpRequest) -> bool {
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-    loopback && !PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h))
 }
 
 /// The raw (percent-encoded) path segment after `marker` (`/@connections/`), decoded.
@@ -342,7 +314,7 @@ impl ConnectionsApi {
 
     fn precheck<'a>(&'a self, req: &'a HttpRequest) -> Result<Pending<'a>, ApiError> {
         if !self.secured() {
-            return if local_and_direct(req) {
+            return if auth::local_and_direct(req) {
                 Ok(Pending::Done)
             } else {
                 Err(forbidden(
@@ -350,18 +322,16 @@ impl ConnectionsApi {
                 ))
             };
         }
-        let Some(authorization) = header(req, header::AUTHORIZATION) else {
+        let Some(authorization) = http::header(req.headers(), header::AUTHORIZATION) else {
             return Err(forbidden("Missing Authentication Token"));
         };
-        if let Some((scheme, token)) = authorization.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return match &self.bearer {
-                    Some(t) if constant_time_eq(t.as_bytes(), token.trim().as_bytes()) => {
-                        Ok(Pending::Done)
-                    }
-                    _ => Err(forbidden("invalid bearer token")),
-                };
-            }
+        if let Some(token) = auth::bearer_token(req.headers()) {
+            return match &self.bearer {
+                Some(t) if auth::constant_time_eq(t.as_bytes(), token.as_bytes()) => {
+                    Ok(Pending::Done)
+                }
+                _ => Err(forbidden("invalid bearer token")),
+            };
         }
         if self.credentials.is_empty() {
             return Err(forbidden("this API accepts bearer tokens only"));
@@ -375,7 +345,7 @@ impl ConnectionsApi {
                 "signed requests must percent-encode `+` and spaces in the query (%2B, %20)",
             ));
         }
-        let amz_date = header(req, "x-amz-date");
+        let amz_date = http::header(req.headers(), "x-amz-date");
         let (auth, secret) = sigv4::precheck(
             authorization,
             amz_date,
@@ -402,7 +372,7 @@ impl ConnectionsApi {
             return Ok(());
         };
         let hash = sigv4::sha256_hex(body);
-        if let Some(claimed) = header(req, "x-amz-content-sha256") {
+        if let Some(claimed) = http::header(req.headers(), "x-amz-content-sha256") {
             if !claimed.eq_ignore_ascii_case(&hash) {
                 return Err(forbidden(
                     "x-amz-content-sha256 does not match the payload (unsigned payloads are not accepted)",
@@ -435,22 +405,20 @@ impl ConnectionsApi {
         &self,
         op: Op,
         req: &HttpRequest,
-        mut payload: web::Payload,
+        payload: web::Payload,
     ) -> Result<HttpResponse, ApiError> {
         let pending = self.precheck(req)?;
-        let declared = header(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+        let declared = http::header(req.headers(), header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.max_payload) {
             return Err(too_large(self.max_payload));
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| bad_request("could not read the request body"))?;
-            if body.len() + chunk.len() > self.max_payload {
-                return Err(too_large(self.max_payload));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let body = body.freeze();
+        let body = http::read_body(payload, self.max_payload)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => too_large(self.max_payload),
+                ReadError::Broken(_) => bad_request("could not read the request body"),
+            })?;
         self.verify(req, pending, &body)?;
         self.run(op, req, body).await
     }
@@ -474,7 +442,8 @@ impl ConnectionsApi {
         Ok(match op {
             Op::Post => {
                 let (raw, id) = conn()?;
-                let binary = header(req, FRAME_HEADER).is_some_and(|v| v == "binary");
+                let binary =
+                    http::header(req.headers(), FRAME_HEADER).is_some_and(|v| v == "binary");
                 let sent = match (binary, ByteString::try_from(body.clone())) {
                     (false, Ok(text)) => hub.send_text(id, text),
                     _ => hub.send_binary(id, body),

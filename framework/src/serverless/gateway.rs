@@ -87,11 +87,10 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -100,18 +99,21 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::channel::outbound::Frame;
 use crate::channel::{Channel, ChannelRoute};
-use crate::channel::connection::RAW_FALLBACK_ROUTE;
-use crate::serverless::time;
 use crate::error::Error;
-use crate::serverless::function::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
     DEFAULT_ROUTE,
 };
 use crate::id::ConnectionId;
-use crate::channel::outbound::Frame;
 use crate::protocol;
+use crate::serverless::event::{
+    self, is_binary_content, is_frame_reply, ConnectAnswer, ErrorAnswer, Event, EventType,
+    Identity, Payload, RequestContext, CONNECT_ROUTE, DISCONNECT_ROUTE, REPLY_HEADER,
+};
+use crate::serverless::http::{self, Failure, Pool};
+use crate::serverless::{auth, time};
 
 /// The close code RFC 6455 reserves for reporting a connection that ended without a close
 /// frame.
@@ -136,7 +138,7 @@ impl GatewaySession {
     /// The session a Switchboard function's `on_connect` returned
     /// (`authorizer.session`), deserialized.
     pub fn session<T: DeserializeOwned>(&self) -> Option<T> {
-        let v = self.authorizer.as_deref()?.get("session")?;
+        let v = event::session_in(self.authorizer.as_deref()?)?;
         T::deserialize(v).ok()
     }
 }
@@ -267,7 +269,7 @@ impl Gateway {
     pub fn install(&self, route: ChannelRoute<GatewaySession>) -> ChannelRoute<GatewaySession> {
         let cfg = Arc::new(self.cfg.clone());
         let mut route = route
-            .fallback(Forward {
+            .raw_fallback(Forward {
                 cfg: cfg.clone(),
                 raw_text: true,
             })
@@ -285,30 +287,11 @@ impl Gateway {
     }
 }
 
-thread_local! {
-    /// Handlers run on the connection's thread: one client (and connection pool) per thread.
-    static CLIENT: awc::Client = crate::serverless::http::client(1024);
-}
-
-fn next_id() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = time::epoch_millis(SystemTime::now());
-    let mut raw = [0u8; 12];
-    raw[..6].copy_from_slice(&t.to_be_bytes()[2..]);
-    raw[6..].copy_from_slice(&n.to_be_bytes()[2..]);
-    base64::engine::general_purpose::STANDARD.encode(raw)
-}
-
 /// What an event says about the client.
 struct Client<'a> {
     host: Option<&'a str>,
     user_agent: Option<&'a str>,
     peer: Option<SocketAddr>,
-}
-
-fn header<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A function's answer.
@@ -339,56 +322,35 @@ fn failed(message: String) -> Error {
 
 impl GatewayConfig {
     async fn post(&self, event: &Event) -> Result<Answer, Error> {
-        let body = serde_json::to_vec(event)?;
-        let exchange = async {
-            let mut req = CLIENT
-                .with(|c| c.post(&self.url))
-                .insert_header(("content-type", "application/json"));
-            if let Some(t) = &self.token {
-                req = req.insert_header(("authorization", format!("Bearer {t}")));
-            }
-            let mut resp =
-                req.timeout(self.timeout)
-                    .send_body(body)
-                    .await
-                    .map_err(|e| match e {
-                        awc::error::SendRequestError::Timeout => timed_out(self.timeout),
-                        e => unavailable(e),
-                    })?;
-            let header = |name: &str| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            let frame = header(REPLY_HEADER).eq_ignore_ascii_case("frame");
-            let binary = header("content-type").starts_with("application/octet-stream");
-            let body = resp
-                .body()
-                .limit(self.max_response)
-                .await
-                .map_err(|e| match e {
-                    awc::error::PayloadError::Overflow => failed(format!(
-                        "the function's answer is over {} bytes",
-                        self.max_response
-                    )),
-                    // awc's own timeout (the request's), while the body was still coming.
-                    awc::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                        timed_out(self.timeout)
-                    }
-                    e => failed(format!("the function's answer broke off: {e}")),
-                })?;
-            Ok::<_, Error>(Answer {
-                status: resp.status(),
-                frame,
-                binary,
-                body,
-            })
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(t) = &self.token {
+            headers.push(("authorization", auth::bearer_header(t)));
+        }
+        let request = http::Request {
+            method: Method::POST,
+            url: self.url.clone(),
+            headers,
+            body: serde_json::to_vec(event)?.into(),
+            timeout: self.timeout,
+            limit: self.max_response,
         };
-        let answer = match actix_rt::time::timeout(self.timeout, exchange).await {
-            Ok(answer) => answer?,
-            Err(_) => return Err(timed_out(self.timeout)),
+        // Handlers run on the connection's thread: its client (and connection pool).
+        let resp = http::send(Pool::Functions, request)
+            .await
+            .map_err(|e| match e {
+                Failure::TimedOut => timed_out(self.timeout),
+                Failure::Unreachable(e) => unavailable(e),
+                Failure::TooLarge => failed(format!(
+                    "the function's answer is over {} bytes",
+                    self.max_response
+                )),
+                Failure::Broken(e) => failed(format!("the function's answer broke off: {e}")),
+            })?;
+        let answer = Answer {
+            status: resp.status,
+            frame: is_frame_reply(resp.header(REPLY_HEADER)),
+            binary: is_binary_content(resp.header("content-type")),
+            body: resp.body,
         };
         if self.lambda_proxy && answer.status.is_success() {
             return lambda_proxy(answer);
@@ -404,17 +366,9 @@ impl GatewayConfig {
         connected_at: SystemTime,
         client: Client<'_>,
     ) -> RequestContext {
-        let now = SystemTime::now();
-        let request_id = next_id();
+        let request_id = time::event_id();
         RequestContext {
-            route_key: route_key.to_owned(),
-            event_type,
-            connection_id: id.to_string(),
-            connected_at: time::epoch_millis(connected_at),
-            request_time_epoch: time::epoch_millis(now),
-            request_time: time::request_time(now),
-            message_id: (event_type == EventType::Message).then(next_id),
-            message_direction: "IN".into(),
+            message_id: (event_type == EventType::Message).then(time::event_id),
             extended_request_id: request_id.clone(),
             request_id,
             domain_name: client.host.unwrap_or_default().to_owned(),
@@ -424,9 +378,13 @@ impl GatewayConfig {
                 source_ip: client.peer.map(|a| a.ip().to_string()).unwrap_or_default(),
                 user_agent: client.user_agent.map(str::to_owned),
             },
-            authorizer: None,
-            disconnect_status_code: None,
-            disconnect_reason: None,
+            ..RequestContext::new(
+                route_key,
+                event_type,
+                id.to_string(),
+                connected_at,
+                SystemTime::now(),
+            )
         }
     }
 
@@ -463,43 +421,31 @@ impl GatewayConfig {
             .get::<ConnectionId>()
             .copied()
             .ok_or_else(|| Error::internal("no connection id on the upgrade request"))?;
-        let (headers, multi_headers) = multi_map(
-            req.headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-        );
-        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map(web::Query::into_inner)
             .unwrap_or_default();
-        let (query, multi_query) = multi_map(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let event = Event {
-            request_context: self.context(
-                "$connect",
+        let event = Event::connect(
+            self.context(
+                CONNECT_ROUTE,
                 EventType::Connect,
                 id,
                 connected_at,
                 Client {
-                    host: header(&req, "host"),
-                    user_agent: header(&req, "user-agent"),
+                    host: http::header(req.headers(), "host"),
+                    user_agent: http::header(req.headers(), "user-agent"),
                     peer: req.peer_addr(),
                 },
             ),
-            body: None,
-            is_base64_encoded: false,
-            headers: Some(headers),
-            multi_value_headers: Some(multi_headers),
-            query_string_parameters: (!query.is_empty()).then_some(query),
-            multi_value_query_string_parameters: (!multi_query.is_empty()).then_some(multi_query),
-        };
+            req.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+            query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let answer = self.post(&event).await?;
         if !answer.status.is_success() {
             return Err(rejection(&answer));
         }
-        #[derive(Deserialize)]
-        struct Accepted {
-            authorizer: Option<serde_json::Value>,
-        }
-        let authorizer = serde_json::from_slice::<Accepted>(&answer.body)
+        let authorizer = serde_json::from_slice::<ConnectAnswer>(&answer.body)
             .ok()
             .and_then(|a| a.authorizer)
             .filter(|a| !a.is_null());
@@ -514,7 +460,7 @@ impl GatewayConfig {
         req: MessageRequest<GatewaySession>,
         raw_text: bool,
     ) -> Result<Reply, Error> {
-        let (route_key, body, base64) = match &req.body {
+        let (route_key, payload) = match &req.body {
             Body::Text(env) => {
                 let route = env.route();
                 let key = if self.routes.contains(route) {
@@ -522,31 +468,21 @@ impl GatewayConfig {
                 } else {
                     DEFAULT_ROUTE
                 };
-                (key, env.text().to_owned(), false)
+                (key, Payload::Text(env.text().to_owned()))
             }
             // A text frame that is not a message, from the connection's raw fallback hook: API
             // Gateway sends it to `$default` as it is.
             Body::Binary(b) if raw_text => match std::str::from_utf8(b) {
-                Ok(text) => (DEFAULT_ROUTE, text.to_owned(), false),
-                Err(_) => (
-                    DEFAULT_ROUTE,
-                    base64::engine::general_purpose::STANDARD.encode(b),
-                    true,
-                ),
+                Ok(text) => (DEFAULT_ROUTE, Payload::Text(text.to_owned())),
+                Err(_) => (DEFAULT_ROUTE, Payload::Binary(b.clone())),
             },
-            Body::Binary(b) => (
-                DEFAULT_ROUTE,
-                base64::engine::general_purpose::STANDARD.encode(b),
-                true,
-            ),
+            Body::Binary(b) => (DEFAULT_ROUTE, Payload::Binary(b.clone())),
             Body::None => return Ok(Reply::none()),
         };
-        let event = Event {
-            request_context: self.channel_context(route_key, EventType::Message, req.channel()),
-            body: Some(body),
-            is_base64_encoded: base64,
-            ..Event::default()
-        };
+        let event = Event::message(
+            self.channel_context(route_key, EventType::Message, req.channel()),
+            payload,
+        );
         let answer = self.post(&event).await?;
         if !answer.status.is_success() {
             return Err(failed(format!(
@@ -645,8 +581,8 @@ fn lambda_proxy(answer: Answer) -> Result<Answer, Error> {
             .and_then(|(_, v)| v.as_str())
             .unwrap_or("")
     };
-    let frame = header(REPLY_HEADER).eq_ignore_ascii_case("frame");
-    let content_binary = header("content-type").starts_with("application/octet-stream");
+    let frame = is_frame_reply(header(REPLY_HEADER));
+    let content_binary = is_binary_content(header("content-type"));
     // `body` is a string; anything else JSON is taken as its text.
     let text: Option<String> = match proxy.body.as_deref() {
         None => None,
@@ -674,22 +610,12 @@ fn lambda_proxy(answer: Answer) -> Result<Answer, Error> {
 /// A `$connect` refusal: the function's status, and its `{"error": {"code", "message"}}` when
 /// it sent one.
 fn rejection(answer: &Answer) -> Error {
-    #[derive(Deserialize)]
-    struct Body {
-        error: Detail,
-    }
-    #[derive(Deserialize)]
-    struct Detail {
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
     let status = if answer.status.is_client_error() || answer.status.is_server_error() {
         answer.status
     } else {
         StatusCode::BAD_GATEWAY
     };
-    match serde_json::from_slice::<Body>(&answer.body) {
+    match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
         Ok(b) => Error::new(b.error.code, b.error.message),
         Err(_) => Error::new(
             "connect_rejected",
@@ -700,23 +626,6 @@ fn rejection(answer: &Answer) -> Error {
         ),
     }
     .with_status(status)
-}
-
-fn multi_map<'a>(
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> (
-    std::collections::BTreeMap<String, String>,
-    std::collections::BTreeMap<String, Vec<String>>,
-) {
-    let mut multi: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (k, v) in pairs {
-        multi.entry(k.to_owned()).or_default().push(v.to_owned());
-    }
-    let single = multi
-        .iter()
-        .filter_map(|(k, vs)| Some((k.clone(), vs.last()?.clone())))
-        .collect();
-    (single, multi)
 }
 
 struct ConnectForward(Arc<GatewayConfig>);
@@ -731,18 +640,14 @@ impl ConnectHandler<GatewaySession> for ConnectForward {
 /// The fallback (`$default`) and binary handler: forwards the message.
 struct Forward {
     cfg: Arc<GatewayConfig>,
-    /// As the fallback: also takes text frames that are not messages (see
-    /// [`RAW_FALLBACK_ROUTE`]), which then come as `Body::Binary` holding the text.
+    /// As the fallback (installed with `raw_fallback`): also takes text frames that are not
+    /// messages, which then come as `Body::Binary` holding the text.
     raw_text: bool,
 }
 
 impl MessageHandler<GatewaySession> for Forward {
     fn route(&self) -> &str {
-        if self.raw_text {
-            RAW_FALLBACK_ROUTE
-        } else {
-            DEFAULT_ROUTE
-        }
+        DEFAULT_ROUTE
     }
 
     fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<Result<Reply, Error>> {
@@ -758,7 +663,7 @@ impl DisconnectHandler<GatewaySession> for DisconnectForward {
     fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<()> {
         let cfg = self.0.clone();
         let ch = req.channel();
-        let mut request_context = cfg.channel_context("$disconnect", EventType::Disconnect, ch);
+        let request_context = cfg.channel_context(DISCONNECT_ROUTE, EventType::Disconnect, ch);
         // The close frame the connection ended with (the client's code echoed, or the
         // server's code and reason); none means the socket went away without one: 1006, as
         // RFC 6455 reports an abnormal closure.
@@ -766,12 +671,7 @@ impl DisconnectHandler<GatewaySession> for DisconnectForward {
             .outbound()
             .closed_with()
             .unwrap_or((ABNORMAL_CLOSURE, String::new()));
-        request_context.disconnect_status_code = Some(code);
-        request_context.disconnect_reason = Some(reason);
-        let event = Event {
-            request_context,
-            ..Event::default()
-        };
+        let event = Event::disconnect(request_context, code, reason);
         let id = ch.id();
         Box::pin(async move { cfg.disconnect(event, id).await })
     }

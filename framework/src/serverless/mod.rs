@@ -11,6 +11,7 @@ pub mod connections_api;
 pub mod function;
 pub mod gateway;
 
+mod auth;
 mod client;
 mod event;
 mod http;

@@ -1,8 +1,12 @@
 //! The three timestamp formats AWS uses here, without a date library: ISO 8601 (the
 //! connections API's `connectedAt`), the SigV4 `X-Amz-Date` (`20240131T235959Z`) and the
-//! `requestTime` of API Gateway events (`31/Jan/2024:23:59:59 +0000`).
+//! `requestTime` of API Gateway events (`31/Jan/2024:23:59:59 +0000`); and the ids made of a
+//! timestamp and a counter that events and answers carry.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -197,6 +201,29 @@ pub(crate) fn epoch_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+/// Now, in milliseconds since the epoch, and a number never handed out before by this process.
+fn stamp() -> (u64, u64) {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    (epoch_millis(SystemTime::now()), n)
+}
+
+/// An event's `requestId` / `messageId`: 16 characters of base64, as API Gateway's look (six
+/// bytes of the time, six of the counter).
+pub(crate) fn event_id() -> String {
+    let (t, n) = stamp();
+    let mut raw = [0u8; 12];
+    raw[..6].copy_from_slice(&t.to_be_bytes()[2..]);
+    raw[6..].copy_from_slice(&n.to_be_bytes()[2..]);
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// An answer's `x-amzn-RequestId`: `{time:012x}-{counter:08x}`.
+pub(crate) fn request_id() -> String {
+    let (t, n) = stamp();
+    format!("{t:012x}-{n:08x}")
 }
 
 #[cfg(test)]

@@ -41,7 +41,6 @@
 //! reads `requestContext.authorizer.session`, as an object or as a string holding JSON (API
 //! Gateway only passes strings, numbers and booleans in an authorizer's context).
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use actix_http::{Payload, Request};
@@ -57,8 +56,10 @@ use bytes::Bytes;
 pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 pub use lambda_runtime::LambdaEvent;
 
-use super::{Event, EventType, FunctionService, Identity, RequestContext};
+use super::FunctionService;
 use crate::error::Error;
+use crate::serverless::auth;
+use crate::serverless::event::{is_binary_content, ErrorAnswer, Event};
 
 type AppService = actix_service::boxed::BoxService<Request, ServiceResponse, actix_web::Error>;
 
@@ -136,7 +137,7 @@ impl LambdaFunction {
         configure: impl FnOnce(&mut web::ServiceConfig),
     ) -> Result<Self, Error> {
         let path = function.path.clone();
-        let token = function.token.clone();
+        let token = function.settings.token.clone();
         let factory = App::new()
             .configure(configure)
             .service(function)
@@ -156,14 +157,13 @@ impl LambdaFunction {
 
     /// Answers one event.
     pub async fn handle(&self, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
-        let event = match to_event(event) {
+        let event = match Event::from_aws(event) {
             Ok(event) => event,
             Err(message) => {
                 let mut r = text_response(400, String::new());
-                r.body = Some(Body::Text(
-                    serde_json::json!({"error": {"code": "bad_event", "message": message}})
-                        .to_string(),
-                ));
+                r.body = serde_json::to_string(&ErrorAnswer::new("bad_event", message))
+                    .ok()
+                    .map(Body::Text);
                 return r;
             }
         };
@@ -193,7 +193,7 @@ impl LambdaFunction {
             header::HeaderValue::from(body.len()),
         );
         if let Some(token) = &self.token {
-            if let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            if let Ok(v) = header::HeaderValue::from_str(&auth::bearer_header(token)) {
                 head.headers.insert(header::AUTHORIZATION, v);
             }
         }
@@ -235,87 +235,6 @@ impl LambdaFunction {
     }
 }
 
-/// The event as the function server reads it. Field by field rather than through JSON:
-/// `aws_lambda_events` writes single-valued maps (`queryStringParameters`) with every value.
-fn to_event(req: ApiGatewayWebsocketProxyRequest) -> Result<Event, String> {
-    let ctx = req.request_context;
-    let event_type = match ctx.event_type.as_deref() {
-        Some("CONNECT") => EventType::Connect,
-        Some("MESSAGE") => EventType::Message,
-        Some("DISCONNECT") => EventType::Disconnect,
-        other => {
-            return Err(format!(
-                "requestContext.eventType is {other:?}, not CONNECT, MESSAGE or DISCONNECT"
-            ))
-        }
-    };
-    let mut multi_headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let headers = if req.multi_value_headers.is_empty() {
-        &req.headers
-    } else {
-        &req.multi_value_headers
-    };
-    for (name, value) in headers {
-        if let Ok(v) = value.to_str() {
-            multi_headers
-                .entry(name.as_str().to_owned())
-                .or_default()
-                .push(v.to_owned());
-        }
-    }
-    let mut multi_query: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let query = if req.multi_value_query_string_parameters.is_empty() {
-        &req.query_string_parameters
-    } else {
-        &req.multi_value_query_string_parameters
-    };
-    for (k, v) in query.iter() {
-        multi_query
-            .entry(k.to_owned())
-            .or_default()
-            .push(v.to_owned());
-    }
-    let last = |m: &BTreeMap<String, Vec<String>>| -> BTreeMap<String, String> {
-        m.iter()
-            .filter_map(|(k, vs)| Some((k.clone(), vs.last()?.clone())))
-            .collect()
-    };
-    let fields = ctx.authorizer.fields;
-    Ok(Event {
-        request_context: RequestContext {
-            route_key: ctx.route_key.unwrap_or_default(),
-            event_type,
-            connection_id: ctx.connection_id.unwrap_or_default(),
-            connected_at: u64::try_from(ctx.connected_at).unwrap_or(0),
-            request_time_epoch: u64::try_from(ctx.request_time_epoch).unwrap_or(0),
-            request_time: ctx.request_time.unwrap_or_default(),
-            message_id: ctx.message_id,
-            message_direction: ctx.message_direction.unwrap_or_else(|| "IN".to_owned()),
-            request_id: ctx.request_id.unwrap_or_default(),
-            extended_request_id: ctx.extended_request_id.unwrap_or_default(),
-            domain_name: ctx.domain_name.unwrap_or_default(),
-            stage: ctx.stage.unwrap_or_default(),
-            api_id: ctx.apiid.unwrap_or_default(),
-            identity: Identity {
-                source_ip: ctx.identity.source_ip.unwrap_or_default(),
-                user_agent: ctx.identity.user_agent,
-            },
-            authorizer: (!fields.is_empty())
-                .then(|| serde_json::Value::Object(fields.into_iter().collect())),
-            disconnect_status_code: ctx
-                .disconnect_status_code
-                .and_then(|c| u16::try_from(c).ok()),
-            disconnect_reason: ctx.disconnect_reason,
-        },
-        body: req.body,
-        is_base64_encoded: req.is_base64_encoded,
-        headers: (!multi_headers.is_empty()).then(|| last(&multi_headers)),
-        query_string_parameters: (!multi_query.is_empty()).then(|| last(&multi_query)),
-        multi_value_headers: (!multi_headers.is_empty()).then_some(multi_headers),
-        multi_value_query_string_parameters: (!multi_query.is_empty()).then_some(multi_query),
-    })
-}
-
 fn text_response(status: i64, text: String) -> ApiGatewayProxyResponse {
     let mut r = ApiGatewayProxyResponse::default();
     r.status_code = status;
@@ -346,7 +265,8 @@ async fn proxy_response(resp: ServiceResponse) -> ApiGatewayProxyResponse {
     let binary = resp
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_binary_content);
     let body = match resp.into_body().try_into_bytes() {
         Ok(bytes) => bytes,
         Err(body) => match actix_web::body::to_bytes(body).await {

@@ -53,11 +53,12 @@
 pub mod lambda;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::dev::{
     fn_service, AppService, HttpServiceFactory, RequestHead, ServiceRequest, ServiceResponse,
@@ -65,34 +66,32 @@ use actix_web::dev::{
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use futures_util::{FutureExt, StreamExt};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
-pub use super::event::{Event, EventType, Identity, RequestContext};
+pub use super::event::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
 
+use crate::channel::outbound::{Frame, Outbound};
+use crate::channel::router::{Answering, Handler};
 use crate::channel::Channel;
-use crate::serverless::connections_api::{constant_time_eq, local_and_direct, ConnectionsClient, RemoteEngine};
 use crate::error::Error;
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
-    BINARY_ROUTE, DEFAULT_ROUTE,
+    DEFAULT_ROUTE,
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::channel::outbound::{Class, Frame, Outbound};
-use crate::protocol::{self, close_code, Envelope, RouteKey};
+use crate::protocol::{close_code, Envelope, RouteKey};
+use crate::serverless::auth;
+use crate::serverless::connections_api::{ConnectionsClient, RemoteEngine};
+use crate::serverless::event::{
+    ConnectAnswer, ErrorAnswer, Payload, BINARY_CONTENT_TYPE, REPLY_FRAME,
+};
+use crate::serverless::http::{self, ReadError};
 use crate::SlowConsumerPolicy;
-
-/// The response header that marks a function's answer as a complete frame: the gateway relays
-/// the body to the client as is (instead of wrapping it as the `data` of a reply).
-pub const REPLY_HEADER: &str = "x-switchboard-reply";
-
-type Handler<S> = Arc<dyn MessageHandler<S>>;
 
 /// How a session travels between events: serialized into the `$connect` answer, read back from
 /// each event's `requestContext.authorizer.session`.
@@ -126,6 +125,12 @@ pub struct FunctionService<S = ()> {
     routes: Vec<Handler<S>>,
     fallback: Option<Handler<S>>,
     binary: Option<Handler<S>>,
+    settings: Settings<S>,
+}
+
+/// What a function holds besides its routes: the same in the builder and in each worker's
+/// [`FunctionDef`].
+struct Settings<S> {
     on_connect: Option<Arc<dyn ConnectHandler<S>>>,
     on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
     codec: Option<SessionCodec<S>>,
@@ -138,13 +143,9 @@ pub struct FunctionService<S = ()> {
     outbound_capacity: usize,
 }
 
-impl<S> Clone for FunctionService<S> {
+impl<S> Clone for Settings<S> {
     fn clone(&self) -> Self {
-        FunctionService {
-            path: self.path.clone(),
-            routes: self.routes.clone(),
-            fallback: self.fallback.clone(),
-            binary: self.binary.clone(),
+        Settings {
             on_connect: self.on_connect.clone(),
             on_disconnect: self.on_disconnect.clone(),
             codec: self.codec.clone(),
@@ -159,6 +160,18 @@ impl<S> Clone for FunctionService<S> {
     }
 }
 
+impl<S> Clone for FunctionService<S> {
+    fn clone(&self) -> Self {
+        FunctionService {
+            path: self.path.clone(),
+            routes: self.routes.clone(),
+            fallback: self.fallback.clone(),
+            binary: self.binary.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
 impl<S: 'static> std::fmt::Debug for FunctionService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FunctionService")
@@ -167,7 +180,7 @@ impl<S: 'static> std::fmt::Debug for FunctionService<S> {
                 "routes",
                 &self.routes.iter().map(|h| h.route()).collect::<Vec<_>>(),
             )
-            .field("connections", &self.client)
+            .field("connections", &self.settings.client)
             .finish()
     }
 }
@@ -184,16 +197,18 @@ impl<S: 'static> FunctionService<S> {
             routes: Vec::new(),
             fallback: None,
             binary: None,
-            on_connect: None,
-            on_disconnect: None,
-            codec: None,
-            route_key: RouteKey::default(),
-            token: None,
-            hub: Hub::with_engine(engine.clone()),
-            client,
-            engine,
-            max_event: 1024 * 1024,
-            outbound_capacity: 1024,
+            settings: Settings {
+                on_connect: None,
+                on_disconnect: None,
+                codec: None,
+                route_key: RouteKey::default(),
+                token: None,
+                hub: Hub::with_engine(engine.clone()),
+                client,
+                engine,
+                max_event: 1024 * 1024,
+                outbound_capacity: 1024,
+            },
         }
     }
 
@@ -225,13 +240,13 @@ impl<S: 'static> FunctionService<S> {
     where
         S: Serialize + DeserializeOwned,
     {
-        self.on_connect = Some(Arc::new(handler));
+        self.settings.on_connect = Some(Arc::new(handler));
         self.sessions()
     }
 
     /// Runs on `DISCONNECT`.
     pub fn on_disconnect(mut self, handler: impl DisconnectHandler<S>) -> Self {
-        self.on_disconnect = Some(Arc::new(handler));
+        self.settings.on_disconnect = Some(Arc::new(handler));
         self
     }
 
@@ -242,7 +257,7 @@ impl<S: 'static> FunctionService<S> {
     where
         S: Serialize + DeserializeOwned,
     {
-        self.codec = Some(SessionCodec {
+        self.settings.codec = Some(SessionCodec {
             encode: encode_session::<S>,
             decode: decode_session::<S>,
         });
@@ -258,7 +273,7 @@ impl<S: 'static> FunctionService<S> {
     /// [`ChannelRoute::route_key`]: crate::ChannelRoute::route_key
     pub fn route_key(mut self, expr: &str) -> Self {
         match RouteKey::parse(expr) {
-            Ok(k) => self.route_key = k,
+            Ok(k) => self.settings.route_key = k,
             Err(e) => panic!("{e}"),
         }
         self
@@ -271,43 +286,42 @@ impl<S: 'static> FunctionService<S> {
     /// to events whose peer is not a loopback address (a unix socket has none) or that carry
     /// `Forwarded`, `X-Forwarded-For` or `X-Real-IP` (they came through a proxy).
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.settings.token = Some(token.into());
         self
     }
 
     /// The gateway's connections API, used for `send`, `close`, `subscribe`, `publish`;
     /// handlers also get it as a `web::Data<ConnectionsClient>` argument.
     pub fn connections(mut self, client: ConnectionsClient) -> Self {
-        self.engine = RemoteEngine::new(client.clone());
-        self.hub = Hub::with_engine(self.engine.clone());
-        self.client = client;
+        let settings = &mut self.settings;
+        settings.engine = RemoteEngine::new(client.clone());
+        settings.hub = Hub::with_engine(settings.engine.clone());
+        settings.client = client;
         self
     }
 
     /// Largest event accepted, in bytes (default 1 MiB).
     pub fn max_event_size(mut self, bytes: usize) -> Self {
-        self.max_event = bytes;
+        self.settings.max_event = bytes;
         self
     }
 
     /// The hub handlers see: topics in the gateway, through its connections API.
     pub fn hub(&self) -> &Hub {
-        &self.hub
+        &self.settings.hub
     }
 }
 
 impl<S: 'static> HttpServiceFactory for FunctionService<S> {
     fn register(self, config: &mut AppService) {
-        let addr = config.config().local_addr();
-        if self.token.is_none() && !addr.ip().is_loopback() {
-            panic!(
-                "switchboard: refusing to serve the function at {} on {addr} without a token: \
-                 configure FunctionService::token (and Gateway::function_token), \
-                 or bind a loopback address",
-                self.path
-            );
-        }
-        let client = self.client.clone();
+        auth::refuse_unsecured(
+            self.settings.token.is_some(),
+            config.config().local_addr(),
+            format_args!("the function at {}", self.path),
+            "a token",
+            "FunctionService::token (and Gateway::function_token)",
+        );
+        let client = self.settings.client.clone();
         let path = self.path.clone();
         let def = std::rc::Rc::new(FunctionDef::from(self));
         let resource = web::resource(path)
@@ -325,16 +339,7 @@ struct FunctionDef<S> {
     routes: HashMap<Box<str>, Handler<S>>,
     fallback: Option<Handler<S>>,
     binary: Option<Handler<S>>,
-    on_connect: Option<Arc<dyn ConnectHandler<S>>>,
-    on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
-    codec: Option<SessionCodec<S>>,
-    route_key: RouteKey,
-    token: Option<String>,
-    client: ConnectionsClient,
-    engine: RemoteEngine,
-    hub: Hub,
-    max_event: usize,
-    outbound_capacity: usize,
+    settings: Settings<S>,
 }
 
 impl<S: 'static> From<FunctionService<S>> for FunctionDef<S> {
@@ -347,48 +352,25 @@ impl<S: 'static> From<FunctionService<S>> for FunctionDef<S> {
                 .collect(),
             fallback: f.fallback,
             binary: f.binary,
-            on_connect: f.on_connect,
-            on_disconnect: f.on_disconnect,
-            codec: f.codec,
-            route_key: f.route_key,
-            token: f.token,
-            client: f.client,
-            engine: f.engine,
-            hub: f.hub,
-            max_event: f.max_event,
-            outbound_capacity: f.outbound_capacity,
+            settings: f.settings,
         }
     }
 }
 
 fn http_error(status: StatusCode, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({
-        "error": { "code": code, "message": message.into() }
-    }))
+    HttpResponse::build(status).json(ErrorAnswer::new(code, message))
 }
 
 /// A frame for the gateway to relay as is.
 fn frame_response(frame: Option<Frame>) -> HttpResponse {
     let mut b = HttpResponse::Ok();
-    b.insert_header((REPLY_HEADER, "frame"));
+    b.insert_header((REPLY_HEADER, REPLY_FRAME));
     match frame {
         Some(Frame::Text(t)) => b.content_type("application/json").body(t.into_bytes()),
-        Some(Frame::Binary(bytes)) => b.content_type("application/octet-stream").body(bytes),
+        Some(Frame::Binary(bytes)) => b.content_type(BINARY_CONTENT_TYPE).body(bytes),
         _ => b.finish(),
     }
 }
-
-/// The message an error frame answers.
-struct Answering {
-    reference: Option<String>,
-    route: Option<String>,
-}
-
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Makes the request look like the client's upgrade request, as far as the event tells.
 fn rewrite_head(head: &mut RequestHead, event: &Event) {
@@ -402,16 +384,8 @@ fn rewrite_head(head: &mut RequestHead, event: &Event) {
             headers.append(n, v);
         }
     };
-    if let Some(multi) = &event.multi_value_headers {
-        for (name, values) in multi {
-            for v in values {
-                add(name, v);
-            }
-        }
-    } else if let Some(single) = &event.headers {
-        for (name, v) in single {
-            add(name, v);
-        }
+    for (name, value) in event.header_pairs() {
+        add(name, value);
     }
     if !headers.contains_key(header::USER_AGENT) {
         if let Some(ua) = &ctx.identity.user_agent {
@@ -430,20 +404,12 @@ fn rewrite_head(head: &mut RequestHead, event: &Event) {
         if !query.is_empty() {
             query.push('&');
         }
-        query.extend(utf8_percent_encode(k, QUERY));
+        query.extend(http::encode(k));
         query.push('=');
-        query.extend(utf8_percent_encode(v, QUERY));
+        query.extend(http::encode(v));
     };
-    if let Some(multi) = &event.multi_value_query_string_parameters {
-        for (k, vs) in multi {
-            for v in vs {
-                push(k, v);
-            }
-        }
-    } else if let Some(single) = &event.query_string_parameters {
-        for (k, v) in single {
-            push(k, v);
-        }
+    for (k, v) in event.query_pairs() {
+        push(k, v);
     }
     let uri = if query.is_empty() {
         "/".to_owned()
@@ -461,33 +427,12 @@ fn rewrite_head(head: &mut RequestHead, event: &Event) {
         .map(|ip| SocketAddr::new(ip, 0));
 }
 
-/// Why an event's body could not be read.
-#[derive(Debug)]
-enum ReadError {
-    /// Larger than the limit.
-    TooLarge,
-    /// The request broke off or was malformed.
-    Broken(actix_web::error::PayloadError),
-}
-
-/// Reads the event, up to `limit` bytes.
-async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ReadError> {
-    let mut payload = req.take_payload();
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(ReadError::Broken)?;
-        if body.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
+/// Runs a handler: `start` makes its future, and a panic in either is caught.
+async fn catch_panics<T>(start: impl FnOnce() -> BoxFuture<T>) -> std::thread::Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+        Err(panic) => Err(panic),
     }
-    Ok(body.freeze())
-}
-
-fn bearer(req: &ServiceRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl<S: 'static> FunctionDef<S> {
@@ -502,16 +447,17 @@ impl<S: 'static> FunctionDef<S> {
                 .insert_header((header::ALLOW, "POST"))
                 .finish();
         }
-        if self.token.is_none() && !local_and_direct(sreq.request()) {
+        let settings = &self.settings;
+        if settings.token.is_none() && !auth::local_and_direct(sreq.request()) {
             return http_error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "this function has no token configured and takes events only from direct loopback clients",
             );
         }
-        if let Some(token) = &self.token {
-            match bearer(sreq) {
-                Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => {}
+        if let Some(token) = &settings.token {
+            match auth::bearer_token(sreq.headers()) {
+                Some(t) if auth::constant_time_eq(t.as_bytes(), token.as_bytes()) => {}
                 Some(_) => return http_error(StatusCode::FORBIDDEN, "forbidden", "invalid token"),
                 None => {
                     return http_error(
@@ -522,13 +468,13 @@ impl<S: 'static> FunctionDef<S> {
                 }
             }
         }
-        let body = match read_body(sreq, self.max_event).await {
+        let body = match http::read_body(sreq.take_payload(), settings.max_event).await {
             Ok(body) => body,
             Err(ReadError::TooLarge) => {
                 return http_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "bad_event",
-                    format!("events are limited to {} bytes", self.max_event),
+                    format!("events are limited to {} bytes", settings.max_event),
                 )
             }
             Err(ReadError::Broken(e)) => {
@@ -549,12 +495,9 @@ impl<S: 'static> FunctionDef<S> {
                 )
             }
         };
-        let Ok(id) = event.request_context.connection_id.parse::<ConnectionId>() else {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                "bad_event",
-                "requestContext.connectionId is not a connection id",
-            );
+        let id = match event.request_context.connection() {
+            Ok(id) => id,
+            Err(message) => return http_error(StatusCode::BAD_REQUEST, "bad_event", message),
         };
         // Make the request the client's, as the event describes it, before handlers get
         // clones of it. `head_mut` needs the request to be this service's alone: actix-web's
@@ -578,8 +521,8 @@ impl<S: 'static> FunctionDef<S> {
     }
 
     fn session(&self, ctx: &RequestContext) -> Option<S> {
-        let codec = self.codec.as_ref()?;
-        let value = ctx.authorizer.as_ref()?.get("session")?.clone();
+        let codec = self.settings.codec.as_ref()?;
+        let value = ctx.session()?.clone();
         // API Gateway's authorizer contexts hold only strings, numbers and booleans: there a
         // session arrives as a string of JSON.
         let text = value.as_str().map(str::to_owned);
@@ -605,46 +548,40 @@ impl<S: 'static> FunctionDef<S> {
         id: ConnectionId,
         ctx: &RequestContext,
     ) -> (Channel<S>, Arc<Outbound>) {
+        let settings = &self.settings;
         let out = Arc::new(Outbound::new(
-            self.outbound_capacity,
+            settings.outbound_capacity,
             SlowConsumerPolicy::DropNewest,
         ));
-        let connected_at = UNIX_EPOCH
-            .checked_add(Duration::from_millis(ctx.connected_at))
-            .unwrap_or(UNIX_EPOCH);
         // A channel bound to the gateway's connection: `send` / `close` queue into `out`, which
         // `run_forwarding` drains into the connections API.
         let channel = Channel::detached(
             id,
             req,
             self.session(ctx),
-            self.route_key.reply_field(),
-            connected_at,
-            self.hub.clone(),
+            settings.route_key.reply_field(),
+            ctx.connected_at_time(),
+            settings.hub.clone(),
             out.clone(),
         );
         (channel, out)
     }
 
     async fn connect(&self, req: HttpRequest) -> HttpResponse {
-        let Some(handler) = &self.on_connect else {
-            return HttpResponse::Ok().json(serde_json::json!({}));
+        let accepted = || HttpResponse::Ok().json(ConnectAnswer::default());
+        let Some(handler) = &self.settings.on_connect else {
+            return accepted();
         };
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
-            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        match outcome {
-            Ok(Ok(Some(session))) => match &self.codec {
+        match catch_panics(|| handler.call(req)).await {
+            Ok(Ok(Some(session))) => match &self.settings.codec {
                 Some(codec) => match (codec.encode)(&session) {
-                    Ok(v) => HttpResponse::Ok()
-                        .json(serde_json::json!({ "authorizer": { "session": v } })),
+                    Ok(v) => HttpResponse::Ok().json(ConnectAnswer::with_session(v)),
                     Err(e) => Error::internal(format_args!("the session does not serialize: {e}"))
                         .error_response(),
                 },
-                None => HttpResponse::Ok().json(serde_json::json!({})),
+                None => accepted(),
             },
-            Ok(Ok(None)) => HttpResponse::Ok().json(serde_json::json!({})),
+            Ok(Ok(None)) => accepted(),
             Ok(Err(e)) => {
                 if let Error::Internal(detail) = &e {
                     log::error!("on_connect: {detail}");
@@ -652,7 +589,10 @@ impl<S: 'static> FunctionDef<S> {
                 e.error_response()
             }
             Err(panic) => {
-                log::error!("on_connect panicked: {}", crate::error::panic_message(&*panic));
+                log::error!(
+                    "on_connect panicked: {}",
+                    crate::error::panic_message(&*panic)
+                );
                 Error::internal("on_connect panicked").error_response()
             }
         }
@@ -660,63 +600,44 @@ impl<S: 'static> FunctionDef<S> {
 
     async fn message(&self, req: HttpRequest, id: ConnectionId, event: Event) -> HttpResponse {
         let ctx = &event.request_context;
-        let route_field = self.route_key.reply_field();
+        let route_key = &self.settings.route_key;
         let error_frame = |answering: &Answering, err: &Error| {
-            if let Error::Internal(detail) = err {
-                log::error!(
-                    "connection {id}: route {:?}: {detail}",
-                    answering.route.as_deref()
-                );
-            }
-            frame_response(Some(Frame::Text(protocol::encode_error(
-                answering.reference.as_deref(),
-                route_field,
-                answering.route.as_deref(),
+            frame_response(Some(Frame::Text(answering.error_frame(
+                id,
+                route_key.reply_field(),
                 err,
             ))))
         };
-        let text = event.body.clone().unwrap_or_default();
-        let (handler, body, answering) = if event.is_base64_encoded {
-            let answering = Answering {
-                reference: None,
-                route: Some(BINARY_ROUTE.to_owned()),
-            };
-            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes())
-            else {
-                return http_error(StatusCode::BAD_REQUEST, "bad_event", "body is not base64");
-            };
-            match &self.binary {
-                Some(h) => (h.clone(), Body::Binary(bytes.into()), answering),
-                None => return error_frame(&answering, &Error::BinaryUnsupported),
-            }
-        } else {
-            let env = match Envelope::decode(ByteString::from(text), &self.route_key) {
-                Ok(env) => env,
-                Err(rejected) => {
-                    let answering = Answering {
-                        reference: rejected.reference,
-                        route: None,
-                    };
-                    return error_frame(&answering, &rejected.error);
-                }
-            };
-            let answering = Answering {
-                reference: env.reference().map(str::to_owned),
-                route: Some(env.route().to_owned()),
-            };
-            // The event's route key first (a gateway may route by its own rules), then the
-            // message's (a gateway that sends everything as `$default`), then the fallback.
-            let by_key = (ctx.route_key != DEFAULT_ROUTE)
-                .then(|| self.routes.get(ctx.route_key.as_str()))
-                .flatten();
-            let handler = by_key
-                .or_else(|| self.routes.get(env.route()))
-                .or(self.fallback.as_ref());
-            match handler {
-                Some(h) => (h.clone(), Body::Text(env), answering),
-                None => {
-                    let err = Error::UnknownRoute(env.route().to_owned());
-                    return error_frame(&answering, &err);
+        let Ok(payload) = event.payload() else {
+            return http_error(StatusCode::BAD_REQUEST, "bad_event", "body is not base64");
+        };
+        let (handler, body, answering) = match payload {
+            Payload::Binary(bytes) => match &self.binary {
+                Some(h) => (h.clone(), Body::Binary(bytes), Answering::Binary),
+                None => return error_frame(&Answering::Binary, &Error::BinaryUnsupported),
+            },
+            Payload::Text(text) => {
+                let env = match Envelope::decode(ByteString::from(text), route_key) {
+                    Ok(env) => env,
+                    Err(rejected) => {
+                        let answering = Answering::Rejected(rejected.reference);
+                        return error_frame(&answering, &rejected.error);
+                    }
+                };
+                // The event's route key first (a gateway may route by its own rules), then the
+                // message's (a gateway that sends everything as `$default`), then the fallback.
+                let by_key = (ctx.route_key != DEFAULT_ROUTE)
+                    .then(|| self.routes.get(ctx.route_key.as_str()))
+                    .flatten();
+                let handler = by_key
+                    .or_else(|| self.routes.get(env.route()))
+                    .or(self.fallback.as_ref());
+                match handler {
+                    Some(h) => (h.clone(), Body::Text(env.clone()), Answering::Message(env)),
+                    None => {
+                        let err = Error::UnknownRoute(env.route().to_owned());
+                        return error_frame(&Answering::Message(env), &err);
+                    }
                 }
             }
         };
@@ -728,15 +649,12 @@ impl<S: 'static> FunctionDef<S> {
         match outcome {
             Ok(Ok(Reply(frame))) => frame_response(frame),
             Ok(Err(err)) => error_frame(&answering, &err),
-            Err(panic) => error_frame(
-                &answering,
-                &Error::from_panic("handler", &*panic),
-            ),
+            Err(panic) => error_frame(&answering, &Error::from_panic("handler", &*panic)),
         }
     }
 
     async fn disconnect(&self, req: HttpRequest, id: ConnectionId, event: Event) -> HttpResponse {
-        if let Some(handler) = self.on_disconnect.clone() {
+        if let Some(handler) = self.settings.on_disconnect.clone() {
             let (channel, out) = self.channel(req, id, &event.request_context);
             let request = MessageRequest::new(channel, Body::None);
             if let Err(panic) = self
@@ -761,39 +679,53 @@ impl<S: 'static> FunctionDef<S> {
         out: &Arc<Outbound>,
         start: impl FnOnce() -> BoxFuture<T>,
     ) -> std::thread::Result<T> {
+        let (finished, handler_done) = oneshot::channel();
         let run = async {
-            let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-                Err(panic) => Err(panic),
-            };
-            // The end marker: handlers cannot queue pongs. Refused when the handler closed the
-            // connection, and then the close frame ends the forwarding.
-            let _ = out.push(Frame::Pong(Bytes::new()), Class::Essential);
+            let outcome = catch_panics(start).await;
+            // Everything the handler queued is in `out` now: the forwarding ends once it went
+            // out. (No one listens when a close already ended it.)
+            let _ = finished.send(());
             outcome
         };
+        let client = self.settings.client.clone();
         let (outcome, ()) =
-            futures_util::future::join(run, forward(self.client.clone(), id, out.clone())).await;
+            futures_util::future::join(run, forward(client, id, out.clone(), handler_done)).await;
         // This connection's deferred operations only: concurrent invocations for other
         // connections do not hold this answer up.
-        self.engine.flush_connection(id).await;
+        self.settings.engine.flush_connection(id).await;
         outcome
     }
 }
 
-/// Drains a detached channel's queue into the connections API until the end marker or a close.
-async fn forward(client: ConnectionsClient, id: ConnectionId, out: Arc<Outbound>) {
+/// Drains a detached channel's queue into the connections API until `handler_done` fired and
+/// the queue is empty, or a close.
+async fn forward(
+    client: ConnectionsClient,
+    id: ConnectionId,
+    out: Arc<Outbound>,
+    mut handler_done: oneshot::Receiver<()>,
+) {
     let mut batch = VecDeque::new();
     let mut gone = false;
+    let mut done = false;
     loop {
         std::future::poll_fn(|cx| {
+            // The signal first, then the queue: what the handler queued before it finished is
+            // in this drain.
+            if !done {
+                done = Pin::new(&mut handler_done).poll(cx).is_ready();
+            }
             out.drain_into(&mut batch, cx.waker());
-            if batch.is_empty() {
+            if batch.is_empty() && !done {
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
+        if batch.is_empty() {
+            return;
+        }
         while let Some(frame) = batch.pop_front() {
             let sent = match frame {
                 Frame::Text(t) if !gone => client.post_frame(id, t.into_bytes(), false).await,
@@ -812,7 +744,6 @@ async fn forward(client: ConnectionsClient, id: ConnectionId, out: Arc<Outbound>
                     }
                     return;
                 }
-                Frame::Pong(_) => return,
                 _ => Ok(()),
             };
             match sent {

@@ -1,0 +1,93 @@
+//! What the serverless services check about who calls them: bearer tokens (sent by the
+//! gateway and the connections client, checked by functions and the connections API), and the
+//! "local and direct" rule for a service configured without any secret.
+
+use std::net::SocketAddr;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::HttpRequest;
+use sha2::{Digest, Sha256};
+
+use super::http;
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, the token
+/// trimmed).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let (scheme, token) = http::header(headers, header::AUTHORIZATION)?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `Authorization` header value that carries `token`.
+pub(crate) fn bearer_header(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Hash first: equal-length digests, and the length of the secret does not leak.
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Headers a reverse proxy adds: a request carrying one came through a proxy, whatever the
+/// peer address says.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// Whether the request comes straight from this host: a loopback peer, and no proxy headers.
+/// What an API without credentials (and a function without a token) serves: the startup check
+/// ([`refuse_unsecured`]) only sees the bound address, and a reverse proxy on the same host (or
+/// a unix socket, which has no peer address) would otherwise open them to anyone.
+pub(crate) fn local_and_direct(req: &HttpRequest) -> bool {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    loopback && !PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h))
+}
+
+/// The startup check of a service without any secret configured: it may only be bound to a
+/// loopback address. Panics (at `App` registration) otherwise, naming `what` is served, what
+/// secret is `missing` and how to configure one.
+pub(crate) fn refuse_unsecured(
+    secured: bool,
+    addr: SocketAddr,
+    what: impl std::fmt::Display,
+    missing: &str,
+    configure: &str,
+) {
+    if !secured && !addr.ip().is_loopback() {
+        panic!(
+            "switchboard: refusing to serve {what} on {addr} without {missing}: \
+             configure {configure}, or bind a loopback address"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use actix_web::http::header::HeaderValue;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokem"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            h
+        };
+        assert_eq!(bearer_token(&with("Bearer s3cret")), Some("s3cret"));
+        assert_eq!(bearer_token(&with("bearer  s3cret ")), Some("s3cret"));
+        assert_eq!(bearer_token(&with("Basic czNjcmV0")), None);
+        assert_eq!(bearer_token(&with("Bearer")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        assert_eq!(bearer_header("s3cret"), "Bearer s3cret");
+    }
+}
