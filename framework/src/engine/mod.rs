@@ -5,6 +5,7 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod subscribers;
 
 use std::collections::BTreeMap;
 use std::future::Future;

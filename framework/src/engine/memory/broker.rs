@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::id::ConnectionId;
 
 use super::history::History;
+use crate::engine::subscribers::Subscribers;
 
 pub(crate) struct Broker {
     topics: HashMap<Arc<str>, TopicState>,
@@ -25,9 +26,7 @@ pub(crate) struct Broker {
 
 #[derive(Default)]
 struct TopicState {
-    // A Vec for fan-out (iteration is the hot path), an index for removal.
-    subs: Vec<Subscriber>,
-    index: HashMap<ConnectionId, usize>,
+    subs: Subscribers<Subscriber>,
     presence: BTreeMap<String, Vec<(ConnectionId, Value)>>,
     tracked: HashMap<ConnectionId, String>,
     history: Option<History>,
@@ -41,30 +40,17 @@ impl TopicState {
     }
 
     fn add(&mut self, sub: Subscriber) {
-        match self.index.get(&sub.id) {
-            Some(&i) => self.subs[i] = sub,
-            None => {
-                self.index.insert(sub.id, self.subs.len());
-                self.subs.push(sub);
-            }
-        }
+        self.subs.insert(sub);
     }
 
     fn remove(&mut self, id: ConnectionId) -> bool {
-        let Some(i) = self.index.remove(&id) else {
-            return false;
-        };
-        self.subs.swap_remove(i);
-        if let Some(moved) = self.subs.get(i) {
-            self.index.insert(moved.id, i);
-        }
-        true
+        self.subs.remove(id)
     }
 
     /// Hands `d` to every subscriber but `exclude`; forgets the ones that are gone.
     fn fan_out(&mut self, d: &Publication, exclude: Option<ConnectionId>) -> Vec<ConnectionId> {
         let mut gone = Vec::new();
-        for sub in &self.subs {
+        for sub in self.subs.iter() {
             if Some(sub.id) == exclude {
                 continue;
             }

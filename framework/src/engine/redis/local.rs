@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::conn::Ctx;
 use super::wire::Incoming;
+use crate::engine::subscribers::{Keyed, Subscribers};
 use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
 use crate::id::ConnectionId;
 
@@ -33,9 +34,7 @@ pub(crate) struct Local {
 
 #[derive(Default)]
 struct TopicLocal {
-    // A Vec for fan-out (the hot path), an index for removal.
-    subs: Vec<Sub>,
-    index: HashMap<ConnectionId, usize>,
+    subs: Subscribers<Sub>,
     /// Subscribes under way: the node stays on the channel for them.
     joining: usize,
     /// This node's connections in the topic's presence: key and meta.
@@ -53,6 +52,12 @@ struct Sub {
     /// their way to this node when the subscriber goes live; they are not delivered again.
     /// Cleared once a newer message passes.
     floor: Covered,
+}
+
+impl Keyed for Sub {
+    fn key(&self) -> ConnectionId {
+        self.id
+    }
 }
 
 struct Pending {
@@ -147,9 +152,8 @@ impl TopicLocal {
 
     /// Adds `sub` (or gives an existing one the new sink) as pending. True when it is new.
     fn add_pending(&mut self, sub: Subscriber) -> bool {
-        match self.index.get(&sub.id) {
-            Some(&i) => {
-                let s = &mut self.subs[i];
+        match self.subs.get_mut(sub.id) {
+            Some(s) => {
                 s.sink = sub.sink;
                 match &mut s.pending {
                     Some(p) => p.depth += 1,
@@ -158,8 +162,7 @@ impl TopicLocal {
                 false
             }
             None => {
-                self.index.insert(sub.id, self.subs.len());
-                self.subs.push(Sub {
+                self.subs.insert(Sub {
                     id: sub.id,
                     sink: sub.sink,
                     pending: Some(Pending::new()),
@@ -171,14 +174,7 @@ impl TopicLocal {
     }
 
     fn remove_sub(&mut self, id: ConnectionId) -> bool {
-        let Some(i) = self.index.remove(&id) else {
-            return false;
-        };
-        self.subs.swap_remove(i);
-        if let Some(moved) = self.subs.get(i) {
-            self.index.insert(moved.id, i);
-        }
-        true
+        self.subs.remove(id)
     }
 
     /// Hands a live message to the subscribers (buffering it for pending ones). Returns the
@@ -201,7 +197,7 @@ impl TopicLocal {
         };
         let mut gone = Vec::new();
         let publication = item.publication();
-        for sub in &mut self.subs {
+        for sub in self.subs.iter_mut() {
             if Some(sub.id) == exclude {
                 continue;
             }
@@ -290,9 +286,8 @@ impl Local {
         tokio::sync::oneshot::Receiver<Result<redis::Value, super::conn::OpError>>,
     ) {
         let t = self.topic(topic);
-        let subscribed = match t.index.get(&id) {
-            Some(&i) => {
-                let s = &mut t.subs[i];
+        let subscribed = match t.subs.get_mut(id) {
+            Some(s) => {
                 match &mut s.pending {
                     Some(p) => p.depth += 1,
                     None => s.pending = Some(Pending::new()),
@@ -321,10 +316,9 @@ impl Local {
         if let (None, Some(pos)) = (&t.seen, &covered.position) {
             t.seen = Some(pos.clone());
         }
-        let Some(&i) = t.index.get(&id) else {
+        let Some(sub) = t.subs.get_mut(id) else {
             return;
         };
-        let sub = &mut t.subs[i];
         let mut gone = false;
         for p in first {
             gone |= sub.sink.deliver(p) == Delivered::Gone;
