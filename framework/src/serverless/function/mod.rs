@@ -52,7 +52,7 @@
 #[cfg(feature = "lambda")]
 pub mod lambda;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
@@ -75,7 +75,7 @@ use tokio::sync::oneshot;
 pub use super::event::{Event, EventType, Identity, RequestContext, REPLY_HEADER};
 
 use crate::channel::outbound::{Frame, Outbound};
-use crate::channel::router::{Answering, Handler};
+use crate::channel::router::{Answering, Dispatch, Fallback, Handler, Inbound, RouteTable, Router};
 use crate::channel::Channel;
 use crate::error::Error;
 use crate::handler::{
@@ -84,7 +84,7 @@ use crate::handler::{
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
-use crate::protocol::{close_code, Envelope, RouteKey};
+use crate::protocol::{close_code, RouteKey};
 use crate::serverless::auth;
 use crate::serverless::connections_api::{ConnectionsClient, RemoteEngine};
 use crate::serverless::event::{
@@ -336,22 +336,24 @@ impl<S: 'static> HttpServiceFactory for FunctionService<S> {
 
 /// A function's handlers and settings, per worker.
 struct FunctionDef<S> {
-    routes: HashMap<Box<str>, Handler<S>>,
-    fallback: Option<Handler<S>>,
-    binary: Option<Handler<S>>,
+    router: Router<S>,
     settings: Settings<S>,
 }
 
 impl<S: 'static> From<FunctionService<S>> for FunctionDef<S> {
     fn from(f: FunctionService<S>) -> Self {
+        let routes = f.routes.into_iter().map(|h| (Box::from(h.route()), h));
+        let fallback = match f.fallback {
+            Some(h) => Fallback::Messages(h),
+            None => Fallback::None,
+        };
         FunctionDef {
-            routes: f
-                .routes
-                .into_iter()
-                .map(|h| (Box::<str>::from(h.route()), h))
-                .collect(),
-            fallback: f.fallback,
-            binary: f.binary,
+            router: Router::new(
+                RouteTable::new(routes),
+                fallback,
+                f.binary,
+                f.settings.route_key.clone(),
+            ),
             settings: f.settings,
         }
     }
@@ -611,35 +613,20 @@ impl<S: 'static> FunctionDef<S> {
         let Ok(payload) = event.payload() else {
             return http_error(StatusCode::BAD_REQUEST, "bad_event", "body is not base64");
         };
-        let (handler, body, answering) = match payload {
-            Payload::Binary(bytes) => match &self.binary {
-                Some(h) => (h.clone(), Body::Binary(bytes), Answering::Binary),
-                None => return error_frame(&Answering::Binary, &Error::BinaryUnsupported),
-            },
-            Payload::Text(text) => {
-                let env = match Envelope::decode(ByteString::from(text), route_key) {
-                    Ok(env) => env,
-                    Err(rejected) => {
-                        let answering = Answering::Rejected(rejected.reference);
-                        return error_frame(&answering, &rejected.error);
-                    }
-                };
-                // The event's route key first (a gateway may route by its own rules), then the
-                // message's (a gateway that sends everything as `$default`), then the fallback.
-                let by_key = (ctx.route_key != DEFAULT_ROUTE)
-                    .then(|| self.routes.get(ctx.route_key.as_str()))
-                    .flatten();
-                let handler = by_key
-                    .or_else(|| self.routes.get(env.route()))
-                    .or(self.fallback.as_ref());
-                match handler {
-                    Some(h) => (h.clone(), Body::Text(env.clone()), Answering::Message(env)),
-                    None => {
-                        let err = Error::UnknownRoute(env.route().to_owned());
-                        return error_frame(&Answering::Message(env), &err);
-                    }
-                }
-            }
+        let inbound = match payload {
+            Payload::Binary(bytes) => Inbound::Binary(bytes),
+            Payload::Text(text) => Inbound::Text(ByteString::from(text)),
+        };
+        // The event's route key first (a gateway may route by its own rules), then the
+        // message's (a gateway that sends everything as `$default`), then the fallback.
+        let hint = (ctx.route_key != DEFAULT_ROUTE).then_some(ctx.route_key.as_str());
+        let (handler, body, answering) = match self.router.dispatch_hinted(inbound, hint) {
+            Dispatch::Call {
+                handler,
+                body,
+                answering,
+            } => (handler.clone(), body, answering),
+            Dispatch::Reject { answering, error } => return error_frame(&answering, &error),
         };
         let (channel, out) = self.channel(req, id, ctx);
         let request = MessageRequest::new(channel, body);
