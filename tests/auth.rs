@@ -1,8 +1,6 @@
 //! The connect lifecycle: on_connect accepting or rejecting before the socket opens, sessions,
 //! origin checks.
 
-mod common;
-
 use std::collections::HashMap;
 
 use actix_web::{web, App};
@@ -10,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::prelude::*;
 use switchboard::testing::{TestError, TestServer};
-
-use common::rejected_status;
+use switchboard_suite::handlers::echo;
+use switchboard_suite::rejected_status;
 
 #[derive(Clone, Debug)]
 struct User {
@@ -48,11 +46,6 @@ async fn login(ch: Channel<User>, msg: Login) -> Result<Option<String>, ChannelE
 async fn logout(ch: Channel<User>) -> Result<(), ChannelError> {
     ch.clear_session();
     Ok(())
-}
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
 }
 
 fn user_channel(path: &str) -> ChannelRoute<User> {

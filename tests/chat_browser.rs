@@ -2,17 +2,17 @@
 //! two people join a room, talk, see each other come and go, and a dropped connection
 //! reconnects by itself and shows what was said meanwhile.
 //!
-//! Locally the test skips when chromedriver is missing; under `CI=true` it fails instead.
+//! Locally the test skips when chromedriver is missing; under CI it fails instead.
 //! `SWITCHBOARD_SCREENSHOT=docs/chat.png cargo test --test chat_browser` also saves a
 //! screenshot of the page (the one in the README).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use switchboard_suite::{example_binary, spawn_listening, Proc};
+use switchboard_suite::process::until_listening;
+use switchboard_suite::{example_binary, free_port, http, skip, spawn_listening, Proc, Wait};
 
 fn chromedriver() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CHROMEDRIVER") {
@@ -23,13 +23,6 @@ fn chromedriver() -> Option<PathBuf> {
             .map(|d| d.join("chromedriver"))
             .find(|p| p.is_file())
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Starts the chat on a free port; returns it with its base URL.
@@ -50,15 +43,9 @@ async fn start_driver(bin: PathBuf) -> (Proc, String) {
         .spawn()
         .expect("start chromedriver");
     let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (proc, format!("http://127.0.0.1:{port}"))
+    let addr = format!("127.0.0.1:{port}");
+    until_listening("chromedriver", &addr, Duration::from_secs(20)).await;
+    (proc, format!("http://{addr}"))
 }
 
 /// A fresh headless browser: its own profile, so two of them are two separate people.
@@ -84,39 +71,41 @@ async fn browser(driver: &str, profile: &std::path::Path) -> Client {
         .expect("a chromium session")
 }
 
-/// Waits (bounded) until the page's JavaScript expression is true.
+/// Waits (at most 15 s) until the page's JavaScript expression is true; else fails with what
+/// the page shows (and a screenshot in the temporary directory).
 async fn until(c: &Client, what: &str, js: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = c
-            .execute(&format!("return Boolean({js});"), vec![])
+    let check = format!("return Boolean({js});");
+    let shown = Wait::up_to(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .poll(|| async {
+            let v = c.execute(&check, vec![]).await.unwrap_or_default();
+            if v.as_bool() == Some(true) {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await;
+    if shown.is_err() {
+        let body = c
+            .execute("return document.body.innerText;", vec![])
             .await
             .unwrap_or_default();
-        if v.as_bool() == Some(true) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let body = c
-                .execute("return document.body.innerText;", vec![])
-                .await
-                .unwrap_or_default();
-            let errors = c
-                .execute("return (window.__errors || []).join('\\n');", vec![])
-                .await
-                .unwrap_or_default();
-            if let Ok(png) = c.screenshot().await {
-                let _ = std::fs::write(
-                    std::env::temp_dir().join("switchboard-e2e-failure.png"),
-                    png,
-                );
-            }
-            panic!(
-                "timed out waiting for {what}; page says:\n{}\nscript errors:\n{}",
-                body.as_str().unwrap_or(""),
-                errors.as_str().unwrap_or("")
+        let errors = c
+            .execute("return (window.__errors || []).join('\\n');", vec![])
+            .await
+            .unwrap_or_default();
+        if let Ok(png) = c.screenshot().await {
+            let _ = std::fs::write(
+                std::env::temp_dir().join("switchboard-e2e-failure.png"),
+                png,
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        panic!(
+            "timed out waiting for {what}; page says:\n{}\nscript errors:\n{}",
+            body.as_str().unwrap_or(""),
+            errors.as_str().unwrap_or("")
+        );
     }
 }
 
@@ -171,31 +160,21 @@ async fn say(c: &Client, text: &str) {
         .expect("click send");
 }
 
+/// `POST {base}{path}`; the status.
 async fn post(base: &str, path: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    let (status, _) = http("POST", &format!("{base}{path}"), body)
+        .await
+        .expect("POST to the chat");
+    status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_chat_in_a_real_browser() {
     let Some(driver_bin) = chromedriver() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("chromedriver is required under CI=true (install chromium and chromium-driver)");
-        }
-        eprintln!("skipping: chromedriver is not installed");
-        return;
+        return skip(
+            "the browser test",
+            "chromedriver is not installed (install chromium and chromium-driver)",
+        );
     };
     let (_chat, base) = start_chat();
     let (_driver, driver) = start_driver(driver_bin).await;

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App};
+use actix_web::web;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
-use tokio::sync::Notify;
+use switchboard_suite::handlers::{echo, serve_gated, wait, Gate};
 
 #[derive(Deserialize)]
 struct Nap {
@@ -20,23 +20,6 @@ struct Nap {
 async fn nap(msg: Nap) -> Result<u32, ChannelError> {
     actix_rt::time::sleep(Duration::from_millis(msg.ms)).await;
     Ok(msg.n)
-}
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
-}
-
-/// Released by the test.
-#[derive(Default)]
-struct Gate(Notify);
-
-/// Announces that it waits, then waits for the gate.
-#[switchboard::message("wait")]
-async fn wait(ch: Channel, gate: web::Data<Gate>) -> Result<&'static str, ChannelError> {
-    ch.send("waiting", &())?;
-    gate.0.notified().await;
-    Ok("released")
 }
 
 /// Starts a task that pushes three ticks, then waits for the gate.
@@ -54,15 +37,14 @@ async fn tick_then_wait(ch: Channel, gate: web::Data<Gate>) -> Result<&'static s
 }
 
 fn start(gate: web::Data<Gate>) -> TestServer {
-    TestServer::start(move || {
-        App::new().app_data(gate.clone()).service(
-            ChannelRoute::<()>::new("/ws")
-                .message(nap)
-                .message(echo)
-                .message(wait)
-                .message(tick_then_wait),
-        )
-    })
+    serve_gated(
+        &gate,
+        ChannelRoute::new("/ws")
+            .message(nap)
+            .message(echo)
+            .message(wait)
+            .message(tick_then_wait),
+    )
 }
 
 #[tokio::test]
@@ -142,17 +124,13 @@ async fn pushes_flow_while_a_handler_awaits() {
 #[tokio::test]
 async fn heartbeats_flow_while_a_handler_awaits() {
     let gate = web::Data::new(Gate::default());
-    let server = TestServer::start({
-        let gate = gate.clone();
-        move || {
-            App::new().app_data(gate.clone()).service(
-                ChannelRoute::<()>::new("/ws")
-                    .heartbeat(Duration::from_millis(50), Duration::from_millis(200))
-                    .message(wait)
-                    .message(echo),
-            )
-        }
-    });
+    let server = serve_gated(
+        &gate,
+        ChannelRoute::new("/ws")
+            .heartbeat(Duration::from_millis(50), Duration::from_millis(200))
+            .message(wait)
+            .message(echo),
+    );
     let mut c = server.connect("/ws").await.unwrap();
     c.send_json(&json!({"type": "wait", "ref": "w"}))
         .await

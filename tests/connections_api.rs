@@ -2,27 +2,20 @@
 //! topics over HTTP, AWS-shaped errors, SigV4 and bearer authentication, and the refusal to
 //! serve unauthenticated on a public address.
 
-mod common;
-
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use actix_web::{App, HttpServer};
 use serde_json::{json, Value};
+use switchboard::prelude::*;
 use switchboard::serverless::connections_api::{ConnectionsApi, ConnectionsClient, RemoteEngine};
 use switchboard::serverless::function::FunctionService;
-use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use switchboard_suite::handlers::whoami;
+use switchboard_suite::{header, percent, request};
 
 const TOKEN: &str = "api-token";
 const KEY: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-
-#[switchboard::message("whoami")]
-async fn whoami(id: ConnectionId) -> Result<ConnectionId, ChannelError> {
-    Ok(id)
-}
 
 fn server(hub: &Hub) -> TestServer {
     let hub = hub.clone();
@@ -49,70 +42,13 @@ async fn client(s: &TestServer) -> (TestClient, ConnectionId) {
     (c, serde_json::from_value(id).unwrap())
 }
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A raw HTTP/1.1 request; returns the status, the headers (lower-case names) and the body.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, response[split + 4..].to_vec())
-}
-
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 const BEARER: (&str, &str) = ("authorization", "Bearer api-token");
+
+/// `DELETE path` (with its query) with the bearer token; the status and the headers.
+async fn delete(s: &TestServer, path: &str) -> (u16, Vec<(String, String)>) {
+    let (status, headers, _) = request(s.addr(), "DELETE", path, &[BEARER], b"").await;
+    (status, headers)
+}
 
 #[tokio::test]
 async fn post_get_delete_a_connection() {
@@ -121,13 +57,13 @@ async fn post_get_delete_a_connection() {
     let (mut c, id) = client(&s).await;
     let path = format!("/@connections/{}", percent(&id.to_string()));
     // POST: a UTF-8 body is a text frame, anything else binary.
-    let (status, _, _) = http(s.addr(), "POST", &path, &[BEARER], b"{\"hello\":1}").await;
+    let (status, _, _) = request(s.addr(), "POST", &path, &[BEARER], b"{\"hello\":1}").await;
     assert_eq!(status, 200);
     assert_eq!(c.recv_json().await.unwrap(), json!({"hello": 1}));
-    let (status, _, _) = http(s.addr(), "POST", &path, &[BEARER], &[0xff, 0x00]).await;
+    let (status, _, _) = request(s.addr(), "POST", &path, &[BEARER], &[0xff, 0x00]).await;
     assert_eq!(status, 200);
     assert_eq!(c.recv().await.unwrap(), Frame::Binary(vec![0xff, 0x00]));
-    let (status, _, _) = http(
+    let (status, _, _) = request(
         s.addr(),
         "POST",
         &path,
@@ -139,7 +75,7 @@ async fn post_get_delete_a_connection() {
     assert_eq!(c.recv().await.unwrap(), Frame::Binary(b"abc".to_vec()));
 
     // GET: AWS's fields, ISO 8601 times.
-    let (status, _, body) = http(s.addr(), "GET", &path, &[BEARER], b"").await;
+    let (status, _, body) = request(s.addr(), "GET", &path, &[BEARER], b"").await;
     assert_eq!(status, 200);
     let info: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
@@ -152,7 +88,7 @@ async fn post_get_delete_a_connection() {
     assert!(info["lastActiveAt"].as_str().unwrap() >= connected);
 
     // DELETE: 204, and the client is closed.
-    let (status, _, _) = http(s.addr(), "DELETE", &path, &[BEARER], b"").await;
+    let (status, _, _) = request(s.addr(), "DELETE", &path, &[BEARER], b"").await;
     assert_eq!(status, 204);
     assert_eq!(c.recv_close().await.unwrap().0, 1000);
 }
@@ -163,23 +99,9 @@ async fn delete_with_a_close_code() {
     let s = server(&hub);
     let (mut c, id) = client(&s).await;
     let path = format!("/@connections/{}", percent(&id.to_string()));
-    let (status, _, _) = http(
-        s.addr(),
-        "DELETE",
-        &format!("{path}?code=1011"),
-        &[BEARER],
-        b"",
-    )
-    .await;
+    let (status, _) = delete(&s, &format!("{path}?code=1011")).await;
     assert_eq!(status, 400, "only 1000 and 3000-4999");
-    let (status, _, _) = http(
-        s.addr(),
-        "DELETE",
-        &format!("{path}?code=4001&reason=kicked"),
-        &[BEARER],
-        b"",
-    )
-    .await;
+    let (status, _) = delete(&s, &format!("{path}?code=4001&reason=kicked")).await;
     assert_eq!(status, 204);
     assert_eq!(c.recv_close().await.unwrap(), (4001, "kicked".to_owned()));
 }
@@ -192,14 +114,8 @@ async fn close_reasons_must_fit_a_close_frame() {
     let path = format!("/@connections/{}", percent(&id.to_string()));
     // 124 bytes: one more than a close frame holds after its code.
     let long = "é".repeat(62);
-    let (status, headers, _) = http(
-        s.addr(),
-        "DELETE",
-        &format!("{path}?code=4001&reason={}", percent(&long)),
-        &[BEARER],
-        b"",
-    )
-    .await;
+    let (status, headers) =
+        delete(&s, &format!("{path}?code=4001&reason={}", percent(&long))).await;
     assert_eq!(status, 400);
     assert_eq!(
         header(&headers, "x-amzn-errortype"),
@@ -207,14 +123,7 @@ async fn close_reasons_must_fit_a_close_frame() {
     );
     // Still open; 123 bytes go through whole.
     let fits = format!("{}x", "é".repeat(61));
-    let (status, _, _) = http(
-        s.addr(),
-        "DELETE",
-        &format!("{path}?code=4001&reason={}", percent(&fits)),
-        &[BEARER],
-        b"",
-    )
-    .await;
+    let (status, _) = delete(&s, &format!("{path}?code=4001&reason={}", percent(&fits))).await;
     assert_eq!(status, 204);
     assert_eq!(c.recv_close().await.unwrap(), (4001, fits));
 }
@@ -241,7 +150,7 @@ async fn signed_queries_must_not_use_a_raw_plus() {
     // SigV4 signs `+` as a literal plus, the query parser reads a space: refused before the
     // signature is even looked at.
     let signed = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240209/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
-    let (status, headers, _) = http(
+    let (status, headers, _) = request(
         s.addr(),
         "DELETE",
         &format!("{path}?code=4001&reason=a+b"),
@@ -258,14 +167,7 @@ async fn signed_queries_must_not_use_a_raw_plus() {
         Some("BadRequestException")
     );
     // With a bearer token nothing is signed: `+` is a space, as in any form-encoded query.
-    let (status, _, _) = http(
-        s.addr(),
-        "DELETE",
-        &format!("{path}?code=4001&reason=a+b"),
-        &[BEARER],
-        b"",
-    )
-    .await;
+    let (status, _) = delete(&s, &format!("{path}?code=4001&reason=a+b")).await;
     assert_eq!(status, 204);
     assert_eq!(c.recv_close().await.unwrap(), (4001, "a b".to_owned()));
 }
@@ -283,7 +185,7 @@ async fn without_credentials_only_direct_loopback_clients_are_served() {
     });
     let (mut c, id) = client(&s).await;
     let path = format!("/@connections/{}", percent(&id.to_string()));
-    let (status, _, _) = http(s.addr(), "POST", &path, &[], b"direct").await;
+    let (status, _, _) = request(s.addr(), "POST", &path, &[], b"direct").await;
     assert_eq!(status, 200);
     assert_eq!(c.recv().await.unwrap(), Frame::Text("direct".into()));
     // A reverse proxy on this host: the peer is loopback, but the client is not.
@@ -292,20 +194,20 @@ async fn without_credentials_only_direct_loopback_clients_are_served() {
         ("forwarded", "for=203.0.113.7"),
         ("x-real-ip", "203.0.113.7"),
     ] {
-        let (status, headers, _) = http(s.addr(), "POST", &path, &[proxied], b"x").await;
+        let (status, headers, _) = request(s.addr(), "POST", &path, &[proxied], b"x").await;
         assert_eq!(status, 403, "{proxied:?}");
         assert_eq!(
             header(&headers, "x-amzn-errortype"),
             Some("ForbiddenException")
         );
         // A function without a token, the same.
-        let (status, _, body) = http(s.addr(), "POST", "/fn", &[proxied], b"{}").await;
+        let (status, _, body) = request(s.addr(), "POST", "/fn", &[proxied], b"{}").await;
         assert_eq!(status, 403, "{proxied:?}");
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "forbidden");
     }
     // Directly, the function reads the event (this one is not valid).
-    let (status, _, _) = http(s.addr(), "POST", "/fn", &[], b"{}").await;
+    let (status, _, _) = request(s.addr(), "POST", "/fn", &[], b"{}").await;
     assert_eq!(status, 400);
 }
 
@@ -317,7 +219,7 @@ async fn errors_are_shaped_like_aws() {
     let gone = ConnectionId::next();
     let gone_path = format!("/@connections/{}", percent(&gone.to_string()));
     for method in ["POST", "GET", "DELETE"] {
-        let (status, headers, body) = http(s.addr(), method, &gone_path, &[BEARER], b"x").await;
+        let (status, headers, body) = request(s.addr(), method, &gone_path, &[BEARER], b"x").await;
         assert_eq!(status, 410, "{method}");
         assert_eq!(header(&headers, "x-amzn-errortype"), Some("GoneException"));
         let body: Value = serde_json::from_slice(&body).unwrap();
@@ -327,14 +229,14 @@ async fn errors_are_shaped_like_aws() {
             .contains("no longer exists"));
     }
     let path = format!("/@connections/{}", percent(&id.to_string()));
-    let (status, headers, _) = http(s.addr(), "POST", &path, &[BEARER], &[b'x'; 1025]).await;
+    let (status, headers, _) = request(s.addr(), "POST", &path, &[BEARER], &[b'x'; 1025]).await;
     assert_eq!(status, 413);
     assert_eq!(
         header(&headers, "x-amzn-errortype"),
         Some("PayloadTooLargeException")
     );
     let (status, headers, _) =
-        http(s.addr(), "POST", "/@connections/not-an-id", &[BEARER], b"x").await;
+        request(s.addr(), "POST", "/@connections/not-an-id", &[BEARER], b"x").await;
     assert_eq!(status, 400);
     assert_eq!(
         header(&headers, "x-amzn-errortype"),
@@ -355,7 +257,7 @@ async fn refuses_without_a_valid_token_or_signature() {
         vec![("authorization", "Basic YTpi")],
         vec![("authorization", stale), ("x-amz-date", "20000101T000000Z")],
     ] {
-        let (status, h, body) = http(s.addr(), "POST", &path, &headers, b"x").await;
+        let (status, h, body) = request(s.addr(), "POST", &path, &headers, b"x").await;
         assert_eq!(status, 403, "{headers:?}");
         assert_eq!(header(&h, "x-amzn-errortype"), Some("ForbiddenException"));
         let body: Value = serde_json::from_slice(&body).unwrap();

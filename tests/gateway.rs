@@ -2,8 +2,6 @@
 //! to a real function server process (`examples/function.rs`), which answers through the
 //! gateway's connections API. Plus the event's shape, checked against a stand-in function.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -11,14 +9,15 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+use switchboard::prelude::*;
 use switchboard::serverless::connections_api::{ConnectionsApi, ConnectionsClient};
 use switchboard::serverless::function::{Event, EventType};
 use switchboard::serverless::gateway::{Gateway, GatewaySession};
-use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
-use switchboard_suite::{example_binary, spawn_listening, Proc};
-
-use common::{error_reply, rejected_status};
+use switchboard_suite::{
+    connect_named, error_reply, example_binary, percent, pushes_before_reply, raw_http,
+    raw_http_with, rejected_status, spawn_listening, Proc,
+};
 
 const FN_TOKEN: &str = "fn-token";
 const API_TOKEN: &str = "api-token";
@@ -123,7 +122,7 @@ fn start() -> Setup {
 
 impl Setup {
     async fn connect(&self, name: &str) -> TestClient {
-        common::connect_named(&self.gateway, name).await
+        connect_named(&self.gateway, name).await
     }
 }
 
@@ -183,7 +182,7 @@ async fn the_function_pushes_through_the_connections_api() {
         json!({"from": "bob", "text": "psst"})
     );
     // To the caller: the pushes arrive before the reply.
-    common::pushes_before_reply(&mut bob, 3).await;
+    pushes_before_reply(&mut bob, 3).await;
 }
 
 #[tokio::test]
@@ -314,7 +313,7 @@ async fn gone_connections_are_410() {
         api.post_to_connection(bob_id, "x").await,
         Err(ChannelError::Closed)
     ));
-    let (status, text) = common::raw_http(
+    let (status, text) = raw_http(
         s.api.addr(),
         "GET",
         &format!("/@connections/{}", percent(&bob_id.to_string())),
@@ -322,17 +321,6 @@ async fn gone_connections_are_410() {
     .await;
     // Unauthenticated: refused before anything is looked up.
     assert_eq!(status, 403, "{text}");
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -371,11 +359,9 @@ async fn http_post(
     authorization: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let headers = format!("{auth}Content-Type: application/json\r\n");
-    common::raw_http_with(addr, "POST", path, &headers, body).await
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(authorization.map(|a| ("Authorization", a)));
+    raw_http_with(addr, "POST", path, &headers, body).await
 }
 
 #[tokio::test]
@@ -423,6 +409,16 @@ impl Recorder {
         )
         .await;
         assert!(matches!(seen, Ok(Ok(_))), "timed out waiting for {what}");
+    }
+
+    /// Waits (at most 10 s) until a `$disconnect` event was recorded.
+    async fn wait_for_a_disconnect(&self) {
+        self.wait_for("the $disconnect event", |events| {
+            events
+                .iter()
+                .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
+        })
+        .await
     }
 }
 
@@ -512,12 +508,7 @@ async fn events_are_shaped_like_api_gateways() {
         );
     }
     c.close().await.unwrap();
-    rec.wait_for("the $disconnect event", |events| {
-        events
-            .iter()
-            .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
-    })
-    .await;
+    rec.wait_for_a_disconnect().await;
 
     let events = rec.events.lock().unwrap().clone();
     assert!(events
@@ -625,12 +616,7 @@ async fn disconnect_events_carry_the_close_code_and_reason() {
     let mut c = gateway.connect("/ws").await.unwrap();
     c.push("bye", json!(null)).await.unwrap();
     assert_eq!(c.recv_close().await.unwrap(), (4001, "see you".to_owned()));
-    rec.wait_for("the $disconnect event", |events| {
-        events
-            .iter()
-            .any(|(_, e)| e["requestContext"]["eventType"] == "DISCONNECT")
-    })
-    .await;
+    rec.wait_for_a_disconnect().await;
     let events = rec.events.lock().unwrap().clone();
     let (_, disconnect) = events.last().unwrap();
     assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 4001);

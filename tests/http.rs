@@ -1,15 +1,13 @@
 //! Embedding a channel in an actix-web `App`: plain routes beside it, app data, and the
 //! opening request's path parameters, query string and headers.
 
-mod common;
-
 use actix_web::{web, App, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
-
-use common::raw_http;
+use switchboard_suite::handlers::echo;
+use switchboard_suite::{error_reply, raw_http, rejected_status};
 
 /// App data registered on the `App`.
 struct Config {
@@ -27,11 +25,6 @@ async fn greeting(ch: Channel) -> Result<Option<String>, ChannelError> {
     Ok(ch
         .app_data::<web::Data<Config>>()
         .map(|c| c.greeting.clone()))
-}
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
 }
 
 #[derive(Deserialize)]
@@ -155,7 +148,7 @@ async fn handlers_read_path_params_query_and_headers() {
         })
     );
     // A query that does not deserialize is an error frame, not a crash.
-    let (code, _, frame) = common::error_reply(bare.request("who", json!(null)).await);
+    let (code, _, frame) = error_reply(bare.request("who", json!(null)).await);
     assert_eq!(code, "bad_query", "{frame}");
     assert_eq!(
         bare.request("info", json!(null)).await.unwrap()["room"],
@@ -166,9 +159,6 @@ async fn handlers_read_path_params_query_and_headers() {
 #[tokio::test]
 async fn on_connect_reads_path_params() {
     let server = start();
-    assert_eq!(
-        common::rejected_status(server.connect("/ws/closed").await),
-        403
-    );
+    assert_eq!(rejected_status(server.connect("/ws/closed").await), 403);
     server.connect("/ws/open").await.unwrap();
 }

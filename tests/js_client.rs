@@ -3,15 +3,15 @@
 //!
 //! The node tests read `SWITCHBOARD_URL` (the channel, `ws://127.0.0.1:PORT/ws`) and
 //! `SWITCHBOARD_HTTP` (`http://127.0.0.1:PORT`, for `/switchboard.js` and the test routes).
-//! Without `node` on the `PATH` (or `NODE`) the test is skipped, except under `CI=true`, where
-//! that is a failure.
+//! Without `node` on the `PATH` (or `NODE`) the test is skipped, except under CI (`CI=true` or
+//! `CI=1`), where that is a failure.
 
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
+use switchboard_suite::process::wait_for_exit;
+use switchboard_suite::skip;
 
 /// How long the whole node run may take before it is killed.
 const NODE_DEADLINE: Duration = Duration::from_secs(60);
@@ -188,11 +190,6 @@ fn server() -> TestServer {
     .start()
 }
 
-/// Whether a missing or unusable `node` must fail the test instead of skipping it.
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 /// Runs `node <flags> -e <script>`; true when it exits with 0.
 fn node_ok(node: &str, flags: &[&str], script: &str, env: &[(&str, &str)]) -> bool {
     Command::new(node)
@@ -235,11 +232,7 @@ fn node_flags(node: &str, client: &Path) -> Result<Vec<&'static str>, String> {
 }
 
 fn skip_or_fail(why: &str) {
-    assert!(
-        !required(),
-        "CI=true: the JS client tests must run, but {why}"
-    );
-    eprintln!("SKIPPED: the JS client tests need Node.js 20.10+: {why}");
+    skip("the JS client tests (Node.js 20.10+)", why);
 }
 
 #[test]
@@ -288,18 +281,7 @@ fn js_client_tests_pass_against_a_real_server() {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + NODE_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut child, NODE_DEADLINE);
     let out = stdout.join().unwrap_or_default();
     let err = stderr.join().unwrap_or_default();
     let report = format!(

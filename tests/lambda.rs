@@ -4,8 +4,6 @@
 //! polls), answered by the real `function` example running under `lambda_runtime`, which
 //! pushes back through the gateway's connections API.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +13,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+use switchboard::prelude::*;
 use switchboard::serverless::connections_api::ConnectionsApi;
 use switchboard::serverless::function::lambda::{
     ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest, LambdaFunction,
 };
 use switchboard::serverless::function::FunctionService;
 use switchboard::serverless::gateway::Gateway;
-use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
-use switchboard_suite::{example_binary, Proc};
+use switchboard_suite::handlers::reverse;
+use switchboard_suite::{
+    connect_named, error_reply, example_binary, pushes_before_reply, rejected_status, Proc,
+};
 use tokio::sync::{mpsc, oneshot};
-
-use common::{error_reply, rejected_status};
 
 const API_TOKEN: &str = "api-token";
 const INVOKE: &str = "/2015-03-31/functions/function/invocations";
@@ -262,7 +261,7 @@ fn start() -> Setup {
 
 impl Setup {
     async fn connect(&self, name: &str) -> TestClient {
-        common::connect_named(&self.gateway, name).await
+        connect_named(&self.gateway, name).await
     }
 
     fn event_types(&self) -> Vec<String> {
@@ -293,7 +292,7 @@ async fn the_handlers_run_on_the_lambda_runtime() {
         json!({"a": [1, 2]})
     );
     // Pushes through the connections API, from the Lambda process, before the reply.
-    common::pushes_before_reply(&mut ann, 2).await;
+    pushes_before_reply(&mut ann, 2).await;
     // Error frames and the fallback, as in-process.
     let (code, _, frame) = error_reply(ann.request("join", json!({"room": 5})).await);
     assert_eq!(code, "bad_payload");
@@ -381,13 +380,6 @@ async fn whoami(ch: Channel<User>) -> Result<Value, ChannelError> {
     Ok(json!({ "id": ch.id(), "name": ch.session().map(|u| u.name) }))
 }
 
-#[switchboard::on_binary]
-async fn reverse(data: Binary) -> Binary {
-    let mut bytes = data.0.to_vec();
-    bytes.reverse();
-    Binary(bytes.into())
-}
-
 async fn in_process() -> LambdaFunction {
     let f = FunctionService::new("/fn")
         .on_connect(connect)
@@ -433,7 +425,9 @@ fn aws_event(
 
 fn body_json(r: &ApiGatewayProxyResponse) -> Value {
     match &r.body {
-        Some(switchboard::serverless::function::lambda::Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        Some(switchboard::serverless::function::lambda::Body::Text(t)) => {
+            serde_json::from_str(t).unwrap()
+        }
         other => panic!("expected a text body, got {other:?}"),
     }
 }

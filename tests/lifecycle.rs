@@ -1,8 +1,6 @@
 //! Connection lifecycle: heartbeats, idle timeouts, close handshakes, and the disconnect
 //! handler running exactly once however a connection ends.
 
-mod common;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,8 +8,8 @@ use actix_web::{web, App};
 use serde_json::{json, Value};
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestError, TestServer};
-
-use common::{opcode, wait_until, RawWs};
+use switchboard_suite::handlers::echo;
+use switchboard_suite::{opcode, until, RawWs};
 
 const PING_EVERY: Duration = Duration::from_millis(100);
 const IDLE_TIMEOUT: Duration = Duration::from_millis(400);
@@ -38,11 +36,6 @@ async fn record_disconnect(ch: Channel, log: web::Data<Gone>) {
 #[switchboard::message("whoami")]
 async fn whoami(ch: Channel) -> Result<ConnectionId, ChannelError> {
     Ok(ch.id())
-}
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
 }
 
 /// Server-initiated close.
@@ -94,6 +87,18 @@ fn start_heartbeat() -> TestServer {
     })
 }
 
+/// A heartbeat channel whose disconnects are logged.
+fn start_heartbeat_logged(log: web::Data<Gone>) -> TestServer {
+    TestServer::start(move || {
+        App::new().app_data(log.clone()).service(
+            ChannelRoute::<()>::new("/ws")
+                .heartbeat(PING_EVERY, IDLE_TIMEOUT)
+                .message(whoami)
+                .on_disconnect(record_disconnect),
+        )
+    })
+}
+
 async fn id_of(c: &mut TestClient) -> ConnectionId {
     let v = c.request("whoami", json!(null)).await.unwrap();
     serde_json::from_value(v).unwrap()
@@ -103,11 +108,11 @@ async fn id_of(c: &mut TestClient) -> ConnectionId {
 /// another connection opens and closes, and once its disconnect is seen, `id` still appears
 /// exactly once.
 async fn assert_disconnected_once(server: &TestServer, log: &Gone, id: ConnectionId) {
-    wait_until("the disconnect handler", || log.count(id) >= 1).await;
+    until("the disconnect handler", || async { log.count(id) >= 1 }).await;
     let mut probe = server.connect("/ws").await.unwrap();
     let probe_id = id_of(&mut probe).await;
     probe.close().await.unwrap();
-    wait_until("the probe's disconnect handler", || {
+    until("the probe's disconnect handler", || async {
         log.count(probe_id) >= 1
     })
     .await;
@@ -164,22 +169,15 @@ async fn client_that_does_not_answer_is_closed_with_1001_after_idle_timeout() {
 #[tokio::test]
 async fn unpolled_client_is_closed_with_1001_and_disconnected() {
     let log = web::Data::new(Gone::default());
-    let server = TestServer::start({
-        let log = log.clone();
-        move || {
-            App::new().app_data(log.clone()).service(
-                ChannelRoute::<()>::new("/ws")
-                    .heartbeat(PING_EVERY, IDLE_TIMEOUT)
-                    .message(whoami)
-                    .on_disconnect(record_disconnect),
-            )
-        }
-    });
+    let server = start_heartbeat_logged(log.clone());
     let mut c = server.connect("/ws").await.unwrap();
     let id = id_of(&mut c).await;
     // From here on the client's socket is not polled, so no ping is answered: wait for the
     // server to give up on it.
-    wait_until("the idle connection's disconnect", || log.count(id) >= 1).await;
+    until("the idle connection's disconnect", || async {
+        log.count(id) >= 1
+    })
+    .await;
     // What the server sent meanwhile is still in the socket: pings, then the close frame.
     assert_eq!(
         c.recv_close().await.unwrap(),
@@ -192,9 +190,9 @@ async fn client_that_keeps_reading_stays_open_past_idle_timeout() {
     let server = start_heartbeat();
     let mut c = server.connect("/ws").await.unwrap();
     // Read (tungstenite answers each ping) for three idle timeouts.
-    let until = Instant::now() + IDLE_TIMEOUT * 3;
+    let end = Instant::now() + IDLE_TIMEOUT * 3;
     let mut pings = 0;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
         c.set_timeout(left.max(Duration::from_millis(1)));
         match c.recv().await {
             Ok(Frame::Ping) => pings += 1,
@@ -316,7 +314,7 @@ async fn disconnect_runs_once_on_server_shutdown() {
     // Graceful stop: waits the default 1 s shutdown timeout for the open sockets, then ends them.
     server.stop(true).await;
     // `stop` joins the server's system thread; its worker threads may still be tearing down.
-    wait_until("both disconnect handlers", || {
+    until("both disconnect handlers", || async {
         ids.iter().all(|&id| log.count(id) >= 1)
     })
     .await;
@@ -338,7 +336,7 @@ async fn disconnect_handler_that_awaits_runs_to_completion() {
     let (id_a, id_b) = (id_of(&mut a).await, id_of(&mut b).await);
     a.close().await.unwrap();
     b.drop_abruptly();
-    wait_until("both disconnect handlers", || {
+    until("both disconnect handlers", || async {
         log.count(id_a) >= 1 && log.count(id_b) >= 1
     })
     .await;
@@ -349,17 +347,7 @@ async fn disconnect_handler_that_awaits_runs_to_completion() {
 #[tokio::test]
 async fn disconnect_runs_once_on_idle_timeout() {
     let log = web::Data::new(Gone::default());
-    let server = TestServer::start({
-        let log = log.clone();
-        move || {
-            App::new().app_data(log.clone()).service(
-                ChannelRoute::<()>::new("/ws")
-                    .heartbeat(PING_EVERY, IDLE_TIMEOUT)
-                    .message(whoami)
-                    .on_disconnect(record_disconnect),
-            )
-        }
-    });
+    let server = start_heartbeat_logged(log.clone());
     let mut raw = RawWs::connect(server.addr(), "/ws").await;
     raw.send_frame(true, opcode::TEXT, br#"{"type":"whoami","ref":1}"#)
         .await;
@@ -384,11 +372,14 @@ async fn disconnect_runs_once_on_idle_timeout() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    wait_until("the disconnect handler", || log.count(id) >= 1).await;
+    until("the disconnect handler", || async { log.count(id) >= 1 }).await;
     drop(raw);
     let mut probe = server.connect("/ws").await.unwrap();
     let probe_id = id_of(&mut probe).await;
     probe.close().await.unwrap();
-    wait_until("the probe's disconnect", || log.count(probe_id) >= 1).await;
+    until("the probe's disconnect", || async {
+        log.count(probe_id) >= 1
+    })
+    .await;
     assert_eq!(log.count(id), 1, "{:?}", log.ids());
 }

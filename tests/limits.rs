@@ -1,22 +1,12 @@
 //! Limits on connections and requests that are not upgrades.
 
-mod common;
-
-use std::time::{Duration, Instant};
-
 use actix_web::{web, App};
-use serde_json::{json, Value};
+use serde_json::json;
 use switchboard::prelude::*;
 use switchboard::testing::{TestClient, TestError, TestServer};
 use switchboard::ChannelConfig;
-use tokio::sync::Notify;
-
-use common::{raw_http, rejected_status, DEADLINE};
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
-}
+use switchboard_suite::handlers::{echo, serve_gated, wait, Gate};
+use switchboard_suite::{eventually, raw_http, rejected_status};
 
 #[switchboard::on_connect]
 async fn token_required(req: ConnectRequest) -> Result<(), ChannelError> {
@@ -26,31 +16,17 @@ async fn token_required(req: ConnectRequest) -> Result<(), ChannelError> {
     }
 }
 
-/// Released by the test.
-#[derive(Default)]
-struct Gate(Notify);
-
-/// Announces that it waits, then waits for the gate.
-#[switchboard::message("wait")]
-async fn wait(ch: Channel, gate: web::Data<Gate>) -> Result<&'static str, ChannelError> {
-    ch.send("waiting", &())?;
-    gate.0.notified().await;
-    Ok("released")
-}
-
-/// Connects, retrying while the channel is full, until [`DEADLINE`]: the server frees a slot
-/// only once it has noticed the close.
+/// Connects, retrying while the channel is full (503): the server frees a slot only once it
+/// has noticed the close. Any other refusal fails at once.
 async fn connect_when_a_slot_frees(server: &TestServer, path: &str) -> TestClient {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    eventually("a slot to free", || async {
         match server.connect(path).await {
-            Ok(c) => return c,
-            Err(TestError::Rejected { status: 503, .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("no slot freed within {DEADLINE:?}: {e}"),
+            Err(TestError::Rejected { status: 503, .. }) => Err(503),
+            Err(e) => panic!("connecting to {path}: {e}"),
+            Ok(c) => Ok(c),
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -126,20 +102,16 @@ async fn plain_get_to_the_channel_path_gets_4xx_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn overloaded_message_gets_overloaded_answering_its_ref() {
     let gate = web::Data::new(Gate::default());
-    let server = TestServer::start({
-        let gate = gate.clone();
-        move || {
-            App::new().app_data(gate.clone()).service(
-                ChannelRoute::<()>::new("/ws")
-                    .config(ChannelConfig {
-                        inbound_capacity: 2,
-                        ..ChannelConfig::default()
-                    })
-                    .message(wait)
-                    .message(echo),
-            )
-        }
-    });
+    let server = serve_gated(
+        &gate,
+        ChannelRoute::new("/ws")
+            .config(ChannelConfig {
+                inbound_capacity: 2,
+                ..ChannelConfig::default()
+            })
+            .message(wait)
+            .message(echo),
+    );
     let mut c = server.connect("/ws").await.unwrap();
     c.send_json(&json!({"type": "wait", "ref": "w"}))
         .await

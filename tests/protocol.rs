@@ -1,7 +1,5 @@
 //! The wire protocol, end to end: what a client sends, what it gets back.
 
-mod common;
-
 use std::time::Duration;
 
 use actix_web::App;
@@ -9,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestServer};
-
-use common::{error_reply, opcode, RawWs};
+use switchboard_suite::handlers::{echo, reverse};
+use switchboard_suite::{error_reply, opcode, RawWs};
 
 #[derive(Deserialize)]
 struct Join {
@@ -37,11 +35,6 @@ async fn join(msg: Join) -> Result<Joined, ChannelError> {
         room: msg.room,
         items: msg.items.iter().map(|i| i.id).collect(),
     })
-}
-
-#[switchboard::message("echo")]
-async fn echo(data: Value) -> Result<Value, ChannelError> {
-    Ok(data)
 }
 
 /// Returns `()`: nothing goes back without a `ref`.
@@ -78,13 +71,6 @@ async fn boom(_data: Value) -> Result<Value, ChannelError> {
 async fn boom_later(_data: Value) -> Result<Value, ChannelError> {
     actix_rt::task::yield_now().await;
     panic!("kaboom after an await");
-}
-
-#[switchboard::on_binary]
-async fn reverse(data: Binary) -> Binary {
-    let mut bytes = data.0.to_vec();
-    bytes.reverse();
-    Binary(bytes.into())
 }
 
 #[switchboard::fallback]

@@ -12,84 +12,23 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse};
 use futures_util::FutureExt;
-use serde::Deserialize;
 use serde_json::{json, Value};
+use switchboard::engine::redis::RedisEngine;
 use switchboard::engine::{
     Delivered, DeliverySink, Engine, EngineHealth, HistoryConfig, Publication, Publish,
     SubscribeRequest, Subscriber,
 };
 use switchboard::prelude::*;
-use switchboard::engine::redis::RedisEngine;
 use switchboard::testing::{Frame, TestClient, TestError, TestServer};
+use switchboard_suite::rooms::{self, User};
 use switchboard_suite::RedisServer as Redis;
+use switchboard_suite::{delivery, raw_http, until, Wait};
 
 // ---- the app on each node ----------------------------------------------------------------
 
-#[derive(Clone)]
-struct User {
-    name: String,
-}
-
-#[switchboard::on_connect]
-async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
-    Ok(User {
-        name: req.query("name").unwrap_or("anon").to_owned(),
-    })
-}
-
-#[derive(Deserialize)]
-struct Say {
-    topic: String,
-    text: String,
-}
-
-#[switchboard::message("say")]
-async fn say(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
-    let from = ch.session().map(|u| u.name).unwrap_or_default();
-    ch.publish(&msg.topic, "said", &json!({"from": from, "text": msg.text}))
-        .await
-}
-
-#[switchboard::message("shout")]
-async fn shout(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
-    ch.broadcast_from(&msg.topic, "shouted", &json!({"text": msg.text}))
-        .await
-}
-
-#[derive(Deserialize)]
-struct Burst {
-    topic: String,
-    n: u32,
-}
-
-#[switchboard::message("burst")]
-async fn burst(ch: Channel<User>, b: Burst) -> Result<u32, ChannelError> {
-    for i in 0..b.n {
-        ch.publish(&b.topic, "n", &json!({ "i": i })).await?;
-    }
-    Ok(b.n)
-}
-
-#[switchboard::message("whoami")]
-async fn whoami(id: ConnectionId) -> Result<ConnectionId, ChannelError> {
-    Ok(id)
-}
-
+/// The rooms app, and `plain:*` topics (without presence).
 fn route() -> ChannelRoute<User> {
-    ChannelRoute::new("/ws")
-        .on_connect(connect)
-        .message(say)
-        .message(shout)
-        .message(burst)
-        .message(whoami)
-        .allow_join("room:*")
-        .allow_join("plain:*")
-        .presence(|ch: Channel<User>, topic: String| async move {
-            let user = ch.session()?;
-            topic
-                .starts_with("room:")
-                .then(|| (user.name, json!({"id": ch.id()})))
-        })
+    rooms::route().allow_join("plain:*")
 }
 
 async fn health(hub: Hub) -> HttpResponse {
@@ -152,21 +91,6 @@ async fn join(c: &mut TestClient, topic: &str) -> Value {
         .unwrap_or_else(|e| panic!("joining {topic}: {e}"))
 }
 
-/// The next topic delivery of `event`, skipping presence traffic and pings.
-async fn delivery(c: &mut TestClient, event: &str) -> Value {
-    loop {
-        match c.recv().await {
-            Ok(Frame::Json(v)) if v["event"] == event && v.get("topic").is_some() => return v,
-            Ok(Frame::Json(v))
-                if v["event"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("presence")) => {}
-            Ok(Frame::Ping) => {}
-            other => panic!("expected a `{event}` delivery, got {other:?}"),
-        }
-    }
-}
-
 /// Nothing but presence traffic and pings is on its way to `clients` on `topic` (a duplicate
 /// delivery would be): a sentinel published now must be the next delivery of each, since a
 /// topic's deliveries keep the order Redis published them in. `clients` must be all the
@@ -187,18 +111,6 @@ async fn nothing_more(hub: &Hub, topic: &str, clients: &mut [&mut TestClient]) {
                 other => panic!("expected nothing more before the sentinel, got {other:?}"),
             }
         }
-    }
-}
-
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -727,7 +639,7 @@ async fn a_redis_outage_is_survived() {
         Err(TestError::Reply { code, .. }) => assert_eq!(code, "engine_unavailable"),
         other => panic!("expected engine_unavailable, got {other:?}"),
     }
-    let status = http_get(&n1.srv, "/health").await;
+    let (_, status) = raw_http(n1.srv.addr(), "GET", "/health").await;
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     assert!(status.contains("\"status\":\"down\""), "{status}");
 
@@ -755,7 +667,7 @@ async fn a_redis_outage_is_survived() {
     let p = n2.hub.presence("room:o").await.unwrap();
     assert_eq!(p.keys().collect::<Vec<_>>(), vec!["ann", "bob"]);
     assert_eq!(n1.hub.subscriber_count("room:o").await.unwrap(), 2);
-    let status = http_get(&n1.srv, "/health").await;
+    let (_, status) = raw_http(n1.srv.addr(), "GET", "/health").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }
 
@@ -818,23 +730,27 @@ async fn a_node_cut_off_from_redis_catches_up_topics_with_history() {
         let before = subscribed_clients(&redis);
         assert_eq!(before.len(), 1, "only node 2 is on a channel");
         redis.cmd(&["CLIENT", "KILL", "ID", &before[0]]).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Looks as often as it can while node 2 is off the channel: done once node 2 is
+        // back, or once the sequence number moved in between (the proof).
         let mut first = None;
-        loop {
-            assert!(Instant::now() < deadline, "node 2 never came back");
-            let (subscribed, seq) = channel_and_seq(&redis, channel, history);
-            if subscribed != 0 {
-                break;
-            }
-            match first {
-                None => first = Some(seq),
-                Some(a) if seq > a => {
-                    proven = Some((a, seq));
-                    break;
-                }
-                Some(_) => {}
-            }
-            tokio::task::yield_now().await;
+        let moved = Wait::up_to(Duration::from_secs(15))
+            .every(Duration::ZERO)
+            .eventually("node 2 to come back", || {
+                let (subscribed, seq) = channel_and_seq(&redis, channel, history);
+                let seen = match first {
+                    _ if subscribed != 0 => Ok(None),
+                    None => {
+                        first = Some(seq);
+                        Err(seq)
+                    }
+                    Some(a) if seq > a => Ok(Some((a, seq))),
+                    Some(_) => Err(seq),
+                };
+                async move { seen }
+            })
+            .await;
+        if moved.is_some() {
+            proven = moved;
         }
         until("node 2 to be back on the channel", || async {
             let now = subscribed_clients(&redis);
@@ -1052,19 +968,6 @@ async fn scripts_flushed_from_redis_are_loaded_again_in_order() {
         );
     }
     nothing_more(&n1.hub, "room:hf", &mut [&mut a]).await;
-}
-
-async fn http_get(srv: &TestServer, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        srv.addr()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test]

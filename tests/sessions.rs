@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, App};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use switchboard::engine::Publication;
 use switchboard::prelude::*;
 use switchboard::session::SessionCtx;
 use switchboard::testing::{TestError, TestServer};
+use switchboard_suite::{eventually, until};
 
 #[derive(Default)]
 struct Probe {
@@ -156,14 +157,6 @@ fn start() -> (TestServer, web::Data<Probe>, Hub) {
     (srv, probe, hub)
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn state_is_kept_across_messages() {
     let (srv, _, _) = start();
@@ -243,7 +236,7 @@ async fn intervals_push_and_stop_on_disconnect() {
         c.recv_event("tick").await.unwrap();
     }
     c.close().await.unwrap();
-    until("the session's disconnect", || {
+    until("the session's disconnect", || async {
         probe.disconnects.lock().unwrap().len() == 1
     })
     .await;
@@ -272,11 +265,10 @@ async fn sessions_handle_publications_from_stateless_channels_through_one_hub() 
     let mut a = srv.connect("/ws/game?player=ann").await.unwrap();
     let mut b = srv.connect("/ws/game?player=bob").await.unwrap();
     // on_connect subscribed both sessions; wait until the broker has them.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hub.subscriber_count("game:events").await.unwrap() < 2 {
-        assert!(Instant::now() < deadline, "sessions did not subscribe");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the sessions to subscribe", || async {
+        hub.subscriber_count("game:events").await.unwrap() >= 2
+    })
+    .await;
     let mut chat = srv.connect("/ws/chat").await.unwrap();
     chat.request("post", json!({"text": "hello"}))
         .await
@@ -312,7 +304,7 @@ async fn disconnect_runs_exactly_once_per_session() {
             c.drop_abruptly();
         }
     }
-    until("four disconnects", || {
+    until("four disconnects", || async {
         probe.disconnects.lock().unwrap().len() >= 4
     })
     .await;
@@ -322,18 +314,15 @@ async fn disconnect_runs_exactly_once_per_session() {
     unique.dedup();
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert_eq!(unique.len(), 4, "each session once: {seen:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the sessions to leave no state behind", || async {
         let s = hub.stats().await.unwrap();
         if s.connections == 0 && s.engine.subscriptions == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(s)
         }
-        assert!(
-            Instant::now() < deadline,
-            "sessions left state behind: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -342,7 +331,7 @@ async fn server_shutdown_ends_sessions_once() {
     let mut c = srv.connect("/ws/game?player=ann").await.unwrap();
     c.request("guess", json!({"n": 1})).await.unwrap();
     srv.stop(true).await;
-    until("the session's disconnect on shutdown", || {
+    until("the session's disconnect on shutdown", || async {
         probe.disconnects.lock().unwrap().len() == 1
     })
     .await;

@@ -2,11 +2,7 @@ use actix_web::App;
 use serde_json::json;
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
-
-#[switchboard::message("echo")]
-async fn echo(data: serde_json::Value) -> Result<serde_json::Value, ChannelError> {
-    Ok(data)
-}
+use switchboard_suite::handlers::echo;
 
 #[tokio::test]
 async fn echo_round_trip() {

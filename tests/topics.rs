@@ -1,91 +1,24 @@
 //! Topics on broker actors: subscribe, publish, broadcast, unsubscribe, cleanup, join guards,
 //! presence, slow consumers and recovery, with real clients.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
-use switchboard::testing::{Frame, TestClient, TestError, TestServer};
+use switchboard::testing::{TestClient, TestError, TestServer};
+use switchboard_suite::rooms::{self, User};
+use switchboard_suite::{delivery, raw_http_with, until};
 
-#[derive(Clone)]
-struct User {
-    name: String,
-    admin: bool,
-}
-
-#[switchboard::on_connect]
-async fn connect(req: ConnectRequest) -> Result<User, ChannelError> {
-    Ok(User {
-        name: req.query("name").unwrap_or("anon").to_owned(),
-        admin: req.query("admin") == Some("1"),
-    })
-}
-
-#[derive(Deserialize)]
-struct Say {
-    topic: String,
-    text: String,
-}
-
-#[switchboard::message("say")]
-async fn say(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
-    let from = ch.session().map(|u| u.name).unwrap_or_default();
-    ch.publish(&msg.topic, "said", &json!({"from": from, "text": msg.text}))
-        .await
-}
-
-#[switchboard::message("shout")]
-async fn shout(ch: Channel<User>, msg: Say) -> Result<(), ChannelError> {
-    ch.broadcast_from(&msg.topic, "shouted", &json!({"text": msg.text}))
-        .await
-}
-
-#[derive(Deserialize)]
-struct Burst {
-    topic: String,
-    n: u32,
-    #[serde(default)]
-    pad: usize,
-}
-
-#[switchboard::message("burst")]
-async fn burst(ch: Channel<User>, b: Burst) -> Result<u32, ChannelError> {
-    let pad = "x".repeat(b.pad);
-    for i in 0..b.n {
-        ch.publish(&b.topic, "n", &json!({"i": i, "pad": pad}))
-            .await?;
-    }
-    Ok(b.n)
-}
-
-#[switchboard::message("whoami")]
-async fn whoami(id: ConnectionId) -> Result<ConnectionId, ChannelError> {
-    Ok(id)
-}
-
+/// The rooms app, and `admin:*` topics for admins only.
 fn route() -> ChannelRoute<User> {
-    ChannelRoute::new("/ws")
-        .on_connect(connect)
-        .message(say)
-        .message(shout)
-        .message(burst)
-        .message(whoami)
-        .allow_join("room:*")
-        .join("admin:*", |ch: Channel<User>, _topic: String| async move {
-            match ch.session() {
-                Some(u) if u.admin => Ok(()),
-                _ => Err(ChannelError::forbidden("admins only")),
-            }
-        })
-        .presence(|ch: Channel<User>, topic: String| async move {
-            let user = ch.session()?;
-            topic
-                .starts_with("room:")
-                .then(|| (user.name, json!({"id": ch.id()})))
-        })
+    rooms::route().join("admin:*", |ch: Channel<User>, _topic: String| async move {
+        match ch.session() {
+            Some(u) if u.admin => Ok(()),
+            _ => Err(ChannelError::forbidden("admins only")),
+        }
+    })
 }
 
 fn server(hub: Hub, route: ChannelRoute<User>) -> TestServer {
@@ -108,33 +41,6 @@ async fn announce(hub: Hub, topic: web::Path<String>, body: String) -> HttpRespo
 
 async fn join(c: &mut TestClient, topic: &str) -> Result<Value, TestError> {
     c.request("subscribe", json!({ "topic": topic })).await
-}
-
-/// The next topic delivery of `event`, skipping presence traffic and pings.
-async fn delivery(c: &mut TestClient, event: &str) -> Value {
-    loop {
-        match c.recv().await {
-            Ok(Frame::Json(v)) if v["event"] == event && v.get("topic").is_some() => return v,
-            Ok(Frame::Json(v))
-                if v["event"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("presence")) => {}
-            Ok(Frame::Ping) => {}
-            other => panic!("expected a `{event}` delivery, got {other:?}"),
-        }
-    }
-}
-
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -333,7 +239,14 @@ async fn hub_reaches_connections_from_http_handlers() {
     let srv = server(hub.clone(), route());
     let mut a = srv.connect("/ws?name=ann").await.unwrap();
     join(&mut a, "room:news").await.unwrap();
-    let status = http_post(&srv, "/announce/room:news", "maintenance at noon").await;
+    let (status, _) = raw_http_with(
+        srv.addr(),
+        "POST",
+        "/announce/room:news",
+        &[],
+        "maintenance at noon",
+    )
+    .await;
     assert_eq!(status, 204);
     let d = delivery(&mut a, "announcement").await;
     assert_eq!(d["data"], "maintenance at noon");
@@ -353,23 +266,6 @@ async fn hub_reaches_connections_from_http_handlers() {
     })
     .await;
     assert!(hub.send_to(id, "direct", &1).is_err());
-}
-
-async fn http_post(srv: &TestServer, path: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        srv.addr(),
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A client that stops reading while three others read: the others get every publication,
@@ -432,18 +328,19 @@ async fn slow_consumer_close_policy_closes_with_its_code() {
     assert_eq!(reason, "slow consumer");
 }
 
-fn history_server(hub: Hub) -> TestServer {
+/// The app on a memory engine keeping the last `last` publications of each `room:*` topic.
+fn history_server(last: usize) -> TestServer {
+    let hub = Hub::with_engine(
+        MemoryEngine::builder()
+            .history("room:*", HistoryConfig::last(last))
+            .build(),
+    );
     server(hub, route())
 }
 
 #[tokio::test]
 async fn reconnecting_client_recovers_missed_publications_in_order() {
-    let hub = Hub::with_engine(
-        MemoryEngine::builder()
-            .history("room:*", HistoryConfig::last(50))
-            .build(),
-    );
-    let srv = history_server(hub.clone());
+    let srv = history_server(50);
     let mut a = srv.connect("/ws?name=ann").await.unwrap();
     let mut p = srv.connect("/ws?name=pub").await.unwrap();
     let joined = join(&mut a, "room:h").await.unwrap();
@@ -488,12 +385,7 @@ async fn reconnecting_client_recovers_missed_publications_in_order() {
 
 #[tokio::test]
 async fn recovery_reports_a_gap_it_cannot_fill() {
-    let hub = Hub::with_engine(
-        MemoryEngine::builder()
-            .history("room:*", HistoryConfig::last(3))
-            .build(),
-    );
-    let srv = history_server(hub);
+    let srv = history_server(3);
     let mut a = srv.connect("/ws?name=ann").await.unwrap();
     let mut p = srv.connect("/ws?name=pub").await.unwrap();
     let joined = join(&mut a, "room:g").await.unwrap();
@@ -527,12 +419,7 @@ async fn recovery_reports_a_gap_it_cannot_fill() {
 
 #[tokio::test]
 async fn joining_replays_the_latest_publications_before_live_ones() {
-    let hub = Hub::with_engine(
-        MemoryEngine::builder()
-            .history("room:*", HistoryConfig::last(20))
-            .build(),
-    );
-    let srv = history_server(hub);
+    let srv = history_server(20);
     let mut p = srv.connect("/ws?name=pub").await.unwrap();
     p.request("burst", json!({"topic": "room:recent", "n": 8}))
         .await

@@ -1,30 +1,15 @@
-//! Helpers shared by the integration tests: bounded waits, error-reply matching, and a raw
-//! TCP client for what a WebSocket client library would hide (plain HTTP requests, a
-//! WebSocket peer that never answers pings).
-#![allow(dead_code)]
+//! Clients for the tests: what a request's failure says, a named client of the function
+//! example, a topic's next delivery, and a raw WebSocket peer for what a client library would
+//! hide (a peer that never answers pings, reserved opcodes). The client itself is the public
+//! `switchboard::testing::TestClient`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use switchboard::testing::{TestClient, TestError};
+use switchboard::testing::{Frame, TestClient, TestError, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// How long a test waits for a server-side effect before failing.
-pub const DEADLINE: Duration = Duration::from_secs(3);
-
-/// Polls `cond` every 10 ms until it holds; panics after [`DEADLINE`] with `what`.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The error reply of a request: `(code, message, whole frame)`; panics on anything else.
 pub fn error_reply(result: Result<Value, TestError>) -> (String, String, Value) {
@@ -48,42 +33,20 @@ pub fn rejected_status(result: Result<TestClient, TestError>) -> u16 {
     }
 }
 
-/// Sends a raw HTTP/1.1 request (`Connection: close`) and returns the status code and the
-/// whole response text.
-pub async fn raw_http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    raw_http_with(addr, method, path, "", "").await
-}
-
-/// [`raw_http`] with extra header lines (each ending in `\r\n`) and a body.
-pub async fn raw_http_with(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let length = if body.is_empty() {
-        String::new()
-    } else {
-        format!("Content-Length: {}\r\n", body.len())
-    };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}{length}\r\n{body}"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .expect("the server answered within 5 s")
-        .expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    (status, text)
+/// The next topic delivery of `event` (a frame with a `topic`), skipping presence traffic and
+/// pings.
+pub async fn delivery(c: &mut TestClient, event: &str) -> Value {
+    loop {
+        match c.recv().await {
+            Ok(Frame::Json(v)) if v["event"] == event && v.get("topic").is_some() => return v,
+            Ok(Frame::Json(v))
+                if v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("presence")) => {}
+            Ok(Frame::Ping) => {}
+            other => panic!("expected a `{event}` delivery, got {other:?}"),
+        }
+    }
 }
 
 /// A WebSocket peer on a bare TCP stream: it reads frames but never answers anything (no
@@ -188,7 +151,7 @@ pub async fn pushes_before_reply(c: &mut TestClient, n: u32) {
 }
 
 /// A client of `/ws?name=NAME` on `server` (the function example's `$connect` wants a name).
-pub async fn connect_named(server: &switchboard::testing::TestServer, name: &str) -> TestClient {
+pub async fn connect_named(server: &TestServer, name: &str) -> TestClient {
     server
         .connect(&format!("/ws?name={name}"))
         .await
