@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchboard::prelude::*;
 use switchboard::testing::TestServer;
-use switchboard_suite::handlers::{echo, serve_gated, wait, Gate};
+use switchboard_suite::handlers::{echo, serve_gated, wait, wait_at_gate, Gate};
 
 #[derive(Deserialize)]
 struct Nap {
@@ -80,11 +80,8 @@ async fn a_slow_handler_does_not_block_other_connections() {
     let server = start(gate.clone());
     let mut slow = server.connect("/ws").await.unwrap();
     let mut fast = server.connect("/ws").await.unwrap();
-    slow.send_json(&json!({"type": "wait", "ref": "slow"}))
-        .await
-        .unwrap();
     // The slow handler is now waiting.
-    slow.recv_event("waiting").await.unwrap();
+    wait_at_gate(&mut slow, "slow").await;
 
     fast.set_timeout(Duration::from_secs(1));
     let started = Instant::now();
@@ -132,10 +129,7 @@ async fn heartbeats_flow_while_a_handler_awaits() {
             .message(echo),
     );
     let mut c = server.connect("/ws").await.unwrap();
-    c.send_json(&json!({"type": "wait", "ref": "w"}))
-        .await
-        .unwrap();
-    c.recv_event("waiting").await.unwrap();
+    wait_at_gate(&mut c, "w").await;
     // Pings keep coming (and the client's pongs keep the connection alive) past the idle
     // timeout while the handler waits.
     c.set_timeout(Duration::from_secs(1));

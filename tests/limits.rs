@@ -5,7 +5,7 @@ use serde_json::json;
 use switchboard::prelude::*;
 use switchboard::testing::{TestClient, TestError, TestServer};
 use switchboard::ChannelConfig;
-use switchboard_suite::handlers::{echo, serve_gated, wait, Gate};
+use switchboard_suite::handlers::{echo, serve_gated, wait, wait_at_gate, Gate};
 use switchboard_suite::{eventually, raw_http, rejected_status};
 
 #[switchboard::on_connect]
@@ -113,10 +113,7 @@ async fn overloaded_message_gets_overloaded_answering_its_ref() {
             .message(echo),
     );
     let mut c = server.connect("/ws").await.unwrap();
-    c.send_json(&json!({"type": "wait", "ref": "w"}))
-        .await
-        .unwrap();
-    c.recv_event("waiting").await.unwrap();
+    wait_at_gate(&mut c, "w").await;
     // The handler runs; two more fit in the queue; the next one does not.
     for r in 1..=3 {
         c.send_json(&json!({"type": "echo", "ref": r, "data": r}))

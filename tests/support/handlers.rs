@@ -3,7 +3,7 @@
 use actix_web::{web, App};
 use serde_json::Value;
 use switchboard::prelude::*;
-use switchboard::testing::TestServer;
+use switchboard::testing::{TestClient, TestServer};
 use tokio::sync::Notify;
 
 /// Answers with its payload.
@@ -37,6 +37,14 @@ pub async fn wait(ch: Channel, gate: web::Data<Gate>) -> Result<&'static str, Ch
     ch.send("waiting", &())?;
     gate.0.notified().await;
     Ok("released")
+}
+
+/// Sends `c` a [`wait`] with `reference`, and returns once its handler waits at the gate.
+pub async fn wait_at_gate(c: &mut TestClient, reference: &str) {
+    c.send_json(&serde_json::json!({"type": "wait", "ref": reference}))
+        .await
+        .unwrap();
+    c.recv_event("waiting").await.unwrap();
 }
 
 /// A test server of `route`, with `gate` as its app data (for [`wait`]).
