@@ -1,6 +1,7 @@
 //! The engine: where topics live. The in-memory engine ([`MemoryEngine`]) keeps them in broker
 //! actors on this machine; another engine (Redis) can replace it without touching handlers.
 
+mod error;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -19,6 +20,7 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 use crate::id::ConnectionId;
 
+pub use error::EngineError;
 pub use memory::{MemoryEngine, MemoryEngineBuilder};
 
 /// A boxed `Send` future: engine calls can be made from any thread.
@@ -226,13 +228,13 @@ pub enum EngineHealth {
 /// shared by all subscribers of the node).
 pub trait Engine: Send + Sync + 'static {
     /// Adds a subscriber to a topic: see [`SubscribeRequest`].
-    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>>;
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>>;
 
     /// Removes a subscriber (and its presence) from a topic.
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId);
 
     /// Publishes to every subscriber of the topic.
-    fn publish(&self, publication: Publish) -> SendFuture<Result<(), Error>>;
+    fn publish(&self, publication: Publish) -> SendFuture<Result<(), EngineError>>;
 
     /// Adds or updates `id`'s presence on `topic` under `key`; the topic's subscribers get a
     /// `presence_diff` when the key appears, and `id` gets the `presence_state`.
@@ -242,22 +244,22 @@ pub trait Engine: Send + Sync + 'static {
         subscriber: Subscriber,
         key: String,
         meta: serde_json::Value,
-    ) -> SendFuture<Result<(), Error>>;
+    ) -> SendFuture<Result<(), EngineError>>;
 
     /// Removes `id`'s presence from `topic`.
     fn untrack(&self, topic: Arc<str>, id: ConnectionId);
 
     /// Who is on a topic.
-    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>>;
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, EngineError>>;
 
     /// Subscribers of a topic.
-    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>>;
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, EngineError>>;
 
     /// Topics with subscribers or presence.
-    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>>;
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, EngineError>>;
 
     /// Totals.
-    fn stats(&self) -> SendFuture<Result<EngineStats, Error>>;
+    fn stats(&self) -> SendFuture<Result<EngineStats, EngineError>>;
 
     /// Whether the engine works right now.
     fn health(&self) -> EngineHealth {

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::outbound::{Class, Frame, Refused};
 use crate::engine::{
-    Engine, EngineHealth, EngineStats, MemoryEngine, Position, Presence, Publish, SubscribeRequest,
+    Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Position, Presence, Publish, SubscribeRequest,
     Subscribed, TopicInfo,
 };
 use crate::error::Error;
@@ -130,22 +130,23 @@ impl Hub {
                 data,
                 exclude,
             })
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Topics with subscribers, and how many each has.
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
-        self.inner.engine.topics().await
+        Ok(self.inner.engine.topics().await?)
     }
 
     /// Subscribers of `topic`.
     pub async fn subscriber_count(&self, topic: &str) -> Result<usize, Error> {
-        self.inner.engine.subscriber_count(Arc::from(topic)).await
+        Ok(self.inner.engine.subscriber_count(Arc::from(topic)).await?)
     }
 
     /// Who is on `topic`.
     pub async fn presence(&self, topic: &str) -> Result<Presence, Error> {
-        self.inner.engine.presence(Arc::from(topic)).await
+        Ok(self.inner.engine.presence(Arc::from(topic)).await?)
     }
 
     /// Engine totals, plus open connections.
@@ -278,7 +279,7 @@ pub(crate) async fn with_topic<T>(
     entry: &ConnEntry,
     id: ConnectionId,
     topic: Arc<str>,
-    op: impl std::future::Future<Output = Result<T, Error>>,
+    op: impl std::future::Future<Output = Result<T, EngineError>>,
 ) -> Result<T, Error> {
     let added = entry.add_topic(topic.clone());
     match op.await {
@@ -292,7 +293,7 @@ pub(crate) async fn with_topic<T>(
             if added {
                 entry.remove_topic(&topic);
             }
-            Err(e)
+            Err(e.into())
         }
     }
 }

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::http::{self, Failure, Pool};
 use super::{auth, sigv4, time};
 use crate::engine::{
-    Engine, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest, Subscribed,
-    TopicInfo,
+    Engine, EngineError, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest,
+    Subscribed, TopicInfo,
 };
 use crate::error::Error;
 use crate::hub::Hub;
@@ -914,36 +914,43 @@ fn unsupported<T>(what: &str) -> Result<T, Error> {
     )))
 }
 
+/// The connections API's errors are its server's answers, meant for the client as they are.
+fn relayed<T: 'static>(f: SendFuture<Result<T, Error>>) -> SendFuture<Result<T, EngineError>> {
+    Box::pin(async move { f.await.map_err(EngineError::Rejected) })
+}
+
 impl Engine for RemoteEngine {
-    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
         let client = self.inner.client.clone();
         // This connection's own unsubscribes first (subscribe after unsubscribe must win).
-        self.after_deferred(Some(request.subscriber.id), async move {
-            if request.presence.is_some() {
-                return unsupported("presence");
-            }
-            if request.last.is_some() {
-                return unsupported("replaying the last publications on subscribe");
-            }
-            client
-                .subscribe(request.subscriber.id, &request.topic, request.recover)
-                .await
-        })
+        relayed(
+            self.after_deferred(Some(request.subscriber.id), async move {
+                if request.presence.is_some() {
+                    return unsupported("presence");
+                }
+                if request.last.is_some() {
+                    return unsupported("replaying the last publications on subscribe");
+                }
+                client
+                    .subscribe(request.subscriber.id, &request.topic, request.recover)
+                    .await
+            }),
+        )
     }
 
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId) {
         self.defer(Deferred::Unsubscribe(topic, id));
     }
 
-    fn publish(&self, p: Publish) -> SendFuture<Result<(), Error>> {
+    fn publish(&self, p: Publish) -> SendFuture<Result<(), EngineError>> {
         let client = self.inner.client.clone();
         // A publication does not say who publishes: wait for every operation so far, so that
         // a handler that unsubscribed does not get its own publication.
-        self.after_deferred(None, async move {
+        relayed(self.after_deferred(None, async move {
             client
                 .publish_raw(&p.topic, &p.event, p.data, p.exclude)
                 .await
-        })
+        }))
     }
 
     fn track(
@@ -952,15 +959,15 @@ impl Engine for RemoteEngine {
         _subscriber: crate::engine::Subscriber,
         _key: String,
         _meta: serde_json::Value,
-    ) -> SendFuture<Result<(), Error>> {
-        Box::pin(async { unsupported("presence tracking") })
+    ) -> SendFuture<Result<(), EngineError>> {
+        Box::pin(async { unsupported("presence tracking").map_err(EngineError::Rejected) })
     }
 
     fn untrack(&self, _topic: Arc<str>, _id: ConnectionId) {}
 
-    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, EngineError>> {
         let client = self.inner.client.clone();
-        self.after_deferred(None, async move {
+        relayed(self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.presence(&topic).await,
                 _ => {
@@ -969,16 +976,16 @@ impl Engine for RemoteEngine {
                         .await
                 }
             }
-        })
+        }))
     }
 
-    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>> {
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, EngineError>> {
         #[derive(Deserialize)]
         struct Wire {
             subscribers: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(None, async move {
+        relayed(self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.subscriber_count(&topic).await,
                 _ => Ok(client
@@ -986,10 +993,10 @@ impl Engine for RemoteEngine {
                     .await?
                     .subscribers),
             }
-        })
+        }))
     }
 
-    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>> {
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, EngineError>> {
         #[derive(Deserialize)]
         struct Wire {
             topics: Vec<WireTopic>,
@@ -1000,7 +1007,7 @@ impl Engine for RemoteEngine {
             subscribers: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(None, async move {
+        relayed(self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => hub.topics().await,
                 _ => Ok(client
@@ -1014,10 +1021,10 @@ impl Engine for RemoteEngine {
                     })
                     .collect()),
             }
-        })
+        }))
     }
 
-    fn stats(&self) -> SendFuture<Result<EngineStats, Error>> {
+    fn stats(&self) -> SendFuture<Result<EngineStats, EngineError>> {
         #[derive(Deserialize)]
         struct Wire {
             topics: usize,
@@ -1025,7 +1032,7 @@ impl Engine for RemoteEngine {
             histories: usize,
         }
         let client = self.inner.client.clone();
-        self.after_deferred(None, async move {
+        relayed(self.after_deferred(None, async move {
             match &client.backend {
                 Backend::Local(hub) => Ok(hub.stats().await?.engine),
                 _ => {
@@ -1037,7 +1044,7 @@ impl Engine for RemoteEngine {
                     })
                 }
             }
-        })
+        }))
     }
 }
 

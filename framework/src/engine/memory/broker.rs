@@ -13,7 +13,7 @@ use crate::engine::{
     Delivered, EngineStats, HistoryConfig, Presence, PresenceEntry, Publication, Publish,
     SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::error::Error;
+use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 use super::history::History;
@@ -179,11 +179,11 @@ impl Actor for Broker {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Subscribed, Error>")]
+#[rtype(result = "Result<Subscribed, EngineError>")]
 pub(super) struct Subscribe(pub(super) SubscribeRequest);
 
 impl Handler<Subscribe> for Broker {
-    type Result = Result<Subscribed, Error>;
+    type Result = Result<Subscribed, EngineError>;
 
     fn handle(&mut self, Subscribe(msg): Subscribe, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();

@@ -16,7 +16,7 @@ use crate::engine::{
     Engine, EngineStats, HistoryConfig, Presence, Publish, SendFuture, SubscribeRequest,
     Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::error::Error;
+use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 mod broker;
@@ -122,7 +122,7 @@ impl MemoryEngine {
         &self.shards[(h.finish() % self.shards.len() as u64) as usize]
     }
 
-    async fn ask<M>(addr: Addr<Broker>, msg: M) -> Result<M::Result, Error>
+    async fn ask<M>(addr: Addr<Broker>, msg: M) -> Result<M::Result, EngineError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
@@ -130,10 +130,10 @@ impl MemoryEngine {
     {
         addr.send(msg)
             .await
-            .map_err(|e| Error::internal(format_args!("broker unavailable: {e}")))
+            .map_err(|e| EngineError::failed(format_args!("broker unavailable: {e}")))
     }
 
-    async fn ask_all<M>(shards: Vec<Addr<Broker>>, msg: M) -> Result<Vec<M::Result>, Error>
+    async fn ask_all<M>(shards: Vec<Addr<Broker>>, msg: M) -> Result<Vec<M::Result>, EngineError>
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
@@ -156,7 +156,7 @@ impl Drop for MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
         let addr = self.shard(&request.topic).clone();
         Box::pin(async move { Self::ask(addr, Subscribe(request)).await? })
     }
@@ -165,7 +165,7 @@ impl Engine for MemoryEngine {
         self.shard(&topic).do_send(Unsubscribe { topic, id });
     }
 
-    fn publish(&self, publication: Publish) -> SendFuture<Result<(), Error>> {
+    fn publish(&self, publication: Publish) -> SendFuture<Result<(), EngineError>> {
         self.shard(&publication.topic).do_send(publication);
         Box::pin(async { Ok(()) })
     }
@@ -176,7 +176,7 @@ impl Engine for MemoryEngine {
         subscriber: Subscriber,
         key: String,
         meta: Value,
-    ) -> SendFuture<Result<(), Error>> {
+    ) -> SendFuture<Result<(), EngineError>> {
         let addr = self.shard(&topic).clone();
         Box::pin(async move {
             Self::ask(
@@ -196,17 +196,17 @@ impl Engine for MemoryEngine {
         self.shard(&topic).do_send(Untrack { topic, id });
     }
 
-    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, EngineError>> {
         let addr = self.shard(&topic).clone();
         Box::pin(async move { Self::ask(addr, GetPresence(topic)).await })
     }
 
-    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>> {
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, EngineError>> {
         let addr = self.shard(&topic).clone();
         Box::pin(async move { Self::ask(addr, Count(topic)).await })
     }
 
-    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>> {
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, EngineError>> {
         let shards = self.shards.clone();
         Box::pin(async move {
             let mut all: Vec<TopicInfo> = Self::ask_all(shards, ListTopics)
@@ -219,7 +219,7 @@ impl Engine for MemoryEngine {
         })
     }
 
-    fn stats(&self) -> SendFuture<Result<EngineStats, Error>> {
+    fn stats(&self) -> SendFuture<Result<EngineStats, EngineError>> {
         let shards = self.shards.clone();
         Box::pin(async move {
             let mut total = EngineStats::default();

@@ -31,7 +31,7 @@ use super::local::Local;
 use super::lua::{self, ScriptId, SCRIPT_COUNT};
 use super::wire;
 use crate::engine::{EngineHealth, HistoryConfig, TopicPattern};
-use crate::error::Error;
+use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 /// Pipelined commands per round trip, at most.
@@ -75,11 +75,11 @@ pub(crate) enum OpError {
 }
 
 impl OpError {
-    pub(crate) fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> EngineError {
         match self {
             OpError::Unavailable(reason) => unavailable(&reason),
             OpError::Overloaded => unavailable("engine overloaded"),
-            OpError::Failed(detail) => Error::internal(format_args!("redis engine: {detail}")),
+            OpError::Failed(detail) => EngineError::failed(format_args!("redis engine: {detail}")),
         }
     }
 
@@ -92,12 +92,8 @@ impl OpError {
 }
 
 /// The error publishers (and other callers) get while Redis is unreachable.
-pub(crate) fn unavailable(reason: &str) -> Error {
-    Error::new(
-        "engine_unavailable",
-        format!("the Redis engine is unavailable ({reason}); try again later"),
-    )
-    .with_status(actix_web::http::StatusCode::SERVICE_UNAVAILABLE)
+pub(crate) fn unavailable(reason: &str) -> EngineError {
+    EngineError::Unavailable(format!("Redis: {reason}"))
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Value, OpError>>;
@@ -432,7 +428,7 @@ impl Shared {
     }
 
     /// Fails at once while the engine is down.
-    pub(crate) fn ensure_up(&self) -> Result<(), Error> {
+    pub(crate) fn ensure_up(&self) -> Result<(), EngineError> {
         if self.health.is_up() && !self.stopping() {
             Ok(())
         } else {

@@ -93,7 +93,7 @@ use crate::engine::{
     Engine, EngineHealth, EngineStats, HistoryConfig, Position, Presence, Publication, Publish,
     SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::error::Error;
+use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 /// The Redis engine. Cheap to clone: clones share one engine (one node). The engine's
@@ -203,16 +203,14 @@ impl RedisEngineBuilder {
     /// Starts the engine's thread and returns at once; it connects in the background and
     /// stays down (see [`EngineHealth`]) until it reaches Redis. Fails only on a bad URL or
     /// node id.
-    pub fn start(self) -> Result<RedisEngine, Error> {
+    pub fn start(self) -> Result<RedisEngine, EngineError> {
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            Error::new("bad_redis_url", format!("invalid Redis URL: {e}"))
-                .with_status(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+            EngineError::Config(format!("invalid Redis URL: {e}"))
         })?;
         let node: Arc<str> = match self.node {
             Some(n) if n.is_empty() || n.contains(char::is_whitespace) => {
-                return Err(Error::new(
-                    "bad_node_id",
-                    "a node id must be non-empty and without whitespace",
+                return Err(EngineError::Config(
+                    "a node id must be non-empty and without whitespace".into(),
                 ));
             }
             Some(n) => Arc::from(n),
@@ -243,11 +241,11 @@ impl RedisEngineBuilder {
                     let _ = stop_rx.await;
                 });
             })
-            .map_err(|e| Error::internal(format_args!("cannot start the redis thread: {e}")))?;
+            .map_err(|e| EngineError::failed(format_args!("cannot start the redis thread: {e}")))?;
         let shared = rx
             .recv()
-            .map_err(|_| Error::internal("the redis thread died while starting"))?
-            .map_err(|e| Error::internal(format_args!("redis runtime: {e}")))?;
+            .map_err(|_| EngineError::failed("the redis thread died while starting"))?
+            .map_err(|e| EngineError::failed(format_args!("redis runtime: {e}")))?;
         Ok(RedisEngine {
             inner: Arc::new(Inner {
                 shared,
@@ -258,7 +256,7 @@ impl RedisEngineBuilder {
 
     /// Starts the engine and waits until it is connected. Fails with `engine_unavailable`
     /// when the first attempt to reach Redis fails, so that a wrong address shows at startup.
-    pub async fn connect(self) -> Result<RedisEngine, Error> {
+    pub async fn connect(self) -> Result<RedisEngine, EngineError> {
         let limit = self.settings.connect_timeout * 2 + Duration::from_secs(1);
         let engine = self.start()?;
         let health = &engine.inner.shared.health;
@@ -298,7 +296,7 @@ impl RedisEngine {
     }
 
     /// An engine with default settings, connected: see [`RedisEngineBuilder::connect`].
-    pub async fn connect(url: impl Into<String>) -> Result<RedisEngine, Error> {
+    pub async fn connect(url: impl Into<String>) -> Result<RedisEngine, EngineError> {
         Self::builder(url).connect().await
     }
 
@@ -325,7 +323,7 @@ impl RedisEngine {
     /// Redis (subscribers on other nodes get the leaves) and so do its counts, then the engine
     /// stops for good (every clone: calls fail with `engine_unavailable`). A node that stops
     /// without it is removed by the others after the node timeout.
-    pub async fn shutdown(&self) -> Result<(), Error> {
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
         let shared = &self.inner.shared;
         shared.ensure_up()?;
         shared.stop();
@@ -354,7 +352,7 @@ pub(crate) fn new_epoch() -> Arc<str> {
     Arc::from(id.trim_end_matches('='))
 }
 
-async fn result(w: Waiter) -> Result<Value, Error> {
+async fn result(w: Waiter) -> Result<Value, EngineError> {
     match w.await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.into_error()),
@@ -362,7 +360,7 @@ async fn result(w: Waiter) -> Result<Value, Error> {
     }
 }
 
-fn bad_reply(what: &str) -> Error {
+fn bad_reply(what: &str) -> EngineError {
     OpError::Failed(format!("unexpected reply to {what}")).into_error()
 }
 
@@ -443,7 +441,7 @@ fn presence_version(epoch: &Value, version: &Value) -> (Arc<str>, u64) {
     (Arc::from(string(epoch)), int(version).max(0) as u64)
 }
 
-async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscribed, Error> {
+async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscribed, EngineError> {
     shared.ensure_up()?;
     let ctx = &shared.ctx;
     let topic = req.topic.clone();
@@ -563,7 +561,7 @@ async fn track(
     subscriber: Subscriber,
     key: String,
     meta: serde_json::Value,
-) -> Result<(), Error> {
+) -> Result<(), EngineError> {
     shared.ensure_up()?;
     let ctx = &shared.ctx;
     let id = subscriber.id;
@@ -625,7 +623,7 @@ async fn track(
 }
 
 impl Engine for RedisEngine {
-    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, Error>> {
+    fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
         Box::pin(subscribe(self.shared().clone(), request))
     }
 
@@ -634,7 +632,7 @@ impl Engine for RedisEngine {
         shared.local().remove(&shared.ctx, &topic, id, true);
     }
 
-    fn publish(&self, p: Publish) -> SendFuture<Result<(), Error>> {
+    fn publish(&self, p: Publish) -> SendFuture<Result<(), EngineError>> {
         let shared = self.shared();
         if let Err(e) = shared.ensure_up() {
             return Box::pin(std::future::ready(Err(e)));
@@ -670,7 +668,7 @@ impl Engine for RedisEngine {
         subscriber: Subscriber,
         key: String,
         meta: serde_json::Value,
-    ) -> SendFuture<Result<(), Error>> {
+    ) -> SendFuture<Result<(), EngineError>> {
         Box::pin(track(self.shared().clone(), topic, subscriber, key, meta))
     }
 
@@ -679,7 +677,7 @@ impl Engine for RedisEngine {
         shared.local().remove(&shared.ctx, &topic, id, false);
     }
 
-    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, Error>> {
+    fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, EngineError>> {
         let shared = self.shared().clone();
         Box::pin(async move {
             shared.ensure_up()?;
@@ -690,7 +688,7 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, Error>> {
+    fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, EngineError>> {
         let shared = self.shared().clone();
         Box::pin(async move {
             shared.ensure_up()?;
@@ -706,7 +704,7 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, Error>> {
+    fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, EngineError>> {
         let shared = self.shared().clone();
         Box::pin(async move {
             shared.ensure_up()?;
@@ -729,7 +727,7 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn stats(&self) -> SendFuture<Result<EngineStats, Error>> {
+    fn stats(&self) -> SendFuture<Result<EngineStats, EngineError>> {
         let shared = self.shared().clone();
         Box::pin(async move {
             shared.ensure_up()?;
