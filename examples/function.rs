@@ -27,9 +27,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchboard::prelude::*;
 use switchboard::serverless::connections_api::ConnectionsClient;
 use switchboard::serverless::function::FunctionService;
-use switchboard::prelude::*;
 
 #[derive(Parser, Debug)]
 #[command(about = "A Switchboard function server")]
@@ -183,7 +183,7 @@ async fn reverse(data: Binary) -> Binary {
     Binary(bytes.into())
 }
 
-fn function(args: &Args) -> Result<FunctionService<User>, switchboard::Error> {
+fn function(args: &Args) -> Result<FunctionService<User>, switchboard::serverless::StartError> {
     let mut connections = if args.connections_sigv4 {
         ConnectionsClient::from_aws_env(&args.connections_url)?
     } else {
@@ -219,10 +219,12 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let f = function(&args).map_err(|e| std::io::Error::other(e.to_string()))?;
     if args.lambda {
-        return switchboard::serverless::function::lambda::run(f).await.map_err(|e| {
-            log::error!("{e}");
-            std::io::Error::other(e.to_string())
-        });
+        return switchboard::serverless::function::lambda::run(f)
+            .await
+            .map_err(|e| {
+                log::error!("{e}");
+                std::io::Error::other(e.to_string())
+            });
     }
     let server = HttpServer::new(move || {
         App::new().service(f.clone()).route(

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::http::{self, Failure, Pool};
-use super::{auth, sigv4, time};
+use super::{auth, sigv4, time, StartError};
 use crate::engine::{
     Engine, EngineError, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest,
     Subscribed, TopicInfo,
@@ -200,13 +200,12 @@ impl ConnectionsClient {
     ///     assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
     /// }
     /// ```
-    pub fn from_aws_env(endpoint: impl Into<String>) -> Result<Self, Error> {
+    pub fn from_aws_env(endpoint: impl Into<String>) -> Result<Self, StartError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let missing = |name: &str| {
-            Error::new(
-                "aws_credentials",
-                format!("{name} is not set: no AWS credentials in the environment"),
-            )
+            StartError::Environment(format!(
+                "{name} is not set: no AWS credentials in the environment"
+            ))
         };
         let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
         let secret =

@@ -17,3 +17,20 @@ mod event;
 mod http;
 mod sigv4;
 mod time;
+
+/// Why a function, the Lambda adapter or a connections client could not start. Startup
+/// errors are the operator's business: no client ever sees one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The environment lacks something it must give (AWS credentials, the Lambda runtime's
+    /// variables), or gives it malformed.
+    #[error("{0}")]
+    Environment(String),
+    /// The function's `App` did not start.
+    #[error("the function's App did not start: {0}")]
+    App(String),
+    /// The Lambda runtime stopped with an error.
+    #[error("the Lambda runtime stopped: {0}")]
+    Runtime(String),
+}

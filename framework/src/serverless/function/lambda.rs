@@ -20,7 +20,7 @@
 //! }
 //!
 //! #[actix_web::main]
-//! async fn main() -> Result<(), switchboard::Error> {
+//! async fn main() -> Result<(), switchboard::serverless::StartError> {
 //!     let function = FunctionService::<()>::new("/fn")
 //!         .connections(ConnectionsClient::new("http://gateway.internal:8080").bearer_token("t"))
 //!         .message(echo);
@@ -57,9 +57,9 @@ pub use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketP
 pub use lambda_runtime::LambdaEvent;
 
 use super::FunctionService;
-use crate::error::Error;
 use crate::serverless::auth;
 use crate::serverless::event::{is_binary_content, ErrorAnswer, Event};
+use crate::serverless::StartError;
 
 type AppService = actix_service::boxed::BoxService<Request, ServiceResponse, actix_web::Error>;
 
@@ -74,7 +74,7 @@ const RUNTIME_ENV: [&str; 4] = [
 
 /// Serves `function` on AWS Lambda until the runtime API goes away: the usual `main` of a
 /// function deployed to Lambda. See the [module docs](self).
-pub async fn run<S: 'static>(function: FunctionService<S>) -> Result<(), Error> {
+pub async fn run<S: 'static>(function: FunctionService<S>) -> Result<(), StartError> {
     LambdaFunction::new(function).await?.run().await
 }
 
@@ -126,7 +126,7 @@ impl std::fmt::Debug for LambdaFunction {
 
 impl LambdaFunction {
     /// Builds the function's `App` (in this process, without a socket).
-    pub async fn new<S: 'static>(function: FunctionService<S>) -> Result<Self, Error> {
+    pub async fn new<S: 'static>(function: FunctionService<S>) -> Result<Self, StartError> {
         Self::with_config(function, |_| {}).await
     }
 
@@ -135,7 +135,7 @@ impl LambdaFunction {
     pub async fn with_config<S: 'static>(
         function: FunctionService<S>,
         configure: impl FnOnce(&mut web::ServiceConfig),
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, StartError> {
         let path = function.path.clone();
         let token = function.settings.token.clone();
         let factory = App::new()
@@ -147,7 +147,7 @@ impl LambdaFunction {
         let app = factory
             .new_service(AppConfig::default())
             .await
-            .map_err(|()| Error::internal("the function's App did not start"))?;
+            .map_err(|()| StartError::App("a service factory failed".into()))?;
         Ok(LambdaFunction {
             app: Rc::new(actix_service::boxed::service(app)),
             path,
@@ -205,22 +205,18 @@ impl LambdaFunction {
 
     /// Takes events from the Lambda runtime API (`AWS_LAMBDA_RUNTIME_API`) one at a time, as
     /// Lambda runs a function instance, until the runtime API goes away.
-    pub async fn run(self) -> Result<(), Error> {
+    pub async fn run(self) -> Result<(), StartError> {
         if let Some(missing) = RUNTIME_ENV.iter().find(|v| std::env::var_os(v).is_none()) {
-            return Err(Error::new(
-                "lambda_runtime",
-                format!(
-                    "{missing} is not set: run this function under AWS Lambda (or its runtime \
-                     interface emulator)"
-                ),
-            ));
+            return Err(StartError::Environment(format!(
+                "{missing} is not set: run this function under AWS Lambda (or its runtime \
+                 interface emulator)"
+            )));
         }
         let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
         if memory.parse::<i32>().is_err() {
-            return Err(Error::new(
-                "lambda_runtime",
-                format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of megabytes"),
-            ));
+            return Err(StartError::Environment(format!(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of megabytes"
+            )));
         }
         let this = Rc::new(self);
         let handler = lambda_runtime::service_fn(
@@ -231,7 +227,7 @@ impl LambdaFunction {
         );
         lambda_runtime::run(handler)
             .await
-            .map_err(|e| Error::new("lambda_runtime", format!("the Lambda runtime stopped: {e}")))
+            .map_err(|e| StartError::Runtime(e.to_string()))
     }
 }
 

@@ -50,6 +50,7 @@
 //! lists what this event subscribed, and presence (`track`) is not available.
 
 #[cfg(feature = "lambda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
 
 use std::collections::VecDeque;
