@@ -445,7 +445,8 @@ async fn a_crashed_nodes_presence_ages_out() {
     let diff = wendy.recv_event("presence_diff").await.unwrap();
     assert!(diff["leaves"]["guest"].is_object(), "{diff}");
     assert!(matches!(leaving.health(), EngineHealth::Down { .. }));
-    let err = leaving.presence("room:c".into()).await.unwrap_err();
+    // The engine's own error, as a client would get it.
+    let err = ChannelError::from(leaving.presence("room:c".into()).await.unwrap_err());
     assert_eq!(err.code(), "engine_unavailable");
     assert_eq!(n1.hub.presence("room:c").await.unwrap().len(), 1);
     // No heartbeat brings it back.
@@ -978,7 +979,7 @@ async fn an_engine_that_cannot_reach_redis_says_so() {
         std::process::id()
     ));
     let url = format!("redis+unix://{}", missing.display());
-    let err = RedisEngine::connect(url.clone()).await.unwrap_err();
+    let err = ChannelError::from(RedisEngine::connect(url.clone()).await.unwrap_err());
     assert_eq!(err.code(), "engine_unavailable");
     let engine = RedisEngine::builder(url).start().unwrap();
     let hub = Hub::with_engine(engine);
