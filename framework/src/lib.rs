@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -67,11 +67,11 @@ pub use switchboard_macros::on_connect;
 /// Turns an `async fn` into a disconnect handler; it runs exactly once per connection.
 pub use switchboard_macros::on_disconnect;
 
-/// Marks a struct as the state of a stateful session (see [`session`](crate::session)).
+/// Marks a struct as the state of a stateful session (see [`session`](mod@crate::session)).
 pub use switchboard_macros::session;
 
 /// Turns a session struct's `impl` block into its routes and lifecycle (see
-/// [`session`](crate::session)).
+/// [`session`](mod@crate::session)).
 pub use switchboard_macros::session_handlers;
 
 /// The names most channel code needs.

@@ -2,7 +2,7 @@
 //!
 //! [`Topics`] is implemented by [`Channel<S>`](crate::Channel) (a stateless handler's
 //! connection), [`SessionCtx<T>`](crate::session::SessionCtx) (a stateful session: publications
-//! reach its topic handler), [`ConnectionRef`](crate::hub::ConnectionRef) (any open connection,
+//! reach its topic handler), [`ConnectionRef`] (any open connection,
 //! from [`Hub::to`](crate::Hub::to): HTTP handlers, tasks, the connections API) and, with the
 //! `gateway` feature, the connections API client's remote handle. The names, arguments and
 //! results are the same on all of them, so code written against one reads the same against

@@ -9,7 +9,7 @@
 //!   `connectionId`, [`session`](crate::Channel::session) is what the function's `on_connect`
 //!   returned (the gateway carries it in every event), [`send`](crate::Channel::send) and
 //!   [`close`](crate::Channel::close) go through the gateway's connections API, and so do
-//!   [`subscribe`](crate::Channel::subscribe) and [`publish`](crate::Channel::publish): topics
+//!   [`subscribe`](crate::Topics::subscribe) and [`publish`](crate::Topics::publish): topics
 //!   live in the gateway's brokers, never in the function;
 //! - its return value is the reply frame, exactly as the channel would send it (the function
 //!   answers the event with it and the gateway relays it verbatim).
