@@ -304,9 +304,9 @@ async fn the_client_signs_with_sigv4() {
         .unwrap();
     assert!(age < Duration::from_secs(60), "{age:?}");
     // Topics: subscribe, publish (a query string is signed too), list, unsubscribe.
-    let sub = api.subscribe(id, "room:a b", None).await.unwrap();
+    let sub = api.to(id).subscribe("room:a b").await.unwrap();
     assert_eq!(sub.recovered, None);
-    assert_eq!(api.subscriptions(id).await.unwrap(), vec!["room:a b"]);
+    assert_eq!(api.to(id).subscriptions().await.unwrap(), vec!["room:a b"]);
     assert_eq!(hub.subscriber_count("room:a b").await.unwrap(), 1);
     api.publish("room:a b", "said", &json!("hi")).await.unwrap();
     assert_eq!(
@@ -322,7 +322,7 @@ async fn the_client_signs_with_sigv4() {
     )
     .await
     .unwrap();
-    api.unsubscribe(id, "room:a b").await.unwrap();
+    api.to(id).unsubscribe("room:a b").await.unwrap();
     assert_eq!(hub.subscriber_count("room:a b").await.unwrap(), 0);
     api.close_connection(id, Some(4002), "done").await.unwrap();
     // The skipped publication never came; the close did.
@@ -341,7 +341,7 @@ async fn a_remote_engine_is_a_hub_over_the_api() {
     let remote = Hub::with_engine(RemoteEngine::new(
         ConnectionsClient::new(s.url("")).bearer_token(TOKEN),
     ));
-    hub.subscribe(id, "t", None).await.unwrap();
+    hub.to(id).subscribe("t").await.unwrap();
     assert_eq!(remote.subscriber_count("t").await.unwrap(), 1);
     let topics = remote.topics().await.unwrap();
     assert_eq!(topics.len(), 1);
@@ -363,7 +363,7 @@ async fn a_local_client_answers_the_same_calls() {
     let api = ConnectionsClient::local(hub.clone());
     api.post_to_connection(id, "plain").await.unwrap();
     assert_eq!(c.recv().await.unwrap(), Frame::Text("plain".into()));
-    api.subscribe(id, "x", None).await.unwrap();
+    api.to(id).subscribe("x").await.unwrap();
     api.publish("x", "e", &1).await.unwrap();
     assert_eq!(c.recv_json().await.unwrap()["event"], "e");
     assert_eq!(

@@ -196,7 +196,10 @@ async fn subscriptions_live_in_the_gateway() {
     );
     assert_eq!(s.hub.subscriber_count("room:rust").await.unwrap(), 1);
     let ann_id = id_of(&mut ann).await;
-    assert_eq!(s.hub.subscriptions(ann_id), vec!["room:rust".to_owned()]);
+    assert_eq!(
+        s.hub.to(ann_id).subscriptions().await.unwrap(),
+        vec!["room:rust".to_owned()]
+    );
     bob.request("say", json!({"room": "rust", "text": "hello"}))
         .await
         .unwrap();

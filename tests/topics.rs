@@ -258,7 +258,10 @@ async fn hub_reaches_connections_from_http_handlers() {
     let info = hub.connection(id).unwrap();
     assert_eq!(info.channel, "/ws");
     assert_eq!(info.source_ip.unwrap().to_string(), "127.0.0.1");
-    assert_eq!(hub.subscriptions(id), vec!["room:news".to_owned()]);
+    assert_eq!(
+        hub.to(id).subscriptions().await.unwrap(),
+        vec!["room:news".to_owned()]
+    );
     hub.disconnect(id, Some(4000), "bye").unwrap();
     assert_eq!(a.recv_close().await.unwrap(), (4000, "bye".to_owned()));
     until("the connection to leave the hub", || async {

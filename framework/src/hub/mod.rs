@@ -15,8 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::outbound::{Class, Frame, Refused};
 use crate::engine::{
-    Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Position, Presence, Publish, SubscribeRequest,
-    Subscribed, TopicInfo,
+    Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Presence, Publish, TopicInfo,
 };
 use crate::error::Error;
 use crate::id::ConnectionId;
@@ -212,41 +211,6 @@ impl Hub {
         let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
         entry.out.close(code.unwrap_or(close_code::NORMAL), reason);
         Ok(())
-    }
-
-    /// Subscribes an open connection to `topic` (from outside the connection: an HTTP handler,
-    /// a serverless function through the connections API).
-    pub async fn subscribe(
-        &self,
-        id: ConnectionId,
-        topic: &str,
-        recover: Option<Position>,
-    ) -> Result<Subscribed, Error> {
-        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
-        let topic: Arc<str> = Arc::from(topic);
-        let sub = self.inner.engine.subscribe(SubscribeRequest {
-            recover,
-            ..SubscribeRequest::new(topic.clone(), entry.subscriber(id))
-        });
-        with_topic(&self.inner.engine, &entry, id, topic, sub).await
-    }
-
-    /// Unsubscribes an open connection from `topic`.
-    pub fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
-        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
-        let topic: Arc<str> = Arc::from(topic);
-        entry.remove_topic(&topic);
-        self.inner.engine.unsubscribe(topic, id);
-        Ok(())
-    }
-
-    /// Topics an open connection is subscribed to.
-    pub fn subscriptions(&self, id: ConnectionId) -> Vec<String> {
-        self.inner
-            .registry
-            .get(id)
-            .map(|e| e.topics().iter().map(|t| t.to_string()).collect())
-            .unwrap_or_default()
     }
 
     /// The registry entry of an open connection.

@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::protocol;
+use crate::topics::{SubscribeOptions, Topics};
 
 /// Request header that forces a binary frame on `POST /@connections/{id}` (a Switchboard
 /// extension; without it, a UTF-8 body is sent as a text frame, anything else as binary).
@@ -390,9 +391,19 @@ impl ConnectionsClient {
         }
     }
 
+    /// Topic operations for the gateway connection `id` (see [`Topics`]): one connections API
+    /// call each. Presence (`track`, `subscribe_with` presence) and replaying the last
+    /// publications are not available through the API.
+    pub fn to(&self, id: ConnectionId) -> RemoteConnection {
+        RemoteConnection {
+            client: self.clone(),
+            id,
+        }
+    }
+
     /// Subscribes a gateway connection to `topic` (replaying from `recover` on topics with
     /// history).
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         id: ConnectionId,
         topic: &str,
@@ -405,7 +416,10 @@ impl ConnectionsClient {
             recovered: Option<bool>,
         }
         match &self.backend {
-            Backend::Local(hub) => hub.subscribe(id, topic, recover).await,
+            Backend::Local(hub) => {
+                let options = SubscribeOptions::new().recover(recover);
+                hub.to(id).subscribe_with(topic, options).await
+            }
             _ => {
                 let body = serde_json::to_vec(&serde_json::json!({ "recover": recover }))?;
                 let mut call = Call::new(Method::PUT, subscription_path(id, topic), body.into());
@@ -424,9 +438,9 @@ impl ConnectionsClient {
     }
 
     /// Unsubscribes a gateway connection from `topic`.
-    pub async fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
+    pub(crate) async fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
         match &self.backend {
-            Backend::Local(hub) => hub.unsubscribe(id, topic),
+            Backend::Local(hub) => hub.to(id).unsubscribe(topic).await,
             _ => self
                 .call(Call::new(
                     Method::DELETE,
@@ -439,16 +453,13 @@ impl ConnectionsClient {
     }
 
     /// Topics a gateway connection is subscribed to.
-    pub async fn subscriptions(&self, id: ConnectionId) -> Result<Vec<String>, Error> {
+    pub(crate) async fn subscriptions(&self, id: ConnectionId) -> Result<Vec<String>, Error> {
         #[derive(Deserialize)]
         struct Wire {
             topics: Vec<String>,
         }
         match &self.backend {
-            Backend::Local(hub) => {
-                hub.connection(id).ok_or(Error::Closed)?;
-                Ok(hub.subscriptions(id))
-            }
+            Backend::Local(hub) => hub.to(id).subscriptions().await,
             _ => {
                 let path = format!("{}/topics", connection_path(id));
                 let wire: Wire = self
@@ -1044,6 +1055,86 @@ impl Engine for RemoteEngine {
                 }
             }
         }))
+    }
+}
+
+/// A gateway connection's topic operations through the connections API (from
+/// [`ConnectionsClient::to`]).
+#[derive(Clone, Debug)]
+pub struct RemoteConnection {
+    client: ConnectionsClient,
+    id: ConnectionId,
+}
+
+impl RemoteConnection {
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+}
+
+fn remote_unsupported<T>(what: &str) -> Result<T, Error> {
+    Err(Error::new(
+        "unsupported",
+        format!("{what} is not available through the connections API"),
+    ))
+}
+
+impl Topics for RemoteConnection {
+    async fn subscribe_with(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscribed, Error> {
+        if options.presence.is_some() {
+            return remote_unsupported("presence");
+        }
+        if options.last.is_some() {
+            return remote_unsupported("replaying the last publications on subscribe");
+        }
+        self.client.subscribe(self.id, topic, options.recover).await
+    }
+
+    async fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
+        self.client.unsubscribe(self.id, topic).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<String>, Error> {
+        self.client.subscriptions(self.id).await
+    }
+
+    async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.client.publish(topic, event, data).await
+    }
+
+    async fn broadcast_from<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        let data = crate::hub::to_raw(data)?;
+        self.client
+            .publish_raw(topic, event, data, Some(self.id))
+            .await
+    }
+
+    async fn track<M: Serialize + ?Sized>(
+        &self,
+        _topic: &str,
+        _key: &str,
+        _meta: &M,
+    ) -> Result<(), Error> {
+        remote_unsupported("presence")
+    }
+
+    async fn untrack(&self, _topic: &str) -> Result<(), Error> {
+        remote_unsupported("presence")
     }
 }
 

@@ -55,7 +55,9 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use super::client::{ConnectionDetails, ConnectionsClient, RemoteEngine, FRAME_HEADER};
+pub use super::client::{
+    ConnectionDetails, ConnectionsClient, RemoteConnection, RemoteEngine, FRAME_HEADER,
+};
 
 use super::http::{self, ReadError};
 use super::{auth, sigv4, time};
@@ -65,6 +67,7 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::protocol::close_code;
+use crate::topics::{SubscribeOptions, Topics};
 
 /// The connections API, an actix-web service mounted at the app root (or under
 /// [`prefix`](Self::prefix)). See the [module docs](self).
@@ -491,7 +494,8 @@ impl ConnectionsApi {
             Op::Subscriptions => {
                 let (raw, id) = conn()?;
                 hub.connection(id).ok_or_else(|| gone(&raw))?;
-                HttpResponse::Ok().json(serde_json::json!({ "topics": hub.subscriptions(id) }))
+                let topics = hub.to(id).subscriptions().await.map_err(|_| gone(&raw))?;
+                HttpResponse::Ok().json(serde_json::json!({ "topics": topics }))
             }
             Op::Subscribe => {
                 let (raw, id) = conn()?;
@@ -503,7 +507,8 @@ impl ConnectionsApi {
                         .map_err(|e| bad_request(format!("bad subscribe body: {e}")))?
                         .recover
                 };
-                match hub.subscribe(id, &topic, recover).await {
+                let options = SubscribeOptions::new().recover(recover);
+                match hub.to(id).subscribe_with(&topic, options).await {
                     Ok(s) => HttpResponse::Ok().json(s),
                     Err(Error::Closed) => return Err(gone(&raw)),
                     Err(e) => return Err(internal(&e)),
@@ -512,7 +517,10 @@ impl ConnectionsApi {
             Op::Unsubscribe => {
                 let (raw, id) = conn()?;
                 let topic = topic("/@connections/", 2)?;
-                hub.unsubscribe(id, &topic).map_err(|_| gone(&raw))?;
+                hub.to(id)
+                    .unsubscribe(&topic)
+                    .await
+                    .map_err(|_| gone(&raw))?;
                 HttpResponse::NoContent().finish()
             }
             Op::Publish => {
