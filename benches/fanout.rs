@@ -21,7 +21,7 @@
 //! the load generator, not the server, set the pace (the summary says so). Sizes and servers
 //! alternate: for each N, each round runs baseline then framework.
 //!
-//! Options (flags after `--`, or environment):
+//! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs 1000,10000` (FANOUT_SUBS), `--rounds R` (FANOUT_ROUNDS, 2),
 //!   `--servers baseline,framework` (FANOUT_SERVERS)
 //! - `--secs S` window (FANOUT_SECS, 3), `--warmup S` (FANOUT_WARMUP, 0.5)
@@ -45,38 +45,111 @@
 //!
 //! Example: `cargo bench --bench fanout -- --subs 10000 --rounds 3 --pad 256`.
 
-#[path = "fanout/client.rs"]
-mod client;
-#[path = "reqreply/cpu.rs"]
-mod cpu;
-#[path = "fanout/load.rs"]
-mod load;
-#[path = "fanout/servers.rs"]
-mod servers;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
-
-use load::{LoadConfig, RunResult};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Baseline,
-    Framework,
-    /// A server started elsewhere (`--target PORT`).
-    External,
+// The bench's own parts, in `benches/fanout/`. Declared in an inline module because this
+// crate's root is `benches/fanout.rs`, whose plain `mod x;` looks for `benches/x.rs`: nested in
+// `mod fanout`, they are found in `benches/fanout/`, and the plain `mod support;` above finds
+// the support shared by every bench in `benches/support/`, with no `#[path]`.
+mod fanout {
+    pub mod client;
+    pub mod load;
+    pub mod servers;
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Baseline => "baseline",
-            Kind::Framework => "framework",
-            Kind::External => "external",
-        }
-    }
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{ArgAction, Parser};
+
+use fanout::load::{self, LoadConfig, RunResult};
+use fanout::servers;
+use support::cpu;
+use support::flags::{self, Bench, Server};
+use support::pin::Pinning;
+use support::spawn::{self, Proc};
+use support::stats::{self, Rank, Repeats};
+use support::table::{Column, Table};
+
+const BENCH: Bench = Bench {
+    name: "fanout",
+    env: "FANOUT_",
+};
+
+/// Switchboard vs hand-written actix-ws topic fan-out: deliveries/s, publish-to-delivery
+/// latency, server CPU µs/delivery, memory per idle subscriber
+#[derive(Parser)]
+struct Flags {
+    /// Subscriber counts, each measured in turn
+    #[arg(
+        long,
+        env,
+        value_delimiter = ',',
+        default_value = "1000,10000",
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    subs: Vec<usize>,
+    #[command(flatten)]
+    rounds: flags::Rounds,
+    /// Publications per burst in the window
+    #[arg(long, env, default_value_t = 10)]
+    burst: u64,
+    /// Bursts in flight
+    #[arg(long, env, default_value_t = 3)]
+    depth: u64,
+    /// Deliveries/s the paced phase offers, i.e. this / subscribers publications/s
+    #[arg(long, env, default_value_t = 20_000.0)]
+    paced_load: f64,
+    /// Publications/s of the paced phase, instead of --paced-load
+    #[arg(long, env)]
+    rate: Option<f64>,
+    /// Length of the paced phase, seconds
+    #[arg(long, env, default_value_t = 3.0)]
+    paced: f64,
+    /// Payload padding, bytes
+    #[arg(long, env, default_value_t = 64)]
+    pad: usize,
+    /// actix-web workers per server
+    #[arg(long, env, default_value_t = 2)]
+    workers: usize,
+    /// Leave the servers' accepted sockets at the OS default instead of TCP_NODELAY
+    #[arg(long, env, value_parser = flags::switch())]
+    nagle: bool,
+    /// No memory reading (or the variable below at 0)
+    #[arg(
+        long = "no-memory",
+        env = "MEMORY",
+        action = ArgAction::SetFalse,
+        value_parser = flags::switch(),
+    )]
+    memory: bool,
+    /// Only the memory reading, holding the idle connections --hold seconds after it
+    #[arg(long, env, value_parser = flags::switch())]
+    memory_only: bool,
+    /// With --memory-only: seconds to hold the idle connections (for a heap profiler)
+    #[arg(long, env, default_value_t = 0.0)]
+    hold: f64,
+    #[command(flatten)]
+    versus: flags::Versus,
+    #[command(flatten)]
+    pin: flags::Pin,
+    #[command(flatten)]
+    cpus: flags::Cpus,
+    /// Server mode: be this server (framework|baseline) until killed
+    #[arg(long)]
+    serve: Option<String>,
+    /// Server mode: the port to listen on (0: any free one)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
 }
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("rounds", "2"),
+    ("secs", "3"),
+    ("warmup", "0.5"),
+    ("budget", "120"),
+];
 
 struct Config {
     subs: Vec<usize>,
@@ -94,108 +167,38 @@ struct Config {
     memory: bool,
     memory_only: Option<Duration>,
     rounds: usize,
-    servers: Vec<Kind>,
-    pin: bool,
-    server_cpu: String,
-    client_cpu: String,
+    servers: Vec<Server>,
+    pinning: Pinning,
     target: Option<(u16, Option<u32>)>,
     max_other: f64,
     budget: f64,
 }
 
-/// `--name value` from the arguments, else `FANOUT_NAME` from the environment.
-fn setting(args: &[String], flag: &str, env: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var(env).ok())
-}
-
-fn parsed<T: std::str::FromStr>(args: &[String], flag: &str, env: &str, default: T) -> T {
-    match setting(args, flag, env) {
-        None => default,
-        Some(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("fanout: bad value `{v}` for {flag} / {env}");
-            std::process::exit(2)
-        }),
-    }
-}
-
-fn off(args: &[String], flag: &str, env: &str) -> bool {
-    args.iter().any(|a| a == flag) || std::env::var(env).is_ok_and(|v| v == "0")
-}
-
 impl Config {
-    fn from(args: &[String]) -> Config {
-        let secs = |flag, env, default| Duration::from_secs_f64(parsed(args, flag, env, default));
-        let target = setting(args, "--target", "FANOUT_TARGET").map(|_| {
-            (
-                parsed(args, "--target", "FANOUT_TARGET", 0u16),
-                setting(args, "--target-pid", "FANOUT_TARGET_PID")
-                    .map(|_| parsed(args, "--target-pid", "FANOUT_TARGET_PID", 0u32)),
-            )
-        });
-        let list = |flag, env, default: &str| -> Vec<String> {
-            setting(args, flag, env)
-                .unwrap_or_else(|| default.into())
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let servers = list("--servers", "FANOUT_SERVERS", "baseline,framework")
-            .iter()
-            .map(|s| match s.as_str() {
-                "baseline" => Kind::Baseline,
-                "framework" => Kind::Framework,
-                other => {
-                    eprintln!("fanout: unknown server `{other}` (baseline|framework)");
-                    std::process::exit(2)
-                }
-            })
-            .collect();
-        let subs = list("--subs", "FANOUT_SUBS", "1000,10000")
-            .iter()
-            .map(|s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| {
-                        eprintln!("fanout: bad subscriber count `{s}`");
-                        std::process::exit(2)
-                    })
-            })
-            .collect();
+    fn from(flags: &Flags) -> Config {
+        let (server_cpu, client_cpu) = (&flags.cpus.server_cpu, &flags.cpus.client_cpu);
         Config {
-            subs,
-            burst: parsed(args, "--burst", "FANOUT_BURST", 10u64).max(1),
-            depth: parsed(args, "--depth", "FANOUT_DEPTH", 3u64).max(1),
-            warmup: secs("--warmup", "FANOUT_WARMUP", 0.5),
-            measure: secs("--secs", "FANOUT_SECS", 3.0),
-            rate: setting(args, "--rate", "FANOUT_RATE")
-                .map(|_| parsed(args, "--rate", "FANOUT_RATE", 1.0f64).max(0.01)),
-            paced_load: parsed(args, "--paced-load", "FANOUT_PACED_LOAD", 20_000.0f64).max(1.0),
-            paced: secs("--paced", "FANOUT_PACED", 3.0),
-            pad: parsed(args, "--pad", "FANOUT_PAD", 64usize),
-            workers: parsed(args, "--workers", "FANOUT_WORKERS", 2usize).max(1),
-            nagle: args.iter().any(|a| a == "--nagle")
-                || std::env::var("FANOUT_NAGLE").is_ok_and(|v| v == "1"),
-            memory: !off(args, "--no-memory", "FANOUT_MEMORY"),
-            memory_only: (args.iter().any(|a| a == "--memory-only")
-                || std::env::var("FANOUT_MEMORY_ONLY").is_ok_and(|v| v == "1"))
-            .then(|| secs("--hold", "FANOUT_HOLD", 0.0)),
-            rounds: parsed(args, "--rounds", "FANOUT_ROUNDS", 2usize).max(1),
-            pin: !off(args, "--no-pin", "FANOUT_PIN"),
-            server_cpu: parsed(args, "--server-cpu", "FANOUT_SERVER_CPU", "0".to_owned()),
-            client_cpu: parsed(args, "--client-cpu", "FANOUT_CLIENT_CPU", "1".to_owned()),
-            servers: if target.is_some() {
-                vec![Kind::External]
-            } else {
-                servers
-            },
-            target,
-            max_other: parsed(args, "--max-other", "FANOUT_MAX_OTHER", 25.0),
-            budget: parsed(args, "--budget", "FANOUT_BUDGET", 120.0),
+            subs: flags.subs.clone(),
+            burst: flags.burst.max(1),
+            depth: flags.depth.max(1),
+            warmup: Duration::from_secs_f64(flags.rounds.warmup()),
+            measure: Duration::from_secs_f64(flags.rounds.secs()),
+            rate: flags.rate.map(|r| r.max(0.01)),
+            paced_load: flags.paced_load.max(1.0),
+            paced: Duration::from_secs_f64(flags.paced),
+            pad: flags.pad,
+            workers: flags.workers.max(1),
+            nagle: flags.nagle,
+            memory: flags.memory,
+            memory_only: flags
+                .memory_only
+                .then(|| Duration::from_secs_f64(flags.hold)),
+            rounds: flags.rounds.rounds(),
+            servers: flags.versus.servers(),
+            pinning: Pinning::apply(BENCH.name, flags.pin.pin, server_cpu, client_cpu),
+            target: flags.versus.target(),
+            max_other: flags.versus.max_other,
+            budget: flags.versus.budget,
         }
     }
 
@@ -222,145 +225,48 @@ impl Config {
 }
 
 /// Starts a server child and reads the port it listens on.
-fn spawn_server(kind: Kind, cfg: &Config) -> Result<(Child, u16), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut cmd = if cfg.pin {
-        let mut c = Command::new("taskset");
-        c.arg("-c").arg(&cfg.server_cpu).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
+fn spawn_server(kind: Server, cfg: &Config) -> Result<(Proc, u16), String> {
+    let mut cmd = spawn::this_bench(cfg.pinning.server())?;
     cmd.args(["--serve", kind.name()])
         .args(["--workers", &cfg.workers.to_string()])
         .args(["--pad", &cfg.pad.to_string()])
-        .args(cfg.nagle.then_some("--nagle"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the {} server: {e}", kind.name()))?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no server stdout")?;
-    let read = BufReader::new(stdout).read_line(&mut line);
-    let port = match read {
-        Ok(_) => line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse::<u16>().ok()),
-        Err(_) => None,
-    };
-    match port {
-        Some(p) if p != 0 => Ok((child, p)),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!(
-                "the {} server did not announce its port (got {line:?})",
-                kind.name()
-            ))
-        }
-    }
+        .args(cfg.nagle.then_some("--nagle"));
+    spawn::server(cmd, &format!("{} server", kind.name()))
 }
 
 fn run_once(
     rt: &tokio::runtime::Runtime,
-    kind: Kind,
+    kind: Server,
     cfg: &Config,
     load: &LoadConfig,
 ) -> Result<RunResult, String> {
-    // A LocalSet per run: its subscriber tasks (and sockets) go when it is dropped, after the
-    // server is gone, so the server's side closes first.
-    let local = tokio::task::LocalSet::new();
-    if let Some((port, pid)) = cfg.target {
-        return local.block_on(rt, load::run(port, pid, load));
-    }
-    let (mut child, port) = spawn_server(kind, cfg)?;
-    let result = local.block_on(rt, load::run(port, Some(child.id()), load));
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(local);
-    result
+    spawn::against(
+        rt,
+        cfg.target,
+        || spawn_server(kind, cfg),
+        |port, pid| load::run(port, pid, load),
+    )
 }
 
-/// Waits (at most `max`) until the machine's load from others is under `pct` % of one CPU
-/// over half a second, so that a run does not start in the middle of someone's compile.
-/// Returns how long it waited.
-fn wait_quiet(pct: f64, max: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let a = cpu::busy_ticks();
-        std::thread::sleep(Duration::from_millis(500));
-        let busy = cpu::busy_ticks().saturating_sub(a) as f64 / cpu::ticks_per_sec() as f64;
-        if busy / 0.5 * 100.0 <= pct || t.elapsed() >= max {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn paced_us(r: &RunResult, q: f64) -> f64 {
+    stats::quantile_us(&r.paced_latencies, q, Rank::Nearest)
 }
 
-fn pin_self(cpu: &str) -> Result<(), String> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset exited with {status}"))
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.retain(|x| !x.is_nan());
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-/// A column of the report: its header, width, decimals and how to read it from a run.
-struct Column {
-    name: &'static str,
-    width: usize,
-    decimals: usize,
-    get: fn(&RunResult) -> f64,
-}
-
-const fn col(
-    name: &'static str,
-    width: usize,
-    decimals: usize,
-    get: fn(&RunResult) -> f64,
-) -> Column {
-    Column {
-        name,
-        width,
-        decimals,
-        get,
-    }
-}
-
-const COLUMNS: &[Column] = &[
-    col("deliv/s", 9, 0, RunResult::deliveries_per_sec),
-    col("p50 µs", 7, 0, |r| r.paced_us(0.50)),
-    col("p99 µs", 7, 0, |r| r.paced_us(0.99)),
-    col("CPU µs/dl", 9, 3, RunResult::server_cpu_us_per_delivery),
-    col("usr", 5, 3, RunResult::server_user_us),
-    col("sys", 5, 3, RunResult::server_sys_us),
-    col("srv util%", 9, 0, |r| r.server_util() * 100.0),
-    col("cli util%", 9, 0, |r| r.client_util() * 100.0),
-    col("other%", 6, 0, |r| r.other_load() * 100.0),
-    col("drops", 5, 0, |r| r.dropped as f64),
-    col("B/conn", 7, 0, RunResult::bytes_per_conn),
-];
+const TABLE: Table<RunResult> = Table(&[
+    Column::new("deliv/s", 9, 0, |r| {
+        r.deliveries as f64 / r.elapsed.as_secs_f64()
+    }),
+    Column::new("p50 µs", 7, 0, |r| paced_us(r, 0.50)),
+    Column::new("p99 µs", 7, 0, |r| paced_us(r, 0.99)),
+    Column::new("CPU µs/dl", 9, 3, |r| r.cpu.server_us_per(r.deliveries)),
+    Column::new("usr", 5, 3, |r| r.cpu.server_user_us_per(r.deliveries)),
+    Column::new("sys", 5, 3, |r| r.cpu.server_sys_us_per(r.deliveries)),
+    Column::new("srv util%", 9, 0, |r| r.cpu.server_util(r.elapsed) * 100.0),
+    Column::new("cli util%", 9, 0, |r| r.cpu.client_util(r.elapsed) * 100.0),
+    Column::new("other%", 6, 0, |r| r.cpu.other_load(r.elapsed) * 100.0),
+    Column::new("drops", 5, 0, |r| r.dropped as f64),
+    Column::new("B/conn", 7, 0, RunResult::bytes_per_conn),
+]);
 
 /// Indexes of columns the summary reads.
 const DELIV: usize = 0;
@@ -371,28 +277,16 @@ const CLI: usize = 7;
 const MEM: usize = 10;
 
 fn header() -> String {
-    let mut s = format!("{:>6} {:<9} {:<9}", "subs", "round", "server");
-    for c in COLUMNS {
-        s += &format!(" {:>w$}", c.name, w = c.width);
-    }
-    s
+    TABLE.header(format!("{:>6} {:<9} {:<9}", "subs", "round", "server"))
 }
 
-fn row(subs: usize, label: &str, kind: Kind, values: &[f64]) -> String {
-    let mut s = format!("{subs:>6} {label:<9} {:<9}", kind.name());
-    for (c, v) in COLUMNS.iter().zip(values) {
-        s += &format!(" {v:>w$.d$}", w = c.width, d = c.decimals);
-    }
-    s
-}
-
-fn values(r: &RunResult) -> Vec<f64> {
-    COLUMNS.iter().map(|c| (c.get)(r)).collect()
+fn row(subs: usize, label: &str, kind: Server, values: &[f64]) -> String {
+    TABLE.row(format!("{subs:>6} {label:<9} {:<9}", kind.name()), values)
 }
 
 struct Outcome {
     subs: usize,
-    kind: Kind,
+    kind: Server,
     values: Vec<f64>,
     /// Kept although disturbed (out of repeats or budget).
     disturbed: bool,
@@ -406,7 +300,7 @@ fn summary(results: &[Outcome], cfg: &Config) {
     );
     println!("{}", header());
     // Disturbed runs count only where there is no undisturbed one.
-    let runs_of = |subs: usize, kind: Kind| -> Vec<&Outcome> {
+    let runs_of = |subs: usize, kind: Server| -> Vec<&Outcome> {
         let all: Vec<&Outcome> = results
             .iter()
             .filter(|o| o.subs == subs && o.kind == kind)
@@ -417,13 +311,9 @@ fn summary(results: &[Outcome], cfg: &Config) {
             all
         }
     };
-    let med = |subs: usize, kind: Kind| -> Option<Vec<f64>> {
-        let runs: Vec<&Vec<f64>> = runs_of(subs, kind).iter().map(|o| &o.values).collect();
-        (!runs.is_empty()).then(|| {
-            (0..COLUMNS.len())
-                .map(|i| median(runs.iter().map(|v| v[i]).collect()))
-                .collect()
-        })
+    let med = |subs: usize, kind: Server| -> Option<Vec<f64>> {
+        let runs = runs_of(subs, kind);
+        (!runs.is_empty()).then(|| TABLE.medians(runs.iter().map(|o| &o.values)))
     };
     for &subs in &cfg.subs {
         for &kind in &cfg.servers {
@@ -438,7 +328,7 @@ fn summary(results: &[Outcome], cfg: &Config) {
         saturated |= o.values[CLI] >= 90.0;
     }
     for &subs in &cfg.subs {
-        let (Some(b), Some(f)) = (med(subs, Kind::Baseline), med(subs, Kind::Framework)) else {
+        let (Some(b), Some(f)) = (med(subs, Server::Baseline), med(subs, Server::Framework)) else {
             continue;
         };
         let ratios: Vec<String> = (0..cfg.rounds)
@@ -453,7 +343,7 @@ fn summary(results: &[Outcome], cfg: &Config) {
                 };
                 Some(format!(
                     "{:.2}",
-                    nth(Kind::Framework)? / nth(Kind::Baseline)?
+                    nth(Server::Framework)? / nth(Server::Baseline)?
                 ))
             })
             .collect();
@@ -477,7 +367,10 @@ fn summary(results: &[Outcome], cfg: &Config) {
         }
     }
     let largest = cfg.subs.iter().copied().max().unwrap_or(0);
-    if let (Some(b), Some(f)) = (med(largest, Kind::Baseline), med(largest, Kind::Framework)) {
+    if let (Some(b), Some(f)) = (
+        med(largest, Server::Baseline),
+        med(largest, Server::Framework),
+    ) {
         let ratio = f[DELIV] / b[DELIV];
         println!(
             "\ngoal: deliveries/s >= 3x the baseline's at {largest} subscribers: {:.2}x, {}",
@@ -502,7 +395,7 @@ fn summary(results: &[Outcome], cfg: &Config) {
 }
 
 /// `--memory-only`: connect, subscribe and read the server's memory, nothing else.
-fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> ExitCode {
+fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<(), String> {
     println!(
         "\nmemory only: server RSS with no connection (after one) and with N idle subscribed \
          connections"
@@ -531,27 +424,23 @@ fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> ExitCode {
                         per.push((subs, kind, b));
                     }
                     Ok(_) => {
-                        eprintln!("fanout: no memory reading (an external server needs its pid)");
-                        return ExitCode::FAILURE;
+                        return Err("no memory reading (an external server needs its pid)".into())
                     }
-                    Err(e) => {
-                        eprintln!("fanout: {} server, {subs}: FAILED: {e}", kind.name());
-                        return ExitCode::FAILURE;
-                    }
+                    Err(e) => return Err(format!("{} server, {subs}: FAILED: {e}", kind.name())),
                 }
             }
         }
     }
     for &subs in &cfg.subs {
         let m = |kind| {
-            median(
+            stats::median(
                 per.iter()
                     .filter(|(s, k, _)| *s == subs && *k == kind)
                     .map(|(_, _, b)| *b)
                     .collect(),
             )
         };
-        let (f, b) = (m(Kind::Framework), m(Kind::Baseline));
+        let (f, b) = (m(Server::Framework), m(Server::Baseline));
         if !f.is_nan() && !b.is_nan() {
             println!(
                 "{subs} subscribers: framework {f:.0} B, baseline {b:.0} B per connection, \
@@ -560,48 +449,23 @@ fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> ExitCode {
             );
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(kind) = setting(&args, "--serve", "FANOUT_SERVE_NEVER_SET") {
-        let port = parsed(&args, "--port", "FANOUT_PORT_NEVER_SET", 0u16);
-        let workers = parsed(&args, "--workers", "FANOUT_WORKERS", 2usize).max(1);
-        let pad = parsed(&args, "--pad", "FANOUT_PAD", 64usize);
-        let nodelay = !args.iter().any(|a| a == "--nagle");
-        return match servers::serve(&kind, port, workers, nodelay, pad) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fanout server: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    let flags: Flags = flags::parse(&BENCH, DEFAULTS);
+    if let Some(kind) = &flags.serve {
+        let (workers, nodelay) = (flags.workers.max(1), !flags.nagle);
+        let served = servers::serve(kind, flags.port, workers, nodelay, flags.pad);
+        return support::exit("fanout server", served);
     }
+    support::exit(BENCH.name, run(&flags))
+}
 
-    let cfg = Config::from(&args);
-    let env: Vec<String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("FANOUT_"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+fn run(flags: &Flags) -> Result<(), String> {
     println!("fanout: one topic to N subscribers, Switchboard hub vs hand-written actix-ws");
-    println!(
-        "command: {}{}",
-        env.join(" ") + if env.is_empty() { "" } else { " " },
-        args.join(" ")
-    );
-    let mut pinned = String::from("unpinned");
-    if cfg.pin {
-        match pin_self(&cfg.client_cpu) {
-            Ok(()) => {
-                pinned = format!(
-                    "server on CPU {}, load generator on CPU {}",
-                    cfg.server_cpu, cfg.client_cpu
-                )
-            }
-            Err(e) => eprintln!("fanout: could not pin (running unpinned): {e}"),
-        }
-    }
+    println!("{}", flags::command_line(&BENCH));
+    let cfg = Config::from(flags);
     let per_size = |f: &dyn Fn(usize) -> String| -> String {
         let v: Vec<String> = cfg
             .subs
@@ -614,7 +478,7 @@ fn main() -> ExitCode {
         "settings: {} actix-web workers per server, TCP_NODELAY {}; payload pad {} B; window \
          {:.1} s after \
          {:.1} s warmup, bursts of {} publications, {} in flight; paced {} publications/s for \
-         {:.1} s; {} round(s); {pinned}; CPU from {}",
+         {:.1} s; {} round(s); {}; CPU from {}",
         cfg.workers,
         if cfg.nagle { "off (OS default)" } else { "on" },
         cfg.pad,
@@ -625,19 +489,11 @@ fn main() -> ExitCode {
         per_size(&|n| format!("{:.1}", cfg.rate(n))),
         cfg.paced.as_secs_f64(),
         cfg.rounds,
+        cfg.pinning.describe("server"),
         cpu::source(),
     );
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fanout: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let rt = support::runtime()?;
     if cfg.memory_only.is_some() {
         return memory_only(&rt, &cfg);
     }
@@ -649,16 +505,14 @@ fn main() -> ExitCode {
 
     println!("\n{}", header());
     let mut results = Vec::new();
-    let started = Instant::now();
-    let mut repeated = 0;
+    let mut repeats = Repeats::new(cfg.max_other, cfg.budget);
     for &subs in &cfg.subs {
         let load = cfg.load(subs);
         for round in 1..=cfg.rounds {
             for &kind in &cfg.servers {
-                let mut attempt = 0;
-                let outcome = loop {
+                let once = || {
                     if cfg.target.is_none() {
-                        let waited = wait_quiet(cfg.max_other, Duration::from_secs(30));
+                        let waited = cpu::wait_quiet(cfg.max_other, Duration::from_secs(30));
                         if waited > Duration::from_secs(2) {
                             println!(
                                 "(waited {:.0} s for other load to pass)",
@@ -666,52 +520,35 @@ fn main() -> ExitCode {
                             );
                         }
                     }
-                    let r = match run_once(&rt, kind, &cfg, &load) {
-                        Ok(r) => r,
-                        Err(e) => break Err(e),
-                    };
-                    let v = values(&r);
-                    let disturbed = r.other_load() * 100.0 > cfg.max_other;
-                    let retry =
-                        disturbed && attempt < 2 && started.elapsed().as_secs_f64() < cfg.budget;
-                    let label = match (disturbed, retry) {
-                        (false, _) => round.to_string(),
-                        (true, true) => format!("{round} (x)"),
-                        (true, false) => format!("{round} (!)"),
-                    };
-                    println!("{}", row(subs, &label, kind, &v));
-                    if !retry {
-                        break Ok((v, disturbed));
-                    }
-                    attempt += 1;
-                    repeated += 1;
+                    run_once(&rt, kind, &cfg, &load)
                 };
-                match outcome {
-                    Ok((values, disturbed)) => results.push(Outcome {
-                        subs,
-                        kind,
-                        values,
-                        disturbed,
-                    }),
-                    Err(e) => {
-                        eprintln!(
-                            "fanout: {} server, {subs} subscribers, round {round}: FAILED: {e}",
+                let (r, disturbed) = repeats
+                    .run(
+                        round,
+                        once,
+                        |r| r.cpu.other_load(r.elapsed),
+                        |label, r| println!("{}", row(subs, label, kind, &TABLE.values(r))),
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "{} server, {subs} subscribers, round {round}: FAILED: {e}",
                             kind.name()
-                        );
-                        return ExitCode::FAILURE;
-                    }
-                }
+                        )
+                    })?;
+                results.push(Outcome {
+                    subs,
+                    kind,
+                    values: TABLE.values(&r),
+                    disturbed,
+                });
             }
         }
     }
-    if repeated > 0 {
-        println!(
-            "(x): other load over {:.0}% of a CPU, run discarded and repeated ({repeated} in all); \
-             (!): disturbed but kept (out of repeats or time budget)",
-            cfg.max_other
-        );
-    }
+    repeats.footnote();
     summary(&results, &cfg);
-    println!("total time {:.0} s", started.elapsed().as_secs_f64());
-    ExitCode::SUCCESS
+    println!(
+        "total time {:.0} s",
+        repeats.started().elapsed().as_secs_f64()
+    );
+    Ok(())
 }

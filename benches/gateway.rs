@@ -13,26 +13,54 @@
 //! function server's work.
 //!
 //! Options (flags after `--`, or environment; unknown arguments such as `--bench` are
-//! ignored): `--conns N` (GATEWAY_BENCH_CONNS, 16), `--secs S` measured per round
+//! ignored; `-- --help` lists them): `--conns N` (GATEWAY_BENCH_CONNS, 16), `--secs S` measured per round
 //! (GATEWAY_BENCH_SECS, 3), `--warmup S` (GATEWAY_BENCH_WARMUP, 0.5), `--rounds R`
 //! (GATEWAY_BENCH_ROUNDS, 3), `--no-pin` (GATEWAY_BENCH_PIN=0). Run: `cargo bench --bench gateway`.
 
-// The CPU readings of the request/reply bench (only some of its helpers are used here).
-#[allow(dead_code)]
-#[path = "reqreply/cpu.rs"]
-mod cpu;
+mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use actix_web::App;
+use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchboard::prelude::*;
 use switchboard::serverless::function::FunctionService;
 use switchboard::serverless::gateway::Gateway;
-use switchboard::prelude::*;
 use switchboard::testing::{TestClient, TestServer};
+
+use support::cpu;
+use support::flags::{self, Bench};
+use support::pin::Pinning;
+use support::spawn::{self, Proc};
+use support::stats::{self, Rank};
+use support::table::{Column, Table};
+
+const BENCH: Bench = Bench {
+    name: "gateway",
+    env: "GATEWAY_BENCH_",
+};
+
+/// Gateway-mode request/reply beside in-process: replies/s, latency, server CPU per reply
+#[derive(Parser)]
+struct Flags {
+    /// WebSocket connections, one request in flight on each
+    #[arg(long, env, default_value_t = 16)]
+    conns: usize,
+    #[command(flatten)]
+    rounds: flags::Rounds,
+    #[command(flatten)]
+    pin: flags::Pin,
+    /// Server mode: be the server side (in-process server, gateway, function) until stdin
+    /// closes
+    #[arg(long)]
+    serve: bool,
+}
+
+const DEFAULTS: &[(&str, &str)] = &[("rounds", "3"), ("secs", "3"), ("warmup", "0.5")];
 
 #[derive(Deserialize)]
 struct Req {
@@ -55,20 +83,7 @@ async fn echo(msg: Req) -> Result<Resp, ChannelError> {
     })
 }
 
-fn setting<T: std::str::FromStr>(args: &[String], flag: &str, env: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var(env).ok())
-        .map(|v| {
-            v.parse().unwrap_or_else(|_| {
-                eprintln!("gateway bench: bad value `{v}` for {flag} / {env}");
-                std::process::exit(2)
-            })
-        })
-        .unwrap_or(default)
-}
-
+/// The measured window of one run: its latencies, sorted.
 struct Window {
     replies: u64,
     secs: f64,
@@ -80,10 +95,8 @@ impl Window {
         self.replies as f64 / self.secs
     }
 
-    fn quantile(&mut self, q: f64) -> Duration {
-        self.latencies.sort_unstable();
-        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
-        self.latencies.get(i).copied().unwrap_or_default()
+    fn quantile(&self, q: f64) -> Duration {
+        stats::quantile(&self.latencies, q, Rank::Rounded).unwrap_or_default()
     }
 }
 
@@ -127,15 +140,14 @@ async fn load(
     }
     // The server's CPU over the measured window: read at its start and its end.
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_start = cpu::process_cpu(server_pid).unwrap_or_default();
+    let cpu_start = cpu::each(&[server_pid]);
     tokio::time::sleep_until(end.into()).await;
-    let cpu_used = cpu::process_cpu(server_pid)
-        .unwrap_or_default()
-        .saturating_sub(cpu_start);
+    let cpu_used = cpu::used_since(&[server_pid], &cpu_start);
     let mut latencies = Vec::new();
     for t in tasks {
         latencies.extend(t.await.expect("load task"));
     }
+    latencies.sort_unstable();
     (
         Window {
             replies: latencies.len() as u64,
@@ -172,95 +184,68 @@ fn serve() {
 
 /// The server process, killed when dropped.
 struct Server {
-    child: Child,
+    proc: Proc,
     in_process: String,
     gateway: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(pin: bool) -> Server {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    let mut cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
-    let mut child = cmd
-        .arg("--serve")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting the server process");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("the server's stdout");
-    let _ = BufReader::new(stdout).read_line(&mut line);
+fn spawn_server(cpu: Option<&str>) -> Result<Server, String> {
+    let mut cmd = spawn::this_bench(cpu)?;
+    cmd.arg("--serve");
+    let (proc, line) = spawn::announced(cmd, "server process")?;
     let mut urls = line.trim().strip_prefix("urls ").unwrap_or("").split(' ');
     match (urls.next(), urls.next()) {
-        (Some(a), Some(b)) if !a.is_empty() => Server {
+        (Some(a), Some(b)) if !a.is_empty() => Ok(Server {
+            proc,
             in_process: a.to_owned(),
             gateway: b.to_owned(),
-            child,
-        },
-        _ => {
-            let _ = child.kill();
-            panic!("the server process did not start (got {line:?})");
-        }
+        }),
+        _ => Err(format!("the server process did not start (got {line:?})")),
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--serve") {
-        serve();
-        return;
-    }
-    let conns: usize = setting(&args, "--conns", "GATEWAY_BENCH_CONNS", 16usize).max(1);
-    let secs = Duration::from_secs_f64(setting(&args, "--secs", "GATEWAY_BENCH_SECS", 3.0));
-    let warmup = Duration::from_secs_f64(setting(&args, "--warmup", "GATEWAY_BENCH_WARMUP", 0.5));
-    let rounds: usize = setting(&args, "--rounds", "GATEWAY_BENCH_ROUNDS", 3usize).max(1);
-    let mut pin = !args.iter().any(|a| a == "--no-pin")
-        && std::env::var("GATEWAY_BENCH_PIN").map_or(true, |v| v != "0");
-    if pin {
-        pin = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !pin {
-            eprintln!("gateway bench: taskset failed, running unpinned");
-        }
-    }
-    let server = spawn_server(pin);
-    let server_pid = server.child.id();
+/// One round of one mode, as printed.
+struct Run {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us: f64,
+}
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+const TABLE: Table<Run> = Table(&[
+    Column::new("replies/s", 12, 0, |r| r.rate),
+    Column::new("p50 µs", 10, 0, |r| r.p50_us),
+    Column::new("p99 µs", 10, 0, |r| r.p99_us),
+    Column::new("CPU µs/reply", 14, 1, |r| r.cpu_us),
+]);
+
+fn main() -> ExitCode {
+    let flags: Flags = flags::parse(&BENCH, DEFAULTS);
+    if flags.serve {
+        serve();
+        return ExitCode::SUCCESS;
+    }
+    support::exit(BENCH.name, run(&flags))
+}
+
+fn run(flags: &Flags) -> Result<(), String> {
+    let conns = flags.conns.max(1);
+    let secs = Duration::from_secs_f64(flags.rounds.secs());
+    let warmup = Duration::from_secs_f64(flags.rounds.warmup());
+    let rounds = flags.rounds.rounds();
+    let pinning = Pinning::apply(BENCH.name, flags.pin.pin, "0", "1");
+    let server = spawn_server(pinning.server())?;
+    let server_pid = server.proc.id();
+
+    let rt = support::runtime()?;
     println!(
         "gateway bench: {conns} connections, 1 request in flight each, {rounds} rounds of {:?} (+{:?} warm-up); {}; CPU from {}",
         secs,
         warmup,
-        if pin {
-            "server process (in-process server, gateway, function) on CPU 0, load generator on CPU 1"
-        } else {
-            "unpinned"
-        },
+        pinning.describe("server process (in-process server, gateway, function)"),
         cpu::source()
     );
-    println!(
-        "{:<11} {:>5} {:>12} {:>10} {:>10} {:>14}",
-        "mode", "round", "replies/s", "p50 µs", "p99 µs", "CPU µs/reply"
-    );
+    println!("{}", TABLE.header(format!("{:<11} {:>5}", "mode", "round")));
     // Per mode: replies/s, CPU µs per reply, of each round; all latencies.
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut cpus: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -274,36 +259,28 @@ fn main() {
         .enumerate()
         {
             let (mut w, cpu_used) = rt.block_on(load(url, conns, warmup, secs, server_pid));
-            let (p50, p99) = (w.quantile(0.5), w.quantile(0.99));
-            let cpu_per = cpu_used.as_secs_f64() * 1e6 / w.replies.max(1) as f64;
-            println!(
-                "{name:<11} {round:>5} {:>12.0} {:>10.0} {:>10.0} {:>14.1}",
-                w.rate(),
-                p50.as_secs_f64() * 1e6,
-                p99.as_secs_f64() * 1e6,
-                cpu_per
-            );
-            rates[i].push(w.rate());
-            cpus[i].push(cpu_per);
+            let run = Run {
+                rate: w.rate(),
+                p50_us: w.quantile(0.5).as_secs_f64() * 1e6,
+                p99_us: w.quantile(0.99).as_secs_f64() * 1e6,
+                cpu_us: cpu_used.as_secs_f64() * 1e6 / w.replies.max(1) as f64,
+            };
+            let lead = format!("{name:<11} {round:>5}");
+            println!("{}", TABLE.row(lead, &TABLE.values(&run)));
+            rates[i].push(run.rate);
+            cpus[i].push(run.cpu_us);
             lats[i].append(&mut w.latencies);
         }
     }
+    // The median of rounds as the rounded-rank quantile: the upper middle of an even count.
     let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+        v.sort_by(f64::total_cmp);
+        stats::quantile(v, 0.5, Rank::Rounded).unwrap_or(f64::NAN)
     };
     let mut summary = |i: usize| {
-        let mut w = Window {
-            replies: 0,
-            secs: 1.0,
-            latencies: std::mem::take(&mut lats[i]),
-        };
-        (
-            median(&mut rates[i]),
-            median(&mut cpus[i]),
-            w.quantile(0.5),
-            w.quantile(0.99),
-        )
+        lats[i].sort_unstable();
+        let q = |q| stats::quantile(&lats[i], q, Rank::Rounded).unwrap_or_default();
+        (median(&mut rates[i]), median(&mut cpus[i]), q(0.5), q(0.99))
     };
     let (r_in, c_in, p50_in, p99_in) = summary(0);
     let (r_gw, c_gw, p50_gw, p99_gw) = summary(1);
@@ -324,4 +301,5 @@ fn main() {
         c_gw / c_in.max(1e-9),
         c_gw - c_in,
     );
+    Ok(())
 }

@@ -18,7 +18,7 @@
 //! publications, `--rate` per second, for `--paced` seconds): `p50`/`p99` over every delivery.
 //! Runs alternate memory, redis, memory, redis... Unknown arguments (`--bench`) are ignored.
 //!
-//! Options (flags after `--`, or environment):
+//! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs N` (RFAN_SUBS, 1000), `--rounds R` (RFAN_ROUNDS, 2), `--secs S` (RFAN_SECS, 3),
 //!   `--warmup S` (RFAN_WARMUP, 0.5), `--burst K` (RFAN_BURST, 20), `--depth D` (RFAN_DEPTH, 2),
 //!   `--rate R` (RFAN_RATE, 50), `--paced S` (RFAN_PACED, 2), `--pad B` (RFAN_PAD, 64)
@@ -28,21 +28,25 @@
 //!
 //! Example: `cargo bench --bench redis_fanout -- --subs 2000 --rounds 3`.
 
-// The CPU readings of the request/reply bench (only some of its helpers are used here).
-#[allow(dead_code)]
-#[path = "reqreply/cpu.rs"]
-mod cpu;
+mod support;
 
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+use support::cpu;
+use support::flags::{self, Bench};
+use support::pin::{self, Pinning};
+use support::spawn::{self, Proc};
+use support::stats::{self, Rank};
+use support::table::{Column, Table};
 
 const TOPIC: &str = "bench:fan";
 
@@ -52,23 +56,49 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// `--name value` from the arguments, else `RFAN_NAME` from the environment.
-fn setting(args: &[String], flag: &str, env: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
-        .or_else(|| std::env::var(env).ok())
+const BENCH: Bench = Bench {
+    name: "redis_fanout",
+    env: "RFAN_",
+};
+
+/// Topic fan-out, one node in memory vs two nodes through Redis: deliveries/s, publish-to-
+/// delivery latency, server CPU µs/delivery
+#[derive(Parser)]
+struct Flags {
+    /// Subscribers (at least 2: with redis, half on each node)
+    #[arg(long, env, default_value_t = 1000)]
+    subs: usize,
+    #[command(flatten)]
+    rounds: flags::Rounds,
+    /// Publications per burst in the window
+    #[arg(long, env, default_value_t = 20)]
+    burst: u64,
+    /// Bursts in flight
+    #[arg(long, env, default_value_t = 2)]
+    depth: u64,
+    /// Publications/s of the paced phase
+    #[arg(long, env, default_value_t = 50.0)]
+    rate: f64,
+    /// Length of the paced phase, seconds
+    #[arg(long, env, default_value_t = 2.0)]
+    paced: f64,
+    /// Payload padding, bytes
+    #[arg(long, env, default_value_t = 64)]
+    pad: usize,
+    /// Scenarios to run, in this order in each round (memory|redis)
+    #[arg(long, env, value_delimiter = ',', default_value = "memory,redis")]
+    scenarios: Vec<String>,
+    #[command(flatten)]
+    pin: flags::Pin,
+    /// Node mode: be a node on this engine (memory|redis) until killed
+    #[arg(long)]
+    serve: Option<String>,
+    /// Node mode: the Redis server's URL, for the redis engine
+    #[arg(long)]
+    redis: Option<String>,
 }
 
-fn parsed<T: std::str::FromStr>(args: &[String], flag: &str, env: &str, default: T) -> T {
-    match setting(args, flag, env) {
-        None => default,
-        Some(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("redis_fanout: bad value `{v}` for {flag} / {env}");
-            std::process::exit(2)
-        }),
-    }
-}
+const DEFAULTS: &[(&str, &str)] = &[("rounds", "2"), ("secs", "3"), ("warmup", "0.5")];
 
 // ---- the server node ---------------------------------------------------------------------
 
@@ -78,9 +108,9 @@ mod server {
     use actix_web::{web, App, HttpResponse, HttpServer};
     use serde::Deserialize;
     use serde_json::value::RawValue;
+    use switchboard::engine::redis::RedisEngine;
     use switchboard::engine::MemoryEngine;
     use switchboard::prelude::*;
-    use switchboard::engine::redis::RedisEngine;
 
     #[derive(Deserialize)]
     struct Publish {
@@ -140,7 +170,7 @@ mod server {
             .backlog(4096)
             .disable_signals()
             .bind(("127.0.0.1", 0))?;
-            println!("port {}", server.addrs()[0].port());
+            crate::support::spawn::announce_port(&server.addrs())?;
             server.run().await
         })
     }
@@ -148,55 +178,13 @@ mod server {
 
 // ---- processes ---------------------------------------------------------------------------
 
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pinned(cpu: Option<&str>, program: &str) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu, program]);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-fn spawn_node(kind: &str, redis: Option<&str>, cfg: &Config) -> Result<Proc, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = pinned(cfg.server_cpu(), exe.to_str().ok_or("exe path")?);
+fn spawn_node(kind: &str, redis: Option<&str>, cfg: &Config) -> Result<(Proc, u16), String> {
+    let mut cmd = spawn::this_bench(cfg.pinning.server())?;
     cmd.args(["--serve", kind, "--pad", &cfg.pad.to_string()]);
     if let Some(url) = redis {
         cmd.args(["--redis", url]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|e| format!("starting a node: {e}"))?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    match line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-    {
-        Some(port) => Ok(Proc { child, port }),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("the {kind} node did not start (got {line:?})"))
-        }
-    }
+    spawn::server(cmd, &format!("{kind} node"))
 }
 
 fn redis_installed() -> bool {
@@ -208,28 +196,18 @@ fn redis_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn spawn_redis(cfg: &Config) -> Result<Proc, String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())?;
+fn spawn_redis(cfg: &Config) -> Result<(Proc, u16), String> {
+    let port = spawn::free_port()?;
     let dir = std::env::temp_dir().join(format!("redis-fanout-{port}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut cmd = pinned(cfg.server_cpu(), "redis-server");
+    let mut cmd = pin::command(cfg.pinning.server(), "redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = cmd.spawn().map_err(|e| format!("redis-server: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("redis-server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Proc { child, port })
+    let redis = spawn::listening(cmd, port, "redis-server", Duration::from_secs(10))?;
+    Ok((redis, port))
 }
 
 // ---- the load generator ------------------------------------------------------------------
@@ -245,34 +223,24 @@ struct Config {
     paced: f64,
     pad: usize,
     scenarios: Vec<String>,
-    pin: bool,
+    pinning: Pinning,
 }
 
 impl Config {
-    fn from(args: &[String]) -> Config {
+    fn from(flags: &Flags, scenarios: Vec<String>, pinning: Pinning) -> Config {
         Config {
-            subs: parsed(args, "--subs", "RFAN_SUBS", 1000usize).max(2),
-            rounds: parsed(args, "--rounds", "RFAN_ROUNDS", 2usize).max(1),
-            secs: parsed(args, "--secs", "RFAN_SECS", 3.0),
-            warmup: parsed(args, "--warmup", "RFAN_WARMUP", 0.5),
-            burst: parsed(args, "--burst", "RFAN_BURST", 20u64).max(1),
-            depth: parsed(args, "--depth", "RFAN_DEPTH", 2u64).max(1),
-            rate: parsed(args, "--rate", "RFAN_RATE", 50.0f64).max(1.0),
-            paced: parsed(args, "--paced", "RFAN_PACED", 2.0),
-            pad: parsed(args, "--pad", "RFAN_PAD", 64usize),
-            scenarios: setting(args, "--scenarios", "RFAN_SCENARIOS")
-                .unwrap_or_else(|| "memory,redis".into())
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            pin: !args.iter().any(|a| a == "--no-pin")
-                && std::env::var("RFAN_PIN").map_or(true, |v| v != "0"),
+            subs: flags.subs.max(2),
+            rounds: flags.rounds.rounds(),
+            secs: flags.rounds.secs(),
+            warmup: flags.rounds.warmup(),
+            burst: flags.burst.max(1),
+            depth: flags.depth.max(1),
+            rate: flags.rate.max(1.0),
+            paced: flags.paced,
+            pad: flags.pad,
+            scenarios,
+            pinning,
         }
-    }
-
-    fn server_cpu(&self) -> Option<&str> {
-        self.pin.then_some("0")
     }
 }
 
@@ -448,14 +416,6 @@ struct Outcome {
     order_errors: u64,
 }
 
-fn quantile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, String> {
     let shared = Rc::new(Shared::default());
     for i in 0..cfg.subs {
@@ -469,25 +429,14 @@ async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, S
         per_burst: cfg.burst * n,
     };
     state.run(cfg, &shared, &mut trigger, cfg.warmup).await?;
-    let cpu_before: Vec<Duration> = pids
-        .iter()
-        .map(|p| cpu::process_cpu(*p).unwrap_or_default())
-        .collect();
+    let cpu_before = cpu::each(pids);
     let delivered_before = shared.delivered.get();
     let started = Instant::now();
     state.run(cfg, &shared, &mut trigger, cfg.secs).await?;
     let (mut seq, mut target) = (state.seq, state.target);
     let elapsed = started.elapsed().as_secs_f64();
     let deliveries = shared.delivered.get() - delivered_before;
-    let cpu: Duration = pids
-        .iter()
-        .zip(&cpu_before)
-        .map(|(p, before)| {
-            cpu::process_cpu(*p)
-                .unwrap_or_default()
-                .saturating_sub(*before)
-        })
-        .sum();
+    let cpu = cpu::used_since(pids, &cpu_before);
     // Latency: single publications, paced.
     shared.recording.set(true);
     let gap = Duration::from_secs_f64(1.0 / cfg.rate);
@@ -506,8 +455,8 @@ async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, S
     Ok(Outcome {
         deliveries_per_sec: deliveries as f64 / elapsed,
         cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64,
-        p50_us: quantile(&lat, 0.50),
-        p99_us: quantile(&lat, 0.99),
+        p50_us: stats::quantile_us(&lat, 0.50, Rank::Rounded),
+        p99_us: stats::quantile_us(&lat, 0.99, Rank::Rounded),
         order_errors: shared.order_errors.get(),
     })
 }
@@ -521,23 +470,23 @@ fn run_scenario(
     let mut nodes = Vec::new();
     match scenario {
         "memory" => {
-            let node = spawn_node("memory", None, cfg)?;
-            nodes.push(node.port);
+            let (node, port) = spawn_node("memory", None, cfg)?;
+            nodes.push(port);
             procs.push(node);
         }
         "redis" => {
-            let redis = spawn_redis(cfg)?;
-            let url = format!("redis://127.0.0.1:{}/", redis.port);
+            let (redis, port) = spawn_redis(cfg)?;
+            let url = format!("redis://127.0.0.1:{port}/");
             procs.push(redis);
             for _ in 0..2 {
-                let node = spawn_node("redis", Some(&url), cfg)?;
-                nodes.push(node.port);
+                let (node, port) = spawn_node("redis", Some(&url), cfg)?;
+                nodes.push(port);
                 procs.push(node);
             }
         }
         other => return Err(format!("unknown scenario `{other}` (memory|redis)")),
     }
-    let pids: Vec<u32> = procs.iter().map(|p| p.child.id()).collect();
+    let pids: Vec<u32> = procs.iter().map(Proc::id).collect();
     let local = tokio::task::LocalSet::new();
     let out = local.block_on(rt, measure(cfg, &nodes, &pids));
     drop(local);
@@ -545,36 +494,36 @@ fn run_scenario(
     out
 }
 
+const TABLE: Table<Outcome> = Table(&[
+    Column::new("deliv/s", 12, 0, |o| o.deliveries_per_sec),
+    Column::new("p50 µs", 9, 1, |o| o.p50_us),
+    Column::new("p99 µs", 9, 1, |o| o.p99_us),
+    Column::new("CPU µs/deliv", 14, 3, |o| o.cpu_us_per_delivery),
+    Column::new("order err", 10, 0, |o| o.order_errors as f64),
+]);
+
+/// The order errors' column: summed over rounds, not a median.
+const ORDER_ERR: usize = 4;
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(kind) = setting(&args, "--serve", "RFAN_SERVE_NEVER_SET") {
-        let redis = setting(&args, "--redis", "RFAN_REDIS_NEVER_SET");
-        let pad = parsed(&args, "--pad", "RFAN_PAD_NEVER_SET", 64usize);
-        return match server::serve(&kind, redis, pad) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("redis_fanout node: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    let flags: Flags = flags::parse(&BENCH, DEFAULTS);
+    if let Some(kind) = &flags.serve {
+        let served = server::serve(kind, flags.redis.clone(), flags.pad);
+        return support::exit("redis_fanout node", served);
     }
-    let mut cfg = Config::from(&args);
+    support::exit(BENCH.name, run(&flags))
+}
+
+fn run(flags: &Flags) -> Result<(), String> {
     println!("redis_fanout: one topic fanned out, one node in memory vs two nodes through Redis");
-    if cfg.scenarios.iter().any(|s| s == "redis") && !redis_installed() {
+    let mut scenarios = flags.scenarios.clone();
+    scenarios.retain(|s| !s.is_empty());
+    if scenarios.iter().any(|s| s == "redis") && !redis_installed() {
         println!("redis-server is not installed (apt-get install redis-server): memory only");
-        cfg.scenarios.retain(|s| s != "redis");
+        scenarios.retain(|s| s != "redis");
     }
-    if cfg.pin {
-        let pinned = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !pinned {
-            eprintln!("redis_fanout: taskset failed, running unpinned");
-            cfg.pin = false;
-        }
-    }
+    let pinning = Pinning::apply(BENCH.name, flags.pin.pin, "0", "1");
+    let cfg = Config::from(flags, scenarios, pinning);
     println!(
         "settings: {} subscribers (redis: half on each node, publisher on node A), bursts of {} \
          x {} in flight for {:.1} s after {:.1} s warmup, then {} paced publications/s for \
@@ -587,27 +536,11 @@ fn main() -> ExitCode {
         cfg.rate,
         cfg.paced,
         cfg.pad,
-        if cfg.pin {
-            "server side on CPU 0, load generator on CPU 1"
-        } else {
-            "unpinned"
-        },
+        cfg.pinning.describe("server side"),
         cpu::source()
     );
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("redis_fanout: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let header = format!(
-        "{:<6} {:<22} {:>12} {:>9} {:>9} {:>14} {:>10}",
-        "round", "scenario", "deliv/s", "p50 µs", "p99 µs", "CPU µs/deliv", "order err"
-    );
+    let rt = support::runtime()?;
+    let header = TABLE.header(format!("{:<6} {:<22}", "round", "scenario"));
     println!("\n{header}");
     let mut results: Vec<(String, Outcome)> = Vec::new();
     for round in 1..=cfg.rounds {
@@ -616,61 +549,30 @@ fn main() -> ExitCode {
                 "redis" => "redis, 2 nodes",
                 _ => "memory, 1 node",
             };
-            match run_scenario(&rt, scenario, &cfg) {
-                Ok(o) => {
-                    println!(
-                        "{round:<6} {label:<22} {:>12.0} {:>9.1} {:>9.1} {:>14.3} {:>10}",
-                        o.deliveries_per_sec,
-                        o.p50_us,
-                        o.p99_us,
-                        o.cpu_us_per_delivery,
-                        o.order_errors
-                    );
-                    results.push((label.to_owned(), o));
-                }
-                Err(e) => {
-                    eprintln!("redis_fanout: {label}, round {round}: FAILED: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            let o = run_scenario(&rt, scenario, &cfg)
+                .map_err(|e| format!("{label}, round {round}: FAILED: {e}"))?;
+            let lead = format!("{round:<6} {label:<22}");
+            println!("{}", TABLE.row(lead, &TABLE.values(&o)));
+            results.push((label.to_owned(), o));
         }
     }
     println!("\nmedians over rounds:");
     println!("{header}");
     let mut labels: Vec<&String> = results.iter().map(|(l, _)| l).collect();
-    labels.dedup();
     labels.sort();
     labels.dedup();
     for label in labels {
-        let of = |f: fn(&Outcome) -> f64| {
-            let mut v: Vec<f64> = results
-                .iter()
-                .filter(|(l, _)| l == label)
-                .map(|(_, o)| f(o))
-                .collect();
-            v.sort_by(f64::total_cmp);
-            match v.len() % 2 {
-                1 => v[v.len() / 2],
-                _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
-            }
-        };
-        println!(
-            "{:<6} {label:<22} {:>12.0} {:>9.1} {:>9.1} {:>14.3} {:>10}",
-            "median",
-            of(|o| o.deliveries_per_sec),
-            of(|o| o.p50_us),
-            of(|o| o.p99_us),
-            of(|o| o.cpu_us_per_delivery),
-            results
-                .iter()
-                .filter(|(l, _)| l == label)
-                .map(|(_, o)| o.order_errors)
-                .sum::<u64>()
-        );
+        let runs: Vec<Vec<f64>> = results
+            .iter()
+            .filter(|(l, _)| l == label)
+            .map(|(_, o)| TABLE.values(o))
+            .collect();
+        let mut m = TABLE.medians(&runs);
+        m[ORDER_ERR] = runs.iter().map(|v| v[ORDER_ERR]).sum();
+        println!("{}", TABLE.row(format!("{:<6} {label:<22}", "median"), &m));
     }
     if results.iter().any(|(_, o)| o.order_errors > 0) {
-        eprintln!("redis_fanout: deliveries out of order");
-        return ExitCode::FAILURE;
+        return Err("deliveries out of order".into());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::client::{self, RawWs, Trigger};
-use crate::cpu;
-use crate::servers::{now_nanos, EVENT, TOPIC};
+use super::client::{self, RawWs, Trigger};
+use super::servers::{now_nanos, EVENT, TOPIC};
+use crate::support::cpu::{Reading, Usage};
 
 /// How long the load generator waits for any progress before failing the run.
 const STALL: Duration = Duration::from_secs(15);
@@ -66,64 +66,14 @@ pub struct RunResult {
     pub paced_latencies: Vec<u64>,
     /// Deliveries missing (sequence gaps) over the whole run.
     pub dropped: u64,
-    pub server_cpu: Option<Duration>,
-    pub server_user_sys: Option<(Duration, Duration)>,
-    pub client_cpu: Duration,
-    /// CPU time of the machine in the window that neither process used (tick resolution).
-    pub other_cpu: Duration,
+    /// CPU time over the window: the server's, the load generator's, and others'.
+    pub cpu: Usage,
     /// Server memory with no connection (after one warm-up connection), and with `subs` idle
     /// subscribed connections.
     pub mem: Option<(Mem, Mem)>,
 }
 
 impl RunResult {
-    pub fn deliveries_per_sec(&self) -> f64 {
-        self.deliveries as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn quantile(v: &[u64], q: f64) -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let idx = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len());
-        v[idx - 1] as f64 / 1000.0
-    }
-
-    /// Latency quantile of the paced phase, µs.
-    pub fn paced_us(&self, q: f64) -> f64 {
-        Self::quantile(&self.paced_latencies, q)
-    }
-
-    pub fn server_cpu_us_per_delivery(&self) -> f64 {
-        self.server_cpu
-            .map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.deliveries as f64)
-    }
-
-    pub fn server_user_us(&self) -> f64 {
-        self.server_user_sys.map_or(f64::NAN, |(u, _)| {
-            u.as_secs_f64() * 1e6 / self.deliveries as f64
-        })
-    }
-
-    pub fn server_sys_us(&self) -> f64 {
-        self.server_user_sys.map_or(f64::NAN, |(_, s)| {
-            s.as_secs_f64() * 1e6 / self.deliveries as f64
-        })
-    }
-
-    pub fn server_util(&self) -> f64 {
-        self.server_cpu
-            .map_or(f64::NAN, |c| c.as_secs_f64() / self.elapsed.as_secs_f64())
-    }
-
-    pub fn client_util(&self) -> f64 {
-        self.client_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-    }
-
-    pub fn other_load(&self) -> f64 {
-        self.other_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-    }
-
     /// Server memory per idle subscribed connection, bytes (RSS).
     pub fn bytes_per_conn(&self) -> f64 {
         self.mem.map_or(f64::NAN, |(zero, n)| {
@@ -370,14 +320,6 @@ async fn settled_memory(pid: u32) -> Result<Mem, String> {
     Ok(last)
 }
 
-type ServerCpu = Option<(Duration, (Duration, Duration))>;
-
-fn server_cpu(pid: Option<u32>) -> Result<ServerCpu, String> {
-    let read = |p| -> std::io::Result<_> { Ok((cpu::process_cpu(p)?, cpu::user_sys(p)?)) };
-    pid.map(|p| read(p).map_err(|e| format!("server CPU (pid {p}): {e}")))
-        .transpose()
-}
-
 struct Driver {
     shared: Rc<Shared>,
     trigger: Trigger,
@@ -489,10 +431,7 @@ async fn run_inner(
             elapsed: Duration::ZERO,
             paced_latencies: Vec::new(),
             dropped: 0,
-            server_cpu: None,
-            server_user_sys: None,
-            client_cpu: Duration::ZERO,
-            other_cpu: Duration::ZERO,
+            cpu: Usage::default(),
             mem,
         });
     }
@@ -505,16 +444,12 @@ async fn run_inner(
     d.bursts(cfg.burst, cfg.depth, Instant::now() + cfg.warmup)
         .await?;
 
-    let srv0 = server_cpu(pid)?;
-    let cli0 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
-    let busy0 = cpu::busy_ticks();
+    let cpu0 = Reading::take(pid)?;
     let t0 = Instant::now();
     let w0 = d.next;
     d.bursts(cfg.burst, cfg.depth, t0 + cfg.measure).await?;
     let elapsed = t0.elapsed();
-    let srv1 = server_cpu(pid)?;
-    let cli1 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
-    let busy1 = cpu::busy_ticks();
+    let cpu1 = Reading::take(pid)?;
     let w1 = d.next;
 
     // Paced: one publication every 1/rate s.
@@ -529,13 +464,6 @@ async fn run_inner(
     }
     d.wait_all().await?;
 
-    let busy =
-        Duration::from_secs_f64(busy1.saturating_sub(busy0) as f64 / cpu::ticks_per_sec() as f64);
-    let server_cpu = srv1.zip(srv0).map(|(b, a)| b.0.saturating_sub(a.0));
-    let server_user_sys = srv1
-        .zip(srv0)
-        .map(|(b, a)| (b.1 .0.saturating_sub(a.1 .0), b.1 .1.saturating_sub(a.1 .1)));
-    let client_cpu = cli1.saturating_sub(cli0);
     let deliveries = {
         let got = shared.got.borrow();
         got[w0 as usize..w1 as usize]
@@ -552,10 +480,7 @@ async fn run_inner(
         elapsed,
         paced_latencies,
         dropped,
-        server_cpu,
-        server_user_sys,
-        client_cpu,
-        other_cpu: busy.saturating_sub(server_cpu.unwrap_or_default() + client_cpu),
+        cpu: Usage::between(&cpu0, &cpu1),
         mem,
     })
 }

@@ -8,7 +8,6 @@
 //! and are done in order.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +18,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard::prelude::*;
 use tokio::sync::{mpsc, RwLock};
+
+use crate::support::spawn;
 
 /// The topic every subscriber joins.
 pub const TOPIC: &str = "bench:fan";
@@ -281,13 +282,6 @@ async fn baseline_ws(
 
 // ---- process entry -----------------------------------------------------------------------
 
-fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
-    let port = addrs.first().map_or(0, |a| a.port());
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "port {port}")?;
-    out.flush()
-}
-
 /// Runs one server until killed, with `workers` actix-web workers, `TCP_NODELAY` on accepted
 /// connections or not, publishing payloads with `pad` bytes of padding. Prints `port N` on
 /// stdout once it listens.
@@ -298,11 +292,15 @@ pub fn serve(
     nodelay: bool,
     pad: usize,
 ) -> std::io::Result<()> {
-    let addr = ("127.0.0.1", port);
     let pad = "x".repeat(pad);
     actix_web::rt::System::new().block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
-        let tx = web::Data::new(tx);
+        let http = Http {
+            port,
+            workers,
+            nodelay,
+            commands: web::Data::new(tx),
+        };
         match kind {
             "framework" => {
                 let hub = Hub::new();
@@ -310,43 +308,55 @@ pub fn serve(
                 let channel = ChannelRoute::<()>::new("/ws")
                     .allow_join("bench:*")
                     .max_connections(MAX_CONNECTIONS);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(hub.clone())
-                        .app_data(tx.clone())
-                        .service(channel.clone())
-                        .route("/publish", web::post().to(publish_endpoint))
+                http.run(move |app| {
+                    app.app_data(hub.clone()).service(channel.clone());
                 })
-                .workers(workers)
-                .backlog(4096)
-                .tcp_nodelay(nodelay)
-                .max_connections(MAX_CONNECTIONS)
-                .bind(addr)?;
-                announce(&server.addrs())?;
-                server.run().await
+                .await
             }
             "baseline" => {
                 let topics = Topics::default();
                 actix_web::rt::spawn(baseline_publisher(topics.clone(), rx, pad));
                 let topics = web::Data::new(topics);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(topics.clone())
-                        .app_data(tx.clone())
-                        .route("/ws", web::get().to(baseline_ws))
-                        .route("/publish", web::post().to(publish_endpoint))
+                http.run(move |app| {
+                    app.app_data(topics.clone())
+                        .route("/ws", web::get().to(baseline_ws));
                 })
-                .workers(workers)
-                .backlog(4096)
-                .tcp_nodelay(nodelay)
-                .max_connections(MAX_CONNECTIONS)
-                .bind(addr)?;
-                announce(&server.addrs())?;
-                server.run().await
+                .await
             }
             other => Err(std::io::Error::other(format!(
                 "unknown server `{other}` (framework|baseline)"
             ))),
         }
     })
+}
+
+/// The HTTP server, the same for both: `POST /publish` to the publisher task, and the
+/// subscribers' `/ws` (with what it needs) from `ws`.
+struct Http {
+    port: u16,
+    workers: usize,
+    nodelay: bool,
+    commands: web::Data<Commands>,
+}
+
+impl Http {
+    async fn run<F>(self, ws: F) -> std::io::Result<()>
+    where
+        F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    {
+        let commands = self.commands;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(commands.clone())
+                .configure(ws.clone())
+                .route("/publish", web::post().to(publish_endpoint))
+        })
+        .workers(self.workers)
+        .backlog(4096)
+        .tcp_nodelay(self.nodelay)
+        .max_connections(MAX_CONNECTIONS)
+        .bind(("127.0.0.1", self.port))?;
+        spawn::announce_port(&server.addrs())?;
+        server.run().await
+    }
 }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::load::{self, LoadConfig, Window};
+use super::load::{self, LoadConfig, Window};
+use crate::support::{pin, spawn};
 
 fn control(pid: u32, args: &[&str]) -> Result<(), String> {
     let out = Command::new("callgrind_control")
@@ -53,20 +54,13 @@ pub fn measure(
     // The on-demand dump is the base name with a sequence number.
     let dump = PathBuf::from(format!("{}.1", base.display()));
     let _ = std::fs::remove_file(&dump);
-    let mut cmd = match pin {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu, "valgrind"]);
-            c
-        }
-        None => Command::new("valgrind"),
-    };
+    let mut cmd = pin::command(pin, "valgrind");
     cmd.args(["-q", "--tool=callgrind", "--instr-atstart=no"])
         .arg(format!("--callgrind-out-file={}", base.display()))
         .arg(&exe)
         .args(["--serve", kind]);
-    let (mut child, port) = crate::read_port(cmd, kind)?;
-    let pid = child.id();
+    let (server, port) = spawn::server(cmd, &format!("{kind} server"))?;
+    let pid = server.id();
     let mut hook = |start: bool| {
         if start {
             control(pid, &["-i", "on"])
@@ -77,8 +71,7 @@ pub fn measure(
     };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(rt, load::run_with(port, Some(pid), cfg, &mut hook));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let window = result?;
     let ir = total_ir(&dump)?;
     Ok((window, ir, dump))

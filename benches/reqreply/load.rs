@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::cpu;
+use crate::support::cpu::{Reading, Usage};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -37,61 +37,9 @@ pub struct Window {
     pub elapsed: Duration,
     /// Request → reply latencies in the window, ns, sorted.
     pub latencies: Vec<u64>,
-    /// None when the server's process is unknown (an external server without its pid).
-    pub server_cpu: Option<Duration>,
-    /// The server's user and system time (clock-tick sampled), when known.
-    pub server_user_sys: Option<(Duration, Duration)>,
-    pub client_cpu: Duration,
-    /// CPU time of the machine (all CPUs) in the window that neither process used: other
-    /// processes, interrupts, steal. Tick resolution.
-    pub other_cpu: Duration,
-}
-
-impl Window {
-    pub fn msgs_per_sec(&self) -> f64 {
-        self.msgs as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Latency quantile in µs.
-    pub fn quantile_us(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let idx =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[idx - 1] as f64 / 1000.0
-    }
-
-    pub fn server_cpu_us_per_msg(&self) -> f64 {
-        self.server_cpu
-            .map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.msgs as f64)
-    }
-
-    /// Server user-space CPU per message, µs (tick-sampled).
-    pub fn server_user_us_per_msg(&self) -> f64 {
-        self.server_user_sys
-            .map_or(f64::NAN, |(u, _)| u.as_secs_f64() * 1e6 / self.msgs as f64)
-    }
-
-    /// Server kernel CPU per message, µs (tick-sampled).
-    pub fn server_sys_us_per_msg(&self) -> f64 {
-        self.server_user_sys
-            .map_or(f64::NAN, |(_, s)| s.as_secs_f64() * 1e6 / self.msgs as f64)
-    }
-
-    pub fn server_util(&self) -> f64 {
-        self.server_cpu
-            .map_or(f64::NAN, |c| c.as_secs_f64() / self.elapsed.as_secs_f64())
-    }
-
-    /// Other load on the machine during the window, in % of one CPU (see `other_cpu`).
-    pub fn other_load(&self) -> f64 {
-        self.other_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-    }
-
-    pub fn client_util(&self) -> f64 {
-        self.client_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
-    }
+    /// CPU time over the window: the server's (unknown for an external server without its
+    /// pid), the load generator's, and others'.
+    pub cpu: Usage,
 }
 
 /// One request shape: the parts of the request and of the expected reply after the `id`.
@@ -210,14 +158,6 @@ async fn conn_loop(
     Ok(stats)
 }
 
-type ServerCpu = Option<(Duration, (Duration, Duration))>;
-
-fn server_cpu(pid: Option<u32>) -> Result<ServerCpu, String> {
-    let read = |p| -> std::io::Result<_> { Ok((cpu::process_cpu(p)?, cpu::user_sys(p)?)) };
-    pid.map(|p| read(p).map_err(|e| format!("server CPU (pid {p}): {e}")))
-        .transpose()
-}
-
 /// Connects, warms up, measures one window against the server at `port` (process `pid`).
 /// Must run inside a `LocalSet`.
 pub async fn run(port: u16, pid: Option<u32>, cfg: &LoadConfig) -> Result<Window, String> {
@@ -249,26 +189,14 @@ pub async fn run_with(
 
     tokio::time::sleep(cfg.warmup).await;
     hook(true)?;
-    // Server first, then the load generator: the two reads at each end are in the same order.
-    let srv0 = server_cpu(pid)?;
-    let cli0 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
-    let busy0 = cpu::busy_ticks();
+    let cpu0 = Reading::take(pid)?;
     let t0 = Instant::now();
     phase.set(MEASURE);
     tokio::time::sleep(cfg.measure).await;
     phase.set(STOP);
     let elapsed = t0.elapsed();
-    let srv1 = server_cpu(pid)?;
-    let cli1 = cpu::process_cpu(std::process::id()).map_err(|e| format!("own CPU: {e}"))?;
-    let busy1 = cpu::busy_ticks();
+    let cpu1 = Reading::take(pid)?;
     hook(false)?;
-    let busy =
-        Duration::from_secs_f64(busy1.saturating_sub(busy0) as f64 / cpu::ticks_per_sec() as f64);
-    let server_cpu = srv1.zip(srv0).map(|(b, a)| b.0.saturating_sub(a.0));
-    let server_user_sys = srv1
-        .zip(srv0)
-        .map(|(b, a)| (b.1 .0.saturating_sub(a.1 .0), b.1 .1.saturating_sub(a.1 .1)));
-    let client_cpu = cli1.saturating_sub(cli0);
 
     let mut msgs = 0;
     let mut latencies = Vec::new();
@@ -298,9 +226,6 @@ pub async fn run_with(
         msgs,
         elapsed,
         latencies,
-        server_cpu,
-        server_user_sys,
-        client_cpu,
-        other_cpu: busy.saturating_sub(server_cpu.unwrap_or_default() + client_cpu),
+        cpu: Usage::between(&cpu0, &cpu1),
     })
 }

@@ -3,13 +3,13 @@
 //! actix-ws. Both: one actix-web worker, `/ws`, 64 KiB max frame size, continuations
 //! aggregated, pings answered.
 
-use std::io::Write;
-
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::AggregatedMessage;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard::prelude::*;
+
+use crate::support::spawn;
 
 /// Largest accepted frame, for both servers (the framework's default).
 const MAX_FRAME: usize = 64 * 1024;
@@ -150,13 +150,6 @@ async fn baseline_ws(
 
 // ---- process entry -----------------------------------------------------------------------
 
-fn announce(addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
-    let port = addrs.first().map_or(0, |a| a.port());
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "port {port}")?;
-    out.flush()
-}
-
 /// Runs one server until killed. Prints `port N` on stdout once it listens.
 pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
     let addr = ("127.0.0.1", port);
@@ -169,7 +162,7 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
                 let server = HttpServer::new(move || App::new().service(channel.clone()))
                     .workers(1)
                     .bind(addr)?;
-                announce(&server.addrs())?;
+                spawn::announce_port(&server.addrs())?;
                 server.run().await
             }
             "baseline" => {
@@ -177,7 +170,7 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
                     HttpServer::new(|| App::new().route("/ws", web::get().to(baseline_ws)))
                         .workers(1)
                         .bind(addr)?;
-                announce(&server.addrs())?;
+                spawn::announce_port(&server.addrs())?;
                 server.run().await
             }
             other => Err(std::io::Error::other(format!(
