@@ -1,0 +1,181 @@
+//! A [`State`] into its marker impl, a [`Block`] into the struct's `Session` impl.
+//!
+//! A method's arguments are found by kind, not by position or name
+//! (`switchboard::__private::arg_kind!`): a `&SessionCtx<Self>` (however it is spelled) gets
+//! the session's context; the others are extracted from the message, and the last one may be
+//! the payload. A `#[topic_message]` method's arguments are the context and the
+//! `Publication`, told apart by type (`TopicArg`); `on_connect` and `on_disconnect` take the
+//! context only.
+
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ImplItemFn, Type};
+
+use super::parse::{Block, Role, State};
+use crate::util::{arg_types, return_span, slot_call};
+
+pub(crate) fn state(state: &State) -> TokenStream2 {
+    let name = &state.ident;
+    quote! {
+        #state
+        impl ::switchboard::session::SessionState for #name {}
+    }
+}
+
+pub(crate) fn handlers(block: &Block) -> TokenStream2 {
+    let self_ty = &*block.block.self_ty;
+    let method = |role: fn(&Role) -> bool| {
+        block
+            .methods
+            .iter()
+            .find(|m| role(&m.role))
+            .map(|m| &m.func)
+    };
+    let routes = block.methods.iter().filter_map(|m| match &m.role {
+        Role::Route(route) => Some(arm(self_ty, quote!(#route), &m.func)),
+        _ => None,
+    });
+    let binary = method(|r| matches!(r, Role::Binary))
+        .map(|f| arm(self_ty, quote!(::switchboard::handler::BINARY_ROUTE), f));
+    let create = create(self_ty, method(|r| matches!(r, Role::Create)));
+    let on_connect = method(|r| matches!(r, Role::Connect)).map(|f| {
+        let result = quote_spanned! {return_span(&f.sig)=>
+            ::switchboard::__private::unit_result(__out)
+        };
+        lifecycle(
+            self_ty,
+            f,
+            quote!(::std::result::Result<(), ::switchboard::Error>),
+            result,
+        )
+    });
+    let on_disconnect = method(|r| matches!(r, Role::Disconnect)).map(|f| {
+        let unit = quote_spanned!(return_span(&f.sig)=> ::switchboard::__private::unit(__out));
+        lifecycle(self_ty, f, quote!(()), unit)
+    });
+    let on_publish = method(|r| matches!(r, Role::Topic)).map(|f| topic(self_ty, f));
+    let stripped = &block.block;
+    quote! {
+        #stripped
+
+        impl ::switchboard::session::Session for #self_ty {
+            fn create(
+                __req: ::switchboard::__private::actix_web::HttpRequest,
+            ) -> ::switchboard::__private::BoxFuture<::std::result::Result<Self, ::switchboard::Error>> {
+                #create
+            }
+
+            #[allow(unreachable_code, unused_variables)]
+            fn handle<'a>(
+                &'a mut self,
+                __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+                __req: &'a ::switchboard::session::SessionRequest<Self>,
+            ) -> ::std::option::Option<
+                ::switchboard::session::SessionFuture<'a, ::std::result::Result<::switchboard::Reply, ::switchboard::Error>>,
+            > {
+                match __req.route() {
+                    #(#routes)*
+                    #binary
+                    _ => ::std::option::Option::None,
+                }
+            }
+
+            #on_connect
+            #on_disconnect
+            #on_publish
+        }
+    }
+}
+
+/// The `match` arm that runs method `f` for the routes `pattern` matches.
+fn arm(self_ty: &Type, pattern: TokenStream2, f: &ImplItemFn) -> TokenStream2 {
+    let name = &f.sig.ident;
+    let types = arg_types(&f.sig);
+    // The last argument may be the payload.
+    let args = types.iter().enumerate().map(|(i, ty)| {
+        let value = slot_call(ty, i + 1 == types.len(), "session", quote!(__ctx, __req));
+        quote!(#value?)
+    });
+    let reply = quote_spanned! {return_span(&f.sig)=>
+        ::switchboard::__private::reply(__req, __out)
+    };
+    quote! {
+        #pattern => ::std::option::Option::Some(::std::boxed::Box::pin(async move {
+            let __out = <#self_ty>::#name(self, #(#args),*).await;
+            #reply
+        })),
+    }
+}
+
+/// The body of `Session::create`: the `create` method with actix-web extractors as its
+/// arguments, else `Default`.
+fn create(self_ty: &Type, f: Option<&ImplItemFn>) -> TokenStream2 {
+    let Some(f) = f else {
+        return quote_spanned! {self_ty.span()=>
+            ::std::boxed::Box::pin(async move {
+                ::std::result::Result::Ok(::switchboard::__private::default_session::<#self_ty>())
+            })
+        };
+    };
+    let args = arg_types(&f.sig).into_iter().map(|ty| {
+        quote_spanned!(ty.span()=> ::switchboard::__private::connect_arg::<#ty>(&__req).await?)
+    });
+    let created = quote_spanned! {return_span(&f.sig)=>
+        ::switchboard::__private::created::<#self_ty, _>(__out)
+    };
+    quote! {
+        ::std::boxed::Box::pin(async move {
+            let __out = <#self_ty>::create(#(#args),*).await;
+            #created
+        })
+    }
+}
+
+/// `on_connect` or `on_disconnect`: method `f` with the context as each argument, `finish`
+/// making its `__out` the trait method's `output`.
+fn lifecycle(
+    self_ty: &Type,
+    f: &ImplItemFn,
+    output: TokenStream2,
+    finish: TokenStream2,
+) -> TokenStream2 {
+    let name = &f.sig.ident;
+    let args = arg_types(&f.sig)
+        .into_iter()
+        .map(|ty| quote_spanned!(ty.span()=> __ctx));
+    quote! {
+        fn #name<'a>(
+            &'a mut self,
+            __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+        ) -> ::switchboard::session::SessionFuture<'a, #output> {
+            ::std::boxed::Box::pin(async move {
+                let __out = <#self_ty>::#name(self, #(#args),*).await;
+                #finish
+            })
+        }
+    }
+}
+
+/// `on_publish`: the `#[topic_message]` method `f`, given the context and the publication.
+fn topic(self_ty: &Type, f: &ImplItemFn) -> TokenStream2 {
+    let name = &f.sig.ident;
+    let args = arg_types(&f.sig).into_iter().map(|ty| {
+        quote_spanned! {ty.span()=>
+            <#ty as ::switchboard::__private::TopicArg<'_, Self>>::pick(__ctx, &__publication)
+        }
+    });
+    let unit = quote_spanned!(return_span(&f.sig)=> ::switchboard::__private::unit(__out));
+    quote! {
+        fn on_publish<'a>(
+            &'a mut self,
+            __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+            __publication: ::switchboard::engine::Publication,
+        ) -> ::switchboard::session::SessionFuture<'a, ()> {
+            ::std::boxed::Box::pin(async move {
+                let __out = <#self_ty>::#name(self, #(#args),*).await;
+                #unit
+            })
+        }
+    }
+}
