@@ -17,7 +17,7 @@ pub use actix_web;
 
 use crate::channel::Channel;
 use crate::engine::Publication;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::extract::marker::ViaPayload;
 use crate::handler::{MessageRequest, Reply};
 use crate::session::{SessionCtx, SessionHost, SessionRequest};
@@ -142,36 +142,36 @@ const _: () = assert!(
 )]
 pub trait Arg<S, const K: u8>: Sized {
     /// Extracts the argument, or fails with an error frame.
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error>;
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError>;
 }
 
 impl<S> Arg<S, 1> for Channel<S> {
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         Self::from_parts(req)
     }
 }
 
 impl<S, T: FromMessageParts<S>> Arg<S, 2> for T {
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         T::from_parts(req)
     }
 }
 
 impl<S, T: DeserializeOwned> Arg<S, 3> for T {
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         <T as FromMessage<S, ViaPayload>>::from_message(req)
     }
 }
 
 impl<S, T: FromMessageParts<S>> Arg<S, 4> for T {
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         T::from_parts(req)
     }
 }
 
 /// Last, an extractor for some session types (the check rules out the rest).
 impl<S, T: FromMessageParts<S>> Arg<S, 5> for T {
-    fn extract(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn extract(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         T::from_parts(req)
     }
 }
@@ -198,7 +198,7 @@ impl<'c, T> Slot<&'c SessionCtx<T>, 0> {
     pub fn session(
         ctx: &'c SessionCtx<T>,
         _req: &SessionRequest<T>,
-    ) -> Result<&'c SessionCtx<T>, Error> {
+    ) -> Result<&'c SessionCtx<T>, ChannelError> {
         Ok(ctx)
     }
 }
@@ -208,7 +208,10 @@ impl<S> Slot<Channel<S>, 1> {
     pub fn check() {}
 
     /// The session's connection.
-    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<Channel<S>, Error>
+    pub fn session<T>(
+        _ctx: &SessionCtx<T>,
+        req: &SessionRequest<T>,
+    ) -> Result<Channel<S>, ChannelError>
     where
         Channel<S>: FromMessageParts<SessionHost<T>>,
     {
@@ -221,7 +224,7 @@ impl<A> Slot<A, 2> {
     pub fn check() {}
 
     /// The extractor.
-    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, Error>
+    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, ChannelError>
     where
         A: FromMessageParts<SessionHost<T>>,
     {
@@ -234,7 +237,7 @@ impl<A> Slot<A, 3> {
     pub fn check() {}
 
     /// The payload.
-    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, Error>
+    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, ChannelError>
     where
         A: DeserializeOwned,
     {
@@ -251,7 +254,7 @@ impl<A> Slot<A, 4> {
     }
 
     /// The extractor.
-    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, Error>
+    pub fn session<T>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, ChannelError>
     where
         A: FromMessageParts<SessionHost<T>>,
     {
@@ -268,7 +271,7 @@ impl<A> Slot<A, 5> {
     }
 
     /// The extractor.
-    pub fn session<T, M>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, Error>
+    pub fn session<T, M>(_ctx: &SessionCtx<T>, req: &SessionRequest<T>) -> Result<A, ChannelError>
     where
         A: FromMessage<SessionHost<T>, M>,
     {
@@ -311,25 +314,25 @@ impl<T> Is<T> for T {}
 
 /// Encodes what the handler returned.
 #[inline]
-pub fn reply<R: IntoReply, S>(req: &MessageRequest<S>, r: R) -> Result<Reply, Error> {
+pub fn reply<R: IntoReply, S>(req: &MessageRequest<S>, r: R) -> Result<Reply, ChannelError> {
     r.into_reply(req)
 }
 
 /// A connect handler's argument, through actix-web's extractors.
 pub async fn connect_arg<T: actix_web::FromRequest>(
     req: &actix_web::HttpRequest,
-) -> Result<T, Error> {
+) -> Result<T, ChannelError> {
     let mut payload = actix_web::dev::Payload::None;
     T::from_request(req, &mut payload).await.map_err(|e| {
         let e: actix_web::Error = e.into();
         let status = e.as_response_error().status_code();
-        Error::new("bad_request", e.to_string()).with_status(status)
+        ChannelError::new("bad_request", e.to_string()).with_status(status)
     })
 }
 
 /// A connect handler's result.
 #[inline]
-pub fn into_session<S, R: IntoSession<S>>(r: R) -> Result<Option<S>, Error> {
+pub fn into_session<S, R: IntoSession<S>>(r: R) -> Result<Option<S>, ChannelError> {
     r.into_session()
 }
 
@@ -339,14 +342,14 @@ pub fn unit(_: ()) {}
 
 /// A session's `create` result.
 #[inline]
-pub fn created<T, R: IntoSession<T>>(r: R) -> Result<T, Error> {
+pub fn created<T, R: IntoSession<T>>(r: R) -> Result<T, ChannelError> {
     r.into_session()?
-        .ok_or_else(|| Error::unauthorized("no session"))
+        .ok_or_else(|| ChannelError::unauthorized("no session"))
 }
 
 /// `Result<(), E>` of a session's `on_connect`.
 #[inline]
-pub fn unit_result<E: Into<Error>>(r: Result<(), E>) -> Result<(), Error> {
+pub fn unit_result<E: Into<ChannelError>>(r: Result<(), E>) -> Result<(), ChannelError> {
     r.map_err(Into::into)
 }
 
@@ -373,6 +376,6 @@ pub fn default_session<T: DefaultSession>() -> T {
 }
 
 /// A disconnect handler whose arguments could not be extracted does not run.
-pub fn log_disconnect_error(e: &Error) {
+pub fn log_disconnect_error(e: &ChannelError) {
     log::error!("disconnect handler not run: {e}");
 }

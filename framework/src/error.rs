@@ -11,8 +11,8 @@ use actix_web::{HttpResponse, ResponseError};
 
 /// The error handlers return and the framework reports.
 ///
-/// Build your own with [`Error::new`] (a code and a message the client sees), or use one of the
-/// named constructors. Each error has a stable machine-readable [`code`](Error::code):
+/// Build your own with [`ChannelError::new`] (a code and a message the client sees), or use one of the
+/// named constructors. Each error has a stable machine-readable [`code`](ChannelError::code):
 ///
 /// | code | when |
 /// |---|---|
@@ -37,7 +37,7 @@ use actix_web::{HttpResponse, ResponseError};
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ChannelError {
     /// A text frame that is not a JSON object.
     #[error("invalid JSON: {0}")]
     BadJson(String),
@@ -110,16 +110,13 @@ fn payload_message(field: &Option<String>, reason: &str) -> String {
     }
 }
 
-/// The name handler signatures use: `Result<T, ChannelError>`.
-pub type ChannelError = Error;
+/// `Result` with this crate's [`ChannelError`].
+pub type Result<T, E = ChannelError> = std::result::Result<T, E>;
 
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
+impl ChannelError {
     /// An application error: `code` is machine-readable, `message` is for people.
     pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Error::Custom {
+        ChannelError::Custom {
             code: code.into(),
             message: message.into(),
             status: StatusCode::BAD_REQUEST,
@@ -128,29 +125,29 @@ impl Error {
 
     /// Rejects with `unauthorized` (HTTP 401 when returned by a connect handler).
     pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
-        Error::Unauthorized(message.into())
+        ChannelError::Unauthorized(message.into())
     }
 
     /// Rejects with `forbidden` (HTTP 403 when returned by a connect handler).
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
-        Error::Forbidden(message.into())
+        ChannelError::Forbidden(message.into())
     }
 
     /// An internal error: logged with `detail`, reported to the client as `internal`.
     pub fn internal(detail: impl fmt::Display) -> Self {
-        Error::Internal(detail.to_string())
+        ChannelError::Internal(detail.to_string())
     }
 
     /// What a caught panic becomes: `internal`, with the panic's message in the logged detail.
     pub(crate) fn from_panic(what: &str, panic: &(dyn std::any::Any + Send)) -> Self {
-        Error::Internal(format!("{what} panicked: {}", panic_message(panic)))
+        ChannelError::Internal(format!("{what} panicked: {}", panic_message(panic)))
     }
 
     /// Sets the HTTP status used when this error rejects a connection.
     ///
     /// Only application errors carry a status of their own; other errors keep theirs.
     pub fn with_status(mut self, new_status: StatusCode) -> Self {
-        if let Error::Custom { status, .. } = &mut self {
+        if let ChannelError::Custom { status, .. } = &mut self {
             *status = new_status;
         }
         self
@@ -159,19 +156,19 @@ impl Error {
     /// The machine-readable code sent in the error frame.
     pub fn code(&self) -> &str {
         match self {
-            Error::BadJson(_) => "bad_json",
-            Error::MissingRoute(_) => "missing_route",
-            Error::BadRef => "bad_ref",
-            Error::UnknownRoute(_) => "unknown_route",
-            Error::BadPayload { .. } => "bad_payload",
-            Error::BinaryUnsupported => "binary_unsupported",
-            Error::Overloaded => "overloaded",
-            Error::Unauthorized(_) => "unauthorized",
-            Error::Forbidden(_) => "forbidden",
-            Error::TooManyConnections => "too_many_connections",
-            Error::Closed => "closed",
-            Error::Custom { code, .. } => code,
-            Error::Internal(_) => "internal",
+            ChannelError::BadJson(_) => "bad_json",
+            ChannelError::MissingRoute(_) => "missing_route",
+            ChannelError::BadRef => "bad_ref",
+            ChannelError::UnknownRoute(_) => "unknown_route",
+            ChannelError::BadPayload { .. } => "bad_payload",
+            ChannelError::BinaryUnsupported => "binary_unsupported",
+            ChannelError::Overloaded => "overloaded",
+            ChannelError::Unauthorized(_) => "unauthorized",
+            ChannelError::Forbidden(_) => "forbidden",
+            ChannelError::TooManyConnections => "too_many_connections",
+            ChannelError::Closed => "closed",
+            ChannelError::Custom { code, .. } => code,
+            ChannelError::Internal(_) => "internal",
         }
     }
 
@@ -183,7 +180,7 @@ impl Error {
     /// The field path for `bad_payload` errors.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::BadPayload { field, .. } => field.as_deref(),
+            ChannelError::BadPayload { field, .. } => field.as_deref(),
             _ => None,
         }
     }
@@ -191,11 +188,13 @@ impl Error {
     /// The HTTP status when this error rejects a WebSocket upgrade.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::TooManyConnections | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Custom { status, .. } => *status,
+            ChannelError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ChannelError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ChannelError::TooManyConnections | ChannelError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ChannelError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChannelError::Custom { status, .. } => *status,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -210,17 +209,17 @@ impl Error {
         if let Some(idx) = reason.rfind(" at line ") {
             reason.truncate(idx);
         }
-        Error::BadPayload { field, reason }
+        ChannelError::BadPayload { field, reason }
     }
 }
 
-impl From<serde_json::Error> for Error {
+impl From<serde_json::Error> for ChannelError {
     fn from(err: serde_json::Error) -> Self {
-        Error::internal(format_args!("serialization failed: {err}"))
+        ChannelError::internal(format_args!("serialization failed: {err}"))
     }
 }
 
-impl ResponseError for Error {
+impl ResponseError for ChannelError {
     fn status_code(&self) -> StatusCode {
         self.status()
     }
@@ -239,17 +238,20 @@ mod tests {
     #[test]
     fn codes_and_statuses() {
         assert_eq!(
-            Error::unauthorized("no token").status(),
+            ChannelError::unauthorized("no token").status(),
             StatusCode::UNAUTHORIZED
         );
-        assert_eq!(Error::forbidden("no").code(), "forbidden");
+        assert_eq!(ChannelError::forbidden("no").code(), "forbidden");
         assert_eq!(
-            Error::new("teapot", "short and stout")
+            ChannelError::new("teapot", "short and stout")
                 .with_status(StatusCode::IM_A_TEAPOT)
                 .status(),
             StatusCode::IM_A_TEAPOT
         );
-        assert_eq!(Error::internal("db down").message(), "internal error");
+        assert_eq!(
+            ChannelError::internal("db down").message(),
+            "internal error"
+        );
     }
 
     #[test]
@@ -261,7 +263,7 @@ mod tests {
         }
         let de = &mut serde_json::Deserializer::from_str(r#"{"room": 5}"#);
         let err = serde_path_to_error::deserialize::<_, Join>(de).unwrap_err();
-        let err = Error::from_payload(err);
+        let err = ChannelError::from_payload(err);
         assert_eq!(err.code(), "bad_payload");
         assert_eq!(err.field(), Some("room"));
         assert!(err.message().contains("invalid type"), "{}", err.message());

@@ -22,7 +22,7 @@ pub mod topics;
 pub use crate::channel::outbound::SlowConsumerPolicy;
 pub use crate::channel::{Channel, ChannelConfig, ChannelRoute, ConnectRequest, Origins};
 pub use crate::engine::{Engine, MemoryEngine, Position, Subscribed};
-pub use crate::error::{ChannelError, Error, Result};
+pub use crate::error::{ChannelError, Result};
 pub use crate::handler::extract::{Binary, Route};
 pub use crate::handler::{
     ConnectHandler, DisconnectHandler, IntoReply, MessageHandler, MessageRequest, Reply,

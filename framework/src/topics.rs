@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::engine::{Position, SubscribeRequest, Subscribed, Subscriber};
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::hub::{to_raw, with_topic, ConnEntry, Hub};
 
 /// How to subscribe: what to replay first and whether to enter presence in the same step.
@@ -83,7 +83,7 @@ pub trait Topics {
     /// Subscribes to `topic`: publications reach this connection (the client as
     /// `{"topic":T,"event":E,"data":D}` frames, or a session's topic handler). Resolves once
     /// the engine has it.
-    async fn subscribe(&self, topic: &str) -> Result<Subscribed, Error> {
+    async fn subscribe(&self, topic: &str) -> Result<Subscribed, ChannelError> {
         self.subscribe_with(topic, SubscribeOptions::new()).await
     }
 
@@ -92,14 +92,14 @@ pub trait Topics {
         &self,
         topic: &str,
         options: SubscribeOptions,
-    ) -> Result<Subscribed, Error>;
+    ) -> Result<Subscribed, ChannelError>;
 
     /// Unsubscribes from `topic` and leaves its presence. Unsubscribing from a topic this
     /// connection is not on is not an error; a connection that is gone is (`Closed`).
-    async fn unsubscribe(&self, topic: &str) -> Result<(), Error>;
+    async fn unsubscribe(&self, topic: &str) -> Result<(), ChannelError>;
 
     /// The topics this connection is subscribed to.
-    async fn subscriptions(&self) -> Result<Vec<String>, Error>;
+    async fn subscriptions(&self) -> Result<Vec<String>, ChannelError>;
 
     /// Publishes `{"topic":topic,"event":event,"data":data}` to every subscriber of `topic`,
     /// this connection included if subscribed. `data` is serialized once.
@@ -108,7 +108,7 @@ pub trait Topics {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error>;
+    ) -> Result<(), ChannelError>;
 
     /// Publishes to every subscriber of `topic` but this connection.
     async fn broadcast_from<T: Serialize + ?Sized>(
@@ -116,7 +116,7 @@ pub trait Topics {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error>;
+    ) -> Result<(), ChannelError>;
 
     /// Announces this connection on `topic`'s presence under `key` (a user id: several
     /// connections of one key show as one entry) with `meta`. It receives the topic's
@@ -127,10 +127,10 @@ pub trait Topics {
         topic: &str,
         key: &str,
         meta: &M,
-    ) -> Result<(), Error>;
+    ) -> Result<(), ChannelError>;
 
     /// Leaves `topic`'s presence (the subscription stays).
-    async fn untrack(&self, topic: &str) -> Result<(), Error>;
+    async fn untrack(&self, topic: &str) -> Result<(), ChannelError>;
 }
 
 /// The local implementation, shared by every in-process handle: a connection registered with
@@ -146,7 +146,7 @@ impl Local<'_> {
         &self,
         topic: &str,
         options: SubscribeOptions,
-    ) -> Result<Subscribed, Error> {
+    ) -> Result<Subscribed, ChannelError> {
         let topic: Arc<str> = Arc::from(topic);
         let engine = self.hub.engine();
         let id = self.subscriber.id;
@@ -159,7 +159,7 @@ impl Local<'_> {
         with_topic(engine, &self.entry, id, topic, sub).await
     }
 
-    pub(crate) fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
+    pub(crate) fn unsubscribe(&self, topic: &str) -> Result<(), ChannelError> {
         let topic: Arc<str> = Arc::from(topic);
         self.entry.remove_topic(&topic);
         self.hub.engine().unsubscribe(topic, self.subscriber.id);
@@ -176,7 +176,7 @@ impl Local<'_> {
         event: &str,
         data: &T,
         exclude_self: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         let exclude = exclude_self.then_some(self.subscriber.id);
         self.hub
             .publish_raw(topic, event, to_raw(data)?, exclude)
@@ -188,7 +188,7 @@ impl Local<'_> {
         topic: &str,
         key: &str,
         meta: &M,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         let meta = serde_json::to_value(meta)?;
         let topic: Arc<str> = Arc::from(topic);
         let engine = self.hub.engine();
@@ -198,7 +198,7 @@ impl Local<'_> {
         with_topic(engine, &self.entry, id, topic, track).await
     }
 
-    pub(crate) fn untrack(&self, topic: &str) -> Result<(), Error> {
+    pub(crate) fn untrack(&self, topic: &str) -> Result<(), ChannelError> {
         self.hub
             .engine()
             .untrack(Arc::from(topic), self.subscriber.id);
@@ -206,7 +206,7 @@ impl Local<'_> {
     }
 }
 
-/// Implements [`Topics`] for a type with a `fn local(&self) -> Result<Local<'_>, Error>`.
+/// Implements [`Topics`] for a type with a `fn local(&self) -> Result<Local<'_>, ChannelError>`.
 macro_rules! local_topics {
     (impl<$($g:ident $(: $b:path)?),*> $ty:ty) => {
         impl<$($g $(: $b)?),*> $crate::topics::Topics for $ty {
@@ -214,15 +214,15 @@ macro_rules! local_topics {
                 &self,
                 topic: &str,
                 options: $crate::topics::SubscribeOptions,
-            ) -> Result<$crate::engine::Subscribed, $crate::error::Error> {
+            ) -> Result<$crate::engine::Subscribed, $crate::error::ChannelError> {
                 self.local()?.subscribe_with(topic, options).await
             }
 
-            async fn unsubscribe(&self, topic: &str) -> Result<(), $crate::error::Error> {
+            async fn unsubscribe(&self, topic: &str) -> Result<(), $crate::error::ChannelError> {
                 self.local()?.unsubscribe(topic)
             }
 
-            async fn subscriptions(&self) -> Result<Vec<String>, $crate::error::Error> {
+            async fn subscriptions(&self) -> Result<Vec<String>, $crate::error::ChannelError> {
                 Ok(self.local()?.subscriptions())
             }
 
@@ -231,7 +231,7 @@ macro_rules! local_topics {
                 topic: &str,
                 event: &str,
                 data: &Data,
-            ) -> Result<(), $crate::error::Error> {
+            ) -> Result<(), $crate::error::ChannelError> {
                 self.local()?.publish(topic, event, data, false).await
             }
 
@@ -240,7 +240,7 @@ macro_rules! local_topics {
                 topic: &str,
                 event: &str,
                 data: &Data,
-            ) -> Result<(), $crate::error::Error> {
+            ) -> Result<(), $crate::error::ChannelError> {
                 self.local()?.publish(topic, event, data, true).await
             }
 
@@ -249,11 +249,11 @@ macro_rules! local_topics {
                 topic: &str,
                 key: &str,
                 meta: &Meta,
-            ) -> Result<(), $crate::error::Error> {
+            ) -> Result<(), $crate::error::ChannelError> {
                 self.local()?.track(topic, key, meta).await
             }
 
-            async fn untrack(&self, topic: &str) -> Result<(), $crate::error::Error> {
+            async fn untrack(&self, topic: &str) -> Result<(), $crate::error::ChannelError> {
                 self.local()?.untrack(topic)
             }
         }
@@ -288,8 +288,8 @@ impl ConnectionRef {
         self.id
     }
 
-    fn local(&self) -> Result<Local<'_>, Error> {
-        let entry = self.hub.entry(self.id).ok_or(Error::Closed)?;
+    fn local(&self) -> Result<Local<'_>, ChannelError> {
+        let entry = self.hub.entry(self.id).ok_or(ChannelError::Closed)?;
         Ok(Local {
             hub: &self.hub,
             subscriber: entry.subscriber(self.id),

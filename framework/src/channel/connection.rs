@@ -21,11 +21,11 @@ use super::handle::Channel;
 use super::outbound::{Class, Frame};
 use super::router::{Answering, Dispatch, Handler, Inbound};
 use super::transport::{Incoming, IncomingStream, Writer};
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
 use crate::protocol::close_code;
 
-type Outcome = std::thread::Result<Result<Reply, Error>>;
+type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
 
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
@@ -66,7 +66,7 @@ impl<S: 'static> Connection<S> {
         let _ = self.channel.outbound().push_text(frame, Class::Essential);
     }
 
-    fn push_error(&self, answering: &Answering, err: &Error) {
+    fn push_error(&self, answering: &Answering, err: &ChannelError) {
         self.push(answering.error_frame(self.channel.id(), self.channel.route_field(), err));
     }
 
@@ -108,7 +108,10 @@ impl<S: 'static> Connection<S> {
 
     /// Decodes and routes one message. `None` when it was answered on the spot (an error
     /// frame); otherwise the handler's future.
-    fn dispatch(&self, item: Inbound) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
+    fn dispatch(
+        &self,
+        item: Inbound,
+    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
         match self.def.router.dispatch(item) {
             Dispatch::Call {
                 handler,
@@ -127,7 +130,7 @@ impl<S: 'static> Connection<S> {
         handler: &Handler<S>,
         body: Body,
         answering: Answering,
-    ) -> Option<(Answering, BoxFuture<Result<Reply, Error>>)> {
+    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
         let req = MessageRequest::new(self.channel.clone(), body);
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
@@ -153,7 +156,7 @@ impl<S: 'static> Connection<S> {
     }
 
     fn report_panic(&self, answering: &Answering, panic: Box<dyn std::any::Any + Send>) {
-        self.push_error(answering, &Error::from_panic("handler", &*panic));
+        self.push_error(answering, &ChannelError::from_panic("handler", &*panic));
     }
 
     fn begin_close(&self, ctx: &mut actix::Context<Self>, code: u16, reason: &str) {
@@ -306,7 +309,7 @@ impl<S: 'static> Connection<S> {
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
-            self.push_error(&self.def.router.answering(&item), &Error::Overloaded);
+            self.push_error(&self.def.router.answering(&item), &ChannelError::Overloaded);
             return;
         }
         if self.busy {

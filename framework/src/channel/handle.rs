@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::channel::outbound::{Class, Outbound, Refused};
 use crate::engine::Subscriber;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
 use crate::protocol::{self, close_code};
@@ -125,10 +125,10 @@ impl<S> Channel<S> {
     }
 
     /// The opening request's query string, deserialized.
-    pub fn query<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
         web::Query::<T>::from_query(self.query_string())
             .map(web::Query::into_inner)
-            .map_err(|e| Error::new("bad_query", e.to_string()))
+            .map_err(|e| ChannelError::new("bad_query", e.to_string()))
     }
 
     /// A path parameter of the channel's route (`/ws/{room}`).
@@ -183,11 +183,11 @@ impl<S> Channel<S> {
     ///
     /// Never waits: when the outbound queue is full the channel's slow-consumer policy applies
     /// and this returns `Err(Closed)` if the connection is (now) closing.
-    pub fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
+    pub fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ChannelError> {
         let frame = protocol::encode_event(event, data)?;
         match self.inner.out.push_text(frame, Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
-            Err(Refused::Closed) => Err(Error::Closed),
+            Err(Refused::Closed) => Err(ChannelError::Closed),
         }
     }
 
@@ -237,7 +237,7 @@ impl<S> Channel<S> {
         }
     }
 
-    fn local(&self) -> Result<Local<'_>, Error> {
+    fn local(&self) -> Result<Local<'_>, ChannelError> {
         Ok(self.local_as(self.subscriber()))
     }
 

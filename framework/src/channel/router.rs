@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{Body, MessageHandler, BINARY_ROUTE};
 use crate::protocol::{self, Envelope, RouteKey};
 
@@ -125,9 +125,9 @@ impl Answering {
         &self,
         conn: impl std::fmt::Display,
         route_field: &str,
-        err: &Error,
+        err: &ChannelError,
     ) -> ByteString {
-        if let Error::Internal(detail) = err {
+        if let ChannelError::Internal(detail) = err {
             log::error!("connection {conn}: route {:?}: {detail}", self.route());
         }
         protocol::encode_error(self.reference(), route_field, self.route(), err)
@@ -143,7 +143,10 @@ pub(crate) enum Dispatch<'a, S> {
         answering: Answering,
     },
     /// Answer with an error frame and run nothing.
-    Reject { answering: Answering, error: Error },
+    Reject {
+        answering: Answering,
+        error: ChannelError,
+    },
 }
 
 /// A channel's routes: the table, the fallback, the binary handler and where the route key
@@ -221,7 +224,7 @@ impl<S> Router<S> {
                         answering: Answering::Message(env),
                     },
                     None => Dispatch::Reject {
-                        error: Error::UnknownRoute(env.route().to_owned()),
+                        error: ChannelError::UnknownRoute(env.route().to_owned()),
                         answering: Answering::Message(env),
                     },
                 }
@@ -234,7 +237,7 @@ impl<S> Router<S> {
                 },
                 None => Dispatch::Reject {
                     answering: Answering::Rejected(None),
-                    error: Error::BinaryUnsupported,
+                    error: ChannelError::BinaryUnsupported,
                 },
             },
         }

@@ -16,7 +16,7 @@ use super::heartbeat;
 use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub};
 use crate::id::ConnectionId;
 
@@ -27,13 +27,13 @@ pub(crate) async fn accept<S: 'static>(
 ) -> HttpResponse {
     let cfg = &def.config;
     if !cfg.origins.allows(&req) {
-        return Error::forbidden("origin not allowed").error_response();
+        return ChannelError::forbidden("origin not allowed").error_response();
     }
     if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
         return e.error_response();
     }
     let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
-        return Error::TooManyConnections.error_response();
+        return ChannelError::TooManyConnections.error_response();
     };
     // Known before `on_connect`, which can extract it (a gateway tells its `$connect` function).
     let id = ConnectionId::next();
@@ -46,7 +46,7 @@ pub(crate) async fn accept<S: 'static>(
         None => None,
     };
     if cfg.require_session && session.is_none() {
-        return Error::unauthorized("a session is required").error_response();
+        return ChannelError::unauthorized("a session is required").error_response();
     }
     let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
         Ok(parts) => parts,
@@ -129,10 +129,10 @@ impl ConnectRequest {
     }
 
     /// The whole query string, deserialized.
-    pub fn query_as<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    pub fn query_as<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
         web::Query::<T>::from_query(self.0.query_string())
             .map(web::Query::into_inner)
-            .map_err(|e| Error::new("bad_query", e.to_string()))
+            .map_err(|e| ChannelError::new("bad_query", e.to_string()))
     }
 
     /// A cookie's value.

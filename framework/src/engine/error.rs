@@ -5,7 +5,7 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 
-use crate::error::Error as ChannelError;
+use crate::error::ChannelError;
 
 /// An engine's failure: starting it, or an operation on it.
 ///

@@ -17,7 +17,7 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::id::ConnectionId;
 
 pub use error::EngineError;
@@ -96,7 +96,7 @@ impl Publication {
     }
 
     /// Deserializes the payload.
-    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ChannelError> {
         crate::protocol::decode_payload(self.data.get())
     }
 }

@@ -8,7 +8,8 @@
 //! Write your own extractor by implementing [`FromMessageParts`]:
 //!
 //! ```
-//! use switchboard::{extract::FromMessageParts, ChannelError, MessageRequest};
+//! use switchboard::handler::extract::FromMessageParts;
+//! use switchboard::{ChannelError, MessageRequest};
 //!
 //! /// The `Authorization` bearer token the connection opened with.
 //! struct Token(String);
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::channel::Channel;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{IntoReply, MessageRequest, Reply};
 use crate::id::ConnectionId;
 
@@ -41,7 +42,7 @@ use crate::id::ConnectionId;
 )]
 pub trait FromMessageParts<S>: Sized {
     /// Extracts the argument, or fails with an error frame.
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error>;
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError>;
 }
 
 /// The last argument of a handler: an extractor, or the payload.
@@ -54,7 +55,7 @@ pub trait FromMessageParts<S>: Sized {
 )]
 pub trait FromMessage<S, M>: Sized {
     /// Extracts the argument, or fails with an error frame.
-    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error>;
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, ChannelError>;
 }
 
 #[doc(hidden)]
@@ -66,30 +67,30 @@ pub mod marker {
 }
 
 impl<S, T: FromMessageParts<S>> FromMessage<S, marker::ViaParts> for T {
-    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         T::from_parts(req)
     }
 }
 
 impl<S, T: DeserializeOwned> FromMessage<S, marker::ViaPayload> for T {
-    fn from_message(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_message(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         crate::protocol::decode_payload(req.data().unwrap_or("null"))
     }
 }
 
 impl<S> FromMessageParts<S> for Channel<S> {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         Ok(req.channel.clone())
     }
 }
 
 impl<S, T: ?Sized + 'static> FromMessageParts<S> for web::Data<T> {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         req.channel
             .app_data::<web::Data<T>>()
             .cloned()
             .ok_or_else(|| {
-                Error::internal(format_args!(
+                ChannelError::internal(format_args!(
                     "app data `web::Data<{}>` is not registered on the App",
                     std::any::type_name::<T>()
                 ))
@@ -98,13 +99,13 @@ impl<S, T: ?Sized + 'static> FromMessageParts<S> for web::Data<T> {
 }
 
 impl<S> FromMessageParts<S> for ConnectionId {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         Ok(req.channel.id())
     }
 }
 
 impl<S> FromMessageParts<S> for crate::hub::Hub {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         Ok(req.channel.hub().clone())
     }
 }
@@ -123,7 +124,7 @@ impl<S> FromMessageParts<S> for crate::hub::Hub {
 pub struct Route(pub String);
 
 impl<S> FromMessageParts<S> for Route {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         Ok(Route(req.route().to_owned()))
     }
 }
@@ -146,17 +147,17 @@ impl<S> FromMessageParts<S> for Route {
 pub struct Binary(pub Bytes);
 
 impl<S> FromMessageParts<S> for Binary {
-    fn from_parts(req: &MessageRequest<S>) -> Result<Self, Error> {
+    fn from_parts(req: &MessageRequest<S>) -> Result<Self, ChannelError> {
         req.binary()
             .cloned()
             .map(Binary)
-            .ok_or_else(|| Error::new("bad_payload", "this handler expects a binary frame"))
+            .ok_or_else(|| ChannelError::new("bad_payload", "this handler expects a binary frame"))
     }
 }
 
 /// Lets handlers answer with a binary frame.
 impl IntoReply for Binary {
-    fn into_reply<S>(self, _req: &MessageRequest<S>) -> Result<Reply, Error> {
+    fn into_reply<S>(self, _req: &MessageRequest<S>) -> Result<Reply, ChannelError> {
         Ok(Reply(Some(crate::channel::outbound::Frame::Binary(self.0))))
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::Channel;
 use crate::engine::{Position, Subscribed, TopicPattern};
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{BoxFuture, MessageHandler, MessageRequest, Reply};
 use crate::protocol::decode_payload;
 use crate::topics::{SubscribeOptions, Topics};
@@ -37,15 +37,15 @@ use crate::topics::{SubscribeOptions, Topics};
 /// ```
 pub trait JoinGuard<S>: Send + Sync + 'static {
     /// `Ok` lets the connection join `topic`; an error is the reply the client gets.
-    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), Error>>;
+    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), ChannelError>>;
 }
 
 impl<S, F, Fut> JoinGuard<S> for F
 where
     F: Fn(Channel<S>, String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + 'static,
+    Fut: Future<Output = Result<(), ChannelError>> + 'static,
 {
-    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), Error>> {
+    fn check(&self, channel: Channel<S>, topic: String) -> BoxFuture<Result<(), ChannelError>> {
         Box::pin(self(channel, topic))
     }
 }
@@ -144,13 +144,13 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
         SUBSCRIBE
     }
 
-    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, Error>> {
+    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, ChannelError>> {
         let joins = self.0.clone();
         Box::pin(async move {
             let data: SubscribeData = decode_payload(req.data().unwrap_or("null"))?;
             let ch = req.channel().clone();
             let guard = joins.guard(&data.topic).ok_or_else(|| {
-                Error::forbidden(format!("topic `{}` cannot be joined", data.topic))
+                ChannelError::forbidden(format!("topic `{}` cannot be joined", data.topic))
             })?;
             guard.check(ch.clone(), data.topic.clone()).await?;
             let presence = match &joins.presence {
@@ -176,7 +176,7 @@ impl<S: 'static> MessageHandler<S> for UnsubscribeRoute {
         UNSUBSCRIBE
     }
 
-    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, Error>> {
+    fn call(&self, req: MessageRequest<S>) -> BoxFuture<Result<Reply, ChannelError>> {
         Box::pin(async move {
             let data: TopicData = decode_payload(req.data().unwrap_or("null"))?;
             req.channel().unsubscribe(&data.topic).await?;

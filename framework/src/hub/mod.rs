@@ -17,7 +17,7 @@ use crate::channel::outbound::{Class, Frame, Refused};
 use crate::engine::{
     Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Presence, Publish, TopicInfo,
 };
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::id::ConnectionId;
 use crate::protocol::{self, close_code};
 
@@ -109,7 +109,7 @@ impl Hub {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         self.publish_raw(topic, event, to_raw(data)?, None).await
     }
 
@@ -120,7 +120,7 @@ impl Hub {
         event: &str,
         data: Arc<RawValue>,
         exclude: Option<ConnectionId>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         self.inner
             .engine
             .publish(Publish {
@@ -134,22 +134,22 @@ impl Hub {
     }
 
     /// Topics with subscribers, and how many each has.
-    pub async fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, ChannelError> {
         Ok(self.inner.engine.topics().await?)
     }
 
     /// Subscribers of `topic`.
-    pub async fn subscriber_count(&self, topic: &str) -> Result<usize, Error> {
+    pub async fn subscriber_count(&self, topic: &str) -> Result<usize, ChannelError> {
         Ok(self.inner.engine.subscriber_count(Arc::from(topic)).await?)
     }
 
     /// Who is on `topic`.
-    pub async fn presence(&self, topic: &str) -> Result<Presence, Error> {
+    pub async fn presence(&self, topic: &str) -> Result<Presence, ChannelError> {
         Ok(self.inner.engine.presence(Arc::from(topic)).await?)
     }
 
     /// Engine totals, plus open connections.
-    pub async fn stats(&self) -> Result<HubStats, Error> {
+    pub async fn stats(&self) -> Result<HubStats, ChannelError> {
         let engine = self.inner.engine.stats().await?;
         Ok(HubStats {
             connections: self.connection_count(),
@@ -179,25 +179,29 @@ impl Hub {
         id: ConnectionId,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         self.send_text(id, protocol::encode_event(event, data)?)
     }
 
     /// Sends a text frame as is to one connection.
-    pub fn send_text(&self, id: ConnectionId, text: impl Into<ByteString>) -> Result<(), Error> {
-        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+    pub fn send_text(
+        &self,
+        id: ConnectionId,
+        text: impl Into<ByteString>,
+    ) -> Result<(), ChannelError> {
+        let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
         match entry.out.push_text(text.into(), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
-            Err(Refused::Closed) => Err(Error::Closed),
+            Err(Refused::Closed) => Err(ChannelError::Closed),
         }
     }
 
     /// Sends a binary frame to one connection.
-    pub fn send_binary(&self, id: ConnectionId, data: bytes::Bytes) -> Result<(), Error> {
-        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+    pub fn send_binary(&self, id: ConnectionId, data: bytes::Bytes) -> Result<(), ChannelError> {
+        let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
         match entry.out.push(Frame::Binary(data), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
-            Err(Refused::Closed) => Err(Error::Closed),
+            Err(Refused::Closed) => Err(ChannelError::Closed),
         }
     }
 
@@ -207,8 +211,8 @@ impl Hub {
         id: ConnectionId,
         code: Option<u16>,
         reason: &str,
-    ) -> Result<(), Error> {
-        let entry = self.inner.registry.get(id).ok_or(Error::Closed)?;
+    ) -> Result<(), ChannelError> {
+        let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
         entry.out.close(code.unwrap_or(close_code::NORMAL), reason);
         Ok(())
     }
@@ -244,7 +248,7 @@ pub(crate) async fn with_topic<T>(
     id: ConnectionId,
     topic: Arc<str>,
     op: impl std::future::Future<Output = Result<T, EngineError>>,
-) -> Result<T, Error> {
+) -> Result<T, ChannelError> {
     let added = entry.add_topic(topic.clone());
     match op.await {
         Ok(out) => {
@@ -262,7 +266,7 @@ pub(crate) async fn with_topic<T>(
     }
 }
 
-pub(crate) fn to_raw<T: Serialize + ?Sized>(data: &T) -> Result<Arc<RawValue>, Error> {
+pub(crate) fn to_raw<T: Serialize + ?Sized>(data: &T) -> Result<Arc<RawValue>, ChannelError> {
     Ok(Arc::from(serde_json::value::to_raw_value(data)?))
 }
 

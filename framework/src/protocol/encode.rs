@@ -3,7 +3,7 @@
 use bytestring::ByteString;
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::ChannelError;
 
 /// Builds outgoing frames. Every encoder writes straight into one buffer: the envelope's
 /// fixed parts as literals, the values through serde.
@@ -25,7 +25,7 @@ impl FrameBuf {
         self
     }
 
-    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<&mut Self, Error> {
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<&mut Self, ChannelError> {
         serde_json::to_writer(&mut self.0, v)?;
         Ok(self)
     }
@@ -61,7 +61,7 @@ pub(crate) fn encode_ok<T: Serialize + ?Sized>(
     route_field: &str,
     route: &str,
     value: &T,
-) -> Result<ByteString, Error> {
+) -> Result<ByteString, ChannelError> {
     let mut buf = FrameBuf::with_capacity(256);
     ok_prefix(&mut buf, reference, route_field, route);
     buf.value(value)?.raw("}");
@@ -74,7 +74,7 @@ pub(crate) fn encode_error(
     reference: Option<&str>,
     route_field: &str,
     route: Option<&str>,
-    err: &Error,
+    err: &ChannelError,
 ) -> ByteString {
     let mut buf = FrameBuf::with_capacity(96);
     buf.raw("{");
@@ -103,7 +103,7 @@ pub(crate) fn encode_error(
 pub(crate) fn encode_event<T: Serialize + ?Sized>(
     event: &str,
     data: &T,
-) -> Result<ByteString, Error> {
+) -> Result<ByteString, ChannelError> {
     let mut buf = FrameBuf::with_capacity(256);
     buf.raw("{\"event\":").string(event).raw(",\"data\":");
     buf.value(data)?.raw("}");
@@ -145,7 +145,7 @@ mod tests {
             Some("3"),
             "type",
             Some("x"),
-            &Error::UnknownRoute("x".into()),
+            &ChannelError::UnknownRoute("x".into()),
         );
         let v: serde_json::Value = serde_json::from_str(&f).unwrap();
         assert_eq!(v["ref"], 3);

@@ -21,6 +21,9 @@ mod payload;
 use std::fmt;
 
 pub(crate) use encode::{encode_delivery, encode_error, encode_event, encode_ok};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use envelope::fuzz as __fuzz;
 pub(crate) use envelope::Envelope;
 pub use payload::decode_payload;
 

@@ -2,12 +2,12 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use crate::error::ChannelError;
 
 /// Deserializes a payload; on failure, runs again with path tracking so the error names the
 /// field (the fast path pays nothing for it). Malformed JSON is `bad_json`, JSON of the wrong
 /// shape `bad_payload`.
-pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
+pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, ChannelError> {
     match serde_json::from_str(json) {
         Ok(v) => Ok(v),
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -15,13 +15,13 @@ pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
             if let Some(idx) = msg.rfind(" at line ") {
                 msg.truncate(idx);
             }
-            Err(Error::BadJson(msg))
+            Err(ChannelError::BadJson(msg))
         }
         Err(_) => {
             let de = &mut serde_json::Deserializer::from_str(json);
             match serde_path_to_error::deserialize(de) {
                 Ok(v) => Ok(v),
-                Err(e) => Err(Error::from_payload(e)),
+                Err(e) => Err(ChannelError::from_payload(e)),
             }
         }
     }

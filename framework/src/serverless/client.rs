@@ -26,7 +26,7 @@ use crate::engine::{
     Engine, EngineError, EngineStats, Position, Presence, Publish, SendFuture, SubscribeRequest,
     Subscribed, TopicInfo,
 };
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::protocol;
@@ -235,12 +235,16 @@ impl ConnectionsClient {
         &self,
         id: ConnectionId,
         data: impl Into<Bytes>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         self.post_frame(id, data.into(), false).await
     }
 
     /// Sends a binary frame to a connection, even if the bytes happen to be UTF-8.
-    pub async fn post_binary(&self, id: ConnectionId, data: impl Into<Bytes>) -> Result<(), Error> {
+    pub async fn post_binary(
+        &self,
+        id: ConnectionId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ChannelError> {
         self.post_frame(id, data.into(), true).await
     }
 
@@ -250,7 +254,7 @@ impl ConnectionsClient {
         id: ConnectionId,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         let frame = protocol::encode_event(event, data)?;
         self.post_frame(id, frame.into_bytes(), false).await
     }
@@ -260,7 +264,7 @@ impl ConnectionsClient {
         id: ConnectionId,
         data: Bytes,
         binary: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         match &self.backend {
             Backend::Local(hub) => match (binary, ByteString::try_from(data.clone())) {
                 (false, Ok(text)) => hub.send_text(id, text),
@@ -277,7 +281,10 @@ impl ConnectionsClient {
     }
 
     /// What the gateway knows of a connection (`GetConnection`).
-    pub async fn get_connection(&self, id: ConnectionId) -> Result<ConnectionDetails, Error> {
+    pub async fn get_connection(
+        &self,
+        id: ConnectionId,
+    ) -> Result<ConnectionDetails, ChannelError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Wire {
@@ -294,7 +301,7 @@ impl ConnectionsClient {
         }
         match &self.backend {
             Backend::Local(hub) => {
-                let c = hub.connection(id).ok_or(Error::Closed)?;
+                let c = hub.connection(id).ok_or(ChannelError::Closed)?;
                 Ok(ConnectionDetails {
                     connected_at: c.connected_at,
                     last_active_at: c.last_active_at,
@@ -309,7 +316,7 @@ impl ConnectionsClient {
                     .json()?;
                 let time = |s: &str| {
                     time::parse_iso8601(s)
-                        .ok_or_else(|| Error::internal(format_args!("bad timestamp {s:?}")))
+                        .ok_or_else(|| ChannelError::internal(format_args!("bad timestamp {s:?}")))
                 };
                 Ok(ConnectionDetails {
                     connected_at: time(&wire.connected_at)?,
@@ -322,7 +329,7 @@ impl ConnectionsClient {
     }
 
     /// Closes a connection (`DeleteConnection`): 1000, or `code` and `reason`.
-    pub async fn delete_connection(&self, id: ConnectionId) -> Result<(), Error> {
+    pub async fn delete_connection(&self, id: ConnectionId) -> Result<(), ChannelError> {
         self.close_connection(id, None, "").await
     }
 
@@ -335,7 +342,7 @@ impl ConnectionsClient {
         id: ConnectionId,
         code: Option<u16>,
         reason: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         match &self.backend {
             Backend::Local(hub) => hub.disconnect(id, code, reason),
             _ => {
@@ -362,7 +369,7 @@ impl ConnectionsClient {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         let data = crate::hub::to_raw(data)?;
         self.publish_raw(topic, event, data, None).await
     }
@@ -374,7 +381,7 @@ impl ConnectionsClient {
         event: &str,
         data: Arc<RawValue>,
         exclude: Option<ConnectionId>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         match &self.backend {
             Backend::Local(hub) => hub.publish_raw(topic, event, data, exclude).await,
             _ => {
@@ -408,7 +415,7 @@ impl ConnectionsClient {
         id: ConnectionId,
         topic: &str,
         recover: Option<Position>,
-    ) -> Result<Subscribed, Error> {
+    ) -> Result<Subscribed, ChannelError> {
         #[derive(Deserialize)]
         struct Wire {
             epoch: Option<String>,
@@ -438,7 +445,11 @@ impl ConnectionsClient {
     }
 
     /// Unsubscribes a gateway connection from `topic`.
-    pub(crate) async fn unsubscribe(&self, id: ConnectionId, topic: &str) -> Result<(), Error> {
+    pub(crate) async fn unsubscribe(
+        &self,
+        id: ConnectionId,
+        topic: &str,
+    ) -> Result<(), ChannelError> {
         match &self.backend {
             Backend::Local(hub) => hub.to(id).unsubscribe(topic).await,
             _ => self
@@ -453,7 +464,10 @@ impl ConnectionsClient {
     }
 
     /// Topics a gateway connection is subscribed to.
-    pub(crate) async fn subscriptions(&self, id: ConnectionId) -> Result<Vec<String>, Error> {
+    pub(crate) async fn subscriptions(
+        &self,
+        id: ConnectionId,
+    ) -> Result<Vec<String>, ChannelError> {
         #[derive(Deserialize)]
         struct Wire {
             topics: Vec<String>,
@@ -471,27 +485,27 @@ impl ConnectionsClient {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: String) -> Result<T, Error> {
+    async fn get_json<T: DeserializeOwned>(&self, path: String) -> Result<T, ChannelError> {
         self.call(Call::new(Method::GET, path, Bytes::new()))
             .await?
             .json()
     }
 
-    async fn call(&self, call: Call) -> Result<Answer, Error> {
+    async fn call(&self, call: Call) -> Result<Answer, ChannelError> {
         let Backend::Remote {
             endpoint,
             auth,
             timeout,
         } = &self.backend
         else {
-            return Err(Error::internal(
+            return Err(ChannelError::internal(
                 "no connections API configured for this function: see FunctionService::connections",
             ));
         };
         let url = format!("{endpoint}{}", call.path);
-        let uri: actix_web::http::Uri = url
-            .parse()
-            .map_err(|e| Error::internal(format_args!("bad connections API URL {url}: {e}")))?;
+        let uri: actix_web::http::Uri = url.parse().map_err(|e| {
+            ChannelError::internal(format_args!("bad connections API URL {url}: {e}"))
+        })?;
         let host = uri
             .authority()
             .map(|a| a.as_str().to_owned())
@@ -545,7 +559,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn check(self) -> Result<Answer, Error> {
+    fn check(self) -> Result<Answer, ChannelError> {
         if self.status.is_success() {
             return Ok(self);
         }
@@ -559,24 +573,25 @@ impl Answer {
             .message;
         let kind = self.error_type.unwrap_or_default();
         Err(match self.status {
-            StatusCode::GONE => Error::Closed,
-            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Error::forbidden(format!(
+            StatusCode::GONE => ChannelError::Closed,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ChannelError::forbidden(format!(
                 "connections API refused the call ({kind}): {message}"
             )),
-            StatusCode::PAYLOAD_TOO_LARGE => Error::new("payload_too_large", message),
-            status => Error::internal(format_args!(
+            StatusCode::PAYLOAD_TOO_LARGE => ChannelError::new("payload_too_large", message),
+            status => ChannelError::internal(format_args!(
                 "connections API answered {status} {kind}: {message}"
             )),
         })
     }
 
-    fn empty(self) -> Result<(), Error> {
+    fn empty(self) -> Result<(), ChannelError> {
         Ok(())
     }
 
-    fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Error::internal(format_args!("unexpected connections API answer: {e}")))
+    fn json<T: DeserializeOwned>(self) -> Result<T, ChannelError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ChannelError::internal(format_args!("unexpected connections API answer: {e}"))
+        })
     }
 }
 
@@ -634,7 +649,7 @@ fn client_thread() -> &'static mpsc::UnboundedSender<Job> {
 }
 
 /// Runs `f` on the client thread and returns its output.
-fn on_client_thread<T, F, Fut>(f: F) -> impl Future<Output = Result<T, Error>> + Send
+fn on_client_thread<T, F, Fut>(f: F) -> impl Future<Output = Result<T, ChannelError>> + Send
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -649,10 +664,10 @@ where
     let sent = client_thread().send(job).is_ok();
     async move {
         if !sent {
-            return Err(Error::internal("the HTTP client thread is gone"));
+            return Err(ChannelError::internal("the HTTP client thread is gone"));
         }
         rx.await
-            .map_err(|_| Error::internal("the HTTP client thread dropped a call"))
+            .map_err(|_| ChannelError::internal("the HTTP client thread dropped a call"))
     }
 }
 
@@ -660,22 +675,24 @@ where
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// Performs `req` on the client thread.
-fn perform(req: http::Request) -> impl Future<Output = Result<Answer, Error>> + Send {
+fn perform(req: http::Request) -> impl Future<Output = Result<Answer, ChannelError>> + Send {
     let timeout = req.timeout;
     let fut = on_client_thread(move || async move {
         let resp = http::send(Pool::ConnectionsApi, req)
             .await
             .map_err(|e| match e {
-                Failure::TimedOut => Error::internal(format_args!(
+                Failure::TimedOut => ChannelError::internal(format_args!(
                     "connections API call timed out after {timeout:?}"
                 )),
                 Failure::Unreachable(e) => {
-                    Error::internal(format_args!("connections API unreachable: {e}"))
+                    ChannelError::internal(format_args!("connections API unreachable: {e}"))
                 }
-                Failure::TooLarge => Error::internal(format_args!(
+                Failure::TooLarge => ChannelError::internal(format_args!(
                     "connections API answer: over {MAX_ANSWER} bytes"
                 )),
-                Failure::Broken(e) => Error::internal(format_args!("connections API answer: {e}")),
+                Failure::Broken(e) => {
+                    ChannelError::internal(format_args!("connections API answer: {e}"))
+                }
             })?;
         let error_type = http::header(&resp.headers, "x-amzn-errortype")
             .map(|s| s.split(':').next().unwrap_or(s).to_owned());
@@ -852,7 +869,7 @@ impl RemoteEngine {
                 match op {
                     Deferred::Unsubscribe(topic, id) => {
                         if let Err(e) = client.unsubscribe(id, &topic).await {
-                            if !matches!(e, Error::Closed) {
+                            if !matches!(e, ChannelError::Closed) {
                                 log::warn!("unsubscribe {id} from {topic}: {e:?}");
                             }
                         }
@@ -870,8 +887,8 @@ impl RemoteEngine {
     fn after_deferred<T: Send + 'static>(
         &self,
         id: Option<ConnectionId>,
-        f: impl Future<Output = Result<T, Error>> + Send + 'static,
-    ) -> SendFuture<Result<T, Error>> {
+        f: impl Future<Output = Result<T, ChannelError>> + Send + 'static,
+    ) -> SendFuture<Result<T, ChannelError>> {
         let flushed: SendFuture<()> = match id {
             Some(id) => Box::pin(self.flush_connection(id)),
             None => Box::pin(self.flush()),
@@ -918,14 +935,16 @@ impl std::fmt::Debug for RemoteEngine {
     }
 }
 
-fn unsupported<T>(what: &str) -> Result<T, Error> {
-    Err(Error::internal(format_args!(
+fn unsupported<T>(what: &str) -> Result<T, ChannelError> {
+    Err(ChannelError::internal(format_args!(
         "{what} is not available through the connections API"
     )))
 }
 
 /// The connections API's errors are its server's answers, meant for the client as they are.
-fn relayed<T: 'static>(f: SendFuture<Result<T, Error>>) -> SendFuture<Result<T, EngineError>> {
+fn relayed<T: 'static>(
+    f: SendFuture<Result<T, ChannelError>>,
+) -> SendFuture<Result<T, EngineError>> {
     Box::pin(async move { f.await.map_err(EngineError::Rejected) })
 }
 
@@ -1073,8 +1092,8 @@ impl RemoteConnection {
     }
 }
 
-fn remote_unsupported<T>(what: &str) -> Result<T, Error> {
-    Err(Error::new(
+fn remote_unsupported<T>(what: &str) -> Result<T, ChannelError> {
+    Err(ChannelError::new(
         "unsupported",
         format!("{what} is not available through the connections API"),
     ))
@@ -1085,7 +1104,7 @@ impl Topics for RemoteConnection {
         &self,
         topic: &str,
         options: SubscribeOptions,
-    ) -> Result<Subscribed, Error> {
+    ) -> Result<Subscribed, ChannelError> {
         if options.presence.is_some() {
             return remote_unsupported("presence");
         }
@@ -1095,11 +1114,11 @@ impl Topics for RemoteConnection {
         self.client.subscribe(self.id, topic, options.recover).await
     }
 
-    async fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
+    async fn unsubscribe(&self, topic: &str) -> Result<(), ChannelError> {
         self.client.unsubscribe(self.id, topic).await
     }
 
-    async fn subscriptions(&self) -> Result<Vec<String>, Error> {
+    async fn subscriptions(&self) -> Result<Vec<String>, ChannelError> {
         self.client.subscriptions(self.id).await
     }
 
@@ -1108,7 +1127,7 @@ impl Topics for RemoteConnection {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         self.client.publish(topic, event, data).await
     }
 
@@ -1117,7 +1136,7 @@ impl Topics for RemoteConnection {
         topic: &str,
         event: &str,
         data: &T,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         let data = crate::hub::to_raw(data)?;
         self.client
             .publish_raw(topic, event, data, Some(self.id))
@@ -1129,11 +1148,11 @@ impl Topics for RemoteConnection {
         _topic: &str,
         _key: &str,
         _meta: &M,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ChannelError> {
         remote_unsupported("presence")
     }
 
-    async fn untrack(&self, _topic: &str) -> Result<(), Error> {
+    async fn untrack(&self, _topic: &str) -> Result<(), ChannelError> {
         remote_unsupported("presence")
     }
 }

@@ -63,7 +63,7 @@ use super::http::{self, ReadError};
 use super::{auth, sigv4, time};
 use crate::channel::outbound::MAX_CLOSE_REASON;
 use crate::engine::Position;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::protocol::close_code;
@@ -281,7 +281,7 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-fn internal(e: &Error) -> ApiError {
+fn internal(e: &ChannelError) -> ApiError {
     log::error!("connections API: {e:?}");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -453,7 +453,7 @@ impl ConnectionsApi {
                 };
                 match sent {
                     Ok(()) => HttpResponse::Ok().finish(),
-                    Err(Error::Closed) => return Err(gone(&raw)),
+                    Err(ChannelError::Closed) => return Err(gone(&raw)),
                     Err(e) => return Err(internal(&e)),
                 }
             }
@@ -510,7 +510,7 @@ impl ConnectionsApi {
                 let options = SubscribeOptions::new().recover(recover);
                 match hub.to(id).subscribe_with(&topic, options).await {
                     Ok(s) => HttpResponse::Ok().json(s),
-                    Err(Error::Closed) => return Err(gone(&raw)),
+                    Err(ChannelError::Closed) => return Err(gone(&raw)),
                     Err(e) => return Err(internal(&e)),
                 }
             }

@@ -101,7 +101,7 @@ use serde_json::value::RawValue;
 
 use crate::channel::outbound::Frame;
 use crate::channel::{Channel, ChannelRoute};
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
     DEFAULT_ROUTE,
@@ -302,26 +302,26 @@ struct Answer {
     body: Bytes,
 }
 
-fn timed_out(t: Duration) -> Error {
-    Error::new(
+fn timed_out(t: Duration) -> ChannelError {
+    ChannelError::new(
         "function_timeout",
         format!("the function did not answer within {t:?}"),
     )
     .with_status(StatusCode::GATEWAY_TIMEOUT)
 }
 
-fn unavailable(detail: impl std::fmt::Display) -> Error {
+fn unavailable(detail: impl std::fmt::Display) -> ChannelError {
     log::warn!("gateway: function unreachable: {detail}");
-    Error::new("function_unavailable", "the function could not be reached")
+    ChannelError::new("function_unavailable", "the function could not be reached")
         .with_status(StatusCode::BAD_GATEWAY)
 }
 
-fn failed(message: String) -> Error {
-    Error::new("function_error", message).with_status(StatusCode::BAD_GATEWAY)
+fn failed(message: String) -> ChannelError {
+    ChannelError::new("function_error", message).with_status(StatusCode::BAD_GATEWAY)
 }
 
 impl GatewayConfig {
-    async fn post(&self, event: &Event) -> Result<Answer, Error> {
+    async fn post(&self, event: &Event) -> Result<Answer, ChannelError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
         if let Some(t) = &self.token {
             headers.push(("authorization", auth::bearer_header(t)));
@@ -414,13 +414,13 @@ impl GatewayConfig {
         ctx
     }
 
-    async fn connect(&self, req: HttpRequest) -> Result<Option<GatewaySession>, Error> {
+    async fn connect(&self, req: HttpRequest) -> Result<Option<GatewaySession>, ChannelError> {
         let connected_at = SystemTime::now();
         let id = req
             .extensions()
             .get::<ConnectionId>()
             .copied()
-            .ok_or_else(|| Error::internal("no connection id on the upgrade request"))?;
+            .ok_or_else(|| ChannelError::internal("no connection id on the upgrade request"))?;
         let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map(web::Query::into_inner)
             .unwrap_or_default();
@@ -459,7 +459,7 @@ impl GatewayConfig {
         &self,
         req: MessageRequest<GatewaySession>,
         raw_text: bool,
-    ) -> Result<Reply, Error> {
+    ) -> Result<Reply, ChannelError> {
         let (route_key, payload) = match &req.body {
             Body::Text(env) => {
                 let route = env.route();
@@ -557,7 +557,7 @@ struct ProxyResponse {
 }
 
 /// The answer a Lambda proxy response describes; the answer as it is when it is not one.
-fn lambda_proxy(answer: Answer) -> Result<Answer, Error> {
+fn lambda_proxy(answer: Answer) -> Result<Answer, ChannelError> {
     if answer.frame || answer.body.trim_ascii_start().first() != Some(&b'{') {
         return Ok(answer);
     }
@@ -609,15 +609,15 @@ fn lambda_proxy(answer: Answer) -> Result<Answer, Error> {
 
 /// A `$connect` refusal: the function's status, and its `{"error": {"code", "message"}}` when
 /// it sent one.
-fn rejection(answer: &Answer) -> Error {
+fn rejection(answer: &Answer) -> ChannelError {
     let status = if answer.status.is_client_error() || answer.status.is_server_error() {
         answer.status
     } else {
         StatusCode::BAD_GATEWAY
     };
     match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
-        Ok(b) => Error::new(b.error.code, b.error.message),
-        Err(_) => Error::new(
+        Ok(b) => ChannelError::new(b.error.code, b.error.message),
+        Err(_) => ChannelError::new(
             "connect_rejected",
             format!(
                 "the $connect function answered HTTP {}",
@@ -631,7 +631,7 @@ fn rejection(answer: &Answer) -> Error {
 struct ConnectForward(Arc<GatewayConfig>);
 
 impl ConnectHandler<GatewaySession> for ConnectForward {
-    fn call(&self, req: HttpRequest) -> BoxFuture<Result<Option<GatewaySession>, Error>> {
+    fn call(&self, req: HttpRequest) -> BoxFuture<Result<Option<GatewaySession>, ChannelError>> {
         let cfg = self.0.clone();
         Box::pin(async move { cfg.connect(req).await })
     }
@@ -650,7 +650,7 @@ impl MessageHandler<GatewaySession> for Forward {
         DEFAULT_ROUTE
     }
 
-    fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<Result<Reply, Error>> {
+    fn call(&self, req: MessageRequest<GatewaySession>) -> BoxFuture<Result<Reply, ChannelError>> {
         let cfg = self.cfg.clone();
         let raw_text = self.raw_text;
         Box::pin(async move { cfg.message(req, raw_text).await })

@@ -59,7 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::channel::outbound::{Class, SlowConsumerPolicy};
 use crate::channel::{Channel, ChannelRoute};
 use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{
     BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
 };
@@ -97,14 +97,14 @@ pub trait SessionState: 'static {}
 pub trait Session: SessionState + Sized {
     /// Builds the session from the upgrade request (before the socket opens): an error
     /// rejects the connection with its HTTP status.
-    fn create(req: HttpRequest) -> BoxFuture<Result<Self, Error>>;
+    fn create(req: HttpRequest) -> BoxFuture<Result<Self, ChannelError>>;
 
     /// Runs once the socket is open. An error closes the connection (1008, the message as
     /// reason).
     fn on_connect<'a>(
         &'a mut self,
         _ctx: &'a SessionCtx<Self>,
-    ) -> SessionFuture<'a, Result<(), Error>> {
+    ) -> SessionFuture<'a, Result<(), ChannelError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -113,7 +113,7 @@ pub trait Session: SessionState + Sized {
         &'a mut self,
         ctx: &'a SessionCtx<Self>,
         req: &'a SessionRequest<Self>,
-    ) -> Option<SessionFuture<'a, Result<Reply, Error>>>;
+    ) -> Option<SessionFuture<'a, Result<Reply, ChannelError>>>;
 
     /// Handles a publication on a topic the session subscribed to. By default the client gets
     /// it as a topic frame.
@@ -194,25 +194,30 @@ impl<T: Session> SessionHost<T> {
     ///
     /// let route = ChannelRoute::session::<User>("/ws").message(whoami);
     /// ```
-    pub async fn call<R, F>(&self, f: F) -> Result<R, Error>
+    pub async fn call<R, F>(&self, f: F) -> Result<R, ChannelError>
     where
         R: 'static,
         F: FnOnce(&mut T, &SessionCtx<T>) -> R + 'static,
     {
-        let events = self.events().ok_or(Error::Closed)?;
+        let events = self.events().ok_or(ChannelError::Closed)?;
         let (tx, rx) = oneshot::channel();
         let call: CallFn<T> = Box::new(move |state, ctx| {
             let _ = tx.send(f(state, ctx));
         });
-        events.send(Event::Call(call)).map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)
+        events
+            .send(Event::Call(call))
+            .map_err(|_| ChannelError::Closed)?;
+        rx.await.map_err(|_| ChannelError::Closed)
     }
 }
 
 type CallFn<T> = Box<dyn FnOnce(&mut T, &SessionCtx<T>)>;
 
 enum Event<T> {
-    Message(SessionRequest<T>, oneshot::Sender<Result<Reply, Error>>),
+    Message(
+        SessionRequest<T>,
+        oneshot::Sender<Result<Reply, ChannelError>>,
+    ),
     Call(CallFn<T>),
     Tick(u64),
     Stop(oneshot::Sender<()>),
@@ -221,7 +226,7 @@ enum Event<T> {
 struct CreateSession<T>(std::marker::PhantomData<fn() -> T>);
 
 impl<T: Session> ConnectHandler<SessionHost<T>> for CreateSession<T> {
-    fn call(&self, req: HttpRequest) -> BoxFuture<Result<Option<SessionHost<T>>, Error>> {
+    fn call(&self, req: HttpRequest) -> BoxFuture<Result<Option<SessionHost<T>>, ChannelError>> {
         Box::pin(async move {
             let state = T::create(req).await?;
             Ok(Some(SessionHost {
@@ -243,18 +248,18 @@ impl<T: Session> MessageHandler<SessionHost<T>> for Forward {
         crate::handler::DEFAULT_ROUTE
     }
 
-    fn call(&self, req: SessionRequest<T>) -> BoxFuture<Result<Reply, Error>> {
+    fn call(&self, req: SessionRequest<T>) -> BoxFuture<Result<Reply, ChannelError>> {
         Box::pin(async move {
             let host = req
                 .channel()
                 .with_session(|h| h.cloned())
-                .ok_or(Error::Closed)?;
-            let events = host.events().ok_or(Error::Closed)?;
+                .ok_or(ChannelError::Closed)?;
+            let events = host.events().ok_or(ChannelError::Closed)?;
             let (tx, rx) = oneshot::channel();
             events
                 .send(Event::Message(req, tx))
-                .map_err(|_| Error::Closed)?;
-            rx.await.map_err(|_| Error::Closed)?
+                .map_err(|_| ChannelError::Closed)?;
+            rx.await.map_err(|_| ChannelError::Closed)?
         })
     }
 }
@@ -361,9 +366,9 @@ impl<T: Session> Driver<T> {
                     let out = match state.handle(&ctx, &req) {
                         Some(fut) => match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
                             Ok(r) => r,
-                            Err(panic) => Err(Error::from_panic("session handler", &*panic)),
+                            Err(panic) => Err(ChannelError::from_panic("session handler", &*panic)),
                         },
-                        None => Err(Error::UnknownRoute(req.route().to_owned())),
+                        None => Err(ChannelError::UnknownRoute(req.route().to_owned())),
                     };
                     let _ = reply.send(out);
                 }
@@ -514,7 +519,7 @@ impl<T: Session> SessionCtx<T> {
     }
 
     /// Pushes `{"event":event,"data":data}` to the client.
-    pub fn send<D: Serialize + ?Sized>(&self, event: &str, data: &D) -> Result<(), Error> {
+    pub fn send<D: Serialize + ?Sized>(&self, event: &str, data: &D) -> Result<(), ChannelError> {
         self.inner.channel.send(event, data)
     }
 
@@ -539,7 +544,7 @@ impl<T: Session> SessionCtx<T> {
 
     /// The session as a topic subscriber: publications go to its topic handler (or to the
     /// client as topic frames when it has none).
-    fn local(&self) -> Result<Local<'_>, Error> {
+    fn local(&self) -> Result<Local<'_>, ChannelError> {
         Ok(self.inner.channel.local_as(Subscriber {
             id: self.id(),
             sink: self.inner.sink.clone(),

@@ -73,7 +73,7 @@ fn message(handler: &Handler, types: &[&Type], names: &[Ident]) -> Shell {
             }
         },
         request: quote!(::switchboard::MessageRequest<__S>),
-        output: quote!(::std::result::Result<::switchboard::Reply, ::switchboard::Error>),
+        output: quote!(::std::result::Result<::switchboard::Reply, ::switchboard::ChannelError>),
         checks: per_arg(types, is_last, check),
         extracts: extracts.collect(),
         finish: quote_spanned! {return_span(&handler.func.sig)=>
@@ -131,7 +131,7 @@ fn connect(handler: &Handler, types: &[&Type], names: &[Ident]) -> Shell {
         items: TokenStream2::new(),
         request: quote!(::switchboard::__private::actix_web::HttpRequest),
         output: quote! {
-            ::std::result::Result<::std::option::Option<__S>, ::switchboard::Error>
+            ::std::result::Result<::std::option::Option<__S>, ::switchboard::ChannelError>
         },
         checks: Vec::new(),
         extracts: extracts.collect(),

@@ -46,7 +46,7 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
         lifecycle(
             self_ty,
             f,
-            quote!(::std::result::Result<(), ::switchboard::Error>),
+            quote!(::std::result::Result<(), ::switchboard::ChannelError>),
             result,
         )
     });
@@ -62,7 +62,7 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
         impl ::switchboard::session::Session for #self_ty {
             fn create(
                 __req: ::switchboard::__private::actix_web::HttpRequest,
-            ) -> ::switchboard::__private::BoxFuture<::std::result::Result<Self, ::switchboard::Error>> {
+            ) -> ::switchboard::__private::BoxFuture<::std::result::Result<Self, ::switchboard::ChannelError>> {
                 #create
             }
 
@@ -72,7 +72,7 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
                 __ctx: &'a ::switchboard::session::SessionCtx<Self>,
                 __req: &'a ::switchboard::session::SessionRequest<Self>,
             ) -> ::std::option::Option<
-                ::switchboard::session::SessionFuture<'a, ::std::result::Result<::switchboard::Reply, ::switchboard::Error>>,
+                ::switchboard::session::SessionFuture<'a, ::std::result::Result<::switchboard::Reply, ::switchboard::ChannelError>>,
             > {
                 match __req.route() {
                     #(#routes)*

@@ -9,11 +9,11 @@ use actix::{Actor, AsyncContext, Context, Handler, Message};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::engine::EngineError;
 use crate::engine::{
     Delivered, EngineStats, HistoryConfig, Presence, PresenceEntry, Publication, Publish,
     SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 use super::history::History;

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use actix::{Actor, Addr, Handler, Message};
 use serde_json::Value;
 
+use crate::engine::EngineError;
 use crate::engine::{
     Engine, EngineStats, HistoryConfig, Presence, Publish, SendFuture, SubscribeRequest,
     Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 mod broker;

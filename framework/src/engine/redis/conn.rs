@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use super::local::Local;
 use super::lua::{self, ScriptId, SCRIPT_COUNT};
 use super::wire;
-use crate::engine::{EngineHealth, HistoryConfig, TopicPattern};
 use crate::engine::EngineError;
+use crate::engine::{EngineHealth, HistoryConfig, TopicPattern};
 use crate::id::ConnectionId;
 
 /// Pipelined commands per round trip, at most.

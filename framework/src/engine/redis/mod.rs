@@ -10,7 +10,7 @@
 //! use switchboard::engine::redis::RedisEngine;
 //! use switchboard::Hub;
 //!
-//! # fn main() -> Result<(), switchboard::Error> {
+//! # fn main() -> Result<(), switchboard::ChannelError> {
 //! // `start` returns at once and connects in the background (port 1: nothing listens there).
 //! let engine = RedisEngine::builder("redis://127.0.0.1:1/")
 //!     .history("room:*", HistoryConfig::last(50))
@@ -89,11 +89,11 @@ use tokio::sync::oneshot;
 use self::conn::{int, string, strings, unavailable, OpError, Settings, Shared, Waiter};
 use self::local::Covered;
 use self::lua::ScriptId;
+use crate::engine::EngineError;
 use crate::engine::{
     Engine, EngineHealth, EngineStats, HistoryConfig, Position, Presence, Publication, Publish,
     SendFuture, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
 };
-use crate::engine::EngineError;
 use crate::id::ConnectionId;
 
 /// The Redis engine. Cheap to clone: clones share one engine (one node). The engine's
@@ -204,9 +204,8 @@ impl RedisEngineBuilder {
     /// stays down (see [`EngineHealth`]) until it reaches Redis. Fails only on a bad URL or
     /// node id.
     pub fn start(self) -> Result<RedisEngine, EngineError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            EngineError::Config(format!("invalid Redis URL: {e}"))
-        })?;
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| EngineError::Config(format!("invalid Redis URL: {e}")))?;
         let node: Arc<str> = match self.node {
             Some(n) if n.is_empty() || n.contains(char::is_whitespace) => {
                 return Err(EngineError::Config(

@@ -107,7 +107,7 @@ pub async fn run<S: 'static>(function: FunctionService<S>) -> Result<(), StartEr
 /// assert_eq!(answer.status_code, 200);
 /// let body = serde_json::to_value(&answer.body).unwrap();
 /// assert_eq!(body, r#"{"ref":1,"ok":true,"data":"hi"}"#);
-/// # Ok::<(), switchboard::Error>(())
+/// # Ok::<(), switchboard::serverless::StartError>(())
 /// # }).unwrap();
 /// ```
 pub struct LambdaFunction {

@@ -78,7 +78,7 @@ pub use super::event::{Event, EventType, Identity, RequestContext, REPLY_HEADER}
 use crate::channel::outbound::{Frame, Outbound};
 use crate::channel::router::{Answering, Dispatch, Fallback, Handler, Inbound, RouteTable, Router};
 use crate::channel::Channel;
-use crate::error::Error;
+use crate::error::ChannelError;
 use crate::handler::{
     Body, BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
     DEFAULT_ROUTE,
@@ -512,7 +512,7 @@ impl<S: 'static> FunctionDef<S> {
             std::panic::catch_unwind(AssertUnwindSafe(|| rewrite_head(sreq.head_mut(), &event)));
         if rewritten.is_err() {
             log::error!("function: the request is shared (a middleware kept a clone of it)");
-            return Error::internal("the event's request is shared").error_response();
+            return ChannelError::internal("the event's request is shared").error_response();
         }
         sreq.extensions_mut().insert(id);
         let req = sreq.request().clone();
@@ -579,14 +579,16 @@ impl<S: 'static> FunctionDef<S> {
             Ok(Ok(Some(session))) => match &self.settings.codec {
                 Some(codec) => match (codec.encode)(&session) {
                     Ok(v) => HttpResponse::Ok().json(ConnectAnswer::with_session(v)),
-                    Err(e) => Error::internal(format_args!("the session does not serialize: {e}"))
-                        .error_response(),
+                    Err(e) => {
+                        ChannelError::internal(format_args!("the session does not serialize: {e}"))
+                            .error_response()
+                    }
                 },
                 None => accepted(),
             },
             Ok(Ok(None)) => accepted(),
             Ok(Err(e)) => {
-                if let Error::Internal(detail) = &e {
+                if let ChannelError::Internal(detail) = &e {
                     log::error!("on_connect: {detail}");
                 }
                 e.error_response()
@@ -596,7 +598,7 @@ impl<S: 'static> FunctionDef<S> {
                     "on_connect panicked: {}",
                     crate::error::panic_message(&*panic)
                 );
-                Error::internal("on_connect panicked").error_response()
+                ChannelError::internal("on_connect panicked").error_response()
             }
         }
     }
@@ -604,7 +606,7 @@ impl<S: 'static> FunctionDef<S> {
     async fn message(&self, req: HttpRequest, id: ConnectionId, event: Event) -> HttpResponse {
         let ctx = &event.request_context;
         let route_key = &self.settings.route_key;
-        let error_frame = |answering: &Answering, err: &Error| {
+        let error_frame = |answering: &Answering, err: &ChannelError| {
             frame_response(Some(Frame::Text(answering.error_frame(
                 id,
                 route_key.reply_field(),
@@ -637,7 +639,7 @@ impl<S: 'static> FunctionDef<S> {
         match outcome {
             Ok(Ok(Reply(frame))) => frame_response(frame),
             Ok(Err(err)) => error_frame(&answering, &err),
-            Err(panic) => error_frame(&answering, &Error::from_panic("handler", &*panic)),
+            Err(panic) => error_frame(&answering, &ChannelError::from_panic("handler", &*panic)),
         }
     }
 
@@ -723,7 +725,7 @@ async fn forward(
                         let code = (code == close_code::NORMAL || (3000..5000).contains(&code))
                             .then_some(code);
                         if let Err(e) = client.close_connection(id, code, &reason).await {
-                            if !matches!(e, Error::Closed) {
+                            if !matches!(e, ChannelError::Closed) {
                                 log::warn!(
                                     "connection {id}: close through the connections API: {e:?}"
                                 );
@@ -736,7 +738,7 @@ async fn forward(
             };
             match sent {
                 Ok(()) => {}
-                Err(Error::Closed) => gone = true,
+                Err(ChannelError::Closed) => gone = true,
                 Err(e) => log::warn!("connection {id}: push through the connections API: {e:?}"),
             }
         }
