@@ -62,6 +62,7 @@ use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
 use crate::error::ChannelError;
 use crate::handler::{
     BoxFuture, ConnectHandler, DisconnectHandler, MessageHandler, MessageRequest, Reply,
+    BINARY_ROUTE,
 };
 use crate::hub::Hub;
 use crate::id::ConnectionId;
@@ -72,6 +73,26 @@ pub type SessionFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A message as a session handler sees it.
 pub type SessionRequest<T> = MessageRequest<SessionHost<T>>;
+
+/// A session method answering one route, as `#[switchboard::session_handlers]` generates it.
+pub type SessionMethod<T> = for<'a> fn(
+    &'a mut T,
+    &'a SessionCtx<T>,
+    &'a SessionRequest<T>,
+) -> SessionFuture<'a, Result<Reply, ChannelError>>;
+
+/// One route of a session: its name and the method that answers it.
+pub struct SessionRoute<T> {
+    route: &'static str,
+    method: SessionMethod<T>,
+}
+
+impl<T> SessionRoute<T> {
+    /// `method` answers messages whose route is `route` ([`BINARY_ROUTE`] for binary frames).
+    pub fn new(route: &'static str, method: SessionMethod<T>) -> Self {
+        SessionRoute { route, method }
+    }
+}
 
 /// Marks a struct as session state. Emitted by `#[switchboard::session]`.
 #[diagnostic::on_unimplemented(
@@ -108,12 +129,12 @@ pub trait Session: SessionState + Sized {
         Box::pin(async { Ok(()) })
     }
 
-    /// Handles one client message. `None` when the session has no handler for the route.
-    fn handle<'a>(
-        &'a mut self,
-        ctx: &'a SessionCtx<Self>,
-        req: &'a SessionRequest<Self>,
-    ) -> Option<SessionFuture<'a, Result<Reply, ChannelError>>>;
+    /// The session's routes: each route name (or [`BINARY_ROUTE`]) with the method that
+    /// answers it. They join the channel's route table, so the channel's one router picks the
+    /// method before the message reaches the session task.
+    fn routes() -> Vec<SessionRoute<Self>> {
+        Vec::new()
+    }
 
     /// Handles a publication on a topic the session subscribed to. By default the client gets
     /// it as a topic frame.
@@ -135,12 +156,17 @@ pub trait Session: SessionState + Sized {
 impl ChannelRoute<()> {
     /// A channel whose connections each run a `U` session.
     pub fn session<U: Session>(path: impl Into<String>) -> ChannelRoute<SessionHost<U>> {
-        ChannelRoute::<SessionHost<U>>::new(path)
+        let route = ChannelRoute::<SessionHost<U>>::new(path)
             .on_connect(CreateSession::<U>(std::marker::PhantomData))
             .on_disconnect(EndSession)
-            .fallback(Forward)
-            .on_binary(Forward)
-            .on_open(|ch: &Channel<SessionHost<U>>| start::<U>(ch))
+            .on_open(|ch: &Channel<SessionHost<U>>| start::<U>(ch));
+        U::routes().into_iter().fold(route, |route, r| {
+            if r.route == BINARY_ROUTE {
+                route.on_binary(Forward(r))
+            } else {
+                route.message(Forward(r))
+            }
+        })
     }
 }
 
@@ -216,6 +242,7 @@ type CallFn<T> = Box<dyn FnOnce(&mut T, &SessionCtx<T>)>;
 enum Event<T> {
     Message(
         SessionRequest<T>,
+        SessionMethod<T>,
         oneshot::Sender<Result<Reply, ChannelError>>,
     ),
     Call(CallFn<T>),
@@ -239,16 +266,18 @@ impl<T: Session> ConnectHandler<SessionHost<T>> for CreateSession<T> {
     }
 }
 
-/// Hands messages (text and binary) to the session task and waits for its answer; the
-/// connection takes the next message only then, so messages stay in order.
-struct Forward;
+/// One session route in the channel's table: hands the message and its method to the session
+/// task and waits for the answer; the connection takes the next message only then, so
+/// messages stay in order.
+struct Forward<T>(SessionRoute<T>);
 
-impl<T: Session> MessageHandler<SessionHost<T>> for Forward {
+impl<T: Session> MessageHandler<SessionHost<T>> for Forward<T> {
     fn route(&self) -> &str {
-        crate::handler::DEFAULT_ROUTE
+        self.0.route
     }
 
     fn call(&self, req: SessionRequest<T>) -> BoxFuture<Result<Reply, ChannelError>> {
+        let method = self.0.method;
         Box::pin(async move {
             let host = req
                 .channel()
@@ -257,7 +286,7 @@ impl<T: Session> MessageHandler<SessionHost<T>> for Forward {
             let events = host.events().ok_or(ChannelError::Closed)?;
             let (tx, rx) = oneshot::channel();
             events
-                .send(Event::Message(req, tx))
+                .send(Event::Message(req, method, tx))
                 .map_err(|_| ChannelError::Closed)?;
             rx.await.map_err(|_| ChannelError::Closed)?
         })
@@ -362,13 +391,11 @@ impl<T: Session> Driver<T> {
             };
             match next {
                 None => break,
-                Some(Next::Event(Event::Message(req, reply))) => {
-                    let out = match state.handle(&ctx, &req) {
-                        Some(fut) => match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-                            Ok(r) => r,
-                            Err(panic) => Err(ChannelError::from_panic("session handler", &*panic)),
-                        },
-                        None => Err(ChannelError::UnknownRoute(req.route().to_owned())),
+                Some(Next::Event(Event::Message(req, method, reply))) => {
+                    let fut = std::panic::AssertUnwindSafe(method(state, &ctx, &req));
+                    let out = match fut.catch_unwind().await {
+                        Ok(r) => r,
+                        Err(panic) => Err(ChannelError::from_panic("session handler", &*panic)),
                     };
                     let _ = reply.send(out);
                 }

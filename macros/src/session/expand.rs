@@ -32,12 +32,21 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
             .find(|m| role(&m.role))
             .map(|m| &m.func)
     };
-    let routes = block.methods.iter().filter_map(|m| match &m.role {
-        Role::Route(route) => Some(arm(self_ty, quote!(#route), &m.func)),
-        _ => None,
-    });
-    let binary = method(|r| matches!(r, Role::Binary))
-        .map(|f| arm(self_ty, quote!(::switchboard::handler::BINARY_ROUTE), f));
+    let entries: Vec<(TokenStream2, TokenStream2)> = block
+        .methods
+        .iter()
+        .filter_map(|m| match &m.role {
+            Role::Route(route) => Some(entry(self_ty, quote!(#route), &m.func)),
+            Role::Binary => Some(entry(
+                self_ty,
+                quote!(::switchboard::handler::BINARY_ROUTE),
+                &m.func,
+            )),
+            _ => None,
+        })
+        .collect();
+    let routes = entries.iter().map(|(route, _)| route);
+    let methods = entries.iter().map(|(_, method)| method);
     let create = create(self_ty, method(|r| matches!(r, Role::Create)));
     let on_connect = method(|r| matches!(r, Role::Connect)).map(|f| {
         let result = quote_spanned! {return_span(&f.sig)=>
@@ -59,6 +68,12 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
     quote! {
         #stripped
 
+        /// The session's route methods as plain functions (`SessionMethod`s).
+        #[doc(hidden)]
+        impl #self_ty {
+            #(#methods)*
+        }
+
         impl ::switchboard::session::Session for #self_ty {
             fn create(
                 __req: ::switchboard::__private::actix_web::HttpRequest,
@@ -66,19 +81,8 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
                 #create
             }
 
-            #[allow(unreachable_code, unused_variables)]
-            fn handle<'a>(
-                &'a mut self,
-                __ctx: &'a ::switchboard::session::SessionCtx<Self>,
-                __req: &'a ::switchboard::session::SessionRequest<Self>,
-            ) -> ::std::option::Option<
-                ::switchboard::session::SessionFuture<'a, ::std::result::Result<::switchboard::Reply, ::switchboard::ChannelError>>,
-            > {
-                match __req.route() {
-                    #(#routes)*
-                    #binary
-                    _ => ::std::option::Option::None,
-                }
+            fn routes() -> ::std::vec::Vec<::switchboard::session::SessionRoute<Self>> {
+                ::std::vec![#(#routes),*]
             }
 
             #on_connect
@@ -88,9 +92,11 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
     }
 }
 
-/// The `match` arm that runs method `f` for the routes `pattern` matches.
-fn arm(self_ty: &Type, pattern: TokenStream2, f: &ImplItemFn) -> TokenStream2 {
+/// The route table entry that runs method `f` for `route` (an expression), and the plain
+/// function it points to (an associated function, so that argument types may say `Self`).
+fn entry(self_ty: &Type, route: TokenStream2, f: &ImplItemFn) -> (TokenStream2, TokenStream2) {
     let name = &f.sig.ident;
+    let wrapper = quote::format_ident!("__switchboard_route_{}", name);
     let types = arg_types(&f.sig);
     // The last argument may be the payload.
     let args = types.iter().enumerate().map(|(i, ty)| {
@@ -100,12 +106,24 @@ fn arm(self_ty: &Type, pattern: TokenStream2, f: &ImplItemFn) -> TokenStream2 {
     let reply = quote_spanned! {return_span(&f.sig)=>
         ::switchboard::__private::reply(__req, __out)
     };
-    quote! {
-        #pattern => ::std::option::Option::Some(::std::boxed::Box::pin(async move {
-            let __out = <#self_ty>::#name(self, #(#args),*).await;
-            #reply
-        })),
-    }
+    let method = quote! {
+        #[allow(unreachable_code, unused_variables)]
+        fn #wrapper<'a>(
+            __self: &'a mut Self,
+            __ctx: &'a ::switchboard::session::SessionCtx<Self>,
+            __req: &'a ::switchboard::session::SessionRequest<Self>,
+        ) -> ::switchboard::session::SessionFuture<
+            'a,
+            ::std::result::Result<::switchboard::Reply, ::switchboard::ChannelError>,
+        > {
+            ::std::boxed::Box::pin(async move {
+                let __out = <#self_ty>::#name(__self, #(#args),*).await;
+                #reply
+            })
+        }
+    };
+    let route = quote!(::switchboard::session::SessionRoute::new(#route, <#self_ty>::#wrapper));
+    (route, method)
 }
 
 /// The body of `Session::create`: the `create` method with actix-web extractors as its
