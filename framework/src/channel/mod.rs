@@ -30,3 +30,5 @@ pub use handle::Channel;
 pub use outbound::SlowConsumerPolicy;
 pub use route::ChannelRoute;
 pub use upgrade::ConnectRequest;
+
+pub(crate) use upgrade::bearer;

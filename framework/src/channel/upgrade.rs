@@ -113,9 +113,7 @@ impl ConnectRequest {
 
     /// The token of an `Authorization: Bearer <token>` header.
     pub fn bearer_token(&self) -> Option<&str> {
-        let value = self.header("authorization")?;
-        let (scheme, token) = value.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        bearer(self.header("authorization")?)
     }
 
     /// A query parameter's raw (still percent-encoded) value.
@@ -154,6 +152,12 @@ impl ConnectRequest {
     pub fn app_data<T: 'static>(&self) -> Option<&T> {
         self.0.app_data::<T>()
     }
+}
+
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case).
+pub(crate) fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl FromRequest for ConnectRequest {

@@ -13,8 +13,7 @@ use super::http;
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case, the token
 /// trimmed).
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let (scheme, token) = http::header(headers, header::AUTHORIZATION)?.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    crate::channel::bearer(http::header(headers, header::AUTHORIZATION)?)
 }
 
 /// The `Authorization` header value that carries `token`.
