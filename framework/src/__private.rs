@@ -1,9 +1,9 @@
 //! What macro output refers to. Not public API: nothing here is stable.
 //!
 //! A proc macro sees how a type is spelled, not what it is, so the handler macros never decide
-//! anything by a type's name. They ask the compiler instead: [`arg_kind!`] classifies an
+//! anything by a type's name. They ask the compiler instead: `arg_kind!` classifies an
 //! argument type by the traits it implements, and the generated code dispatches on that kind
-//! ([`Arg`] for stateless handlers, [`Slot`] for eager checks and session methods). A handler
+//! (`Arg` for stateless handlers, `Slot` for eager checks and session methods). A handler
 //! therefore works the same whether it names `Channel` through `use switchboard::Channel as
 //! Conn;`, a full path or a type alias.
 
@@ -22,7 +22,7 @@ use crate::handler::extract::marker::ViaPayload;
 use crate::handler::{MessageRequest, Reply};
 use crate::session::{SessionCtx, SessionHost, SessionRequest};
 
-/// The kinds of handler arguments, as [`arg_kind!`] finds them. The impls below match on the
+/// The kinds of handler arguments, as `arg_kind!` finds them. The impls below match on the
 /// values themselves (`Slot<A, 4>`), which is how diagnostics print them.
 pub mod kind {
     /// `&SessionCtx<T>`: a session method's context.
