@@ -193,6 +193,16 @@ async fn without_credentials_only_direct_loopback_clients_are_served() {
         ("x-forwarded-for", "203.0.113.7"),
         ("forwarded", "for=203.0.113.7"),
         ("x-real-ip", "203.0.113.7"),
+        // Any X-Forwarded-*, and the other headers proxies and CDNs add, in any case.
+        ("X-Forwarded-Host", "example.com"),
+        ("x-forwarded-proto", "https"),
+        ("X-Original-Forwarded-For", "203.0.113.7"),
+        ("True-Client-IP", "203.0.113.7"),
+        ("cf-connecting-ip", "203.0.113.7"),
+        ("x-client-ip", "203.0.113.7"),
+        ("x-cluster-client-ip", "203.0.113.7"),
+        ("fastly-client-ip", "203.0.113.7"),
+        ("via", "1.1 proxy"),
     ] {
         let (status, headers, _) = request(s.addr(), "POST", &path, &[proxied], b"x").await;
         assert_eq!(status, 403, "{proxied:?}");

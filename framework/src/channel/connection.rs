@@ -289,7 +289,7 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
             }
             Incoming::Broken(e) => {
                 log::debug!("connection {}: protocol error: {e}", self.channel.id());
-                self.begin_close(ctx, close_code::PROTOCOL_ERROR, "protocol error");
+                self.begin_close(ctx, e.code, e.reason);
             }
         }
     }

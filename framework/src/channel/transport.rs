@@ -6,6 +6,7 @@
 //! [`Writer`] future that drains a connection's [`Outbound`] queue into the session.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use bytestring::ByteString;
 use futures_util::{Sink, Stream};
 
 use crate::channel::outbound::{Frame, Outbound};
+use crate::protocol::close_code;
 
 /// One inbound event from the socket.
 #[derive(Debug)]
@@ -33,8 +35,54 @@ pub(crate) enum Incoming {
     /// The socket failed under the codec (reset, closed mid-frame): there is nobody left to
     /// send a close frame to.
     Gone(String),
-    /// Anything else the codec refused.
-    Broken(String),
+    /// Anything else the codec refused: the connection closes as [`Broken`] says.
+    Broken(Broken),
+}
+
+/// A message the codec refused: the close code and reason to answer it with, and what was
+/// wrong (its `Display`, for the log).
+#[derive(Debug)]
+pub(crate) struct Broken {
+    /// 1007 ([`close_code::INVALID_PAYLOAD`]) for a text message that is not UTF-8, 1002
+    /// ([`close_code::PROTOCOL_ERROR`]) for the rest.
+    pub code: u16,
+    pub reason: &'static str,
+    detail: String,
+}
+
+impl Broken {
+    fn of(e: ProtocolError) -> Broken {
+        let (code, reason) = if is_invalid_utf8(&e) {
+            (close_code::INVALID_PAYLOAD, "text message is not UTF-8")
+        } else {
+            (close_code::PROTOCOL_ERROR, "protocol error")
+        };
+        Broken {
+            code,
+            reason,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Whether actix-ws refused a text message for not being UTF-8 (RFC 6455 §8.1: close with
+/// 1007). It reports that as an I/O error of kind `InvalidData` holding the `Utf8Error`, for a
+/// single frame, or that error's text (`invalid utf-8 sequence ...`, `incomplete utf-8 byte
+/// sequence ...`), for a message assembled from continuation frames.
+fn is_invalid_utf8(e: &ProtocolError) -> bool {
+    let ProtocolError::Io(io) = e else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::InvalidData
+        && io.get_ref().is_some_and(|inner| {
+            inner.is::<std::str::Utf8Error>() || inner.to_string().contains("utf-8")
+        })
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 /// The socket's inbound side as [`Incoming`] items. The first error ends it: after a decode
@@ -80,7 +128,8 @@ impl Stream for IncomingStream {
                     {
                         Incoming::Gone(e.to_string())
                     }
-                    e => Incoming::Broken(e.to_string()),
+                    // A text message that is not UTF-8 (1007), or anything else (1002).
+                    e => Incoming::Broken(Broken::of(e)),
                 }
             }
         }))

@@ -31,17 +31,48 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-/// Headers a reverse proxy adds: a request carrying one came through a proxy, whatever the
-/// peer address says.
-const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+/// Headers that reverse proxies, load balancers and CDNs add to say whom they forward for (or
+/// that they are in the path at all), by their lowercase names: a request carrying any of them
+/// came through a proxy, whatever the peer address says. The standard `Forwarded` and `Via`;
+/// the de facto `X-Real-IP` (nginx), `True-Client-IP` (Akamai, Cloudflare),
+/// `X-Original-Forwarded-For` (ingress-nginx behind another proxy), `CF-Connecting-IP(v6)`
+/// (Cloudflare), `Fastly-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`,
+/// `X-Envoy-External-Address` and `X-Azure-ClientIP`; and every `X-Forwarded-*`
+/// ([`PROXY_PREFIX`]).
+const PROXY_HEADERS: [&str; 12] = [
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "true-client-ip",
+    "x-original-forwarded-for",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-envoy-external-address",
+    "x-azure-clientip",
+];
 
-/// Whether the request comes straight from this host: a loopback peer, and no proxy headers.
-/// What an API without credentials (and a function without a token) serves: the startup check
-/// ([`refuse_unsecured`]) only sees the bound address, and a reverse proxy on the same host (or
-/// a unix socket, which has no peer address) would otherwise open them to anyone.
+/// `X-Forwarded-For`, `-Host`, `-Proto`, `-Port`, `-Prefix`, `-Server`, `-Ssl`, ...: any header
+/// whose name starts with this is a proxy's.
+const PROXY_PREFIX: &str = "x-forwarded";
+
+/// Whether a header (by its name, lowercase as `HeaderName`s are) is one a proxy adds.
+fn is_proxy_header(name: &str) -> bool {
+    name.starts_with(PROXY_PREFIX) || PROXY_HEADERS.contains(&name)
+}
+
+/// Whether the request comes straight from this host: a loopback peer, and none of the headers
+/// a proxy adds ([`PROXY_HEADERS`], [`PROXY_PREFIX`]). What an API without credentials (and a
+/// function without a token) serves: the startup check ([`refuse_unsecured`]) only sees the
+/// bound address, and a reverse proxy on the same host (or a unix socket, which has no peer
+/// address) would otherwise open them to anyone. The list cannot be complete (a proxy can be
+/// configured to add nothing): it catches the usual setups, and the safe configuration remains
+/// a secret.
 pub(crate) fn local_and_direct(req: &HttpRequest) -> bool {
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-    loopback && !PROXY_HEADERS.iter().any(|h| req.headers().contains_key(*h))
+    loopback && !req.headers().keys().any(|h| is_proxy_header(h.as_str()))
 }
 
 /// The startup check of a service without any secret configured: it may only be bound to a
@@ -67,6 +98,45 @@ mod tests {
     use super::*;
 
     use actix_web::http::header::HeaderValue;
+
+    #[test]
+    fn proxy_headers() {
+        for name in [
+            "forwarded",
+            "via",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-forwarded",
+            "x-real-ip",
+            "true-client-ip",
+            "x-original-forwarded-for",
+            "cf-connecting-ip",
+            "cf-connecting-ipv6",
+            "fastly-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "x-envoy-external-address",
+            "x-azure-clientip",
+        ] {
+            // As actix-web reads them: any case on the wire, lowercase names.
+            let upper = name.to_ascii_uppercase();
+            let h = header::HeaderName::from_bytes(upper.as_bytes()).unwrap();
+            assert!(is_proxy_header(h.as_str()), "{name}");
+        }
+        for name in [
+            "host",
+            "authorization",
+            "content-type",
+            "user-agent",
+            "x-request-id",
+        ] {
+            assert!(!is_proxy_header(name), "{name}");
+        }
+    }
 
     #[test]
     fn constant_time_comparison() {
