@@ -25,8 +25,9 @@
 //!
 //! An API with neither configured is for local use only: it refuses to start on a non-loopback
 //! address, and answers 403 `ForbiddenException` to every request whose peer is not a loopback
-//! address (a unix socket has none) or that carries `Forwarded`, `X-Forwarded-For` or
-//! `X-Real-IP` (it came through a proxy).
+//! address (a unix socket has none) or that carries a proxy's header (`Forwarded`, `Via`, any
+//! `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP` and the others listed in `serverless::auth`):
+//! it came through a proxy.
 //!
 //! ```
 //! use actix_web::App;

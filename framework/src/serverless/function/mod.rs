@@ -284,8 +284,9 @@ impl<S: 'static> FunctionService<S> {
     /// [`function_token`](crate::serverless::gateway::Gateway::function_token)). Without a token anyone
     /// who reaches the function could post events with any connection id and session, so it
     /// is for local use only: it refuses to start on a non-loopback address, and answers 403
-    /// to events whose peer is not a loopback address (a unix socket has none) or that carry
-    /// `Forwarded`, `X-Forwarded-For` or `X-Real-IP` (they came through a proxy).
+    /// to events whose peer is not a loopback address (a unix socket has none) or that carry a
+    /// proxy's header (`Forwarded`, `Via`, any `X-Forwarded-*`, `X-Real-IP`, ...: they came
+    /// through a proxy).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.settings.token = Some(token.into());
         self
