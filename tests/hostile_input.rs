@@ -75,19 +75,6 @@ async fn invalid_json_outside_the_read_fields_gets_bad_json() {
     assert_eq!(reply, json!({"ref": 2, "ok": true, "data": "pong"}));
 }
 
-/// The close frame's code, after any pings.
-async fn close_code(raw: &mut RawWs) -> u16 {
-    loop {
-        match raw.read_frame(Duration::from_secs(3)).await {
-            Some((opcode::PING, _)) => continue,
-            Some((opcode::CLOSE, close)) if close.len() >= 2 => {
-                return u16::from_be_bytes([close[0], close[1]]);
-            }
-            other => panic!("expected a close frame with a code, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn text_that_is_not_utf8_closes_with_1007() {
     let server = server();
@@ -95,13 +82,13 @@ async fn text_that_is_not_utf8_closes_with_1007() {
     let mut raw = RawWs::connect(server.addr(), "/ws").await;
     raw.send_frame(true, opcode::TEXT, b"{\"type\":\"ping\",\"x\":\"\x80\"}")
         .await;
-    assert_eq!(close_code(&mut raw).await, 1007);
+    assert_eq!(raw.close_code().await, 1007);
 
     // Truncated at the end of the message.
     let mut raw = RawWs::connect(server.addr(), "/ws").await;
     raw.send_frame(true, opcode::TEXT, b"{\"type\":\"ping\"}\xe2\x82")
         .await;
-    assert_eq!(close_code(&mut raw).await, 1007);
+    assert_eq!(raw.close_code().await, 1007);
 
     // Across continuation frames: each fragment is fine alone up to the split, but the
     // message holds an overlong encoding.
@@ -111,7 +98,7 @@ async fn text_that_is_not_utf8_closes_with_1007() {
     raw.send_frame(false, opcode::CONTINUATION, b"\"x\":\"\xc0")
         .await;
     raw.send_frame(true, opcode::CONTINUATION, b"\xaf\"}").await;
-    assert_eq!(close_code(&mut raw).await, 1007);
+    assert_eq!(raw.close_code().await, 1007);
 }
 
 #[tokio::test]
@@ -133,5 +120,5 @@ async fn utf8_split_across_continuations_is_fine() {
     assert_eq!(reply, json!({"ref": 1, "ok": true, "data": "€"}));
     // Other protocol errors still close with 1002: opcode 0x3 is reserved.
     raw.send_frame(true, 0x3, b"?").await;
-    assert_eq!(close_code(&mut raw).await, 1002);
+    assert_eq!(raw.close_code().await, 1002);
 }

@@ -214,19 +214,6 @@ async fn client_close_frame_is_answered() {
     c.close().await.unwrap();
 }
 
-/// The code of the next close frame a raw peer gets (pings skipped).
-async fn raw_close_code(raw: &mut RawWs) -> u16 {
-    loop {
-        match raw.read_frame(Duration::from_secs(3)).await {
-            Some((opcode::PING, _)) => continue,
-            Some((opcode::CLOSE, close)) if close.len() >= 2 => {
-                return u16::from_be_bytes([close[0], close[1]]);
-            }
-            other => panic!("expected a close frame with a code, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn client_close_code_is_echoed_and_1000_when_none() {
     let log = web::Data::new(Gone::default());
@@ -234,11 +221,11 @@ async fn client_close_code_is_echoed_and_1000_when_none() {
     let mut raw = RawWs::connect(server.addr(), "/ws").await;
     raw.send_frame(true, opcode::CLOSE, &4000u16.to_be_bytes())
         .await;
-    assert_eq!(raw_close_code(&mut raw).await, 4000);
+    assert_eq!(raw.close_code().await, 4000);
 
     let mut raw = RawWs::connect(server.addr(), "/ws").await;
     raw.send_frame(true, opcode::CLOSE, &[]).await;
-    assert_eq!(raw_close_code(&mut raw).await, 1000);
+    assert_eq!(raw.close_code().await, 1000);
 }
 
 #[tokio::test]
@@ -253,7 +240,7 @@ async fn protocol_error_closes_with_1002_and_disconnects_once() {
     let id: ConnectionId = serde_json::from_value(reply["data"].clone()).unwrap();
     // Opcode 0x3 is reserved.
     raw.send_frame(true, 0x3, b"?").await;
-    assert_eq!(raw_close_code(&mut raw).await, 1002);
+    assert_eq!(raw.close_code().await, 1002);
     drop(raw);
     assert_disconnected_once(&server, &log, id).await;
 }

@@ -106,6 +106,19 @@ impl RawWs {
             .expect("a frame within the timeout")
     }
 
+    /// The code of the next close frame (pings skipped); panics on anything else.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.read_frame(Duration::from_secs(3)).await {
+                Some((opcode::PING, _)) => continue,
+                Some((opcode::CLOSE, close)) if close.len() >= 2 => {
+                    return u16::from_be_bytes([close[0], close[1]]);
+                }
+                other => panic!("expected a close frame with a code, got {other:?}"),
+            }
+        }
+    }
+
     async fn read_frame_inner(&mut self) -> Option<(u8, Vec<u8>)> {
         let b0 = self.stream.read_u8().await.ok()?;
         let b1 = self.stream.read_u8().await.ok()?;
