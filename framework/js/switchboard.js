@@ -33,8 +33,77 @@
  *   an `"error"` event and the subscriptions are renewed all the same.
  */
 
-/** @typedef {{epoch: string, seq: number}} Position */
-/** @typedef {{topic: string, event: string, epoch?: string, seq?: number}} DeliveryMeta */
+/**
+ * A position in a topic's history: saved, it can be passed back as `since`.
+ * @typedef {{epoch: string, seq: number}} Position
+ */
+/**
+ * What comes with a delivery: its topic and event, and on topics with history its position.
+ * @typedef {{topic: string, event: string, epoch?: string, seq?: number}} DeliveryMeta
+ */
+/**
+ * `request()` options.
+ * @typedef {object} RequestOptions
+ * @property {number} [timeout] in ms, overrides the client's (0: none).
+ */
+/**
+ * `subscribe()` options.
+ * @typedef {object} SubscribeOptions
+ * @property {boolean} [recover=true] after a reconnect, ask for what was missed.
+ * @property {number} [last] on the first subscribe, replay up to this many recent publications.
+ * @property {Position} [since] on the first subscribe, recover from a position saved earlier.
+ */
+/**
+ * The server's reply to a subscribe (topics with history: the position; after a recovery
+ * request: whether it succeeded).
+ * @typedef {{epoch?: string, seq?: number, recovered?: boolean, [field: string]: any}} SubscribeReply
+ */
+/** @typedef {{reconnected: boolean}} OpenInfo the `"open"` event */
+/** @typedef {{code: number, reason: string, reconnect: boolean}} CloseInfo the `"close"` event */
+/**
+ * The `"reconnecting"` event: the next attempt is in `delay` ms.
+ * @typedef {{attempt: number, delay: number, code: number, reason: string}} ReconnectingInfo
+ */
+/** @typedef {{key: string, metas: any[]}} PresenceItem one present key and its connections' metadata */
+/** @typedef {{joins: PresenceItem[], leaves: PresenceItem[]}} PresenceDiff */
+/**
+ * @callback PresenceListener
+ * @param {PresenceItem[]} list who is present now
+ * @param {PresenceDiff} diff who came and who went
+ * @returns {void}
+ */
+/**
+ * A client's events and their listeners' arguments; any other name is a server push, `(data)`.
+ * @typedef {object} SwitchboardEvents
+ * @property {[info: OpenInfo]} open
+ * @property {[info: CloseInfo]} close
+ * @property {[info: ReconnectingInfo]} reconnecting
+ * @property {[error: SwitchboardError]} error
+ * @property {[data: any, route: string]} reply
+ * @property {[data: any, meta: DeliveryMeta]} delivery
+ * @property {[data: ArrayBuffer]} binary
+ */
+/**
+ * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
+ * `"*"` gets all deliveries.
+ * @typedef {{
+ *   recovered: [recovered: boolean, reply: SubscribeReply],
+ *   error: [error: SwitchboardError],
+ *   "*": [data: any, meta: DeliveryMeta],
+ * }} SubscriptionEvents
+ */
+/**
+ * @template {object} M
+ * @typedef {M & {[event: string]: any[]}} WithOthers an event map that also takes any other name
+ */
+/** @typedef {ReturnType<typeof setTimeout>} Timer */
+/**
+ * @typedef {object} PendingRequest
+ * @property {(data: any) => void} resolve
+ * @property {(err: SwitchboardError) => void} reject
+ * @property {string} route
+ * @property {Timer | null} timer
+ */
 
 const RECONNECT_DEFAULTS = {
   initialDelay: 250,
@@ -49,6 +118,10 @@ const RECONNECT_DEFAULTS = {
  * Close codes after which the client does not reconnect: 1000 (the server ended the connection
  * on purpose), 1008 (policy violation: a session refused in `on_connect`, a slow consumer the
  * server does not want back) and 4000-4099 (application codes reserved for "do not come back").
+ */
+/**
+ * @param {number} code
+ * @returns {boolean}
  */
 function isFinalCode(code) {
   return code === 1000 || code === 1008 || (code >= 4000 && code <= 4099);
@@ -79,31 +152,37 @@ export class SwitchboardError extends Error {
   }
 }
 
-/** Listener bookkeeping shared by the client and subscriptions. */
+/**
+ * Listener bookkeeping shared by the client and subscriptions.
+ * @template {{[event: string]: any[]}} M the events: name -> the listener's arguments
+ */
 class Emitter {
+  /** @type {Map<string, Set<(...args: any[]) => void>>} */
   #listeners = new Map();
 
   /**
    * Adds a listener; returns a function that removes it.
-   * @param {string} event
-   * @param {(...args: any[]) => void} fn
+   * @template {keyof M & string} K
+   * @param {K} event
+   * @param {(...args: M[K]) => void} fn
    * @returns {() => void}
    */
   on(event, fn) {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, (set = new Set()));
-    set.add(fn);
+    set.add(/** @type {(...args: any[]) => void} */ (fn));
     return () => this.off(event, fn);
   }
 
   /**
    * Adds a listener that runs once; returns a function that removes it.
-   * @param {string} event
-   * @param {(...args: any[]) => void} fn
+   * @template {keyof M & string} K
+   * @param {K} event
+   * @param {(...args: M[K]) => void} fn
    * @returns {() => void}
    */
   once(event, fn) {
-    const off = this.on(event, (...args) => {
+    const off = this.on(event, (/** @type {M[K]} */ ...args) => {
       off();
       fn(...args);
     });
@@ -112,14 +191,20 @@ class Emitter {
 
   /**
    * Removes a listener added with `on`.
-   * @param {string} event
-   * @param {(...args: any[]) => void} fn
+   * @template {keyof M & string} K
+   * @param {K} event
+   * @param {(...args: M[K]) => void} fn
    */
   off(event, fn) {
     const set = this.#listeners.get(event);
-    if (set && set.delete(fn) && set.size === 0) this.#listeners.delete(event);
+    if (set && set.delete(/** @type {(...args: any[]) => void} */ (fn)) && set.size === 0) this.#listeners.delete(event);
   }
 
+  /**
+   * @internal
+   * @param {string} event
+   * @param {...any} args
+   */
   _emit(event, ...args) {
     const set = this.#listeners.get(event);
     if (!set) return;
@@ -150,6 +235,8 @@ class Emitter {
  * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
  *   (a server-side subscription);
  * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ *
+ * @extends {Emitter<WithOthers<SwitchboardEvents>>}
  */
 export class Switchboard extends Emitter {
   /**
@@ -160,25 +247,40 @@ export class Switchboard extends Emitter {
    */
   constructor(url, options = {}) {
     super();
+    /** @type {string | URL | (() => string | URL)} */
     this.url = url;
+    /** @type {number} the default request timeout in ms (0: none) */
     this.timeout = options.timeout ?? 5000;
+    /** @type {Required<Omit<ReconnectOptions, "shouldRetry">> & {shouldRetry: ReconnectOptions["shouldRetry"] | null} | null} */
     this.reconnect =
       options.reconnect === false ? null : { ...RECONNECT_DEFAULTS, ...options.reconnect };
+    /** @type {string} */
     this.routeKey = options.routeKey ?? "type";
+    /** @type {typeof WebSocket} */
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    /** @type {SwitchboardOptions["onOpen"] | null} */
     this.onOpen = options.onOpen ?? null;
     /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
     this.state = "idle";
+    /** @internal @type {string[]} */
     this._routePath = this.routeKey.replace(/^\$request\.body\./, "").split(".");
+    /** @internal @type {WebSocket | null} */
     this._ws = null;
+    /** @internal @type {number} */
     this._ref = 0;
+    /** @internal @type {Map<number, PendingRequest>} */
     this._pending = new Map(); // ref -> {resolve, reject, route, timer}
-    /** @type {Map<string, Subscription>} */
+    /** @internal @type {Map<string, Subscription>} */
     this._subs = new Map();
+    /** @internal @type {{resolve: () => void, reject: (err: SwitchboardError) => void}[]} */
     this._waiters = []; // connect() promises
+    /** @internal @type {number} */
     this._attempt = 0;
+    /** @internal @type {Timer | null} */
     this._timer = null;
+    /** @internal @type {number} */
     this._openedAt = 0;
+    /** @internal @type {boolean} */
     this._everOpened = false;
   }
 
@@ -195,9 +297,10 @@ export class Switchboard extends Emitter {
    */
   connect() {
     if (this.state === "open") return Promise.resolve();
+    /** @type {Promise<void>} */
     const opened = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
     if (this.state === "idle" || this.state === "closed" || this.state === "reconnecting") {
-      clearTimeout(this._timer);
+      clearTimeout(/** @type {Timer} */ (this._timer));
       if (this.state !== "reconnecting") {
         this._attempt = 0;
         this._everOpened = false;
@@ -213,7 +316,7 @@ export class Switchboard extends Emitter {
    * (not connected, or the connection ended before the reply).
    * @param {string} route
    * @param {any} [data]
-   * @param {{timeout?: number}} [options] `timeout` in ms overrides the client's (0: none)
+   * @param {RequestOptions} [options] `timeout` in ms overrides the client's (0: none)
    * @returns {Promise<any>}
    */
   request(route, data, { timeout = this.timeout } = {}) {
@@ -224,6 +327,7 @@ export class Switchboard extends Emitter {
       }
       const ref = ++this._ref;
       const frame = this._frame(route, data, ref); // data that JSON cannot encode throws here
+      /** @type {PendingRequest} */
       const entry = { resolve, reject, route, timer: null };
       if (timeout > 0 && timeout !== Infinity) {
         entry.timer = setTimeout(() => {
@@ -234,11 +338,11 @@ export class Switchboard extends Emitter {
       }
       this._pending.set(ref, entry);
       try {
-        this._ws.send(frame);
+        /** @type {WebSocket} */ (this._ws).send(frame);
       } catch (err) {
         this._pending.delete(ref);
-        clearTimeout(entry.timer);
-        reject(new SwitchboardError("closed", `cannot send \`${route}\`: ${err.message}`, { route }));
+        clearTimeout(/** @type {Timer} */ (entry.timer));
+        reject(new SwitchboardError("closed", `cannot send \`${route}\`: ${/** @type {Error} */ (err).message}`, { route }));
       }
     });
   }
@@ -254,7 +358,7 @@ export class Switchboard extends Emitter {
     if (this.state !== "open") {
       throw new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route });
     }
-    this._ws.send(this._frame(route, data));
+    /** @type {WebSocket} */ (this._ws).send(this._frame(route, data));
   }
 
   /**
@@ -266,7 +370,7 @@ export class Switchboard extends Emitter {
    * the code right after `await` ran, so listeners added there get them.
    *
    * @param {string} topic
-   * @param {{recover?: boolean, last?: number, since?: Position}} [options]
+   * @param {SubscribeOptions} [options]
    *   `recover` (default true): after a reconnect, ask for what was missed;
    *   `last`: on the first subscribe, replay up to this many recent publications;
    *   `since`: on the first subscribe, recover from a position saved earlier.
@@ -293,8 +397,9 @@ export class Switchboard extends Emitter {
   close() {
     const ws = this._ws;
     this._ws = null; // its remaining events no longer concern the client
-    clearTimeout(this._timer);
+    clearTimeout(/** @type {Timer} */ (this._timer));
     this._timer = null;
+    /** @type {Promise<void>} */
     let closed = Promise.resolve();
     if (ws && ws.readyState !== 3 /* CLOSED */) {
       closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
@@ -310,6 +415,7 @@ export class Switchboard extends Emitter {
 
   // --- internals ---
 
+  /** @internal */
   _open() {
     this._timer = null;
     this.state = "connecting";
@@ -321,7 +427,7 @@ export class Switchboard extends Emitter {
       ws = new this.WebSocket(resolveUrl(typeof this.url === "function" ? this.url() : this.url));
     } catch (err) {
       // A bad URL or no WebSocket at all: retrying cannot help.
-      this._finish(1006, "", `cannot open a WebSocket: ${err.message}`);
+      this._finish(1006, "", `cannot open a WebSocket: ${/** @type {Error} */ (err).message}`);
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -342,6 +448,7 @@ export class Switchboard extends Emitter {
     });
   }
 
+  /** @internal */
   _onOpen() {
     this.state = "open";
     this._openedAt = Date.now();
@@ -356,7 +463,7 @@ export class Switchboard extends Emitter {
     };
     if (this.onOpen) {
       Promise.resolve()
-        .then(() => this.onOpen({ reconnected }))
+        .then(() => /** @type {NonNullable<SwitchboardOptions["onOpen"]>} */ (this.onOpen)({ reconnected }))
         .catch((err) =>
           this._emit(
             "error",
@@ -370,6 +477,11 @@ export class Switchboard extends Emitter {
     this._emit("open", { reconnected });
   }
 
+  /**
+   * @internal
+   * @param {number} code
+   * @param {string} reason
+   */
   _onClose(code, reason) {
     const wasOpen = this.state === "open";
     this._ws = null;
@@ -400,7 +512,13 @@ export class Switchboard extends Emitter {
     }
   }
 
-  /** The end: no more attempts until `connect()`. */
+  /**
+   * The end: no more attempts until `connect()`.
+   * @internal
+   * @param {number} code
+   * @param {string} reason
+   * @param {string} why
+   */
   _finish(code, reason, why) {
     this.state = "closed";
     const err = new SwitchboardError("closed", why, { closeCode: code });
@@ -412,17 +530,29 @@ export class Switchboard extends Emitter {
     this._emit("close", { code, reason, reconnect: false });
   }
 
+  /**
+   * @internal
+   * @param {SwitchboardError} err
+   */
   _failPending(err) {
     const pending = [...this._pending.values()];
     this._pending.clear();
     for (const p of pending) {
-      clearTimeout(p.timer);
+      clearTimeout(/** @type {Timer} */ (p.timer));
       p.reject(new SwitchboardError(err.code, err.message, { route: p.route, closeCode: err.closeCode }));
     }
   }
 
-  /** `{"type": route, "ref": ref, "data": data}`, with the route under the route key path. */
+  /**
+   * `{"type": route, "ref": ref, "data": data}`, with the route under the route key path.
+   * @internal
+   * @param {string} route
+   * @param {any} data
+   * @param {number} [ref]
+   * @returns {string}
+   */
   _frame(route, data, ref) {
+    /** @type {Record<string, any>} */
     const msg = {};
     let at = msg;
     const path = this._routePath;
@@ -433,6 +563,10 @@ export class Switchboard extends Emitter {
     return JSON.stringify(msg);
   }
 
+  /**
+   * @internal
+   * @param {string | ArrayBuffer} raw
+   */
   _onFrame(raw) {
     if (typeof raw !== "string") {
       this._emit("binary", raw);
@@ -465,17 +599,26 @@ export class Switchboard extends Emitter {
     }
   }
 
+  /**
+   * @internal
+   * @param {any} msg
+   */
   _onReply(msg) {
     const entry = this._pending.get(msg.ref);
     if (!entry) return; // timed out already
     this._pending.delete(msg.ref);
-    clearTimeout(entry.timer);
+    clearTimeout(/** @type {Timer} */ (entry.timer));
     if (msg.ok === false) entry.reject(errorOf(msg, entry.route));
     else entry.resolve(msg.data);
   }
 
-  /** Sends (or renews, after a reconnect) a subscription. */
+  /**
+   * Sends (or renews, after a reconnect) a subscription.
+   * @internal
+   * @param {Subscription} sub
+   */
   _join(sub) {
+    /** @type {{topic: string, recover?: Position, last?: number}} */
     const data = { topic: sub.topic };
     const position = sub.recover || !sub._confirmed ? sub.position : null;
     if (position) data.recover = position;
@@ -483,7 +626,7 @@ export class Switchboard extends Emitter {
     const current = () => this._subs.get(sub.topic) === sub;
     this.request("subscribe", data).then(
       (reply) => current() && sub._joined(reply ?? {}, position !== null),
-      (err) => {
+      (/** @type {SwitchboardError} */ err) => {
         // `closed`: the next connection renews it (or the client's end ends it).
         if (err.code === "closed" || !current()) return;
         this._subs.delete(sub.topic);
@@ -503,16 +646,25 @@ export class Switchboard extends Emitter {
  * `"recovered"` `(recovered, reply)` after a resubscribe that asked for missed publications
  * (`false`: there is a gap, reload the state); `"error"` `(SwitchboardError)` when the server
  * refused a resubscribe (the subscription has ended).
+ *
+ * @extends {Emitter<WithOthers<SubscriptionEvents>>}
  */
 export class Subscription extends Emitter {
-  /** @internal use `sb.subscribe()` */
+  /**
+   * Use `sb.subscribe()`.
+   * @param {Switchboard} client
+   * @param {string} topic
+   * @param {SubscribeOptions} [options]
+   */
   constructor(client, topic, { recover = true, last, since } = {}) {
     super();
     /** @type {Switchboard} */
     this.client = client;
     /** @type {string} */
     this.topic = topic;
+    /** @type {boolean} */
     this.recover = recover;
+    /** @type {number | undefined} */
     this.last = last;
     /** @type {"joining" | "joined" | "closed"} */
     this.state = "joining";
@@ -522,12 +674,19 @@ export class Subscription extends Emitter {
     this.seq = since ? since.seq : null;
     /** @type {boolean | null} the last recovery's outcome (null: none asked yet) */
     this.recovered = null;
+    /** @internal @type {boolean} */
     this._confirmed = false;
+    /** @internal @type {(() => void)[] | null} */
     this._buffer = []; // held until the subscribe() caller's code after `await` ran
+    /** @internal @type {Map<string, any>} */
     this._presence = new Map();
+    /** @internal @type {Set<PresenceListener>} */
     this._presenceFns = new Set();
+    /** @internal @type {Promise<Subscription>} */
     this._ready = new Promise((resolve, reject) => {
+      /** @internal @type {(sub: Subscription) => void} */
       this._resolve = resolve;
+      /** @internal @type {(err: SwitchboardError) => void} */
       this._reject = reject;
     });
   }
@@ -564,10 +723,14 @@ export class Subscription extends Emitter {
     try {
       await client.request("unsubscribe", { topic: this.topic });
     } catch (err) {
-      if (err.code !== "closed") throw err;
+      if (/** @type {SwitchboardError} */ (err).code !== "closed") throw err;
     }
   }
 
+  /**
+   * @internal
+   * @param {any} msg
+   */
   _deliver(msg) {
     if (this.state === "closed") return;
     if (typeof msg.seq === "number") {
@@ -586,13 +749,19 @@ export class Subscription extends Emitter {
     });
   }
 
+  /**
+   * @internal
+   * @param {SubscribeReply} reply
+   * @param {boolean} askedRecovery
+   */
   _joined(reply, askedRecovery) {
     if (this.state === "closed") return;
     this.state = "joined";
     if (typeof reply.seq === "number") {
       // Deliveries may have come before the reply: never go back.
       if (reply.epoch !== this.epoch || this.seq === null) {
-        this.epoch = reply.epoch;
+        // A reply with a seq has its epoch.
+        this.epoch = /** @type {string} */ (reply.epoch);
         this.seq = reply.seq;
       } else {
         this.seq = Math.max(this.seq, reply.seq);
@@ -610,23 +779,36 @@ export class Subscription extends Emitter {
     }
   }
 
+  /**
+   * @internal
+   * @param {SwitchboardError} err
+   */
   _fail(err) {
     const confirmed = this._confirmed;
     this._end(err);
     if (confirmed) this._emit("error", err);
   }
 
+  /**
+   * @internal
+   * @param {SwitchboardError} err
+   */
   _end(err) {
     this.state = "closed";
     this._buffer = null;
     if (!this._confirmed) this._reject(err);
   }
 
+  /**
+   * @internal
+   * @param {() => void} fn
+   */
   _run(fn) {
     if (this._buffer) this._buffer.push(fn);
     else fn();
   }
 
+  /** @internal */
   _flush() {
     const held = this._buffer;
     this._buffer = null;
@@ -636,9 +818,16 @@ export class Subscription extends Emitter {
     }
   }
 
+  /**
+   * @internal
+   * @param {string} event
+   * @param {any} data
+   */
   _applyPresence(event, data) {
     const before = this._presence;
+    /** @type {PresenceItem[]} */
     const joins = [];
+    /** @type {PresenceItem[]} */
     const leaves = [];
     if (event === "presence_state") {
       const next = new Map(Object.entries(data));
@@ -676,12 +865,13 @@ export class Subscription extends Emitter {
 export class Presence {
   /** @param {Subscription} subscription */
   constructor(subscription) {
+    /** @type {Subscription} */
     this.subscription = subscription;
   }
 
   /**
    * One item per present key.
-   * @returns {{key: string, metas: any[]}[]}
+   * @returns {PresenceItem[]}
    */
   list() {
     return [...this.subscription._presence].map(([key, entry]) => presenceItem(key, entry));
@@ -700,7 +890,7 @@ export class Presence {
   /**
    * Calls `fn(list, {joins, leaves})` after every presence change (joins and leaves are lists
    * of `{key, metas}`); returns a function that removes it.
-   * @param {(list: {key: string, metas: any[]}[], diff: {joins: {key: string, metas: any[]}[], leaves: {key: string, metas: any[]}[]}) => void} fn
+   * @param {PresenceListener} fn
    * @returns {() => void}
    */
   onChange(fn) {
@@ -710,20 +900,38 @@ export class Presence {
   }
 }
 
+/**
+ * @param {string} key
+ * @param {any} entry
+ * @returns {PresenceItem}
+ */
 function presenceItem(key, entry) {
   return { key, metas: (entry && entry.metas) || [] };
 }
 
+/**
+ * @param {any} msg
+ * @returns {DeliveryMeta}
+ */
 function deliveryMeta(msg) {
   return { topic: msg.topic, event: msg.event, epoch: msg.epoch, seq: msg.seq };
 }
 
+/**
+ * @param {any} msg
+ * @param {string} [route]
+ * @returns {SwitchboardError}
+ */
 function errorOf(msg, route) {
   const e = msg.error ?? {};
   return new SwitchboardError(e.code ?? "unknown", e.message ?? "", { field: e.field, route });
 }
 
-/** `ws(s)://` as is; a path or an `http(s)://` URL becomes `ws(s)://` (paths need a page). */
+/**
+ * `ws(s)://` as is; a path or an `http(s)://` URL becomes `ws(s)://` (paths need a page).
+ * @param {string | URL} url
+ * @returns {string}
+ */
 function resolveUrl(url) {
   const text = String(url);
   if (/^wss?:\/\//i.test(text)) return text;

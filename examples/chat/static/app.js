@@ -1,9 +1,37 @@
+// @ts-check
 // The chat page: one Switchboard connection, a subscription per joined room.
+// Type-checked with the client's types: `tsc -p framework/js` (tests/js_types.rs).
 import { Switchboard, Presence } from "/switchboard.js";
 
-const ROOM_HISTORY = 50;
-const $ = (id) => document.getElementById(id);
+/** @typedef {import("/switchboard.js").Subscription} Subscription */
 
+/**
+ * A line of a room: a chat message, an announcement, or a note from the page.
+ * @typedef {{kind: "message", nick: string, text: string, at: number}
+ *   | {kind: "announcement", text: string}
+ *   | {kind: "system", text: string}} ChatLine
+ */
+
+/**
+ * A joined room (`sub` and `presence` are set once the subscribe succeeded).
+ * @typedef {object} RoomEntry
+ * @property {Subscription | null} sub
+ * @property {Presence | null} presence
+ * @property {ChatLine[]} messages
+ * @property {Map<string, true>} typing nick -> true
+ * @property {number} unread
+ */
+
+const ROOM_HISTORY = 50;
+/**
+ * The page's element with this id (all of them are in index.html).
+ * @type {(id: string) => HTMLElement}
+ */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+/** @type {(id: string) => HTMLInputElement} */
+const $input = (id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
+
+/** @type {{nick: string | null, rooms: Map<string, RoomEntry>, active: string | null}} */
 const state = {
   nick: null,
   /** room name -> { sub, presence, messages: [], typing: Map<nick, true>, unread } */
@@ -22,6 +50,10 @@ const sb = new Switchboard(url, {
 
 // ---- connection status -------------------------------------------------------------------
 
+/**
+ * @param {"open" | "reconnecting" | "closed"} kind
+ * @param {string} text
+ */
 function setStatus(kind, text) {
   const el = $("status");
   el.className = `status ${kind}`;
@@ -38,6 +70,10 @@ sb.on("error", (err) => toast(err.message || String(err)));
 
 // ---- toasts -----------------------------------------------------------------------------
 
+/**
+ * @param {string} text
+ * @param {string} [kind]
+ */
 function toast(text, kind = "error") {
   const el = document.createElement("div");
   el.className = `toast ${kind}`;
@@ -47,12 +83,17 @@ function toast(text, kind = "error") {
   setTimeout(() => el.remove(), 5000);
 }
 
-/** Runs a request and shows the server's refusal, if any. */
+/**
+ * Runs a request and shows the server's refusal, if any.
+ * @template T
+ * @param {() => Promise<T>} fn
+ * @returns {Promise<T | undefined>}
+ */
 async function attempt(fn) {
   try {
     return await fn();
   } catch (err) {
-    toast(err.message || String(err));
+    toast(/** @type {Error} */ (err).message || String(err));
     return undefined;
   }
 }
@@ -61,7 +102,8 @@ async function attempt(fn) {
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const wanted = $("nick").value.trim();
+  const wanted = $input("nick").value.trim();
+  /** @type {string | undefined} */
   const nick = await attempt(() => sb.request("nick", { nick: wanted }));
   if (!nick) return;
   state.nick = nick;
@@ -77,6 +119,7 @@ $("login-form").addEventListener("submit", async (ev) => {
 async function refreshRooms() {
   const res = await fetch("/api/rooms").catch(() => null);
   if (!res || !res.ok) return;
+  /** @type {{room: string, members: number}[]} */
   const rooms = await res.json();
   const list = $("room-list");
   list.replaceChildren(
@@ -103,14 +146,19 @@ setInterval(() => state.nick && refreshRooms(), 5000);
 
 $("join-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const room = $("join-name").value.trim().replace(/^#/, "");
+  const room = $input("join-name").value.trim().replace(/^#/, "");
   if (room) await join(room);
-  $("join-name").value = "";
+  $input("join-name").value = "";
 });
 
+/**
+ * @param {string} room
+ * @returns {Promise<void>}
+ */
 async function join(room) {
   if (state.rooms.has(room)) return show(room);
   // In place before subscribing: the server replays the room's recent messages first.
+  /** @type {RoomEntry} */
   const entry = { sub: null, presence: null, messages: [], typing: new Map(), unread: 0 };
   state.rooms.set(room, entry);
   const sub = await attempt(() => sb.subscribe(`room:${room}`, { last: ROOM_HISTORY }));
@@ -138,16 +186,18 @@ async function join(room) {
   refreshRooms();
 }
 
+/** @param {string} room */
 async function leave(room) {
   const entry = state.rooms.get(room);
   if (!entry) return;
-  await attempt(() => entry.sub.unsubscribe());
+  await attempt(() => /** @type {Subscription} */ (entry.sub).unsubscribe());
   state.rooms.delete(room);
   if (state.active === room) state.active = state.rooms.keys().next().value ?? null;
   render();
   refreshRooms();
 }
 
+/** @param {string} room */
 function show(room) {
   state.active = room;
   const entry = state.rooms.get(room);
@@ -156,6 +206,10 @@ function show(room) {
   $("say").focus();
 }
 
+/**
+ * @param {string} room
+ * @param {ChatLine} msg
+ */
 function addMessage(room, msg) {
   const entry = state.rooms.get(room);
   if (!entry) return;
@@ -183,7 +237,7 @@ $("say").addEventListener("input", () => {
 
 $("say-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const input = $("say");
+  const input = $input("say");
   const text = input.value;
   if (!text.trim() || !state.active) return;
   const sent = await attempt(() => sb.request("say", { room: state.active, text }));
@@ -212,11 +266,11 @@ function renderTabs() {
       const b = document.createElement("button");
       b.textContent = `#${room}`;
       b.className = room === state.active ? "active" : "";
-      const unread = state.rooms.get(room).unread;
+      const unread = /** @type {RoomEntry} */ (state.rooms.get(room)).unread;
       if (unread) {
         const badge = document.createElement("span");
         badge.className = "unread";
-        badge.textContent = unread;
+        badge.textContent = String(unread);
         b.append(badge);
       }
       b.addEventListener("click", () => show(room));
@@ -225,6 +279,7 @@ function renderTabs() {
   );
 }
 
+/** @param {ChatLine} msg */
 function appendMessage(msg) {
   const li = document.createElement("li");
   if (msg.kind === "message") {

@@ -1,0 +1,538 @@
+/**
+ * A failed request, an error frame, or a connection problem. `code` is the server's error code
+ * (`bad_payload`, `forbidden`, your own ...) or one of the client's: `timeout` (no reply in
+ * time), `closed` (not connected, or the connection ended before the reply).
+ */
+export class SwitchboardError extends Error {
+    /**
+     * @param {string} code
+     * @param {string} message
+     * @param {{field?: string, route?: string, closeCode?: number}} [details]
+     */
+    constructor(code: string, message: string, details?: {
+        field?: string;
+        route?: string;
+        closeCode?: number;
+    });
+    /** @type {string} */
+    code: string;
+    /** @type {string | undefined} the offending field path of a `bad_payload` error */
+    field: string | undefined;
+    /** @type {string | undefined} the route of the message that failed */
+    route: string | undefined;
+    /** @type {number | undefined} the WebSocket close code, for `closed` errors */
+    closeCode: number | undefined;
+}
+/**
+ * A connection to one Switchboard channel, reconnecting by itself.
+ *
+ * Events (`sb.on(name, fn)`): server pushes by their event name, `fn(data)`; and
+ * - `"open"` `({reconnected})`: a connection opened (subscriptions are being renewed);
+ * - `"close"` `({code, reason, reconnect})`: a connection or an attempt ended; `reconnect`
+ *   says whether another attempt follows;
+ * - `"reconnecting"` `({attempt, delay, code, reason})`: the next attempt is in `delay` ms;
+ * - `"error"` `(SwitchboardError)`: an error frame for a message sent without a ref;
+ * - `"reply"` `(data, route)`: a handler's answer to a message sent without a ref;
+ * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
+ *   (a server-side subscription);
+ * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ *
+ * @extends {Emitter<WithOthers<SwitchboardEvents>>}
+ */
+export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
+    /**
+     * @param {string | URL | (() => string | URL)} url the channel's `ws(s)://` URL; in a browser
+     *   also a path (`"/ws/chat"`) or an `http(s)://` URL. A function is called before every
+     *   attempt (e.g. to put a fresh token in the query).
+     * @param {SwitchboardOptions} [options]
+     */
+    constructor(url: string | URL | (() => string | URL), options?: SwitchboardOptions);
+    /** @type {string | URL | (() => string | URL)} */
+    url: string | URL | (() => string | URL);
+    /** @type {number} the default request timeout in ms (0: none) */
+    timeout: number;
+    /** @type {Required<Omit<ReconnectOptions, "shouldRetry">> & {shouldRetry: ReconnectOptions["shouldRetry"] | null} | null} */
+    reconnect: (Required<Omit<ReconnectOptions, "shouldRetry">> & {
+        shouldRetry: ReconnectOptions["shouldRetry"] | null;
+    }) | null;
+    /** @type {string} */
+    routeKey: string;
+    /** @type {typeof WebSocket} */
+    WebSocket: typeof WebSocket;
+    /** @type {SwitchboardOptions["onOpen"] | null} */
+    onOpen: SwitchboardOptions["onOpen"] | null;
+    /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
+    state: "idle" | "connecting" | "open" | "reconnecting" | "closed";
+    /** @internal @type {string[]} */
+    _routePath: string[];
+    /** @internal @type {WebSocket | null} */
+    _ws: WebSocket | null;
+    /** @internal @type {number} */
+    _ref: number;
+    /** @internal @type {Map<number, PendingRequest>} */
+    _pending: Map<number, PendingRequest>;
+    /** @internal @type {Map<string, Subscription>} */
+    _subs: Map<string, Subscription>;
+    /** @internal @type {{resolve: () => void, reject: (err: SwitchboardError) => void}[]} */
+    _waiters: {
+        resolve: () => void;
+        reject: (err: SwitchboardError) => void;
+    }[];
+    /** @internal @type {number} */
+    _attempt: number;
+    /** @internal @type {Timer | null} */
+    _timer: Timer | null;
+    /** @internal @type {number} */
+    _openedAt: number;
+    /** @internal @type {boolean} */
+    _everOpened: boolean;
+    /** Whether a connection is open. */
+    get connected(): boolean;
+    /**
+     * Opens the connection. Resolves once it is open; rejects (code `closed`) when the client
+     * gives up first: `close()` was called, reconnecting is off and the attempt failed, or the
+     * server closed with a final code. While reconnecting it tries again at once.
+     * @returns {Promise<void>}
+     */
+    connect(): Promise<void>;
+    /**
+     * Sends `{route, ref, data}` and resolves with the reply's `data`. Rejects with a
+     * `SwitchboardError`: the server's error (`code`, `message`, `field`), `timeout`, or `closed`
+     * (not connected, or the connection ended before the reply).
+     * @param {string} route
+     * @param {any} [data]
+     * @param {RequestOptions} [options] `timeout` in ms overrides the client's (0: none)
+     * @returns {Promise<any>}
+     */
+    request(route: string, data?: any, { timeout }?: RequestOptions): Promise<any>;
+    /**
+     * Sends `{route, data}` without a ref: no reply is awaited (a handler's answer, if any, comes
+     * as a `"reply"` event, its error as an `"error"` event). Throws a `SwitchboardError` with
+     * code `closed` when not connected: nothing is queued.
+     * @param {string} route
+     * @param {any} [data]
+     */
+    send(route: string, data?: any): void;
+    /**
+     * Subscribes to a topic; resolves with its `Subscription` once the server has confirmed.
+     * Before the first connection, or while reconnecting, the subscribe goes out when the
+     * connection opens. Subscribing to a topic twice gives the same subscription.
+     *
+     * Deliveries that arrive before the promise resolves (presence, `last` replays) are held until
+     * the code right after `await` ran, so listeners added there get them.
+     *
+     * @param {string} topic
+     * @param {SubscribeOptions} [options]
+     *   `recover` (default true): after a reconnect, ask for what was missed;
+     *   `last`: on the first subscribe, replay up to this many recent publications;
+     *   `since`: on the first subscribe, recover from a position saved earlier.
+     * @returns {Promise<Subscription>} rejects with the server's error (e.g. `forbidden`),
+     *   `timeout`, or `closed` when the client is closed first.
+     */
+    subscribe(topic: string, options?: SubscribeOptions): Promise<Subscription>;
+    /**
+     * Closes the connection with 1000 and stops reconnecting. Pending requests reject with code
+     * `closed`, subscriptions end. Resolves when the socket has closed. `connect()` starts over.
+     * @returns {Promise<void>}
+     */
+    close(): Promise<void>;
+    /** @internal */
+    _open(): void;
+    /** @internal */
+    _onOpen(): void;
+    /**
+     * @internal
+     * @param {number} code
+     * @param {string} reason
+     */
+    _onClose(code: number, reason: string): void;
+    /**
+     * The end: no more attempts until `connect()`.
+     * @internal
+     * @param {number} code
+     * @param {string} reason
+     * @param {string} why
+     */
+    _finish(code: number, reason: string, why: string): void;
+    /**
+     * @internal
+     * @param {SwitchboardError} err
+     */
+    _failPending(err: SwitchboardError): void;
+    /**
+     * `{"type": route, "ref": ref, "data": data}`, with the route under the route key path.
+     * @internal
+     * @param {string} route
+     * @param {any} data
+     * @param {number} [ref]
+     * @returns {string}
+     */
+    _frame(route: string, data: any, ref?: number): string;
+    /**
+     * @internal
+     * @param {string | ArrayBuffer} raw
+     */
+    _onFrame(raw: string | ArrayBuffer): void;
+    /**
+     * @internal
+     * @param {any} msg
+     */
+    _onReply(msg: any): void;
+    /**
+     * Sends (or renews, after a reconnect) a subscription.
+     * @internal
+     * @param {Subscription} sub
+     */
+    _join(sub: Subscription): void;
+}
+/**
+ * A subscription to one topic, from `sb.subscribe(topic)`.
+ *
+ * `sub.on(event, fn)` gets that event's deliveries as `fn(data, meta)`, meta
+ * `{topic, event, epoch, seq}`; `sub.on("*", fn)` gets all of them. Lifecycle events:
+ * `"recovered"` `(recovered, reply)` after a resubscribe that asked for missed publications
+ * (`false`: there is a gap, reload the state); `"error"` `(SwitchboardError)` when the server
+ * refused a resubscribe (the subscription has ended).
+ *
+ * @extends {Emitter<WithOthers<SubscriptionEvents>>}
+ */
+export class Subscription extends Emitter<WithOthers<SubscriptionEvents>> {
+    /**
+     * Use `sb.subscribe()`.
+     * @param {Switchboard} client
+     * @param {string} topic
+     * @param {SubscribeOptions} [options]
+     */
+    constructor(client: Switchboard, topic: string, { recover, last, since }?: SubscribeOptions);
+    /** @type {Switchboard} */
+    client: Switchboard;
+    /** @type {string} */
+    topic: string;
+    /** @type {boolean} */
+    recover: boolean;
+    /** @type {number | undefined} */
+    last: number | undefined;
+    /** @type {"joining" | "joined" | "closed"} */
+    state: "joining" | "joined" | "closed";
+    /** @type {string | null} the topic history's epoch (topics with history) */
+    epoch: string | null;
+    /** @type {number | null} the last seen publication's seq */
+    seq: number | null;
+    /** @type {boolean | null} the last recovery's outcome (null: none asked yet) */
+    recovered: boolean | null;
+    /** @internal @type {boolean} */
+    _confirmed: boolean;
+    /** @internal @type {(() => void)[] | null} */
+    _buffer: (() => void)[] | null;
+    /** @internal @type {Map<string, any>} */
+    _presence: Map<string, any>;
+    /** @internal @type {Set<PresenceListener>} */
+    _presenceFns: Set<PresenceListener>;
+    /** @internal @type {Promise<Subscription>} */
+    _ready: Promise<Subscription>;
+    /** @internal @type {(sub: Subscription) => void} */
+    _resolve: (sub: Subscription) => void;
+    /** @internal @type {(err: SwitchboardError) => void} */
+    _reject: (err: SwitchboardError) => void;
+    /**
+     * The last seen position (`{epoch, seq}`), or null on topics without history. Saved, it can
+     * be passed back as `since` after a page reload.
+     * @returns {Position | null}
+     */
+    get position(): Position | null;
+    /**
+     * The topic's presence (a view kept up to date by this subscription).
+     * @returns {Presence}
+     */
+    presence(): Presence;
+    /**
+     * Leaves the topic. Listeners get nothing more.
+     * @returns {Promise<void>}
+     */
+    unsubscribe(): Promise<void>;
+    /**
+     * @internal
+     * @param {any} msg
+     */
+    _deliver(msg: any): void;
+    /**
+     * @internal
+     * @param {SubscribeReply} reply
+     * @param {boolean} askedRecovery
+     */
+    _joined(reply: SubscribeReply, askedRecovery: boolean): void;
+    /**
+     * @internal
+     * @param {SwitchboardError} err
+     */
+    _fail(err: SwitchboardError): void;
+    /**
+     * @internal
+     * @param {SwitchboardError} err
+     */
+    _end(err: SwitchboardError): void;
+    /**
+     * @internal
+     * @param {() => void} fn
+     */
+    _run(fn: () => void): void;
+    /** @internal */
+    _flush(): void;
+    /**
+     * @internal
+     * @param {string} event
+     * @param {any} data
+     */
+    _applyPresence(event: string, data: any): void;
+}
+/**
+ * Who is on a topic, from its `presence_state` and `presence_diff` deliveries, like Phoenix's
+ * `Presence`: one entry per key (a user), with the metadata of the key's connections.
+ */
+export class Presence {
+    /** @param {Subscription} subscription */
+    constructor(subscription: Subscription);
+    /** @type {Subscription} */
+    subscription: Subscription;
+    /**
+     * One item per present key.
+     * @returns {PresenceItem[]}
+     */
+    list(): PresenceItem[];
+    /**
+     * One key's metas, or undefined when the key is not present.
+     * @param {string} key
+     * @returns {any[] | undefined}
+     */
+    get(key: string): any[] | undefined;
+    /**
+     * Calls `fn(list, {joins, leaves})` after every presence change (joins and leaves are lists
+     * of `{key, metas}`); returns a function that removes it.
+     * @param {PresenceListener} fn
+     * @returns {() => void}
+     */
+    onChange(fn: PresenceListener): () => void;
+}
+export type ReconnectOptions = {
+    /**
+     * ms before the first retry.
+     */
+    initialDelay?: number | undefined;
+    /**
+     * cap on the delay; a connection that stayed up this long
+     * also starts the backoff over.
+     */
+    maxDelay?: number | undefined;
+    /**
+     * growth of the delay per failed attempt.
+     */
+    factor?: number | undefined;
+    /**
+     * share of the delay taken off at random (0: none, 1: full).
+     */
+    jitter?: number | undefined;
+    /**
+     * consecutive attempts before giving up.
+     */
+    maxAttempts?: number | undefined;
+    /**
+     * overrides which close
+     * codes are retried (default: all but 1000, 1008 and 4000-4099).
+     */
+    shouldRetry?: ((code: number, reason: string) => boolean) | undefined;
+};
+export type SwitchboardOptions = {
+    /**
+     * default request timeout in ms (0: none).
+     */
+    timeout?: number | undefined;
+    /**
+     * backoff settings, or `false` for none.
+     */
+    reconnect?: false | ReconnectOptions | undefined;
+    /**
+     * the channel's route key: a field, a dotted path
+     * (`"meta.action"`) or `"$request.body.action"`.
+     */
+    routeKey?: string | undefined;
+    /**
+     * the WebSocket constructor (default: the global one).
+     */
+    WebSocket?: {
+        new (url: string | URL, protocols?: string | string[]): WebSocket;
+        prototype: WebSocket;
+        readonly CONNECTING: 0;
+        readonly OPEN: 1;
+        readonly CLOSING: 2;
+        readonly CLOSED: 3;
+    } | undefined;
+    /**
+     * runs on every
+     * open, before subscriptions are renewed: a new connection is a new session on the server,
+     * so this is where an app logs in again (requests work inside it). Its error is reported as
+     * an `"error"` event and the subscriptions are renewed all the same.
+     */
+    onOpen?: ((info: {
+        reconnected: boolean;
+    }) => (void | Promise<void>)) | undefined;
+};
+/**
+ * A position in a topic's history: saved, it can be passed back as `since`.
+ */
+export type Position = {
+    epoch: string;
+    seq: number;
+};
+/**
+ * What comes with a delivery: its topic and event, and on topics with history its position.
+ */
+export type DeliveryMeta = {
+    topic: string;
+    event: string;
+    epoch?: string;
+    seq?: number;
+};
+/**
+ * `request()` options.
+ */
+export type RequestOptions = {
+    /**
+     * in ms, overrides the client's (0: none).
+     */
+    timeout?: number | undefined;
+};
+/**
+ * `subscribe()` options.
+ */
+export type SubscribeOptions = {
+    /**
+     * after a reconnect, ask for what was missed.
+     */
+    recover?: boolean | undefined;
+    /**
+     * on the first subscribe, replay up to this many recent publications.
+     */
+    last?: number | undefined;
+    /**
+     * on the first subscribe, recover from a position saved earlier.
+     */
+    since?: Position | undefined;
+};
+/**
+ * The server's reply to a subscribe (topics with history: the position; after a recovery
+ * request: whether it succeeded).
+ */
+export type SubscribeReply = {
+    epoch?: string;
+    seq?: number;
+    recovered?: boolean;
+    [field: string]: any;
+};
+/**
+ * the `"open"` event
+ */
+export type OpenInfo = {
+    reconnected: boolean;
+};
+/**
+ * the `"close"` event
+ */
+export type CloseInfo = {
+    code: number;
+    reason: string;
+    reconnect: boolean;
+};
+/**
+ * The `"reconnecting"` event: the next attempt is in `delay` ms.
+ */
+export type ReconnectingInfo = {
+    attempt: number;
+    delay: number;
+    code: number;
+    reason: string;
+};
+/**
+ * one present key and its connections' metadata
+ */
+export type PresenceItem = {
+    key: string;
+    metas: any[];
+};
+export type PresenceDiff = {
+    joins: PresenceItem[];
+    leaves: PresenceItem[];
+};
+export type PresenceListener = (list: PresenceItem[], diff: PresenceDiff) => void;
+/**
+ * A client's events and their listeners' arguments; any other name is a server push, `(data)`.
+ */
+export type SwitchboardEvents = {
+    open: [info: OpenInfo];
+    close: [info: CloseInfo];
+    reconnecting: [info: ReconnectingInfo];
+    error: [error: SwitchboardError];
+    reply: [data: any, route: string];
+    delivery: [data: any, meta: DeliveryMeta];
+    binary: [data: ArrayBuffer];
+};
+/**
+ * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
+ * `"*"` gets all deliveries.
+ */
+export type SubscriptionEvents = {
+    recovered: [recovered: boolean, reply: SubscribeReply];
+    error: [error: SwitchboardError];
+    "*": [data: any, meta: DeliveryMeta];
+};
+/**
+ * an event map that also takes any other name
+ */
+export type WithOthers<M extends object> = M & {
+    [event: string]: any[];
+};
+export type Timer = ReturnType<typeof setTimeout>;
+export type PendingRequest = {
+    resolve: (data: any) => void;
+    reject: (err: SwitchboardError) => void;
+    route: string;
+    timer: Timer | null;
+};
+/**
+ * Listener bookkeeping shared by the client and subscriptions.
+ * @template {{[event: string]: any[]}} M the events: name -> the listener's arguments
+ */
+declare class Emitter<M extends {
+    [event: string]: any[];
+}> {
+    /**
+     * Adds a listener; returns a function that removes it.
+     * @template {keyof M & string} K
+     * @param {K} event
+     * @param {(...args: M[K]) => void} fn
+     * @returns {() => void}
+     */
+    on<K extends keyof M & string>(event: K, fn: (...args: M[K]) => void): () => void;
+    /**
+     * Adds a listener that runs once; returns a function that removes it.
+     * @template {keyof M & string} K
+     * @param {K} event
+     * @param {(...args: M[K]) => void} fn
+     * @returns {() => void}
+     */
+    once<K extends keyof M & string>(event: K, fn: (...args: M[K]) => void): () => void;
+    /**
+     * Removes a listener added with `on`.
+     * @template {keyof M & string} K
+     * @param {K} event
+     * @param {(...args: M[K]) => void} fn
+     */
+    off<K extends keyof M & string>(event: K, fn: (...args: M[K]) => void): void;
+    /**
+     * @internal
+     * @param {string} event
+     * @param {...any} args
+     */
+    _emit(event: string, ...args: any[]): void;
+    #private;
+}
+export {};
