@@ -161,8 +161,14 @@ async fn load(
 /// The server side: the three servers, their ports on one stdout line, then serve until stdin
 /// closes (the load generator exits or drops the pipe).
 fn serve() {
-    let in_process =
-        TestServer::start(|| App::new().service(ChannelRoute::<()>::new("/ws").message(echo)));
+    let in_process = TestServer::start(|| {
+        // A bench drives each connection as fast as it can: no message rate limit.
+        App::new().service(
+            ChannelRoute::<()>::new("/ws")
+                .rate_limit(0, 1)
+                .message(echo),
+        )
+    });
     let function = TestServer::start(|| {
         App::new().service(FunctionService::<()>::new("/fn").token("t").message(echo))
     });
@@ -171,7 +177,8 @@ fn serve() {
         App::new().service(
             Gateway::new(function_url.clone())
                 .function_token("t")
-                .channel("/ws"),
+                .channel("/ws")
+                .rate_limit(0, 1),
         )
     });
     println!(

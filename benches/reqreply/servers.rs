@@ -156,8 +156,10 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         match kind {
             "framework" => {
+                // A bench drives each connection as fast as it can: no message rate limit.
                 let channel = ChannelRoute::<()>::new("/ws")
                     .max_frame_size(MAX_FRAME)
+                    .rate_limit(0, 1)
                     .message(echo);
                 let server = HttpServer::new(move || App::new().service(channel.clone()))
                     .workers(1)

@@ -24,6 +24,10 @@ use actix_web::{HttpResponse, ResponseError};
 /// | `binary_unsupported` | a binary frame on a channel without `on_binary` |
 /// | `unauthorized` / `forbidden` | auth failures (HTTP 401 / 403 on connect) |
 /// | `overloaded` | the connection's inbound queue is full |
+/// | `rate_limited` | the connection sends faster than its message rate allows |
+/// | `too_many_topics` | a subscribe beyond the connection's topic limit |
+/// | `bad_topic` | a topic name longer than the channel allows |
+/// | `presence_too_large` | presence metadata larger than the channel allows |
 /// | `internal` | a handler panicked or failed unexpectedly (details are logged, not sent) |
 /// | `engine_unavailable` | the engine is down (the Redis engine lost Redis); HTTP 503 |
 /// | `function_timeout` / `function_unavailable` / `function_error` | gateway mode: the function was too slow, unreachable, or failed |
@@ -47,7 +51,9 @@ pub enum ChannelError {
     /// `ref` is present but neither a string nor a number.
     #[error("`ref` must be a string or a number")]
     BadRef,
-    /// No handler for the route, and the channel has no fallback.
+    /// No handler for the route, and the channel has no fallback. The route as the message
+    /// names it, cut by [`clip`](ChannelError::clip) (build it with
+    /// [`ChannelError::unknown_route`]).
     #[error("no handler for route `{0}`")]
     UnknownRoute(String),
     /// `data` does not deserialize into the handler's type.
@@ -64,6 +70,28 @@ pub enum ChannelError {
     /// The connection's inbound queue is full; the message was not handled.
     #[error("too many messages in flight on this connection")]
     Overloaded,
+    /// The connection sends faster than the channel's message rate; the message was not
+    /// handled.
+    #[error("too many messages: slow down")]
+    RateLimited,
+    /// A subscribe (or track) would take the connection beyond its topic limit.
+    #[error("a connection may hold at most {max} topics")]
+    TooManyTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// A topic name longer than the channel allows (the name is not echoed).
+    #[error("topic names are limited to {max} bytes")]
+    BadTopic {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Presence metadata whose JSON is larger than the channel allows.
+    #[error("presence metadata is limited to {max} bytes of JSON")]
+    PresenceTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// Authentication is required or failed (HTTP 401 on connect).
     #[error("{0}")]
     Unauthorized(Cow<'static, str>),
@@ -103,6 +131,24 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
+/// The most bytes of client text (a route, a topic, a field path) an error echoes.
+pub const MAX_ECHO: usize = 128;
+
+/// The most bytes of a decoder's reason (which may quote the client's input) an error echoes.
+const MAX_REASON_ECHO: usize = 256;
+
+/// `text` cut to at most `max` bytes at a char boundary, with `…` appended when cut.
+pub(crate) fn clip_to(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
+}
+
 fn payload_message(field: &Option<String>, reason: &str) -> String {
     match field {
         Some(field) => format!("invalid payload at `{field}`: {reason}"),
@@ -121,6 +167,18 @@ impl ChannelError {
             message: message.into(),
             status: StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// `unknown_route` for `route`, echoing at most [`MAX_ECHO`] bytes of it.
+    pub fn unknown_route(route: &str) -> Self {
+        ChannelError::UnknownRoute(Self::clip(route).into_owned())
+    }
+
+    /// Client text as an error message may echo it: at most [`MAX_ECHO`] bytes, cut at a char
+    /// boundary and marked with `…` when cut. Use it for topic names, routes and other client
+    /// input in your own error messages.
+    pub fn clip(text: &str) -> Cow<'_, str> {
+        clip_to(text, MAX_ECHO)
     }
 
     /// Rejects with `unauthorized` (HTTP 401 when returned by a connect handler).
@@ -163,6 +221,10 @@ impl ChannelError {
             ChannelError::BadPayload { .. } => "bad_payload",
             ChannelError::BinaryUnsupported => "binary_unsupported",
             ChannelError::Overloaded => "overloaded",
+            ChannelError::RateLimited => "rate_limited",
+            ChannelError::TooManyTopics { .. } => "too_many_topics",
+            ChannelError::BadTopic { .. } => "bad_topic",
+            ChannelError::PresenceTooLarge { .. } => "presence_too_large",
             ChannelError::Unauthorized(_) => "unauthorized",
             ChannelError::Forbidden(_) => "forbidden",
             ChannelError::TooManyConnections => "too_many_connections",
@@ -193,6 +255,7 @@ impl ChannelError {
             ChannelError::TooManyConnections | ChannelError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ChannelError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ChannelError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ChannelError::Custom { status, .. } => *status,
             _ => StatusCode::BAD_REQUEST,
@@ -209,6 +272,9 @@ impl ChannelError {
         if let Some(idx) = reason.rfind(" at line ") {
             reason.truncate(idx);
         }
+        // Both may quote the client's input (map keys, unknown variants, strings).
+        let field = field.map(|f| clip_to(&f, MAX_ECHO).into_owned());
+        let reason = clip_to(&reason, MAX_REASON_ECHO).into_owned();
         ChannelError::BadPayload { field, reason }
     }
 }
@@ -252,6 +318,22 @@ mod tests {
             ChannelError::internal("db down").message(),
             "internal error"
         );
+    }
+
+    #[test]
+    fn echoed_client_text_is_clipped_at_a_char_boundary() {
+        assert_eq!(ChannelError::clip("short"), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let clipped = ChannelError::clip(&long);
+        assert!(clipped.ends_with('…'), "{clipped}");
+        assert!(
+            clipped.len() <= MAX_ECHO + '…'.len_utf8(),
+            "{}",
+            clipped.len()
+        );
+        let err = ChannelError::unknown_route(&"x".repeat(60_000));
+        assert!(err.message().len() < 200, "{}", err.message().len());
+        assert_eq!(err.code(), "unknown_route");
     }
 
     #[test]

@@ -147,19 +147,27 @@ impl Local<'_> {
         topic: &str,
         options: SubscribeOptions,
     ) -> Result<Subscribed, ChannelError> {
+        let limits = self.entry.limits;
+        limits.check_name(topic)?;
+        if let Some((_, meta)) = &options.presence {
+            limits.check_presence(meta)?;
+        }
         let topic: Arc<str> = Arc::from(topic);
         let engine = self.hub.engine();
         let id = self.subscriber.id;
-        let sub = engine.subscribe(SubscribeRequest {
-            recover: options.recover,
-            last: options.last,
-            presence: options.presence,
-            ..SubscribeRequest::new(topic.clone(), self.subscriber.clone())
-        });
-        with_topic(engine, &self.entry, id, topic, sub).await
+        let sub = || {
+            engine.subscribe(SubscribeRequest {
+                recover: options.recover,
+                last: options.last,
+                presence: options.presence,
+                ..SubscribeRequest::new(topic.clone(), self.subscriber.clone())
+            })
+        };
+        with_topic(engine, &self.entry, id, topic.clone(), sub).await
     }
 
     pub(crate) fn unsubscribe(&self, topic: &str) -> Result<(), ChannelError> {
+        self.entry.limits.check_name(topic)?;
         let topic: Arc<str> = Arc::from(topic);
         self.entry.remove_topic(&topic);
         self.hub.engine().unsubscribe(topic, self.subscriber.id);
@@ -189,16 +197,20 @@ impl Local<'_> {
         key: &str,
         meta: &M,
     ) -> Result<(), ChannelError> {
+        let limits = self.entry.limits;
+        limits.check_name(topic)?;
+        limits.check_presence(meta)?;
         let meta = serde_json::to_value(meta)?;
         let topic: Arc<str> = Arc::from(topic);
         let engine = self.hub.engine();
         let id = self.subscriber.id;
-        let track = engine.track(topic.clone(), self.subscriber.clone(), key.to_owned(), meta);
+        let track = || engine.track(topic.clone(), self.subscriber.clone(), key.to_owned(), meta);
         // Presence goes when the connection does: the topic is recorded for cleanup.
-        with_topic(engine, &self.entry, id, topic, track).await
+        with_topic(engine, &self.entry, id, topic.clone(), track).await
     }
 
     pub(crate) fn untrack(&self, topic: &str) -> Result<(), ChannelError> {
+        self.entry.limits.check_name(topic)?;
         self.hub
             .engine()
             .untrack(Arc::from(topic), self.subscriber.id);

@@ -66,6 +66,26 @@ pub struct ChannelConfig {
     pub slow_consumer: SlowConsumerPolicy,
     /// Messages of one connection waiting for their turn; more get `overloaded`. Default: 64.
     pub inbound_capacity: usize,
+    /// Messages (text or binary frames) one connection may send per second, on average; a
+    /// message over the rate gets `rate_limited` and is not handled. 0 turns the limit off.
+    /// Default: 100 (a lively client, such as a game sending input at 60 Hz, stays well
+    /// under it).
+    pub message_rate: u32,
+    /// How many messages a connection may send at once above the rate (the token bucket's
+    /// size; a full bucket to start with). Default: 200, at least the default topic limit, so
+    /// that a client that reconnects can resubscribe to all its topics at once.
+    pub message_burst: u32,
+    /// A connection that has more than this many messages refused with `rate_limited` within
+    /// 10 seconds is closed with 1008 (`rate limited`). Default: 100.
+    pub rate_limited_close_after: u32,
+    /// Topics one connection may hold at once (subscriptions and presence; a topic held
+    /// already does not count twice); more get `too_many_topics`. Default: 100.
+    pub max_topics: usize,
+    /// Longest topic name, in bytes; longer ones get `bad_topic`. Default: 256.
+    pub max_topic_length: usize,
+    /// Largest presence metadata (`track`, subscribe with presence), as JSON, in bytes; larger
+    /// gets `presence_too_large`. Default: 4 KiB.
+    pub max_presence_size: usize,
     /// The server pings this often. Default: 30 s.
     pub heartbeat_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed with 1001.
@@ -91,6 +111,12 @@ impl Default for ChannelConfig {
             outbound_capacity: 1024,
             slow_consumer: SlowConsumerPolicy::DropNewest,
             inbound_capacity: 64,
+            message_rate: 100,
+            message_burst: 200,
+            rate_limited_close_after: 100,
+            max_topics: 100,
+            max_topic_length: 256,
+            max_presence_size: 4096,
             heartbeat_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             close_timeout: Duration::from_secs(5),

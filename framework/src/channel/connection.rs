@@ -11,6 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
@@ -27,6 +28,59 @@ use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
 
+/// How long refusals are counted before a connection that keeps going over the rate is closed.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// A connection's message rate: a token bucket (`message_rate` per second, `message_burst` at
+/// most), and the refusals of the current window. Plain numbers and `Instant` math: no lock,
+/// no allocation.
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    refused: u32,
+    window_start: Instant,
+}
+
+/// What the rate limit says of one message.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    Refuse,
+    /// Refused, and the connection has been refused too often: close it.
+    Close,
+}
+
+impl RateLimit {
+    fn new(burst: u32, now: Instant) -> Self {
+        RateLimit {
+            tokens: f64::from(burst),
+            last: now,
+            refused: 0,
+            window_start: now,
+        }
+    }
+
+    fn admit(&mut self, rate: u32, burst: u32, close_after: u32, now: Instant) -> Admit {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Admit::Yes;
+        }
+        if now.saturating_duration_since(self.window_start) > RATE_WINDOW {
+            self.window_start = now;
+            self.refused = 0;
+        }
+        self.refused = self.refused.saturating_add(1);
+        if self.refused > close_after {
+            Admit::Close
+        } else {
+            Admit::Refuse
+        }
+    }
+}
+
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
     channel: Channel<S>,
@@ -36,6 +90,7 @@ pub(crate) struct Connection<S: 'static> {
     busy: bool,
     incoming_done: bool,
     disconnected: bool,
+    rate: RateLimit,
     _open: OpenGuard,
 }
 
@@ -47,6 +102,7 @@ impl<S: 'static> Connection<S> {
         incoming: IncomingStream,
         open: OpenGuard,
     ) -> Self {
+        let rate = RateLimit::new(def.config.message_burst, Instant::now());
         Connection {
             def,
             channel,
@@ -56,6 +112,7 @@ impl<S: 'static> Connection<S> {
             busy: false,
             incoming_done: false,
             disconnected: false,
+            rate,
             _open: open,
         }
     }
@@ -306,7 +363,35 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
 }
 
 impl<S: 'static> Connection<S> {
+    /// Every message, text or binary, enters here: the rate limit comes first.
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
+        let cfg = &self.def.config;
+        if cfg.message_rate > 0 {
+            let (rate, burst, close_after) = (
+                cfg.message_rate,
+                cfg.message_burst,
+                cfg.rate_limited_close_after,
+            );
+            match self.rate.admit(rate, burst, close_after, Instant::now()) {
+                Admit::Yes => {}
+                Admit::Refuse => {
+                    self.push_error(
+                        &self.def.router.answering(&item),
+                        &ChannelError::RateLimited,
+                    );
+                    return;
+                }
+                Admit::Close => {
+                    log::debug!("connection {}: rate limited", self.channel.id());
+                    self.push_error(
+                        &self.def.router.answering(&item),
+                        &ChannelError::RateLimited,
+                    );
+                    self.begin_close(ctx, close_code::POLICY, "rate limited");
+                    return;
+                }
+            }
+        }
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
             self.push_error(&self.def.router.answering(&item), &ChannelError::Overloaded);
@@ -317,5 +402,33 @@ impl<S: 'static> Connection<S> {
         } else {
             self.run(item, ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_refuses_over_the_rate_and_closes_a_client_that_keeps_going() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(3, t0);
+        // The burst passes at once, the next is refused.
+        for _ in 0..3 {
+            assert_eq!(r.admit(10, 3, 2, t0), Admit::Yes);
+        }
+        assert_eq!(r.admit(10, 3, 2, t0), Admit::Refuse);
+        // A tenth of a second later one token is back (10 per second).
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(r.admit(10, 3, 2, t1), Admit::Yes);
+        assert_eq!(r.admit(10, 3, 2, t1), Admit::Refuse);
+        // Third refusal in the window: more than 2.
+        assert_eq!(r.admit(10, 3, 2, t1), Admit::Close);
+        // After the window, refusals count afresh; a long pause refills only up to the burst.
+        let t2 = t1 + RATE_WINDOW + Duration::from_secs(1);
+        for _ in 0..3 {
+            assert_eq!(r.admit(10, 3, 2, t2), Admit::Yes);
+        }
+        assert_eq!(r.admit(10, 3, 2, t2), Admit::Refuse);
     }
 }

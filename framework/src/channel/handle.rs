@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::channel::outbound::{Class, Outbound, Refused};
 use crate::engine::Subscriber;
 use crate::error::ChannelError;
-use crate::hub::{ConnEntry, Hub};
+use crate::hub::{ConnEntry, Hub, TopicLimits};
 use crate::id::ConnectionId;
 use crate::protocol::{self, close_code};
 use crate::topics::{local_topics, Local};
@@ -260,6 +260,7 @@ impl<S> Channel<S> {
             out.clone(),
             Arc::from(request.path()),
             &request,
+            TopicLimits::default(),
         ));
         Channel {
             inner: Rc::new(ConnInner {

@@ -253,6 +253,44 @@ impl<S: 'static> ChannelRoute<S> {
         self
     }
 
+    /// Messages (text or binary) one connection may send: `per_second` on average, up to
+    /// `burst` at once. A message over the rate gets `rate_limited` (answering its `ref`) and
+    /// its handler does not run. Default: 100 per second, bursts of 200. `per_second` 0 turns
+    /// the limit off.
+    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.def.config.message_rate = per_second;
+        self.def.config.message_burst = burst.max(1);
+        self
+    }
+
+    /// A connection with more than `refused` messages refused as `rate_limited` within 10
+    /// seconds is closed with 1008 (`rate limited`). Default: 100.
+    pub fn rate_limited_close_after(mut self, refused: u32) -> Self {
+        self.def.config.rate_limited_close_after = refused;
+        self
+    }
+
+    /// Topics one connection may hold at once (subscriptions and presence, from the built-in
+    /// `subscribe` route or any [`Topics`](crate::Topics) handle); one more gets
+    /// `too_many_topics`. Default: 100.
+    pub fn max_topics(mut self, n: usize) -> Self {
+        self.def.config.max_topics = n;
+        self
+    }
+
+    /// Longest topic name, in bytes; longer ones get `bad_topic`. Default: 256.
+    pub fn max_topic_length(mut self, bytes: usize) -> Self {
+        self.def.config.max_topic_length = bytes;
+        self
+    }
+
+    /// Largest presence metadata as JSON, in bytes (`track`, subscribe with presence); larger
+    /// gets `presence_too_large`. Default: 4 KiB.
+    pub fn max_presence_size(mut self, bytes: usize) -> Self {
+        self.def.config.max_presence_size = bytes;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ChannelConfig) -> Self {
         self.def.config = config;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::error::ChannelError;
+use crate::error::{ChannelError, MAX_ECHO};
 use crate::handler::{Body, MessageHandler, BINARY_ROUTE};
 use crate::protocol::{self, Envelope, RouteKey};
 
@@ -130,7 +130,9 @@ impl Answering {
         if let ChannelError::Internal(detail) = err {
             log::error!("connection {conn}: route {:?}: {detail}", self.route());
         }
-        protocol::encode_error(self.reference(), route_field, self.route(), err)
+        // An over-long route (an unknown one: registered routes are short) is not echoed.
+        let route = self.route().filter(|r| r.len() <= MAX_ECHO);
+        protocol::encode_error(self.reference(), route_field, route, err)
     }
 }
 
@@ -224,7 +226,7 @@ impl<S> Router<S> {
                         answering: Answering::Message(env),
                     },
                     None => Dispatch::Reject {
-                        error: ChannelError::UnknownRoute(env.route().to_owned()),
+                        error: ChannelError::unknown_route(env.route()),
                         answering: Answering::Message(env),
                     },
                 }

@@ -17,7 +17,7 @@ use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
 use crate::error::ChannelError;
-use crate::hub::{ConnEntry, Hub};
+use crate::hub::{ConnEntry, Hub, TopicLimits};
 use crate::id::ConnectionId;
 
 pub(crate) async fn accept<S: 'static>(
@@ -54,7 +54,12 @@ pub(crate) async fn accept<S: 'static>(
     };
     let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
     let hub = Hub::of(&req);
-    let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req));
+    let limits = TopicLimits {
+        max_topics: cfg.max_topics,
+        max_topic_len: cfg.max_topic_length,
+        max_presence_bytes: cfg.max_presence_size,
+    };
+    let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req, limits));
     hub.register(id, entry.clone());
     heartbeat::watch(&def, &entry);
     let app = def

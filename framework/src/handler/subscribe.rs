@@ -149,8 +149,13 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
         Box::pin(async move {
             let data: SubscribeData = decode_payload(req.data().unwrap_or("null"))?;
             let ch = req.channel().clone();
+            // Before any guard runs: an over-long name is `bad_topic`, whoever may join it.
+            ch.entry().limits.check_name(&data.topic)?;
             let guard = joins.guard(&data.topic).ok_or_else(|| {
-                ChannelError::forbidden(format!("topic `{}` cannot be joined", data.topic))
+                ChannelError::forbidden(format!(
+                    "topic `{}` cannot be joined",
+                    ChannelError::clip(&data.topic)
+                ))
             })?;
             guard.check(ch.clone(), data.topic.clone()).await?;
             let presence = match &joins.presence {

@@ -4,7 +4,7 @@
 mod registry;
 
 pub use registry::ConnectionInfo;
-pub(crate) use registry::{ConnEntry, Registry};
+pub(crate) use registry::{ConnEntry, Registry, TopicLimits};
 
 use std::sync::{Arc, OnceLock};
 
@@ -242,15 +242,21 @@ impl Hub {
 /// that nothing removes. The topic goes again when `op` fails; and when it is gone by the time
 /// `op` succeeds (the connection closed, or unsubscribed, meanwhile), so does the subscription
 /// `op` made, which the engine may have set up after that unsubscribe.
-pub(crate) async fn with_topic<T>(
+///
+/// The connection's topic limits are checked when the topic is recorded, before `op` is even
+/// made: a refused topic never reaches the engine.
+pub(crate) async fn with_topic<T, Op>(
     engine: &Arc<dyn Engine>,
     entry: &ConnEntry,
     id: ConnectionId,
     topic: Arc<str>,
-    op: impl std::future::Future<Output = Result<T, EngineError>>,
-) -> Result<T, ChannelError> {
-    let added = entry.add_topic(topic.clone());
-    match op.await {
+    op: impl FnOnce() -> Op,
+) -> Result<T, ChannelError>
+where
+    Op: std::future::Future<Output = Result<T, EngineError>>,
+{
+    let added = entry.add_topic(topic.clone())?;
+    match op().await {
         Ok(out) => {
             if !entry.has_topic(&topic) {
                 engine.unsubscribe(topic, id);

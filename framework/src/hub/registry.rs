@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::channel::outbound::{Class, Frame, Outbound, Refused};
 use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
+use crate::error::ChannelError;
 use crate::id::ConnectionId;
 use crate::protocol::close_code;
 
@@ -35,11 +36,71 @@ pub struct ConnectionInfo {
     pub dropped: u64,
 }
 
+/// What one connection may hold of topics and presence (from its channel's `ChannelConfig`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TopicLimits {
+    /// Topics (subscriptions and presence) at once.
+    pub(crate) max_topics: usize,
+    /// Bytes of one topic name.
+    pub(crate) max_topic_len: usize,
+    /// Bytes of one presence entry's metadata, as JSON.
+    pub(crate) max_presence_bytes: usize,
+}
+
+impl Default for TopicLimits {
+    fn default() -> Self {
+        TopicLimits {
+            max_topics: 100,
+            max_topic_len: 256,
+            max_presence_bytes: 4096,
+        }
+    }
+}
+
+impl TopicLimits {
+    /// `bad_topic` for a name longer than the limit.
+    pub(crate) fn check_name(&self, topic: &str) -> Result<(), ChannelError> {
+        if topic.len() > self.max_topic_len {
+            return Err(ChannelError::BadTopic {
+                max: self.max_topic_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// `presence_too_large` for metadata whose JSON is longer than the limit. Counts the
+    /// bytes without keeping them.
+    pub(crate) fn check_presence<M: Serialize + ?Sized>(
+        &self,
+        meta: &M,
+    ) -> Result<(), ChannelError> {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, meta)?;
+        if count.0 > self.max_presence_bytes {
+            return Err(ChannelError::PresenceTooLarge {
+                max: self.max_presence_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A connection as the hub holds it: its outbound queue, its topics and what the connections
 /// API reports.
 pub(crate) struct ConnEntry {
     pub(crate) out: Arc<Outbound>,
     topics: Mutex<Vec<Arc<str>>>,
+    pub(crate) limits: TopicLimits,
     /// Deregistered: its topics were taken for cleanup, and one recorded now is never cleaned.
     /// Written with `topics` locked.
     gone: AtomicBool,
@@ -51,11 +112,17 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
-    pub(crate) fn new(out: Arc<Outbound>, channel: Arc<str>, req: &HttpRequest) -> Self {
+    pub(crate) fn new(
+        out: Arc<Outbound>,
+        channel: Arc<str>,
+        req: &HttpRequest,
+        limits: TopicLimits,
+    ) -> Self {
         let now = SystemTime::now();
         ConnEntry {
             out,
             topics: Mutex::new(Vec::new()),
+            limits,
             gone: AtomicBool::new(false),
             channel,
             connected_at: now,
@@ -80,14 +147,21 @@ impl ConnEntry {
         }
     }
 
-    /// Records a topic; false when it was there already.
-    pub(crate) fn add_topic(&self, topic: Arc<str>) -> bool {
+    /// Records a topic; false when it was there already. `bad_topic` for a name over the
+    /// limit, `too_many_topics` for a new topic beyond the connection's limit.
+    pub(crate) fn add_topic(&self, topic: Arc<str>) -> Result<bool, ChannelError> {
+        self.limits.check_name(&topic)?;
         let mut t = self.lock_topics();
         if t.contains(&topic) {
-            return false;
+            return Ok(false);
+        }
+        if t.len() >= self.limits.max_topics {
+            return Err(ChannelError::TooManyTopics {
+                max: self.limits.max_topics,
+            });
         }
         t.push(topic);
-        true
+        Ok(true)
     }
 
     /// Whether `topic` is recorded and will be cleaned up with the connection.

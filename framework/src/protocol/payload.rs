@@ -15,7 +15,9 @@ pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, ChannelError
             if let Some(idx) = msg.rfind(" at line ") {
                 msg.truncate(idx);
             }
-            Err(ChannelError::BadJson(msg))
+            Err(ChannelError::BadJson(
+                crate::error::clip_to(&msg, 256).into_owned(),
+            ))
         }
         Err(_) => {
             let de = &mut serde_json::Deserializer::from_str(json);
