@@ -446,3 +446,26 @@ fn refuses_to_start_on_a_public_address_without_credentials() {
     run_on_any_address(|| App::new().service(FunctionService::<()>::new("/fn").token("t")))
         .expect("with a token it starts");
 }
+
+/// The connection's topic limits hold through the API too, and the remote client reports the
+/// same code a local handle gives.
+#[tokio::test]
+async fn topic_limits_reach_the_remote_client_with_their_code() {
+    let hub = Hub::new();
+    let s = server(&hub);
+    let (mut c, id) = client(&s).await;
+    let api = ConnectionsClient::new(s.url("")).bearer_token(TOKEN);
+    let long = "t".repeat(300);
+    let err = api.to(id).subscribe(&long).await.unwrap_err();
+    assert_eq!(err.code(), "bad_topic", "{err}");
+    let err = api.to(id).unsubscribe(&long).await.unwrap_err();
+    assert_eq!(err.code(), "bad_topic", "{err}");
+    for i in 0..100 {
+        api.to(id).subscribe(&format!("t:{i}")).await.unwrap();
+    }
+    let err = api.to(id).subscribe("t:100").await.unwrap_err();
+    assert_eq!(err.code(), "too_many_topics", "{err}");
+    // Held already: not counted twice.
+    api.to(id).subscribe("t:0").await.unwrap();
+    assert_eq!(c.request("whoami", json!(null)).await.unwrap(), json!(id));
+}

@@ -567,13 +567,18 @@ impl Answer {
         struct Message {
             #[serde(default, alias = "Message")]
             message: String,
+            /// A refusal by the connection's limits: the code a local handle would give.
+            #[serde(default)]
+            code: Option<String>,
         }
-        let message = serde_json::from_slice::<Message>(&self.body)
-            .unwrap_or_default()
-            .message;
+        let Message { message, code } =
+            serde_json::from_slice::<Message>(&self.body).unwrap_or_default();
         let kind = self.error_type.unwrap_or_default();
         Err(match self.status {
             StatusCode::GONE => ChannelError::Closed,
+            StatusCode::BAD_REQUEST if code.is_some() => {
+                ChannelError::new(code.unwrap_or_default(), message)
+            }
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ChannelError::forbidden(format!(
                 "connections API refused the call ({kind}): {message}"
             )),

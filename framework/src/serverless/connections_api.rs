@@ -239,6 +239,9 @@ struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// The client-facing error code of a refusal by the connection's limits (`too_many_topics`,
+    /// `bad_topic`), so that the remote client reports the same error a local handle would.
+    code: Option<String>,
 }
 
 impl ApiError {
@@ -247,14 +250,34 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            code: None,
         }
     }
 
     fn response(&self) -> HttpResponse {
+        let body = match &self.code {
+            Some(code) => serde_json::json!({ "message": self.message, "code": code }),
+            None => serde_json::json!({ "message": self.message }),
+        };
         HttpResponse::build(self.status)
             .insert_header(("x-amzn-ErrorType", self.kind))
             .insert_header(("x-amzn-RequestId", time::request_id()))
-            .json(serde_json::json!({ "message": self.message }))
+            .json(body)
+    }
+}
+
+/// A topic operation's error: gone, refused by the connection's topic limits (400 with the
+/// client-facing code), or internal.
+fn topic_error(raw: &str, e: &ChannelError) -> ApiError {
+    match e {
+        ChannelError::Closed => gone(raw),
+        ChannelError::TooManyTopics { .. }
+        | ChannelError::BadTopic { .. }
+        | ChannelError::PresenceTooLarge { .. } => ApiError {
+            code: Some(e.code().to_owned()),
+            ..bad_request(e.message())
+        },
+        _ => internal(e),
     }
 }
 
@@ -511,8 +534,7 @@ impl ConnectionsApi {
                 let options = SubscribeOptions::new().recover(recover);
                 match hub.to(id).subscribe_with(&topic, options).await {
                     Ok(s) => HttpResponse::Ok().json(s),
-                    Err(ChannelError::Closed) => return Err(gone(&raw)),
-                    Err(e) => return Err(internal(&e)),
+                    Err(e) => return Err(topic_error(&raw, &e)),
                 }
             }
             Op::Unsubscribe => {
@@ -521,7 +543,7 @@ impl ConnectionsApi {
                 hub.to(id)
                     .unsubscribe(&topic)
                     .await
-                    .map_err(|_| gone(&raw))?;
+                    .map_err(|e| topic_error(&raw, &e))?;
                 HttpResponse::NoContent().finish()
             }
             Op::Publish => {
