@@ -337,6 +337,24 @@ mod tests {
     }
 
     #[test]
+    fn payload_errors_clip_what_they_quote() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Kind {
+            A,
+        }
+        let json = format!(r#"{{"{}": "{}"}}"#, "k".repeat(1000), "v".repeat(10_000));
+        let de = &mut serde_json::Deserializer::from_str(&json);
+        let err =
+            serde_path_to_error::deserialize::<_, std::collections::HashMap<String, Kind>>(de)
+                .unwrap_err();
+        let err = ChannelError::from_payload(err);
+        assert_eq!(err.code(), "bad_payload");
+        assert!(err.message().len() < 600, "{}", err.message().len());
+        assert!(err.field().is_some_and(|f| f.len() <= MAX_ECHO + 3));
+    }
+
+    #[test]
     fn payload_errors_name_the_field() {
         #[derive(Debug, serde::Deserialize)]
         #[allow(dead_code)]
