@@ -527,6 +527,19 @@ pub mod fuzz {
         let key = RouteKey::parse(route_key).expect("a valid route key");
         let got = scanner(text, &key);
         let (want, exact) = oracle(text, &key);
+        // `Value` treats an object keyed by serde_json's private raw-value token
+        // (`$serde_json::private::RawValue`, in any escaping) as a raw value and refuses it
+        // unless the value is a string, although the text is valid JSON, as the scanner finds.
+        // Where the scanner and serde_json's own grammar (`IgnoredAny`, which has no such
+        // token) both find valid JSON, the oracle cannot judge the rest: skip it.
+        let scanner_parsed = !matches!(&got, Outcome::Refused { code, .. } if code == "bad_json");
+        let oracle_refused = matches!(&want, Outcome::Refused { code, .. } if code == "bad_json");
+        if scanner_parsed
+            && oracle_refused
+            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        {
+            return;
+        }
         // Values are compared when the oracle parsed the frame itself; when it had to replace
         // numbers beyond f64's range (see `strict`), only the outline is.
         let same = |got: &Option<String>, want: &Option<Value>| match (got, want) {
@@ -972,6 +985,22 @@ mod tests {
         assert_eq!(missing.error.code(), "missing_route");
         assert_eq!(missing.reference.as_deref(), Some("4"));
         assert!(RouteKey::parse("a..b").is_err());
+    }
+
+    /// Found by the fuzzer: an object keyed by serde_json's private raw-value token is valid
+    /// JSON (the scanner routes it); `Value` refuses it, which the check must not take for the
+    /// scanner's mistake.
+    #[test]
+    fn serde_jsons_raw_value_token_is_just_a_key() {
+        let text = "{\"meta\":\n\n\n\n{\"$serde_json::private::RawValue\":\n \n\ntrue}}";
+        let got = Envelope::decode(ByteString::from(text), &RouteKey::default());
+        assert_eq!(got.unwrap_err().error.code(), "missing_route");
+        let routed = r#"{"type":"a","data":{"$serde_json::private::RawValue":true}}"#;
+        let env = Envelope::decode(ByteString::from(routed), &RouteKey::default()).unwrap();
+        assert_eq!(env.route(), "a");
+        super::fuzz::check(text, "type");
+        super::fuzz::check(routed, "type");
+        super::fuzz::check(text, "meta.kind");
     }
 
     /// The differential check's own oracle: numbers beyond f64's range are replaced, not
