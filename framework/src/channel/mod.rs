@@ -31,4 +31,5 @@ pub use outbound::SlowConsumerPolicy;
 pub use route::ChannelRoute;
 pub use upgrade::ConnectRequest;
 
+#[cfg(feature = "gateway")]
 pub(crate) use upgrade::bearer;
