@@ -663,10 +663,11 @@ pub mod fuzz {
                 |c: &u8| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E');
             let start = at - b[..at].iter().rev().take_while(|c| in_number(c)).count();
             let end = start + number_prefix(&b[start..]);
-            assert!(
-                start < end,
-                "no number where serde_json says one is out of range: {e}"
-            );
+            if start >= end {
+                // The error is about text inside a string: serde_json parses the string value
+                // of its private raw-value key as JSON (see `check`). Nothing here to judge.
+                return None;
+            }
             // A number that nothing can extend: what follows the old one stays as invalid as
             // it was (`1e400.5` must not become `0.5`).
             text.to_mut().replace_range(start..end, "0.0e0");
@@ -1001,6 +1002,13 @@ mod tests {
         super::fuzz::check(text, "type");
         super::fuzz::check(routed, "type");
         super::fuzz::check(text, "meta.kind");
+        // Its string value is parsed as JSON, and the error points into the string.
+        let inner = " \n{\"$serde_json::private::RawValue\":\n\n\t\t \t\"10e400,\"5E+3tme\\/\\} ";
+        super::fuzz::check(inner, "type");
+        super::fuzz::check(
+            r#"{"type":"a","data":{"$serde_json::private::RawValue":"1e400"}}"#,
+            "type",
+        );
     }
 
     /// The differential check's own oracle: numbers beyond f64's range are replaced, not
