@@ -31,7 +31,7 @@
 mod support;
 
 use std::cell::{Cell, RefCell};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -185,15 +185,6 @@ fn spawn_node(kind: &str, redis: Option<&str>, cfg: &Config) -> Result<(Proc, u1
         cmd.args(["--redis", url]);
     }
     spawn::server(cmd, &format!("{kind} node"))
-}
-
-fn redis_installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn spawn_redis(cfg: &Config) -> Result<(Proc, u16), String> {
@@ -518,7 +509,7 @@ fn run(flags: &Flags) -> Result<(), String> {
     println!("redis_fanout: one topic fanned out, one node in memory vs two nodes through Redis");
     let mut scenarios = flags.scenarios.clone();
     scenarios.retain(|s| !s.is_empty());
-    if scenarios.iter().any(|s| s == "redis") && !redis_installed() {
+    if scenarios.iter().any(|s| s == "redis") && !switchboard_suite::redis::installed() {
         println!("redis-server is not installed (apt-get install redis-server): memory only");
         scenarios.retain(|s| s != "redis");
     }

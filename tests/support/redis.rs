@@ -19,7 +19,8 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn redis_server_installed() -> bool {
+/// Whether `redis-server` is on the PATH (the tests and the Redis bench ask).
+pub fn installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -32,7 +33,7 @@ impl RedisServer {
     /// A fresh server, or `None` (with a message) when `redis-server` is not installed; under
     /// CI a missing `redis-server` fails the test instead (see [`skip`]).
     pub fn start(name: &str) -> Option<RedisServer> {
-        if !redis_server_installed() {
+        if !installed() {
             skip(
                 name,
                 "redis-server is not installed (apt-get install redis-server)",
