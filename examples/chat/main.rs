@@ -15,6 +15,7 @@ use actix_web::{http::header, web, App, HttpResponse, HttpServer};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchboard::drain::Drain;
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
 use switchboard::session::{SessionCtx, SessionHost, TimerHandle};
@@ -44,6 +45,15 @@ struct Args {
     /// running it survives Redis outages (GET /health says 503 meanwhile).
     #[arg(long, env = "CHAT_REDIS")]
     redis: Option<String>,
+    /// On SIGTERM or Ctrl-C, close connections (1012, service restart) this many at a time...
+    #[arg(long, env = "CHAT_DRAIN_BATCH", default_value_t = 10_000)]
+    drain_batch: usize,
+    /// ...one batch every this many milliseconds...
+    #[arg(long, env = "CHAT_DRAIN_INTERVAL_MS", default_value_t = 2_000)]
+    drain_interval_ms: u64,
+    /// ...and exit after at most this many seconds.
+    #[arg(long, env = "CHAT_DRAIN_WINDOW_S", default_value_t = 30)]
+    drain_window_s: u64,
 }
 
 /// Nicknames in use, and whose connection holds each.
@@ -419,6 +429,12 @@ async fn main() -> std::io::Result<()> {
     };
     let nicknames = web::Data::new(Nicknames::default());
     let chat = chat_channel();
+    // A deploy drops nobody: on SIGTERM every connection gets a close frame (1012) in batches,
+    // and the clients reconnect (to another node, behind a load balancer) and catch up.
+    let drain = Drain::new(hub.clone())
+        .batch_size(args.drain_batch)
+        .batch_interval(Duration::from_millis(args.drain_interval_ms))
+        .window(Duration::from_secs(args.drain_window_s));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(hub.clone())
@@ -428,19 +444,27 @@ async fn main() -> std::io::Result<()> {
             .route("/health", web::get().to(engine_health))
             .configure(routes)
     })
+    // The drain handles SIGTERM and Ctrl-C; the server's own timeout only backs it up.
+    .disable_signals()
+    .shutdown_timeout(args.drain_window_s + 5)
     .bind((args.bind.as_str(), args.port))?;
     // The bound address, also when the port was 0 (tests read this line).
     for addr in server.addrs() {
         log::info!("chat on http://{addr}");
         println!("listening on http://{addr}");
     }
-    server.run().await
+    drain.serve(server.run()).await
 }
 
 /// `GET /health`: 200 `{"status":"up"}` while the engine works; 503
 /// `{"status":"down","reason":...}` while it does not (the Redis engine lost Redis: messages
-/// cannot be sent, connected users stay connected).
+/// cannot be sent, connected users stay connected); 503 `{"status":"draining"}` once a
+/// shutdown has begun.
 async fn engine_health(hub: Hub) -> HttpResponse {
+    if hub.is_draining() {
+        // Shutting down: a load balancer stops sending clients here.
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
     match hub.health() {
         switchboard::engine::EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
         down => HttpResponse::ServiceUnavailable().json(down),

@@ -377,5 +377,5 @@ pub fn default_session<T: DefaultSession>() -> T {
 
 /// A disconnect handler whose arguments could not be extracted does not run.
 pub fn log_disconnect_error(e: &ChannelError) {
-    log::error!("disconnect handler not run: {e}");
+    tracing::error!("disconnect handler not run: {e}");
 }

@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod channel;
+pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod handler;

@@ -244,7 +244,7 @@ impl<S: 'static> Connection<S> {
         // a farewell to them (publishing needs no subscription).
         hub.deregister(id);
         let Ok(fut) = called else {
-            log::error!("connection {id}: disconnect handler panicked");
+            tracing::error!("connection {id}: disconnect handler panicked");
             return;
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
@@ -253,20 +253,20 @@ impl<S: 'static> Connection<S> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         match Pin::new(&mut fut).poll(&mut cx) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => log::error!("connection {id}: disconnect handler panicked"),
+            Poll::Ready(Err(_)) => tracing::error!("connection {id}: disconnect handler panicked"),
             Poll::Pending if std::thread::panicking() => {
-                log::warn!("connection {id}: disconnect handler cut short by a panic");
+                tracing::warn!("connection {id}: disconnect handler cut short by a panic");
             }
             Poll::Pending => {
                 let spawn = AssertUnwindSafe(move || {
                     actix_rt::spawn(async move {
                         if fut.await.is_err() {
-                            log::error!("connection {id}: disconnect handler panicked");
+                            tracing::error!("connection {id}: disconnect handler panicked");
                         }
                     })
                 });
                 if std::panic::catch_unwind(spawn).is_err() {
-                    log::warn!(
+                    tracing::warn!(
                         "connection {id}: runtime shut down before the disconnect handler finished"
                     );
                 }
@@ -336,16 +336,16 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
                 self.begin_close(ctx, code, "");
             }
             Incoming::TooBig => {
-                log::debug!("connection {}: frame too big", self.channel.id());
+                tracing::debug!("connection {}: frame too big", self.channel.id());
                 self.begin_close(ctx, close_code::TOO_BIG, "message too big");
             }
             // The stream ends right after this item: `finished` stops the actor, and the
             // close is recorded as abnormal (1006), as no close frame was exchanged.
             Incoming::Gone(e) => {
-                log::debug!("connection {}: socket gone: {e}", self.channel.id());
+                tracing::debug!("connection {}: socket gone: {e}", self.channel.id());
             }
             Incoming::Broken(e) => {
-                log::debug!("connection {}: protocol error: {e}", self.channel.id());
+                tracing::debug!("connection {}: protocol error: {e}", self.channel.id());
                 self.begin_close(ctx, e.code, e.reason);
             }
         }
@@ -382,7 +382,7 @@ impl<S: 'static> Connection<S> {
                     return;
                 }
                 Admit::Close => {
-                    log::debug!("connection {}: rate limited", self.channel.id());
+                    tracing::debug!("connection {}: rate limited", self.channel.id());
                     self.push_error(
                         &self.def.router.answering(&item),
                         &ChannelError::RateLimited,

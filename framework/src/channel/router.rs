@@ -128,7 +128,7 @@ impl Answering {
         err: &ChannelError,
     ) -> ByteString {
         if let ChannelError::Internal(detail) = err {
-            log::error!("connection {conn}: route {:?}: {detail}", self.route());
+            tracing::error!("connection {conn}: route {:?}: {detail}", self.route());
         }
         // An over-long route (an unknown one: registered routes are short) is not echoed.
         let route = self.route().filter(|r| r.len() <= MAX_ECHO);

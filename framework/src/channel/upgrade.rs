@@ -32,6 +32,10 @@ pub(crate) async fn accept<S: 'static>(
     if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
         return e.error_response();
     }
+    let hub = Hub::of(&req);
+    if hub.is_draining() {
+        return ChannelError::Draining.error_response();
+    }
     let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
         return ChannelError::TooManyConnections.error_response();
     };
@@ -53,7 +57,6 @@ pub(crate) async fn accept<S: 'static>(
         Err(e) => return e.error_response(),
     };
     let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
-    let hub = Hub::of(&req);
     let limits = TopicLimits {
         max_topics: cfg.max_topics,
         max_topic_len: cfg.max_topic_length,

@@ -6,7 +6,8 @@ mod registry;
 pub use registry::ConnectionInfo;
 pub(crate) use registry::{ConnEntry, Registry, TopicLimits};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_web::{FromRequest, HttpRequest};
 use bytestring::ByteString;
@@ -48,6 +49,12 @@ pub struct Hub {
 struct HubInner {
     engine: Arc<dyn Engine>,
     registry: Registry,
+    /// Set once a drain starts: upgrades are refused, connections that register anyway are
+    /// closed with `drain_close`.
+    draining: AtomicBool,
+    drain_close: Mutex<Option<(u16, Arc<str>)>>,
+    /// Woken when a connection leaves while draining.
+    left: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Hub {
@@ -76,6 +83,9 @@ impl Hub {
             inner: Arc::new(HubInner {
                 engine: Arc::new(engine),
                 registry: Registry::new(),
+                draining: AtomicBool::new(false),
+                drain_close: Mutex::new(None),
+                left: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -223,7 +233,13 @@ impl Hub {
     }
 
     pub(crate) fn register(&self, id: ConnectionId, entry: Arc<ConnEntry>) {
-        self.inner.registry.insert(id, entry);
+        self.inner.registry.insert(id, entry.clone());
+        // A drain that began while this connection was being accepted may have listed the
+        // registry before the insert: close it here instead (the flag is set before listing).
+        if self.inner.draining.load(Ordering::SeqCst) {
+            let close = self.drain_close();
+            entry.out.close(close.0, &close.1);
+        }
     }
 
     /// Forgets a connection: its subscriptions and presence everywhere.
@@ -233,6 +249,57 @@ impl Hub {
                 self.inner.engine.unsubscribe(topic, id);
             }
         }
+        if self.inner.draining.load(Ordering::Relaxed) {
+            self.inner.left.notify_waiters();
+        }
+    }
+
+    /// Whether a drain has begun ([`crate::drain::Drain`]): new connections are refused with
+    /// 503 and open ones are being closed. An app's health check can report it, so that a
+    /// load balancer stops sending clients here.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts draining: from now on upgrades are refused, and a connection that registers
+    /// anyway is closed with `code`.
+    pub(crate) fn begin_drain(&self, code: u16, reason: Arc<str>) {
+        *self
+            .inner
+            .drain_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((code, reason));
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn drain_close(&self) -> (u16, Arc<str>) {
+        self.inner
+            .drain_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| (close_code::SERVICE_RESTART, Arc::from("service restart")))
+    }
+
+    /// Closes up to `max` open connections that are not closing yet, with `code`; returns how
+    /// many it closed.
+    pub(crate) fn close_some(&self, max: usize, code: u16, reason: &str) -> usize {
+        let mut closed = 0;
+        self.inner.registry.for_each(|entry| {
+            if closed >= max {
+                return false;
+            }
+            if entry.out.close(code, reason) {
+                closed += 1;
+            }
+            true
+        });
+        closed
+    }
+
+    /// Resolves when a connection leaves (while draining), or spuriously: callers re-check.
+    pub(crate) fn left(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.left.notified()
     }
 }
 

@@ -284,6 +284,24 @@ impl Registry {
         self.shard(id).remove(&id)
     }
 
+    /// Visits open connections, one shard locked at a time, until `f` says stop. Entries are
+    /// cloned out of a shard before `f` sees them, so `f` may touch the registry.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry) -> bool) {
+        for shard in self.shards.iter() {
+            let entries: Vec<Arc<ConnEntry>> = shard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for e in entries {
+                if !f(&e) {
+                    return;
+                }
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()

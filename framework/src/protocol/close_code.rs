@@ -14,5 +14,8 @@ pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// Internal error.
 pub const INTERNAL: u16 = 1011;
+/// Service restart: the server is shutting down or restarting (a drain); reconnect soon,
+/// preferably to another node.
+pub const SERVICE_RESTART: u16 = 1012;
 /// Try again later: used for slow consumers under the `close` policy.
 pub const TRY_AGAIN_LATER: u16 = 1013;

@@ -306,7 +306,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn internal(e: &ChannelError) -> ApiError {
-    log::error!("connections API: {e:?}");
+    tracing::error!("connections API: {e:?}");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalServerErrorException",

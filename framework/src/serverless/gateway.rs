@@ -311,7 +311,7 @@ fn timed_out(t: Duration) -> ChannelError {
 }
 
 fn unavailable(detail: impl std::fmt::Display) -> ChannelError {
-    log::warn!("gateway: function unreachable: {detail}");
+    tracing::warn!("gateway: function unreachable: {detail}");
     ChannelError::new("function_unavailable", "the function could not be reached")
         .with_status(StatusCode::BAD_GATEWAY)
 }
@@ -519,11 +519,11 @@ impl GatewayConfig {
     async fn disconnect(&self, event: Event, id: ConnectionId) {
         match self.post(&event).await {
             Ok(a) if a.status.is_success() => {}
-            Ok(a) => log::warn!(
+            Ok(a) => tracing::warn!(
                 "gateway: $disconnect of {id}: the function answered HTTP {}",
                 a.status.as_u16()
             ),
-            Err(e) => log::warn!("gateway: $disconnect of {id}: {}", e.message()),
+            Err(e) => tracing::warn!("gateway: $disconnect of {id}: {}", e.message()),
         }
     }
 }

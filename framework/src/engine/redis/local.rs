@@ -328,7 +328,7 @@ impl Local {
             if p.depth == 0 {
                 let items = std::mem::take(&mut p.items);
                 if p.dropped > 0 {
-                    log::warn!(
+                    tracing::warn!(
                         "redis engine: subscriber {id} of {topic} missed {} message(s) while it \
                          was being set up (more than {MAX_PENDING} arrived meanwhile)",
                         p.dropped
