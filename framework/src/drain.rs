@@ -128,6 +128,7 @@ impl Drain {
         for hub in &self.hubs {
             hub.begin_drain(self.code, reason.clone());
         }
+        crate::meter::draining(true);
         let open = || self.hubs.iter().map(Hub::connection_count).sum::<usize>();
         tracing::info!(
             connections = open(),
@@ -175,6 +176,7 @@ impl Drain {
                 }
             }
         }
+        crate::meter::draining(false);
         let report = DrainReport {
             closed,
             remaining: open(),

@@ -10,12 +10,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use super::def::{ChannelDef, OpenGuard};
 use super::handle::Channel;
@@ -24,9 +26,29 @@ use super::router::{Answering, Dispatch, Handler, Inbound};
 use super::transport::{Incoming, IncomingStream, Writer};
 use crate::error::ChannelError;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
+use crate::meter::{self, RouteLabel, Started};
 use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
+
+/// A message on its way through its handler: what its result answers, and what metrics and
+/// traces record of it.
+struct InFlight {
+    answering: Answering,
+    route: Option<Arc<str>>,
+    label: RouteKind,
+    started: Started,
+    span: tracing::Span,
+}
+
+/// [`RouteLabel`] without the borrow of the route table (the handler may outlive `dispatch`'s
+/// borrow when it has to wait).
+#[derive(Clone, Copy)]
+enum RouteKind {
+    Named,
+    Default,
+    Binary,
+}
 
 /// How long refusals are counted before a connection that keeps going over the rate is closed.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -91,6 +113,8 @@ pub(crate) struct Connection<S: 'static> {
     incoming_done: bool,
     disconnected: bool,
     rate: RateLimit,
+    /// The connection's span (channel, id, peer): the parent of its messages' spans.
+    span: tracing::Span,
     _open: OpenGuard,
 }
 
@@ -103,6 +127,17 @@ impl<S: 'static> Connection<S> {
         open: OpenGuard,
     ) -> Self {
         let rate = RateLimit::new(def.config.message_burst, Instant::now());
+        let span = tracing::debug_span!(
+            "connection",
+            channel = &*def.path,
+            id = %channel.id(),
+            peer = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(ip) = channel.entry().source_ip() {
+                span.record("peer", tracing::field::display(ip));
+            }
+        }
         Connection {
             def,
             channel,
@@ -113,6 +148,7 @@ impl<S: 'static> Connection<S> {
             incoming_done: false,
             disconnected: false,
             rate,
+            span,
             _open: open,
         }
     }
@@ -143,20 +179,22 @@ impl<S: 'static> Connection<S> {
 
     /// Handles one message; marks the connection busy if its handler has to wait.
     fn run(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
-        let Some((answering, fut)) = self.dispatch(item) else {
+        let started = meter::start();
+        let Some((flight, fut)) = self.dispatch(item, started) else {
             return;
         };
+        let fut = fut.instrument(flight.span.clone());
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish without waiting: poll once here and skip the spawn. A future
         // that is not ready re-registers the real waker when the context polls it.
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(outcome) => self.finish(&answering, outcome),
+            Poll::Ready(outcome) => self.finish(&flight, outcome),
             Poll::Pending => {
                 self.busy = true;
                 ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
                     act.busy = false;
-                    act.finish(&answering, outcome);
+                    act.finish(&flight, outcome);
                     act.pump(ctx);
                 }));
             }
@@ -168,14 +206,43 @@ impl<S: 'static> Connection<S> {
     fn dispatch(
         &self,
         item: Inbound,
-    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
+        started: Started,
+    ) -> Option<(InFlight, BoxFuture<Result<Reply, ChannelError>>)> {
         match self.def.router.dispatch(item) {
             Dispatch::Call {
                 handler,
                 body,
                 answering,
-            } => self.call(handler, body, answering),
-            Dispatch::Reject { answering, error } => {
+                route,
+            } => {
+                let (name, label) = match route {
+                    RouteLabel::Named(name) => (Some(name.clone()), RouteKind::Named),
+                    RouteLabel::Binary => (None, RouteKind::Binary),
+                    _ => (None, RouteKind::Default),
+                };
+                let span = tracing::debug_span!(
+                    parent: &self.span,
+                    "message",
+                    route = name.as_deref().or(answering.route()).unwrap_or("$default"),
+                    r#ref = answering.reference(),
+                    outcome = tracing::field::Empty,
+                );
+                let flight = InFlight {
+                    answering,
+                    route: name,
+                    label,
+                    started,
+                    span,
+                };
+                self.call(handler, body, flight)
+            }
+            Dispatch::Reject {
+                answering,
+                error,
+                route,
+            } => {
+                meter::message(&self.def.path, route, Err(&error), started);
+                tracing::debug!(parent: &self.span, code = error.code(), "message refused");
                 self.push_error(&answering, &error);
                 None
             }
@@ -186,34 +253,61 @@ impl<S: 'static> Connection<S> {
         &self,
         handler: &Handler<S>,
         body: Body,
-        answering: Answering,
-    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
+        flight: InFlight,
+    ) -> Option<(InFlight, BoxFuture<Result<Reply, ChannelError>>)> {
         let req = MessageRequest::new(self.channel.clone(), body);
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
-            Ok(fut) => Some((answering, fut)),
+        let called = {
+            let _in = flight.span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
+        };
+        match called {
+            Ok(fut) => Some((flight, fut)),
             Err(panic) => {
-                self.report_panic(&answering, panic);
+                self.finish(&flight, Err(panic));
                 None
             }
         }
     }
 
-    fn finish(&self, answering: &Answering, outcome: Outcome) {
-        match outcome {
-            Ok(Ok(Reply(Some(Frame::Text(t))))) => self.push(t),
+    fn finish(&self, flight: &InFlight, outcome: Outcome) {
+        let answering = &flight.answering;
+        let error = match outcome {
+            Ok(Ok(Reply(Some(Frame::Text(t))))) => {
+                self.push(t);
+                None
+            }
             Ok(Ok(Reply(Some(frame)))) => {
                 let _ = self.channel.outbound().push(frame, Class::Essential);
+                None
             }
-            Ok(Ok(Reply(None))) => {}
-            Ok(Err(err)) => self.push_error(answering, &err),
-            Err(panic) => self.report_panic(answering, panic),
+            Ok(Ok(Reply(None))) => None,
+            Ok(Err(err)) => Some(err),
+            Err(panic) => Some(ChannelError::from_panic("handler", &*panic)),
+        };
+        let label = match flight.label {
+            RouteKind::Named => flight
+                .route
+                .as_ref()
+                .map_or(RouteLabel::Default, RouteLabel::Named),
+            RouteKind::Default => RouteLabel::Default,
+            RouteKind::Binary => RouteLabel::Binary,
+        };
+        meter::message(
+            &self.def.path,
+            label,
+            error.as_ref().map_or(Ok(()), Err),
+            flight.started,
+        );
+        if !flight.span.is_disabled() {
+            flight
+                .span
+                .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
         }
-    }
-
-    fn report_panic(&self, answering: &Answering, panic: Box<dyn std::any::Any + Send>) {
-        self.push_error(answering, &ChannelError::from_panic("handler", &*panic));
+        if let Some(err) = error {
+            self.push_error(answering, &err);
+        }
     }
 
     fn begin_close(&self, ctx: &mut actix::Context<Self>, code: u16, reason: &str) {
@@ -231,6 +325,13 @@ impl<S: 'static> Connection<S> {
         if std::mem::replace(&mut self.disconnected, true) {
             return;
         }
+        let code = self
+            .channel
+            .outbound()
+            .closed_with()
+            .map_or(close_code::ABNORMAL, |(code, _)| code);
+        meter::closed(&self.def.path, code);
+        tracing::debug!(parent: &self.span, code, "disconnected");
         self.channel.outbound().shut();
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
@@ -279,6 +380,8 @@ impl<S: 'static> Actor for Connection<S> {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        meter::opened(&self.def.path);
+        tracing::debug!(parent: &self.span, "connected");
         if let Some(incoming) = self.incoming.take() {
             ctx.add_stream(incoming);
         }
@@ -363,6 +466,16 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
 }
 
 impl<S: 'static> Connection<S> {
+    /// Counts a message refused before routing.
+    fn refused(&self, err: &ChannelError) {
+        meter::message(
+            &self.def.path,
+            RouteLabel::Refused,
+            Err(err),
+            Started::none(),
+        );
+    }
+
     /// Every message, text or binary, enters here: the rate limit comes first.
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
         let cfg = &self.def.config;
@@ -375,6 +488,7 @@ impl<S: 'static> Connection<S> {
             match self.rate.admit(rate, burst, close_after, Instant::now()) {
                 Admit::Yes => {}
                 Admit::Refuse => {
+                    self.refused(&ChannelError::RateLimited);
                     self.push_error(
                         &self.def.router.answering(&item),
                         &ChannelError::RateLimited,
@@ -382,7 +496,8 @@ impl<S: 'static> Connection<S> {
                     return;
                 }
                 Admit::Close => {
-                    tracing::debug!("connection {}: rate limited", self.channel.id());
+                    tracing::debug!(parent: &self.span, "rate limited: closing");
+                    self.refused(&ChannelError::RateLimited);
                     self.push_error(
                         &self.def.router.answering(&item),
                         &ChannelError::RateLimited,
@@ -394,6 +509,7 @@ impl<S: 'static> Connection<S> {
         }
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
+            self.refused(&ChannelError::Overloaded);
             self.push_error(&self.def.router.answering(&item), &ChannelError::Overloaded);
             return;
         }

@@ -185,6 +185,7 @@ impl<S> Channel<S> {
     /// and this returns `Err(Closed)` if the connection is (now) closing.
     pub fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ChannelError> {
         let frame = protocol::encode_event(event, data)?;
+        self.inner.out.note_push();
         match self.inner.out.push_text(frame, Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),

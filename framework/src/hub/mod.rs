@@ -139,7 +139,8 @@ impl Hub {
                 data,
                 exclude,
             })
-            .await?;
+            .await
+            .inspect_err(|e| engine_failed("publish", e))?;
         Ok(())
     }
 
@@ -200,6 +201,7 @@ impl Hub {
         text: impl Into<ByteString>,
     ) -> Result<(), ChannelError> {
         let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
+        entry.out.note_push();
         match entry.out.push_text(text.into(), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),
@@ -209,6 +211,7 @@ impl Hub {
     /// Sends a binary frame to one connection.
     pub fn send_binary(&self, id: ConnectionId, data: bytes::Bytes) -> Result<(), ChannelError> {
         let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
+        entry.out.note_push();
         match entry.out.push(Frame::Binary(data), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),
@@ -334,8 +337,16 @@ where
             if added {
                 entry.remove_topic(&topic);
             }
+            engine_failed("subscribe", &e);
             Err(e.into())
         }
+    }
+}
+
+/// Counts an engine operation that failed (not one a guard refused).
+fn engine_failed(op: &'static str, e: &EngineError) {
+    if !matches!(e, EngineError::Rejected(_)) {
+        crate::meter::engine_error(op);
     }
 }
 

@@ -187,6 +187,11 @@ impl ConnEntry {
         std::mem::take(&mut *t)
     }
 
+    /// The client's address.
+    pub(crate) fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
+    }
+
     pub(crate) fn touch(&self) {
         self.last_active_ms
             .store(millis(SystemTime::now()), Ordering::Relaxed);

@@ -6,6 +6,9 @@ pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 /// A frame broke the WebSocket protocol.
 pub const PROTOCOL_ERROR: u16 = 1002;
+/// The connection ended without a close frame (never sent in one: a status for metrics and
+/// logs).
+pub const ABNORMAL: u16 = 1006;
 /// A text message that is not UTF-8 (invalid frame payload data).
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// Policy violation: used for slow consumers under the `close` policy.

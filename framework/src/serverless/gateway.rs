@@ -321,7 +321,24 @@ fn failed(message: String) -> ChannelError {
 }
 
 impl GatewayConfig {
+    /// Calls the function, counting the call by outcome.
     async fn post(&self, event: &Event) -> Result<Answer, ChannelError> {
+        let started = crate::meter::start();
+        let answer = self.call_function(event).await;
+        let outcome = match &answer {
+            Ok(a) if a.status.is_success() => "ok",
+            Ok(_) => "error_status",
+            Err(e) => match e.code() {
+                "function_timeout" => "timeout",
+                "function_unavailable" => "unreachable",
+                _ => "failed",
+            },
+        };
+        crate::meter::gateway_call(outcome, started);
+        answer
+    }
+
+    async fn call_function(&self, event: &Event) -> Result<Answer, ChannelError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
         if let Some(t) = &self.token {
             headers.push(("authorization", auth::bearer_header(t)));

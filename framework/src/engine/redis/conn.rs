@@ -757,6 +757,7 @@ async fn supervise(
                         shared.addr
                     );
                 } else {
+                    crate::meter::engine_reconnected();
                     tracing::info!(
                         "redis engine (node {}): Redis at {} is back: up again, {topics} topic \
                          channel(s) resubscribed, presence and counts written again",

@@ -195,7 +195,9 @@ impl TopicLocal {
             }
             Incoming::Diff { .. } => None,
         };
+        let started = crate::meter::start();
         let mut gone = Vec::new();
+        let mut queued = 0;
         let publication = item.publication();
         for sub in self.subs.iter_mut() {
             if Some(sub.id) == exclude {
@@ -207,11 +209,16 @@ impl TopicLocal {
                     if !sub.floor.is_empty() && !sub.floor.passes(&item) {
                         continue;
                     }
-                    if sub.sink.deliver(publication) == Delivered::Gone {
-                        gone.push(sub.id);
+                    match sub.sink.deliver(publication) {
+                        Delivered::Queued => queued += 1,
+                        Delivered::Dropped => {}
+                        Delivered::Gone => gone.push(sub.id),
                     }
                 }
             }
+        }
+        if matches!(item, Incoming::Publication { .. }) {
+            crate::meter::fanned_out(queued, started);
         }
         gone
     }

@@ -629,8 +629,11 @@ impl<S: 'static> FunctionDef<S> {
                 handler,
                 body,
                 answering,
+                ..
             } => (handler.clone(), body, answering),
-            Dispatch::Reject { answering, error } => return error_frame(&answering, &error),
+            Dispatch::Reject {
+                answering, error, ..
+            } => return error_frame(&answering, &error),
         };
         let (channel, out) = self.channel(req, id, ctx);
         let request = MessageRequest::new(channel, body);
