@@ -15,6 +15,7 @@ use actix_web::{http::header, web, App, HttpResponse, HttpServer};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchboard::admin::Admin;
 use switchboard::drain::Drain;
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
@@ -54,6 +55,11 @@ struct Args {
     /// ...and exit after at most this many seconds.
     #[arg(long, env = "CHAT_DRAIN_WINDOW_S", default_value_t = 30)]
     drain_window_s: u64,
+    /// Serve the admin page at /admin (live connections, topics, errors; publish and
+    /// disconnect) to requests that show this token: open /admin?token=TOKEN. Without it,
+    /// there is no admin page.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 /// Nicknames in use, and whose connection holds each.
@@ -435,6 +441,7 @@ async fn main() -> std::io::Result<()> {
         .batch_size(args.drain_batch)
         .batch_interval(Duration::from_millis(args.drain_interval_ms))
         .window(Duration::from_secs(args.drain_window_s));
+    let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(hub.clone())
@@ -442,6 +449,13 @@ async fn main() -> std::io::Result<()> {
             .service(chat.clone())
             // Before `routes`' plain one: the first route that matches serves.
             .route("/health", web::get().to(engine_health))
+            // Prometheus metrics, and the admin page when a token is set.
+            .service(switchboard::metrics::service("/metrics"))
+            .configure(|cfg| {
+                if let Some(token) = &admin_token {
+                    cfg.service(Admin::with_token("/admin", token.as_str()));
+                }
+            })
             .configure(routes)
     })
     // The drain handles SIGTERM and Ctrl-C; the server's own timeout only backs it up.

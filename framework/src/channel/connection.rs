@@ -160,6 +160,7 @@ impl<S: 'static> Connection<S> {
     }
 
     fn push_error(&self, answering: &Answering, err: &ChannelError) {
+        self.channel.hub().note_error(&self.def.path, err.code());
         self.push(answering.error_frame(self.channel.id(), self.channel.route_field(), err));
     }
 

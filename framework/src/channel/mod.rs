@@ -23,7 +23,7 @@ pub(crate) mod outbound;
 mod route;
 pub(crate) mod router;
 pub(crate) mod transport;
-mod upgrade;
+pub(crate) mod upgrade;
 
 pub use config::{ChannelConfig, Origins};
 pub use handle::Channel;

@@ -187,6 +187,11 @@ impl ConnEntry {
         std::mem::take(&mut *t)
     }
 
+    /// The channel's path pattern.
+    pub(crate) fn channel(&self) -> &Arc<str> {
+        &self.channel
+    }
+
     /// The client's address.
     pub(crate) fn source_ip(&self) -> Option<IpAddr> {
         self.source_ip
@@ -292,15 +297,23 @@ impl Registry {
     /// Visits open connections, one shard locked at a time, until `f` says stop. Entries are
     /// cloned out of a shard before `f` sees them, so `f` may touch the registry.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry) -> bool) {
+        self.for_each_with_id(|_, e| f(e));
+    }
+
+    /// [`Registry::for_each`], with each connection's id.
+    pub(crate) fn for_each_with_id(
+        &self,
+        mut f: impl FnMut(ConnectionId, &Arc<ConnEntry>) -> bool,
+    ) {
         for shard in self.shards.iter() {
-            let entries: Vec<Arc<ConnEntry>> = shard
+            let entries: Vec<(ConnectionId, Arc<ConnEntry>)> = shard
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
+                .iter()
+                .map(|(id, e)| (*id, e.clone()))
                 .collect();
-            for e in entries {
-                if !f(&e) {
+            for (id, e) in entries {
+                if !f(id, &e) {
                     return;
                 }
             }
