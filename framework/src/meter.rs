@@ -137,6 +137,83 @@ pub(crate) fn refused(_channel: &Arc<str>, _reason: &'static str) {
     }
 }
 
+/// One channel's route series on one worker: a message answered `ok` finds its counter and
+/// histogram here by the route name's pointer (no hashing, no lock), instead of looking the
+/// labels up in the shared families.
+#[derive(Default)]
+pub(crate) struct RouteMeters {
+    #[cfg(feature = "metrics")]
+    cache: std::cell::RefCell<Vec<(RouteKey, RouteSeries)>>,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(PartialEq, Eq)]
+enum RouteKey {
+    /// The route table's name, by address.
+    Named(*const u8),
+    Special(&'static str),
+}
+
+#[cfg(feature = "metrics")]
+struct RouteSeries {
+    ok: prometheus_client::metrics::counter::Counter,
+    seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl RouteMeters {
+    /// A message answered (or handled without a reply).
+    #[inline]
+    pub(crate) fn message(
+        &self,
+        channel: &Arc<str>,
+        route: RouteLabel<'_>,
+        result: Result<(), &ChannelError>,
+        started: Started,
+    ) {
+        #[cfg(feature = "metrics")]
+        if result.is_ok() && get().is_some() {
+            let key = match route {
+                RouteLabel::Named(name) => RouteKey::Named(name.as_ptr()),
+                other => match other.label() {
+                    Label::Static(s) => RouteKey::Special(s),
+                    Label::Shared(_) => unreachable!("only names are shared"),
+                },
+            };
+            let mut cache = self.cache.borrow_mut();
+            let i = match cache.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let Some(m) = get() else { return };
+                    let route = ("route", route.label());
+                    let series = RouteSeries {
+                        ok: m
+                            .messages
+                            .get_or_create(&[
+                                ch(channel),
+                                route.clone(),
+                                ("outcome", Label::Static("ok")),
+                            ])
+                            .clone(),
+                        seconds: m
+                            .handler_seconds
+                            .get_or_create(&[ch(channel), route])
+                            .clone(),
+                    };
+                    cache.push((key, series));
+                    cache.len() - 1
+                }
+            };
+            let series = &cache[i].1;
+            series.ok.inc();
+            if let Started(Some(t)) = started {
+                series.seconds.observe(t.elapsed().as_secs_f64());
+            }
+            return;
+        }
+        message(channel, route, result, started);
+    }
+}
+
 /// A message answered (or handled without a reply).
 #[inline]
 pub(crate) fn message(

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -39,6 +40,15 @@ struct InFlight {
     label: RouteKind,
     started: Started,
     span: tracing::Span,
+}
+
+/// Whether a message span can be recorded by anyone: a tracing subscriber (which the span
+/// macro then asks), or, without one, a `log` logger at debug level (tracing's `log`
+/// fallback). Otherwise the macro would still evaluate the span's fields for that fallback, on
+/// every message, to throw them away.
+fn spans_wanted() -> bool {
+    tracing::dispatcher::has_been_set()
+        || tracing::log::max_level() >= tracing::log::LevelFilter::Debug
 }
 
 /// [`RouteLabel`] without the borrow of the route table (the handler may outlive `dispatch`'s
@@ -184,7 +194,13 @@ impl<S: 'static> Connection<S> {
         let Some((flight, fut)) = self.dispatch(item, started) else {
             return;
         };
-        let fut = fut.instrument(flight.span.clone());
+        // Entering a span costs something even when nobody records it (its `log` fallback
+        // checks on every poll): only a span someone records wraps the handler.
+        let fut = if flight.span.is_disabled() {
+            Either::Left(fut)
+        } else {
+            Either::Right(fut.instrument(flight.span.clone()))
+        };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish without waiting: poll once here and skip the spawn. A future
         // that is not ready re-registers the real waker when the context polls it.
@@ -221,13 +237,17 @@ impl<S: 'static> Connection<S> {
                     RouteLabel::Binary => (None, RouteKind::Binary),
                     _ => (None, RouteKind::Default),
                 };
-                let span = tracing::debug_span!(
-                    parent: &self.span,
-                    "message",
-                    route = name.as_deref().or(answering.route()).unwrap_or("$default"),
-                    r#ref = answering.reference(),
-                    outcome = tracing::field::Empty,
-                );
+                let span = if spans_wanted() {
+                    tracing::debug_span!(
+                        parent: &self.span,
+                        "message",
+                        route = name.as_deref().or(answering.route()).unwrap_or("$default"),
+                        r#ref = answering.reference(),
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 let flight = InFlight {
                     answering,
                     route: name,
@@ -242,7 +262,9 @@ impl<S: 'static> Connection<S> {
                 error,
                 route,
             } => {
-                meter::message(&self.def.path, route, Err(&error), started);
+                self.def
+                    .meters
+                    .message(&self.def.path, route, Err(&error), started);
                 tracing::debug!(parent: &self.span, code = error.code(), "message refused");
                 self.push_error(&answering, &error);
                 None
@@ -260,7 +282,7 @@ impl<S: 'static> Connection<S> {
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
         let called = {
-            let _in = flight.span.enter();
+            let _in = (!flight.span.is_disabled()).then(|| flight.span.enter());
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
         };
         match called {
@@ -295,7 +317,7 @@ impl<S: 'static> Connection<S> {
             RouteKind::Default => RouteLabel::Default,
             RouteKind::Binary => RouteLabel::Binary,
         };
-        meter::message(
+        self.def.meters.message(
             &self.def.path,
             label,
             error.as_ref().map_or(Ok(()), Err),
@@ -469,7 +491,7 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
 impl<S: 'static> Connection<S> {
     /// Counts a message refused before routing.
     fn refused(&self, err: &ChannelError) {
-        meter::message(
+        self.def.meters.message(
             &self.def.path,
             RouteLabel::Refused,
             Err(err),

@@ -29,6 +29,8 @@ pub(crate) struct ChannelDef<S> {
     pub(crate) on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
     pub(crate) on_open: Option<OpenHook<S>>,
     pub(crate) open: Arc<AtomicUsize>,
+    /// This worker's metric series of the channel's routes, found once.
+    pub(crate) meters: crate::meter::RouteMeters,
 }
 
 /// Runs in the connection actor once the socket is open.

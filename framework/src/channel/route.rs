@@ -336,6 +336,7 @@ impl<S: 'static> ChannelRoute<S> {
                 on_disconnect: b.on_disconnect,
                 on_open: b.on_open,
                 open: b.open,
+                meters: Default::default(),
             },
         )
     }
