@@ -10,6 +10,9 @@ pub mod hub;
 mod id;
 pub mod js;
 pub mod protocol;
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub mod schema;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod serverless;
