@@ -208,7 +208,13 @@ impl AsyncApi {
         }
 
         for topic in &schema.topics {
-            let prefix = topic.pattern.trim_end_matches('*');
+            // `room:*` as `room`, in message and operation keys.
+            let prefix = match (topic.pattern.trim_end_matches('*'))
+                .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            {
+                "" => "all",
+                p => p,
+            };
             let topic_schema = match topic.pattern.strip_suffix('*') {
                 Some(p) if !p.is_empty() => {
                     json!({ "type": "string", "pattern": format!("^{}", regex_escape(p)) })

@@ -484,7 +484,12 @@ impl ChannelSchema {
                 key(route)
             );
         }
-        out.push_str("  };\n  pushes: {\n");
+        out.push_str("  };\n");
+        out.push_str(if self.pushes.is_empty() {
+            "  pushes: {"
+        } else {
+            "  pushes: {\n"
+        });
         for (event, schema) in &self.pushes {
             let place = format!("push event `{event}`");
             let at = At {
@@ -493,7 +498,16 @@ impl ChannelSchema {
             };
             let _ = writeln!(out, "    {}: {};", key(event), conv.ty(schema, &at, 2)?);
         }
-        out.push_str("  };\n  topics: {\n");
+        out.push_str(if self.pushes.is_empty() {
+            "};\n"
+        } else {
+            "  };\n"
+        });
+        out.push_str(if self.topics.is_empty() {
+            "  topics: {"
+        } else {
+            "  topics: {\n"
+        });
         for topic in &self.topics {
             let events = topic_events(&self.topics, topic);
             if !topic.joinable {
@@ -522,7 +536,11 @@ impl ChannelSchema {
             }
             out.push_str("    };\n");
         }
-        out.push_str("  };\n");
+        out.push_str(if self.topics.is_empty() {
+            "};\n"
+        } else {
+            "  };\n"
+        });
         comment(
             &mut out,
             "Every error code a client may see: the framework's, the client's and the channel's.",
@@ -533,7 +551,11 @@ impl ChannelSchema {
             .keys()
             .map(|c| Value::String(c.clone()).to_string())
             .collect();
-        let _ = writeln!(out, "  errors: {};", codes.join(" | "));
+        let _ = write!(out, "  errors:");
+        for code in codes {
+            let _ = write!(out, "\n    | {code}");
+        }
+        out.push_str(";\n");
         if let Some(query) = &self.connect_query {
             let at = At {
                 place: "the connect query",
