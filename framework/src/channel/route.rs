@@ -48,6 +48,10 @@ use crate::protocol::RouteKey;
 pub struct ChannelRoute<S = ()> {
     path: String,
     def: ChannelDefBuilder<S>,
+    /// Push events, topic events, error codes and connect parameters the channel declares
+    /// for its generated types ([`schema`](crate::schema)).
+    #[cfg(feature = "schema")]
+    pub(crate) declared: crate::schema::Declared,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -78,6 +82,8 @@ impl<S> Clone for ChannelRoute<S> {
                 on_open: self.def.on_open.clone(),
                 open: self.def.open.clone(),
             },
+            #[cfg(feature = "schema")]
+            declared: self.declared.clone(),
             _session: PhantomData,
         }
     }
@@ -99,6 +105,8 @@ impl<S: 'static> ChannelRoute<S> {
                 on_open: None,
                 open: Arc::new(AtomicUsize::new(0)),
             },
+            #[cfg(feature = "schema")]
+            declared: Default::default(),
             _session: PhantomData,
         }
     }
@@ -339,6 +347,27 @@ impl<S: 'static> ChannelRoute<S> {
                 meters: Default::default(),
             },
         )
+    }
+}
+
+#[cfg(feature = "schema")]
+impl<S: 'static> ChannelRoute<S> {
+    /// What [`schema`](crate::schema) describes: the routes with their types, the join
+    /// patterns, presence, the connect parameters and the declarations.
+    pub(crate) fn schema_parts(&self) -> crate::schema::Parts<'_> {
+        crate::schema::Parts {
+            path: &self.path,
+            route_key: &self.def.config.route_key,
+            routes: (self.def.routes.iter())
+                .map(|h| (h.route().to_owned(), h.types()))
+                .collect(),
+            joins: (self.def.joins.guards.iter())
+                .map(|(pattern, _)| pattern.as_str())
+                .collect(),
+            presence: self.def.joins.presence.is_some(),
+            connect: self.def.on_connect.as_ref().and_then(|c| c.connect_query()),
+            declared: &self.declared,
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Instant;
 use crate::error::ChannelError;
 
 #[cfg(feature = "metrics")]
-use crate::metrics::{get, Label};
+pub(crate) mod registry;
+#[cfg(feature = "metrics")]
+use registry::{get, Label};
 
 /// A route as metrics name it: a name from the route table, or one of the special cases.
 #[derive(Clone, Copy, Debug)]
