@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
+use switchboard::serverless::connections_api::ConnectionsApi;
+use switchboard::serverless::gateway::Gateway;
 use switchboard::testing::TestServer;
 use switchboard_suite::{http, ws::error_reply, Wait};
 
@@ -74,6 +76,15 @@ async fn the_endpoint_counts_connections_messages_errors_refusals_and_deliveries
                     .message(announce)
                     .allow_join("news:*"),
             )
+            // A gateway whose function cannot be reached (nothing listens on port 1), and the
+            // connections API: their calls are counted too.
+            .service(
+                Gateway::new("http://127.0.0.1:1/fn")
+                    .connect_events(false)
+                    .disconnect_events(false)
+                    .channel("/m/down"),
+            )
+            .service(ConnectionsApi::new().bearer_token("api-token"))
             .service(switchboard::metrics::service("/metrics"))
     });
     let ch = r#"channel="/m/ws""#;
@@ -112,8 +123,43 @@ async fn the_endpoint_counts_connections_messages_errors_refusals_and_deliveries
         .await;
     assert!(refused.is_err());
 
+    let mut down = srv.connect("/m/down").await.unwrap();
+    assert_eq!(
+        error_reply(down.request("anything", json!(null)).await).0,
+        "function_unavailable"
+    );
+    down.close().await.unwrap();
+    let gone = ConnectionId::next();
+    let (status, _, _) = switchboard_suite::request(
+        srv.addr(),
+        "GET",
+        &format!("/@connections/{gone}"),
+        &[("Authorization", "Bearer api-token")],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 410);
+
     let m = scrape(&srv).await;
     assert_eq!(value(&m, &format!("switchboard_connections{{{ch}}}")), 2.0);
+    assert_eq!(
+        value(
+            &m,
+            r#"switchboard_gateway_calls_total{outcome="unreachable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"switchboard_gateway_call_duration_seconds_count"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"switchboard_connections_api_requests_total{method="GET",status="410"}"#
+        ),
+        1.0
+    );
     let msg = |route: &str, outcome: &str| {
         format!(r#"switchboard_messages_total{{{ch},route="{route}",outcome="{outcome}"}}"#)
     };
