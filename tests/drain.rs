@@ -95,7 +95,10 @@ async fn a_drain_closes_every_connection_with_1012_in_batches_and_refuses_newcom
         .iter()
         .filter(|t| **t < Duration::from_millis(290))
         .count();
-    assert!(early <= 10, "{early} closed in the first batch: {closed_after:?}");
+    assert!(
+        early <= 10,
+        "{early} closed in the first batch: {closed_after:?}"
+    );
     assert!(
         closed_after[24] - closed_after[0] >= Duration::from_millis(550),
         "closes were not spread over batches: {closed_after:?}"
@@ -109,6 +112,24 @@ async fn a_drain_closes_every_connection_with_1012_in_batches_and_refuses_newcom
     let ids = log.0.lock().unwrap().clone();
     assert_eq!(ids.len(), 25);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 25);
+}
+
+#[actix_rt::test]
+async fn stop_drains_then_stops_the_server() {
+    let hub = Hub::new();
+    let app_hub = hub.clone();
+    let srv = TestServer::start(move || {
+        App::new()
+            .app_data(app_hub.clone())
+            .service(ChannelRoute::<()>::new("/ws").message(switchboard_suite::handlers::echo))
+    });
+    let mut c = srv.connect("/ws").await.unwrap();
+    c.request("echo", json!(1)).await.unwrap();
+    let handle = srv.handle();
+    let stopping = actix_rt::spawn(async move { Drain::new(hub).stop(&handle).await });
+    assert_eq!(c.recv_close().await.unwrap().0, 1012);
+    let report = stopping.await.unwrap();
+    assert_eq!((report.closed, report.remaining), (1, 0));
 }
 
 #[actix_rt::test]
