@@ -51,7 +51,7 @@ pub struct ChannelRoute<S = ()> {
     /// Push events, topic events, error codes and connect parameters the channel declares
     /// for its generated types ([`schema`](crate::schema)).
     #[cfg(feature = "schema")]
-    pub(crate) declared: crate::schema::Declared,
+    pub(crate) declared: crate::handler::describe::Declared,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -354,8 +354,8 @@ impl<S: 'static> ChannelRoute<S> {
 impl<S: 'static> ChannelRoute<S> {
     /// What [`schema`](crate::schema) describes: the routes with their types, the join
     /// patterns, presence, the connect parameters and the declarations.
-    pub(crate) fn schema_parts(&self) -> crate::schema::Parts<'_> {
-        crate::schema::Parts {
+    pub(crate) fn schema_parts(&self) -> crate::handler::describe::Parts<'_> {
+        crate::handler::describe::Parts {
             path: &self.path,
             route_key: &self.def.config.route_key,
             routes: (self.def.routes.iter())

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::*;
+use crate::handler::describe::Parts;
 use crate::protocol::RouteKey;
 
 #[derive(JsonSchema)]
