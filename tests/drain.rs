@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 use switchboard::drain::Drain;
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestError, TestServer};
-use switchboard_suite::{
-    example_binary, http, process::wait_for_exit, spawn_listening, Proc, RedisServer, Wait,
-};
+use switchboard_suite::{chat, http, process::wait_for_exit, Proc, RedisServer, Wait};
 
 #[derive(Default)]
 struct Left(Mutex<Vec<ConnectionId>>);
@@ -148,15 +146,10 @@ async fn a_drain_with_no_connections_returns_at_once() {
 const CLIENTS: usize = 200;
 
 fn chat_node(redis: &RedisServer) -> (Proc, String) {
-    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
+    let url = redis.url();
+    chat(&[
         "--redis",
-        &redis.url(),
+        &url,
         "--drain-batch",
         "50",
         "--drain-interval-ms",
@@ -164,8 +157,6 @@ fn chat_node(redis: &RedisServer) -> (Proc, String) {
         "--drain-window-s",
         "10",
     ])
-    .env("RUST_LOG", "warn");
-    spawn_listening(cmd)
 }
 
 fn ws(base: &str) -> String {
