@@ -232,6 +232,7 @@ impl<S: 'static> Connection<S> {
             return;
         }
         self.channel.outbound().shut();
+        self.channel.stop_tokens();
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
         let Some(h) = self.def.on_disconnect.clone() else {

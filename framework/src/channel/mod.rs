@@ -13,6 +13,7 @@
 //! | `outbound` | the bounded outbound queue and the slow-consumer policy |
 //! | `transport` | the glue to actix-ws |
 //! | `heartbeat` | pings and idle timeouts, one task per channel and worker |
+//! | `tokens` | tokens that expire: a connection's deadlines and its one timer |
 
 mod config;
 pub(crate) mod connection;
@@ -21,6 +22,7 @@ mod handle;
 mod heartbeat;
 pub(crate) mod outbound;
 mod route;
+mod tokens;
 pub(crate) mod router;
 pub(crate) mod transport;
 mod upgrade;

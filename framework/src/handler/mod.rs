@@ -6,6 +6,7 @@
 //! be written by hand against these traits.
 
 pub mod extract;
+pub mod refresh;
 pub mod subscribe;
 
 use std::any::TypeId;
