@@ -218,12 +218,19 @@ impl Verifier {
         &self,
         req: &ConnectRequest,
     ) -> Result<C, ChannelError> {
-        let token = req
-            .bearer_token()
-            .or_else(|| req.query(&self.inner.query_param))
+        let token = match req.bearer_token() {
+            Some(t) => Some(t.to_owned()),
+            // Percent-decoded: clients build the query with `URLSearchParams` and the like.
+            None => actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(
+                req.request().query_string(),
+            )
+            .ok()
+            .and_then(|q| q.into_inner().remove(&self.inner.query_param)),
+        };
+        let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ChannelError::unauthorized("a token is required"))?;
-        let verified = self.verify::<C>(token)?;
+        let verified = self.verify::<C>(&token)?;
         if let Some(at) = verified.expires_at {
             req.set_expiry(at);
         }
