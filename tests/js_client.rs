@@ -177,7 +177,10 @@ fn token(t: &str) -> Result<(String, SystemTime), ChannelError> {
     let ms: u64 = ms
         .parse()
         .map_err(|_| ChannelError::unauthorized("bad token"))?;
-    Ok((name.to_owned(), SystemTime::now() + Duration::from_millis(ms)))
+    Ok((
+        name.to_owned(),
+        SystemTime::now() + Duration::from_millis(ms),
+    ))
 }
 
 #[switchboard::on_connect]

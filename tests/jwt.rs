@@ -98,7 +98,10 @@ fn nbf_and_leeway() {
     let late = hs(&json!({"sub": "ann", "exp": t - 30}));
     assert_eq!(code(strict.verify(&late)), "token_expired");
     let ok = lenient.verify::<Value>(&late).unwrap();
-    assert_eq!(ok.expires_at, Some(UNIX_EPOCH + Duration::from_secs(t + 30)));
+    assert_eq!(
+        ok.expires_at,
+        Some(UNIX_EPOCH + Duration::from_secs(t + 30))
+    );
     // Not valid before 30 s from now: the leeway lets it through, not 120 s.
     let soon = hs(&json!({"sub": "ann", "exp": t + 600, "nbf": t + 30}));
     let err = strict.verify::<Value>(&soon).unwrap_err();
@@ -215,7 +218,10 @@ async fn a_channel_verifies_on_connect_and_on_refresh() {
 
     // Refused upgrades: expired, wrong audience, no token.
     for (path, code) in [
-        (format!("/ws?token={}", token("ann", now() - 5)), "token_expired"),
+        (
+            format!("/ws?token={}", token("ann", now() - 5)),
+            "token_expired",
+        ),
         (
             format!(
                 "/ws?token={}",

@@ -1068,5 +1068,8 @@ async fn users_span_the_nodes() {
     // And her places are free again, on either node.
     let mut again = tab(&b, "ann").await.unwrap();
     id(&mut again).await;
-    assert!(a.hub.topics().await.unwrap().is_empty(), "users' topics are not listed");
+    assert!(
+        a.hub.topics().await.unwrap().is_empty(),
+        "users' topics are not listed"
+    );
 }

@@ -192,7 +192,10 @@ async fn a_topic_token_is_refreshed_per_topic_or_the_subscription_ends() {
         .await
         .unwrap();
     assert_eq!(reply["topic"], "private:a");
-    let gone = c.recv_matching(|f| f.get("unsubscribed").is_some()).await.unwrap();
+    let gone = c
+        .recv_matching(|f| f.get("unsubscribed").is_some())
+        .await
+        .unwrap();
     assert_eq!(
         gone["unsubscribed"],
         json!({"topic": "private:b", "code": "token_expired", "message": "the token expired"})

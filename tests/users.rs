@@ -99,7 +99,10 @@ async fn send_to_user_reaches_every_tab_and_disconnect_user_closes_them_all() {
         );
     }
     // Bob is still served, and ann's connections are gone from the index.
-    assert_eq!(bob.request("whoami", json!(null)).await.unwrap()["user"], "bob");
+    assert_eq!(
+        bob.request("whoami", json!(null)).await.unwrap()["user"],
+        "bob"
+    );
     eventually("ann's connections to go", || async {
         let left = connections_of(&hub, "ann").await;
         if left.is_empty() {
@@ -133,8 +136,14 @@ async fn the_per_user_cap_refuses_at_the_upgrade_while_others_are_served() {
     // Other users are not affected by ann's cap.
     let (mut b1, _) = tab(&server, "bob").await;
     let (_b2, _) = tab(&server, "bob").await;
-    assert_eq!(b1.request("whoami", json!(null)).await.unwrap()["user"], "bob");
-    assert_eq!(a2.request("whoami", json!(null)).await.unwrap()["user"], "ann");
+    assert_eq!(
+        b1.request("whoami", json!(null)).await.unwrap()["user"],
+        "bob"
+    );
+    assert_eq!(
+        a2.request("whoami", json!(null)).await.unwrap()["user"],
+        "ann"
+    );
 
     // A closed tab frees its place (once the server has noticed the close).
     a1.close().await.unwrap();
@@ -146,7 +155,10 @@ async fn the_per_user_cap_refuses_at_the_upgrade_while_others_are_served() {
         }
     })
     .await;
-    assert_eq!(a3.request("whoami", json!(null)).await.unwrap()["user"], "ann");
+    assert_eq!(
+        a3.request("whoami", json!(null)).await.unwrap()["user"],
+        "ann"
+    );
 }
 
 #[tokio::test]
@@ -160,12 +172,16 @@ async fn a_users_topics_are_counted_across_its_connections() {
             .await
             .unwrap();
     }
-    t2.request("subscribe", json!({"topic": "c"})).await.unwrap();
+    t2.request("subscribe", json!({"topic": "c"}))
+        .await
+        .unwrap();
     let (code, message, _) = error_reply(t2.request("subscribe", json!({"topic": "d"})).await);
     assert_eq!(code, "too_many_user_topics");
     assert!(message.contains('3'), "{message}");
     // The same topic again on the same connection does not count twice.
-    t1.request("subscribe", json!({"topic": "a"})).await.unwrap();
+    t1.request("subscribe", json!({"topic": "a"}))
+        .await
+        .unwrap();
     // Bob has his own count.
     for topic in ["a", "b", "c"] {
         bob.request("subscribe", json!({ "topic": topic }))
@@ -176,15 +192,20 @@ async fn a_users_topics_are_counted_across_its_connections() {
     t1.request("unsubscribe", json!({"topic": "a"}))
         .await
         .unwrap();
-    t2.request("subscribe", json!({"topic": "d"})).await.unwrap();
+    t2.request("subscribe", json!({"topic": "d"}))
+        .await
+        .unwrap();
     // And a closed tab gives back all of its topics.
     t1.close().await.unwrap();
     eventually("t1 to be gone", || async {
-        hub.connection(t1_id).map_or(Ok(()), |_| Err("still registered"))
+        hub.connection(t1_id)
+            .map_or(Ok(()), |_| Err("still registered"))
     })
     .await;
     // t1 held b: room for one more, not two.
-    t2.request("subscribe", json!({"topic": "e"})).await.unwrap();
+    t2.request("subscribe", json!({"topic": "e"}))
+        .await
+        .unwrap();
     let (code, _, _) = error_reply(t2.request("subscribe", json!({"topic": "f"})).await);
     assert_eq!(code, "too_many_user_topics");
 }

@@ -155,10 +155,8 @@ impl Verifier {
 
     /// ES256 with a P-256 public key in PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        let key = DecodingKey::from_ec_pem(pem).map_err(|source| KeyError {
-            what: "EC",
-            source,
-        })?;
+        let key =
+            DecodingKey::from_ec_pem(pem).map_err(|source| KeyError { what: "EC", source })?;
         Ok(Self::with(key, Algorithm::ES256))
     }
 
@@ -166,7 +164,9 @@ impl Verifier {
     /// Without it, tokens that have an `aud` are refused: they are meant for someone.
     pub fn audience(mut self, aud: &str) -> Self {
         let v = &mut self.inner_mut().validation;
-        v.aud.get_or_insert_with(Default::default).insert(aud.into());
+        v.aud
+            .get_or_insert_with(Default::default)
+            .insert(aud.into());
         v.required_spec_claims.insert("aud".into());
         self
     }
@@ -174,7 +174,9 @@ impl Verifier {
     /// Requires `iss` to be `iss`. Call again to accept several issuers.
     pub fn issuer(mut self, iss: &str) -> Self {
         let v = &mut self.inner_mut().validation;
-        v.iss.get_or_insert_with(Default::default).insert(iss.into());
+        v.iss
+            .get_or_insert_with(Default::default)
+            .insert(iss.into());
         v.required_spec_claims.insert("iss".into());
         self
     }

@@ -22,8 +22,8 @@ mod handle;
 mod heartbeat;
 pub(crate) mod outbound;
 mod route;
-mod tokens;
 pub(crate) mod router;
+mod tokens;
 pub(crate) mod transport;
 mod upgrade;
 

@@ -19,8 +19,8 @@ use crate::channel::outbound::SlowConsumerPolicy;
 use crate::engine::TopicPattern;
 use crate::handler::refresh::{RefreshHandler, RefreshRoute, REFRESH};
 use crate::handler::subscribe::{
-    Guard, JoinGuard, Joins, PresenceRule, SubscribeRoute, TokenGuard, UnsubscribeRoute,
-    SUBSCRIBE, UNSUBSCRIBE,
+    Guard, JoinGuard, Joins, PresenceRule, SubscribeRoute, TokenGuard, UnsubscribeRoute, SUBSCRIBE,
+    UNSUBSCRIBE,
 };
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::protocol::RouteKey;

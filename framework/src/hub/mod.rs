@@ -338,7 +338,10 @@ impl Hub {
                 return Err(e.into());
             }
         }
-        if let Err(e) = engine.subscribe(SubscribeRequest::new(topic.clone(), sub)).await {
+        if let Err(e) = engine
+            .subscribe(SubscribeRequest::new(topic.clone(), sub))
+            .await
+        {
             engine.unsubscribe(topic, id);
             return Err(e.into());
         }

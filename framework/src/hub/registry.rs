@@ -243,9 +243,12 @@ impl ConnEntry {
         }
         if let Some(user) = &self.user {
             let max = self.limits.max_user_topics;
-            let taken = user.slot.topics.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
+            let taken = user
+                .slot
+                .topics
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
             if taken.is_err() {
                 return Err(ChannelError::TooManyUserTopics { max });
             }
@@ -257,9 +260,12 @@ impl ConnEntry {
     /// Gives `n` topics back to the user's count.
     fn release_topics(&self, n: usize) {
         if let (Some(user), true) = (&self.user, n > 0) {
-            let _ = user.slot.topics.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                Some(t.saturating_sub(n))
-            });
+            let _ = user
+                .slot
+                .topics
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    Some(t.saturating_sub(n))
+                });
         }
     }
 

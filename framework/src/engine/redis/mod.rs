@@ -699,7 +699,14 @@ impl Engine for RedisEngine {
         if max == 0 {
             return Box::pin(std::future::ready(Ok(false)));
         }
-        Box::pin(track(self.shared().clone(), topic, subscriber, key, meta, max))
+        Box::pin(track(
+            self.shared().clone(),
+            topic,
+            subscriber,
+            key,
+            meta,
+            max,
+        ))
     }
 
     fn untrack(&self, topic: Arc<str>, id: ConnectionId) {
