@@ -145,10 +145,8 @@ mod tests {
     fn asks_before_the_expiry_then_expires() {
         let now = Instant::now();
         let at = SystemTime::now() + Duration::from_secs(100);
-        let mut t = Tokens {
-            conn: Some(Deadline::new(at, Duration::from_secs(30), now)),
-            ..Tokens::default()
-        };
+        let mut t = Tokens::default();
+        t.conn = Some(Deadline::new(at, Duration::from_secs(30), now));
         // Asked 30 s before: at about 70 s.
         let ask = t.next().unwrap();
         assert!(ask >= now + Duration::from_secs(69) && ask <= now + Duration::from_secs(71));

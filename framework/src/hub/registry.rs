@@ -459,3 +459,60 @@ impl Registry {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::outbound::SlowConsumerPolicy;
+
+    fn entry(reg: &Registry, user: &str, limits: TopicLimits) -> ConnEntry {
+        let out = Arc::new(Outbound::new(16, SlowConsumerPolicy::DropNewest));
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let user = reg.user_ref(Arc::from(user));
+        ConnEntry::new(out, Arc::from("/ws"), &req, limits, Some(user))
+    }
+
+    #[test]
+    fn a_users_topics_are_shared_and_its_slot_goes_with_its_last_connection() {
+        let reg = Registry::new();
+        let limits = TopicLimits {
+            max_user_topics: 2,
+            ..TopicLimits::default()
+        };
+        let (a, b) = (entry(&reg, "ann", limits), entry(&reg, "ann", limits));
+        let other = entry(&reg, "bob", limits);
+        assert_eq!(reg.user_count(), 2);
+        assert!(a.add_topic("x".into()).unwrap());
+        assert!(
+            !a.add_topic("x".into()).unwrap(),
+            "held already: not counted again"
+        );
+        assert!(b.add_topic("y".into()).unwrap());
+        assert!(matches!(
+            b.add_topic("z".into()),
+            Err(ChannelError::TooManyUserTopics { max: 2 })
+        ));
+        assert!(
+            other.add_topic("z".into()).unwrap(),
+            "bob has his own count"
+        );
+        assert!(a.remove_topic(&Arc::from("x")));
+        assert!(b.add_topic("z".into()).unwrap());
+        // b's topics come back when it goes.
+        assert_eq!(b.take_topics().len(), 2);
+        assert!(a.add_topic("p".into()).unwrap());
+        assert!(a.add_topic("q".into()).unwrap());
+        for e in [&a, &b] {
+            let user = e.user.as_ref().unwrap();
+            reg.release_user(user);
+            reg.release_user(user); // once only
+        }
+        assert_eq!(
+            reg.user_count(),
+            1,
+            "ann's slot went with her last connection"
+        );
+        reg.release_user(other.user.as_ref().unwrap());
+        assert_eq!(reg.user_count(), 0);
+    }
+}
