@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo run --example echo` (address: `--addr 0.0.0.0:9000` or `SWITCHBOARD_ADDR`),
 //! then send `{"type":"echo","ref":1,"data":{"hi":1}}` to `ws://127.0.0.1:8080/ws/echo`.
+//! `--schema write` regenerates its TypeScript and AsyncAPI files (examples/generated),
+//! `--schema check` fails when they are stale (docs/typescript.md).
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::Value;
@@ -14,8 +16,39 @@ async fn echo(data: Value) -> Result<Value, ChannelError> {
     Ok(data)
 }
 
+fn channel() -> ChannelRoute {
+    ChannelRoute::<()>::new("/ws/echo").message(echo)
+}
+
+/// `--schema write|check`: the channel's generated files.
+fn schema_files(mode: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use switchboard::schema::*;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/generated");
+    let (ts, api) = (
+        format!("{dir}/echo.d.ts"),
+        format!("{dir}/echo.asyncapi.json"),
+    );
+    let info = AsyncApi::new("Echo", "1.0.0").server("local", "127.0.0.1:8080", "ws");
+    let done =
+        match mode {
+            "write" => write_typescript(&channel(), &ts)
+                .and_then(|()| write_asyncapi(&channel(), &info, &api)),
+            "check" => check_typescript(&channel(), &ts)
+                .and_then(|()| check_asyncapi(&channel(), &info, &api)),
+            other => return Err(format!("--schema write|check, not `{other}`").into()),
+        };
+    Ok(done?)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
+    if let Some(mode) = std::env::args().skip_while(|a| a != "--schema").nth(1) {
+        if let Err(e) = schema_files(&mode) {
+            eprintln!("echo: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let addr = std::env::args()
         .skip_while(|a| a != "--addr")
@@ -23,7 +56,7 @@ async fn main() -> std::io::Result<()> {
         .or_else(|| std::env::var("SWITCHBOARD_ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
 
-    let channel = ChannelRoute::<()>::new("/ws/echo").message(echo);
+    let channel = channel();
     log::info!("echo channel on ws://{addr}/ws/echo, health on http://{addr}/health");
     HttpServer::new(move || {
         App::new().service(channel.clone()).route(

@@ -3,10 +3,13 @@
 //!
 //! Run: `cargo run --example session` (address: `--addr` or `SWITCHBOARD_ADDR`), then connect to
 //! `ws://127.0.0.1:8080/ws/game?player=ann` and send `{"type":"guess","ref":1,"data":{"n":50}}`.
+//! `--schema write` regenerates its TypeScript and AsyncAPI files (examples/generated),
+//! `--schema check` fails when they are stale (docs/typescript.md).
 
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use switchboard::prelude::*;
 use switchboard::session::SessionCtx;
@@ -19,12 +22,12 @@ struct Game {
     seconds_left: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Guess {
     n: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Verdict {
     verdict: &'static str,
     guesses: u32,
@@ -90,8 +93,53 @@ impl Game {
     }
 }
 
+/// The query `create` reads.
+#[derive(Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct PlayerQuery {
+    /// The player's name.
+    player: String,
+}
+
+/// The game channel, with what the session sends beside its replies.
+fn channel() -> ChannelRoute<switchboard::session::SessionHost<Game>> {
+    ChannelRoute::session::<Game>("/ws/game")
+        .connect_query::<PlayerQuery>()
+        .push_event::<String>("welcome")
+        .push_event::<u32>("clock")
+        .topic_event::<String>("game:winners", "winner")
+        .error_code("out_of_range", "a guess from 1 to 100")
+}
+
+/// `--schema write|check`: the channel's generated files.
+fn schema_files(mode: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use switchboard::schema::*;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/generated");
+    let (ts, api) = (
+        format!("{dir}/session.d.ts"),
+        format!("{dir}/session.asyncapi.json"),
+    );
+    let info = AsyncApi::new("Guessing game", "1.0.0").server("local", "127.0.0.1:8080", "ws");
+    let done =
+        match mode {
+            "write" => write_typescript(&channel(), &ts)
+                .and_then(|()| write_asyncapi(&channel(), &info, &api)),
+            "check" => check_typescript(&channel(), &ts)
+                .and_then(|()| check_asyncapi(&channel(), &info, &api)),
+            other => return Err(format!("--schema write|check, not `{other}`").into()),
+        };
+    Ok(done?)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
+    if let Some(mode) = std::env::args().skip_while(|a| a != "--schema").nth(1) {
+        if let Err(e) = schema_files(&mode) {
+            eprintln!("session: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let addr = std::env::args()
         .skip_while(|a| a != "--addr")
@@ -99,7 +147,7 @@ async fn main() -> std::io::Result<()> {
         .or_else(|| std::env::var("SWITCHBOARD_ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     log::info!("game sessions on ws://{addr}/ws/game?player=<name>");
-    HttpServer::new(|| App::new().service(ChannelRoute::session::<Game>("/ws/game")))
+    HttpServer::new(|| App::new().service(channel()))
         .bind(addr)?
         .run()
         .await

@@ -6,6 +6,9 @@
 //! env: `CHAT_BIND`, `CHAT_PORT`). Announce into a room from outside:
 //! `curl -X POST --data 'maintenance at noon' http://127.0.0.1:8080/api/rooms/lobby/announce`.
 //! Simulate a dropped connection: `curl -X POST http://127.0.0.1:8080/api/debug/drop/<nick>`.
+//! The channel's generated types: `static/channel.d.ts` (the page type-checks against it) and
+//! `asyncapi.json` (also served at `/asyncapi.json`); `--schema write` regenerates them,
+//! `--schema check` fails when they are stale (docs/typescript.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{http::header, web, App, HttpResponse, HttpServer};
 use clap::Parser;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard::engine::{HistoryConfig, MemoryEngine};
@@ -44,6 +48,16 @@ struct Args {
     /// running it survives Redis outages (GET /health says 503 meanwhile).
     #[arg(long, env = "CHAT_REDIS")]
     redis: Option<String>,
+    /// Write the channel's generated files (TypeScript, AsyncAPI), or check that the committed
+    /// ones are up to date, and exit.
+    #[arg(long, value_enum)]
+    schema: Option<SchemaFiles>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SchemaFiles {
+    Write,
+    Check,
 }
 
 /// Nicknames in use, and whose connection holds each.
@@ -66,12 +80,12 @@ struct ChatUser {
     typing: HashMap<String, TimerHandle>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Nick {
     nick: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Typing {
     room: String,
 }
@@ -166,8 +180,8 @@ impl ChatUser {
                 ch.cancel(timer);
             }
             None => {
-                ch.broadcast_from(&topic, "typing", &json!({"nick": nick, "typing": true}))
-                    .await?;
+                let hint = TypingHint { nick, typing: true };
+                ch.broadcast_from(&topic, "typing", &hint).await?;
             }
         }
         let room = t.room.clone();
@@ -175,7 +189,10 @@ impl ChatUser {
             user.typing.remove(&room);
             let hub = ch.hub().clone();
             let (topic, id) = (room_topic(&room), ch.id());
-            let stop = json!({"nick": user.nick, "typing": false});
+            let stop = TypingHint {
+                nick: user.nick.clone().unwrap_or_default(),
+                typing: false,
+            };
             actix_web::rt::spawn(async move {
                 let data = match serde_json::value::to_raw_value(&stop) {
                     Ok(raw) => raw.into(),
@@ -201,17 +218,32 @@ fn room_topic(room: &str) -> String {
     format!("room:{room}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct Say {
     room: String,
     text: String,
 }
 
-#[derive(Serialize)]
+/// A room message (topic event `message`).
+#[derive(Serialize, JsonSchema)]
 struct Message<'a> {
     nick: &'a str,
     text: &'a str,
+    /// When it was said, in milliseconds since the Unix epoch.
     at: u64,
+}
+
+/// Someone started or stopped typing in a room (topic event `typing`).
+#[derive(Serialize, JsonSchema)]
+struct TypingHint {
+    nick: String,
+    typing: bool,
+}
+
+/// A system announcement in a room (topic event `announcement`).
+#[derive(Serialize, JsonSchema)]
+struct Announcement<'a> {
+    text: &'a str,
 }
 
 /// A room message: stateless, it only asks the sender's session for its nickname and a token.
@@ -298,7 +330,7 @@ async fn announce(hub: Hub, room: web::Path<String>, body: String) -> HttpRespon
         return HttpResponse::BadRequest().body("announcement must be 1 to 500 characters");
     }
     match hub
-        .publish(&room_topic(&room), "announcement", &json!({"text": text}))
+        .publish(&room_topic(&room), "announcement", &Announcement { text })
         .await
     {
         Ok(()) => HttpResponse::NoContent().finish(),
@@ -349,11 +381,65 @@ fn chat_channel() -> ChannelRoute<SessionHost<ChatUser>> {
         .presence(presence)
         .max_frame_size(4 * 1024)
         .outbound_queue(512, SlowConsumerPolicy::Close { code: 1013 })
+        // What handlers publish and refuse with, for the generated types.
+        .topic_event::<Message<'static>>("room:*", "message")
+        .topic_event::<TypingHint>("room:*", "typing")
+        .topic_event::<Announcement<'static>>("room:*", "announcement")
+        .error_code(
+            "bad_nickname",
+            "a nickname must be 1 to 20 letters, digits, `_` or `-`",
+        )
+        .error_code("nickname_taken", "someone else holds that nickname")
+        .error_code("busy", "stop typing before changing nicknames")
+        .error_code("no_nickname", "pick a nickname first")
+        .error_code("not_in_room", "join the room first")
+        .error_code("room_not_allowed", "there is no such room")
+        .error_code("empty", "an empty message")
+        .error_code("message_too_long", "a message over 500 characters")
+        .error_code("rate_limited", "too many messages: wait a moment")
+}
+
+/// The AsyncAPI document's title, version and servers.
+fn chat_asyncapi() -> switchboard::schema::AsyncApi {
+    switchboard::schema::AsyncApi::new("Switchboard chat", "1.0.0")
+        .description("Rooms with live members, typing hints and recent history.")
+        .server("local", "127.0.0.1:8080", "ws")
+        .channel_id("chat")
+}
+
+/// The generated files, beside this source.
+const TYPES_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/chat/static/channel.d.ts"
+);
+const ASYNCAPI_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat/asyncapi.json");
+
+/// `--schema write|check`.
+fn schema_files(mode: SchemaFiles) -> Result<(), switchboard::schema::SchemaError> {
+    use switchboard::schema::{check_asyncapi, check_typescript, write_asyncapi, write_typescript};
+    let chat = chat_channel();
+    match mode {
+        SchemaFiles::Write => {
+            write_typescript(&chat, TYPES_FILE)?;
+            write_asyncapi(&chat, &chat_asyncapi(), ASYNCAPI_FILE)
+        }
+        SchemaFiles::Check => {
+            check_typescript(&chat, TYPES_FILE)?;
+            check_asyncapi(&chat, &chat_asyncapi(), ASYNCAPI_FILE)
+        }
+    }
 }
 
 /// The page, its assets and the HTTP API.
 fn routes(cfg: &mut web::ServiceConfig) {
+    let asyncapi = chat_asyncapi()
+        .document(&chat_channel())
+        .expect("the chat channel's types describe themselves (`--schema check`)");
     cfg.service(switchboard::js::service("/switchboard.js"))
+        .service(switchboard::schema::asyncapi_service(
+            "/asyncapi.json",
+            asyncapi,
+        ))
         .route(
             "/",
             web::get().to(|| async {
@@ -390,6 +476,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
 async fn main() -> std::io::Result<()> {
     env_logger::init_from_env(env_logger::Env::default().default_filter_or("info"));
     let args = Args::parse();
+    if let Some(mode) = args.schema {
+        if let Err(e) = schema_files(mode) {
+            eprintln!("chat: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let history = HistoryConfig::last(HISTORY);
     let hub = match &args.redis {
         None => Hub::with_engine(MemoryEngine::builder().history("room:*", history).build()),

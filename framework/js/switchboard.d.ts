@@ -37,9 +37,14 @@ export class SwitchboardError extends Error {
  *   (a server-side subscription);
  * - `"binary"` `(ArrayBuffer)`: a binary frame.
  *
- * @extends {Emitter<WithOthers<SwitchboardEvents>>}
+ * Typed by a channel's generated types (`C`, docs/typescript.md), `request` checks the route,
+ * the payload and the reply, `on` the pushes, and `subscribe` the topic and its events; the
+ * default, `UntypedChannel`, takes any name and any data.
+ *
+ * @template {ChannelTypes} [C=UntypedChannel]
+ * @extends {Emitter<ClientEvents<C>>}
  */
-export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
+export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitter<ClientEvents<C>> {
     /**
      * @param {string | URL | (() => string | URL)} url the channel's `ws(s)://` URL; in a browser
      *   also a path (`"/ws/chat"`) or an `http(s)://` URL. A function is called before every
@@ -75,8 +80,8 @@ export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
     _ref: number;
     /** @internal @type {Map<number, PendingRequest>} */
     _pending: Map<number, PendingRequest>;
-    /** @internal @type {Map<string, Subscription>} */
-    _subs: Map<string, Subscription>;
+    /** @internal @type {Map<string, Subscription<any>>} */
+    _subs: Map<string, Subscription<any>>;
     /** @internal @type {{resolve: () => void, reject: (err: SwitchboardError) => void}[]} */
     _waiters: {
         resolve: () => void;
@@ -107,20 +112,22 @@ export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
      * Sends `{route, ref, data}` and resolves with the reply's `data`. Rejects with a
      * `SwitchboardError`: the server's error (`code`, `message`, `field`), `timeout`, or `closed`
      * (not connected, or the connection ended before the reply).
-     * @param {string} route
-     * @param {any} [data]
-     * @param {RequestOptions} [options] `timeout` in ms overrides the client's (0: none)
-     * @returns {Promise<any>}
+     * @template {RouteName<C>} K
+     * @param {K} route
+     * @param {RequestArgs<C, K>} args the payload (`data`), then the options: `timeout` in ms
+     *   overrides the client's (0: none)
+     * @returns {Promise<C["routes"][K]["reply"]>}
      */
-    request(route: string, data?: any, { timeout }?: RequestOptions): Promise<any>;
+    request<K extends RouteName<C>>(route: K, ...args: RequestArgs<C, K>): Promise<C["routes"][K]["reply"]>;
     /**
      * Sends `{route, data}` without a ref: no reply is awaited (a handler's answer, if any, comes
      * as a `"reply"` event, its error as an `"error"` event). Throws a `SwitchboardError` with
      * code `closed` when not connected: nothing is queued.
-     * @param {string} route
-     * @param {any} [data]
+     * @template {RouteName<C>} K
+     * @param {K} route
+     * @param {SendArgs<C, K>} args the payload (`data`)
      */
-    send(route: string, data?: any): void;
+    send<K extends RouteName<C>>(route: K, ...args: SendArgs<C, K>): void;
     /**
      * Subscribes to a topic; resolves with its `Subscription` once the server has confirmed.
      * Before the first connection, or while reconnecting, the subscribe goes out when the
@@ -129,15 +136,16 @@ export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
      * Deliveries that arrive before the promise resolves (presence, `last` replays) are held until
      * the code right after `await` ran, so listeners added there get them.
      *
-     * @param {string} topic
+     * @template {TopicName<C>} T
+     * @param {T} topic
      * @param {SubscribeOptions} [options]
      *   `recover` (default true): after a reconnect, ask for what was missed;
      *   `last`: on the first subscribe, replay up to this many recent publications;
      *   `since`: on the first subscribe, recover from a position saved earlier.
-     * @returns {Promise<Subscription>} rejects with the server's error (e.g. `forbidden`),
-     *   `timeout`, or `closed` when the client is closed first.
+     * @returns {Promise<Subscription<C["topics"][T]>>} rejects with the server's error (e.g.
+     *   `forbidden`), `timeout`, or `closed` when the client is closed first.
      */
-    subscribe(topic: string, options?: SubscribeOptions): Promise<Subscription>;
+    subscribe<T extends TopicName<C>>(topic: T, options?: SubscribeOptions): Promise<Subscription<C["topics"][T]>>;
     /**
      * Closes the connection with 1000 and stops reconnecting. Pending requests reject with code
      * `closed`, subscriptions end. Resolves when the socket has closed. `connect()` starts over.
@@ -238,20 +246,28 @@ export class Switchboard extends Emitter<WithOthers<SwitchboardEvents>> {
  * (`false`: there is a gap, reload the state); `"error"` `(SwitchboardError)` when the server
  * refused a resubscribe (the subscription has ended).
  *
- * @extends {Emitter<WithOthers<SubscriptionEvents>>}
+ * Typed by the topic's events (`E`, from a channel's generated types), `on` checks the event
+ * and its data; the default takes any event name with data of any type.
+ *
+ * @template {{[event: string]: any}} [E={[event: string]: any}]
+ * @extends {Emitter<TopicEvents<E>>}
  */
-export class Subscription extends Emitter<WithOthers<SubscriptionEvents>> {
+export class Subscription<E extends {
+    [event: string]: any;
+} = {
+    [event: string]: any;
+}> extends Emitter<TopicEvents<E>> {
     /**
      * Use `sb.subscribe()`.
-     * @param {Switchboard} client
+     * @param {Switchboard<any>} client
      * @param {string} topic
      * @param {SubscribeOptions} [options]
      */
-    constructor(client: Switchboard, topic: string, { recover, last, since, getToken }?: SubscribeOptions);
+    constructor(client: Switchboard<any>, topic: string, { recover, last, since, getToken }?: SubscribeOptions);
     /** @type {SubscribeOptions["getToken"] | null} */
     getToken: SubscribeOptions["getToken"] | null;
-    /** @type {Switchboard} */
-    client: Switchboard;
+    /** @type {Switchboard<any>} */
+    client: Switchboard<any>;
     /** @type {string} */
     topic: string;
     /** @type {boolean} */
@@ -274,12 +290,12 @@ export class Subscription extends Emitter<WithOthers<SubscriptionEvents>> {
     _presence: Map<string, any>;
     /** @internal @type {Set<PresenceListener>} */
     _presenceFns: Set<PresenceListener>;
-    /** @internal @type {(sub: Subscription) => void} */
-    _resolve: (sub: Subscription) => void;
+    /** @internal @type {(sub: Subscription<E>) => void} */
+    _resolve: (sub: Subscription<E>) => void;
     /** @internal @type {(err: SwitchboardError) => void} */
     _reject: (err: SwitchboardError) => void;
-    /** @internal @type {Promise<Subscription>} */
-    _ready: Promise<Subscription>;
+    /** @internal @type {Promise<Subscription<E>>} */
+    _ready: Promise<Subscription<E>>;
     /**
      * The last seen position (`{epoch, seq}`), or null on topics without history. Saved, it can
      * be passed back as `since` after a page reload.
@@ -584,6 +600,80 @@ export type SubscriptionEvents = {
 export type WithOthers<M extends object> = M & {
     [event: string]: any[];
 };
+/**
+ * What a channel's generated types say (`switchboard::schema`, docs/typescript.md): each
+ * route's payload and reply, the events the server pushes, the topics with their events, the
+ * error codes. The client's type parameter: `new Switchboard<ChatChannel>(url)`.
+ */
+export type ChannelTypes = {
+    routes: {
+        [route: string]: {
+            payload: any;
+            reply: any;
+        };
+    };
+    pushes: {
+        [event: string]: any;
+    };
+    topics: {
+        [topic: string]: {
+            [event: string]: any;
+        };
+    };
+    errors: string;
+};
+/**
+ * The client's default type parameter: any route, event and topic, with data of any type.
+ */
+export type UntypedChannel = {
+    routes: {
+        [route: string]: {
+            payload: any;
+            reply: any;
+        };
+    };
+    pushes: {
+        [event: string]: any;
+    };
+    topics: {
+        [topic: string]: {
+            [event: string]: any;
+        };
+    };
+    errors: string;
+};
+/**
+ * A route of channel `C`.
+ */
+export type RouteName<C extends ChannelTypes> = keyof C["routes"] & string;
+/**
+ * A topic of channel `C` (its patterns, such as `room:${string}`).
+ */
+export type TopicName<C extends ChannelTypes> = keyof C["topics"] & string;
+/**
+ * What `request(route, ...)` takes after the route: the payload (which may be left out when the
+ * route takes none) and the options.
+ */
+export type RequestArgs<C extends ChannelTypes, K extends RouteName<C>> = undefined extends C["routes"][K]["payload"] ? [data?: C["routes"][K]["payload"], options?: RequestOptions] : [data: C["routes"][K]["payload"], options?: RequestOptions];
+/**
+ * What `send(route, ...)` takes after the route: the payload.
+ */
+export type SendArgs<C extends ChannelTypes, K extends RouteName<C>> = undefined extends C["routes"][K]["payload"] ? [data?: C["routes"][K]["payload"]] : [data: C["routes"][K]["payload"]];
+/**
+ * A client's events: its own, and the pushes of channel `C`, `(data)`.
+ */
+export type ClientEvents<C extends ChannelTypes> = SwitchboardEvents & { [E in keyof C["pushes"]]: [data: C["pushes"][E]]; };
+/**
+ * A subscription's events: its own, and the topic's events `E`, `(data, meta)`; `"*"` gets
+ * them all.
+ */
+export type TopicEvents<E extends {
+    [event: string]: any;
+}> = {
+    recovered: [recovered: boolean, reply: SubscribeReply];
+    error: [error: SwitchboardError];
+    "*": [data: E[keyof E], meta: DeliveryMeta];
+} & { [K in keyof E]: [data: E[K], meta: DeliveryMeta]; };
 export type Timer = ReturnType<typeof setTimeout>;
 export type PendingRequest = {
     resolve: (data: any) => void;

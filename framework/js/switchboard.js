@@ -127,6 +127,67 @@
  * @template {object} M
  * @typedef {M & {[event: string]: any[]}} WithOthers an event map that also takes any other name
  */
+/**
+ * What a channel's generated types say (`switchboard::schema`, docs/typescript.md): each
+ * route's payload and reply, the events the server pushes, the topics with their events, the
+ * error codes. The client's type parameter: `new Switchboard<ChatChannel>(url)`.
+ * @typedef {object} ChannelTypes
+ * @property {{[route: string]: {payload: any, reply: any}}} routes
+ * @property {{[event: string]: any}} pushes
+ * @property {{[topic: string]: {[event: string]: any}}} topics
+ * @property {string} errors
+ */
+/**
+ * The client's default type parameter: any route, event and topic, with data of any type.
+ * @typedef {{
+ *   routes: {[route: string]: {payload: any, reply: any}},
+ *   pushes: {[event: string]: any},
+ *   topics: {[topic: string]: {[event: string]: any}},
+ *   errors: string,
+ * }} UntypedChannel
+ */
+/**
+ * A route of channel `C`.
+ * @template {ChannelTypes} C
+ * @typedef {keyof C["routes"] & string} RouteName
+ */
+/**
+ * A topic of channel `C` (its patterns, such as `room:${string}`).
+ * @template {ChannelTypes} C
+ * @typedef {keyof C["topics"] & string} TopicName
+ */
+/**
+ * What `request(route, ...)` takes after the route: the payload (which may be left out when the
+ * route takes none) and the options.
+ * @template {ChannelTypes} C
+ * @template {RouteName<C>} K
+ * @typedef {undefined extends C["routes"][K]["payload"]
+ *   ? [data?: C["routes"][K]["payload"], options?: RequestOptions]
+ *   : [data: C["routes"][K]["payload"], options?: RequestOptions]} RequestArgs
+ */
+/**
+ * What `send(route, ...)` takes after the route: the payload.
+ * @template {ChannelTypes} C
+ * @template {RouteName<C>} K
+ * @typedef {undefined extends C["routes"][K]["payload"]
+ *   ? [data?: C["routes"][K]["payload"]]
+ *   : [data: C["routes"][K]["payload"]]} SendArgs
+ */
+/**
+ * A client's events: its own, and the pushes of channel `C`, `(data)`.
+ * @template {ChannelTypes} C
+ * @typedef {SwitchboardEvents & {[E in keyof C["pushes"]]: [data: C["pushes"][E]]}} ClientEvents
+ */
+/**
+ * A subscription's events: its own, and the topic's events `E`, `(data, meta)`; `"*"` gets
+ * them all.
+ * @template {{[event: string]: any}} E
+ * @typedef {{
+ *   recovered: [recovered: boolean, reply: SubscribeReply],
+ *   error: [error: SwitchboardError],
+ *   "*": [data: E[keyof E], meta: DeliveryMeta],
+ * } & {[K in keyof E]: [data: E[K], meta: DeliveryMeta]}} TopicEvents
+ */
 /** @typedef {ReturnType<typeof setTimeout>} Timer */
 /**
  * @typedef {object} PendingRequest
@@ -267,7 +328,12 @@ class Emitter {
  *   (a server-side subscription);
  * - `"binary"` `(ArrayBuffer)`: a binary frame.
  *
- * @extends {Emitter<WithOthers<SwitchboardEvents>>}
+ * Typed by a channel's generated types (`C`, docs/typescript.md), `request` checks the route,
+ * the payload and the reply, `on` the pushes, and `subscribe` the topic and its events; the
+ * default, `UntypedChannel`, takes any name and any data.
+ *
+ * @template {ChannelTypes} [C=UntypedChannel]
+ * @extends {Emitter<ClientEvents<C>>}
  */
 export class Switchboard extends Emitter {
   /**
@@ -305,7 +371,7 @@ export class Switchboard extends Emitter {
     this._ref = 0;
     /** @internal @type {Map<number, PendingRequest>} */
     this._pending = new Map(); // ref -> {resolve, reject, route, timer}
-    /** @internal @type {Map<string, Subscription>} */
+    /** @internal @type {Map<string, Subscription<any>>} */
     this._subs = new Map();
     /** @internal @type {{resolve: () => void, reject: (err: SwitchboardError) => void}[]} */
     this._waiters = []; // connect() promises
@@ -353,12 +419,14 @@ export class Switchboard extends Emitter {
    * Sends `{route, ref, data}` and resolves with the reply's `data`. Rejects with a
    * `SwitchboardError`: the server's error (`code`, `message`, `field`), `timeout`, or `closed`
    * (not connected, or the connection ended before the reply).
-   * @param {string} route
-   * @param {any} [data]
-   * @param {RequestOptions} [options] `timeout` in ms overrides the client's (0: none)
-   * @returns {Promise<any>}
+   * @template {RouteName<C>} K
+   * @param {K} route
+   * @param {RequestArgs<C, K>} args the payload (`data`), then the options: `timeout` in ms
+   *   overrides the client's (0: none)
+   * @returns {Promise<C["routes"][K]["reply"]>}
    */
-  request(route, data, { timeout = this.timeout } = {}) {
+  request(route, ...args) {
+    const [data, { timeout = this.timeout } = {}] = args;
     return new Promise((resolve, reject) => {
       if (this.state !== "open") {
         reject(new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route }));
@@ -390,10 +458,12 @@ export class Switchboard extends Emitter {
    * Sends `{route, data}` without a ref: no reply is awaited (a handler's answer, if any, comes
    * as a `"reply"` event, its error as an `"error"` event). Throws a `SwitchboardError` with
    * code `closed` when not connected: nothing is queued.
-   * @param {string} route
-   * @param {any} [data]
+   * @template {RouteName<C>} K
+   * @param {K} route
+   * @param {SendArgs<C, K>} args the payload (`data`)
    */
-  send(route, data) {
+  send(route, ...args) {
+    const [data] = args;
     if (this.state !== "open") {
       throw new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route });
     }
@@ -408,13 +478,14 @@ export class Switchboard extends Emitter {
    * Deliveries that arrive before the promise resolves (presence, `last` replays) are held until
    * the code right after `await` ran, so listeners added there get them.
    *
-   * @param {string} topic
+   * @template {TopicName<C>} T
+   * @param {T} topic
    * @param {SubscribeOptions} [options]
    *   `recover` (default true): after a reconnect, ask for what was missed;
    *   `last`: on the first subscribe, replay up to this many recent publications;
    *   `since`: on the first subscribe, recover from a position saved earlier.
-   * @returns {Promise<Subscription>} rejects with the server's error (e.g. `forbidden`),
-   *   `timeout`, or `closed` when the client is closed first.
+   * @returns {Promise<Subscription<C["topics"][T]>>} rejects with the server's error (e.g.
+   *   `forbidden`), `timeout`, or `closed` when the client is closed first.
    */
   subscribe(topic, options = {}) {
     if (this.state === "closed") {
@@ -731,7 +802,9 @@ export class Switchboard extends Emitter {
    * @returns {Promise<{topic?: string, expires_in: number | null}>}
    */
   async refresh(token, topic) {
-    const reply = await this.request("refresh", topic === undefined ? { token } : { topic, token });
+    // A built-in route, whatever the channel's types say.
+    const client = /** @type {Switchboard<any>} */ (this);
+    const reply = await client.request("refresh", topic === undefined ? { token } : { topic, token });
     const info = { topic, expiresIn: reply?.expires_in ?? null };
     const sub = topic === undefined ? null : this._subs.get(topic);
     const target = /** @type {Emitter<any>} */ (sub ?? this);
@@ -783,7 +856,9 @@ export class Switchboard extends Emitter {
    * @param {() => boolean} current
    */
   _subscribe(sub, data, position, current) {
-    this.request("subscribe", data).then(
+    // The built-in routes, whatever the channel's types say.
+    const client = /** @type {Switchboard<any>} */ (this);
+    client.request("subscribe", data).then(
       (reply) => current() && sub._joined(reply ?? {}, position !== null),
       (/** @type {SwitchboardError} */ err) => {
         // `closed`: the next connection renews it (or the client's end ends it).
@@ -791,7 +866,7 @@ export class Switchboard extends Emitter {
         this._subs.delete(sub.topic);
         sub._fail(err);
         // The server may still have subscribed it after the timeout.
-        if (err.code === "timeout") this.request("unsubscribe", { topic: sub.topic }).catch(() => {});
+        if (err.code === "timeout") client.request("unsubscribe", { topic: sub.topic }).catch(() => {});
       },
     );
   }
@@ -806,12 +881,16 @@ export class Switchboard extends Emitter {
  * (`false`: there is a gap, reload the state); `"error"` `(SwitchboardError)` when the server
  * refused a resubscribe (the subscription has ended).
  *
- * @extends {Emitter<WithOthers<SubscriptionEvents>>}
+ * Typed by the topic's events (`E`, from a channel's generated types), `on` checks the event
+ * and its data; the default takes any event name with data of any type.
+ *
+ * @template {{[event: string]: any}} [E={[event: string]: any}]
+ * @extends {Emitter<TopicEvents<E>>}
  */
 export class Subscription extends Emitter {
   /**
    * Use `sb.subscribe()`.
-   * @param {Switchboard} client
+   * @param {Switchboard<any>} client
    * @param {string} topic
    * @param {SubscribeOptions} [options]
    */
@@ -819,7 +898,7 @@ export class Subscription extends Emitter {
     super();
     /** @type {SubscribeOptions["getToken"] | null} */
     this.getToken = getToken ?? null;
-    /** @type {Switchboard} */
+    /** @type {Switchboard<any>} */
     this.client = client;
     /** @type {string} */
     this.topic = topic;
@@ -843,12 +922,11 @@ export class Subscription extends Emitter {
     this._presence = new Map();
     /** @internal @type {Set<PresenceListener>} */
     this._presenceFns = new Set();
-    // Declared before the promise sets them: their types must not depend on its executor.
-    /** @internal @type {(sub: Subscription) => void} */
+    /** @internal @type {(sub: Subscription<E>) => void} */
     this._resolve = () => {};
     /** @internal @type {(err: SwitchboardError) => void} */
     this._reject = () => {};
-    /** @internal @type {Promise<Subscription>} */
+    /** @internal @type {Promise<Subscription<E>>} */
     this._ready = new Promise((resolve, reject) => {
       this._resolve = resolve;
       this._reject = reject;

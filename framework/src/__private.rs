@@ -379,3 +379,141 @@ pub fn default_session<T: DefaultSession>() -> T {
 pub fn log_disconnect_error(e: &ChannelError) {
     log::error!("disconnect handler not run: {e}");
 }
+
+/// Emits its tokens only when the `schema` feature is on: the macros wrap the items that
+/// describe a handler's types in it, so that without the feature nothing is generated and no
+/// type needs a schema.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switchboard_if_schema {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Emits its tokens only when the `schema` feature is on (it is off).
+#[cfg(not(feature = "schema"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switchboard_if_schema {
+    ($($item:tt)*) => {};
+}
+
+pub use crate::__switchboard_if_schema as if_schema;
+
+#[cfg(feature = "schema")]
+pub use schema::*;
+
+/// How the macros describe a handler's types: each answer is an associated constant found
+/// through an inherent impl when the type can be described, and through a trait's default when
+/// it cannot (as [`Probe`] does), so that a type without a schema is reported when the
+/// TypeScript is generated, never at compile time.
+#[cfg(feature = "schema")]
+mod schema {
+    use std::marker::PhantomData;
+
+    use schemars::JsonSchema;
+
+    use crate::schema::{schema_of, Shape};
+
+    /// A payload type: [`Shape::Schema`] when it implements `JsonSchema`.
+    pub struct TypeOf<T: ?Sized>(PhantomData<T>);
+
+    impl<T: JsonSchema + ?Sized> TypeOf<T> {
+        /// Described.
+        pub const SHAPE: Shape = Shape::Schema(schema_of::<T>);
+    }
+
+    /// The `false` answer of [`TypeOf`].
+    pub trait NoSchema {
+        /// Not described.
+        const SHAPE: Shape = Shape::Opaque;
+    }
+
+    impl<T: ?Sized> NoSchema for TypeOf<T> {}
+
+    /// What a handler returns: the `Ok` type of a `Result`, or `()`.
+    pub struct ReplyOf<R: ?Sized>(PhantomData<R>);
+
+    impl<T: JsonSchema, E> ReplyOf<Result<T, E>> {
+        /// The `Ok` type, described.
+        pub const SHAPE: Shape = Shape::Schema(schema_of::<T>);
+    }
+
+    impl ReplyOf<()> {
+        /// `null`.
+        pub const SHAPE: Shape = Shape::Schema(schema_of::<()>);
+    }
+
+    /// The `false` answer of [`ReplyOf`] (a `Reply`, a `Binary`, an `Ok` type without a
+    /// schema).
+    pub trait NoReplySchema {
+        /// Not described.
+        const SHAPE: Shape = Shape::Opaque;
+    }
+
+    impl<R: ?Sized> NoReplySchema for ReplyOf<R> {}
+
+    /// A connect handler's argument: `web::Query<T>` with a described `T` is the query.
+    pub struct QueryOf<A: ?Sized>(PhantomData<A>);
+
+    impl<T: JsonSchema> QueryOf<actix_web::web::Query<T>> {
+        /// The query parameters.
+        pub const SHAPE: Shape = Shape::Schema(schema_of::<T>);
+    }
+
+    /// The `false` answer of [`QueryOf`]: not the query, or not described.
+    pub trait NotQuery {
+        /// No query.
+        const SHAPE: Shape = Shape::None;
+    }
+
+    impl<A: ?Sized> NotQuery for QueryOf<A> {}
+}
+
+/// The [`schema::Shape`](crate::schema::Shape) of a handler's last argument `$t`: its schema
+/// when it is the payload, nothing when it is an extractor.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switchboard_payload_shape {
+    ($t:ty) => {{
+        use $crate::__private::NoSchema as _;
+        if $crate::__private::arg_kind!($t, true) == $crate::__private::kind::PAYLOAD {
+            $crate::__private::TypeOf::<$t>::SHAPE
+        } else {
+            $crate::schema::Shape::None
+        }
+    }};
+}
+
+#[cfg(feature = "schema")]
+pub use crate::__switchboard_payload_shape as payload_shape;
+
+/// The [`schema::Shape`](crate::schema::Shape) of what a handler returns, `$t`.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switchboard_reply_shape {
+    ($t:ty) => {{
+        use $crate::__private::NoReplySchema as _;
+        $crate::__private::ReplyOf::<$t>::SHAPE
+    }};
+}
+
+#[cfg(feature = "schema")]
+pub use crate::__switchboard_reply_shape as reply_shape;
+
+/// The [`schema::Shape`](crate::schema::Shape) of a connect handler's argument `$t` as the
+/// query.
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __switchboard_query_shape {
+    ($t:ty) => {{
+        use $crate::__private::NotQuery as _;
+        $crate::__private::QueryOf::<$t>::SHAPE
+    }};
+}
+
+#[cfg(feature = "schema")]
+pub use crate::__switchboard_query_shape as query_shape;

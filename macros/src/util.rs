@@ -81,3 +81,76 @@ pub(crate) fn spans(ty: &Type) -> (Span, Span) {
     let end = tokens.last().map_or(start, |t| t.span());
     (start, end)
 }
+
+/// `ty` as written, for messages: `Result<Joined, ChannelError>`.
+pub(crate) fn type_text(ty: &Type) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (spaced, tight) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("& ", "&"),
+        ("( ", "("),
+        (" )", ")"),
+    ] {
+        text = text.replace(spaced, tight);
+    }
+    text
+}
+
+/// The items that describe a handler's types (`switchboard::schema`), emitted only when
+/// switchboard's `schema` feature is on: `payload` is the last argument's type, if any, and
+/// `reply` the return type.
+pub(crate) fn route_types(payload: Option<&Type>, reply: &ReturnType) -> TokenStream2 {
+    let payload = match payload {
+        Some(ty) => {
+            let text = type_text(ty);
+            quote_spanned! {ty.span()=>
+                ::switchboard::schema::TypeDesc::new(#text, ::switchboard::__private::payload_shape!(#ty))
+            }
+        }
+        None => quote! {
+            ::switchboard::schema::TypeDesc::new("()", ::switchboard::schema::Shape::None)
+        },
+    };
+    let reply = match reply {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let text = match syn::parse2::<Type>(reply.clone()) {
+        Ok(ty) => type_text(&ty),
+        Err(_) => reply.to_string(),
+    };
+    quote! {
+        ::switchboard::schema::RouteTypes {
+            payload: #payload,
+            reply: ::switchboard::schema::TypeDesc::new(#text, ::switchboard::__private::reply_shape!(#reply)),
+        }
+    }
+}
+
+/// The item that describes the query parameters a connect handler (or a session's `create`)
+/// reads, from its `web::Query<T>` argument if it has one; only with the `schema` feature.
+pub(crate) fn connect_query(types: &[&Type], receiver: bool) -> TokenStream2 {
+    let n = types.len();
+    let receiver = receiver.then(|| quote!(&self));
+    let candidates = types.iter().map(|ty| {
+        let text = type_text(ty);
+        quote_spanned! {ty.span()=>
+            ::switchboard::schema::TypeDesc::new(#text, ::switchboard::__private::query_shape!(#ty))
+        }
+    });
+    quote! {
+        ::switchboard::__private::if_schema! {
+            fn connect_query(#receiver) -> ::std::option::Option<::switchboard::schema::TypeDesc> {
+                let __candidates: [::switchboard::schema::TypeDesc; #n] = [#(#candidates),*];
+                __candidates
+                    .into_iter()
+                    .find(|t| !::std::matches!(t.shape, ::switchboard::schema::Shape::None))
+            }
+        }
+    }
+}

@@ -1,9 +1,13 @@
 // @ts-check
 // The chat page: one Switchboard connection, a subscription per joined room.
-// Type-checked with the client's types: `tsc -p framework/js` (tests/js_types.rs).
+// Type-checked with the client's types and the chat channel's, generated from its Rust
+// handlers (channel.d.ts, `cargo run --example chat -- --schema write`): `tsc -p framework/js`
+// (tests/js_types.rs). No build step: the types come in through JSDoc.
 import { Switchboard, Presence } from "/switchboard.js";
 
-/** @typedef {import("/switchboard.js").Subscription} Subscription */
+/** @typedef {import("./channel").Channel} ChatChannel */
+/** @typedef {import("./channel").Message} Message */
+/** @typedef {import("/switchboard.js").Subscription<ChatChannel["topics"][`room:${string}`]>} Subscription */
 
 /**
  * A line of a room: a chat message, an announcement, or a note from the page.
@@ -40,6 +44,7 @@ const state = {
 };
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/chat`;
+/** @type {Switchboard<ChatChannel>} */
 const sb = new Switchboard(url, {
   // A reconnected socket is a new session on the server: claim the nickname again before the
   // client renews the room subscriptions (joining needs a nickname).
@@ -239,8 +244,9 @@ $("say-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const input = $input("say");
   const text = input.value;
-  if (!text.trim() || !state.active) return;
-  const sent = await attempt(() => sb.request("say", { room: state.active, text }));
+  const room = state.active;
+  if (!text.trim() || !room) return;
+  const sent = await attempt(() => sb.request("say", { room, text }));
   if (sent !== undefined) {
     input.value = "";
     lastTyping = 0;

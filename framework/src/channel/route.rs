@@ -50,6 +50,10 @@ use crate::protocol::RouteKey;
 pub struct ChannelRoute<S = ()> {
     path: String,
     def: ChannelDefBuilder<S>,
+    /// Push events, topic events, error codes and connect parameters the channel declares
+    /// for its generated types ([`schema`](crate::schema)).
+    #[cfg(feature = "schema")]
+    pub(crate) declared: crate::schema::Declared,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -84,6 +88,8 @@ impl<S> Clone for ChannelRoute<S> {
                 user_key: self.def.user_key.clone(),
                 on_refresh: self.def.on_refresh.clone(),
             },
+            #[cfg(feature = "schema")]
+            declared: self.declared.clone(),
             _session: PhantomData,
         }
     }
@@ -107,6 +113,8 @@ impl<S: 'static> ChannelRoute<S> {
                 user_key: None,
                 on_refresh: None,
             },
+            #[cfg(feature = "schema")]
+            declared: Default::default(),
             _session: PhantomData,
         }
     }
@@ -427,6 +435,27 @@ impl<S: 'static> ChannelRoute<S> {
                 user_key: b.user_key,
             },
         )
+    }
+}
+
+#[cfg(feature = "schema")]
+impl<S: 'static> ChannelRoute<S> {
+    /// What [`schema`](crate::schema) describes: the routes with their types, the join
+    /// patterns, presence, the connect parameters and the declarations.
+    pub(crate) fn schema_parts(&self) -> crate::schema::Parts<'_> {
+        crate::schema::Parts {
+            path: &self.path,
+            route_key: &self.def.config.route_key,
+            routes: (self.def.routes.iter())
+                .map(|h| (h.route().to_owned(), h.types()))
+                .collect(),
+            joins: (self.def.joins.guards.iter())
+                .map(|(pattern, _)| pattern.as_str())
+                .collect(),
+            presence: self.def.joins.presence.is_some(),
+            connect: self.def.on_connect.as_ref().and_then(|c| c.connect_query()),
+            declared: &self.declared,
+        }
     }
 }
 

@@ -126,6 +126,21 @@ pub trait Session: SessionState + Sized {
         Vec::new()
     }
 
+    /// Each route's payload and reply types, for generated TypeScript and AsyncAPI
+    /// ([`schema`](crate::schema)). Generated with [`routes`](Self::routes).
+    #[cfg(feature = "schema")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+    fn route_types() -> Vec<(&'static str, crate::schema::RouteTypes)> {
+        Vec::new()
+    }
+
+    /// The connect parameters `create` reads, where it says (a `web::Query<T>` argument).
+    #[cfg(feature = "schema")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+    fn connect_query() -> Option<crate::schema::TypeDesc> {
+        None
+    }
+
     /// Handles a publication on a topic the session subscribed to. By default the client gets
     /// it as a topic frame.
     fn on_publish<'a>(

@@ -38,6 +38,11 @@ impl<T: Session> ConnectHandler<SessionHost<T>> for CreateSession<T> {
             }))
         })
     }
+
+    #[cfg(feature = "schema")]
+    fn connect_query(&self) -> Option<crate::schema::TypeDesc> {
+        T::connect_query()
+    }
 }
 
 /// One session route in the channel's table: hands the message and its method to the session
@@ -64,6 +69,14 @@ impl<T: Session> MessageHandler<SessionHost<T>> for Forward<T> {
                 .map_err(|_| ChannelError::Closed)?;
             rx.await.map_err(|_| ChannelError::Closed)?
         })
+    }
+
+    #[cfg(feature = "schema")]
+    fn types(&self) -> Option<crate::schema::RouteTypes> {
+        T::route_types()
+            .into_iter()
+            .find(|(route, _)| *route == self.0.route)
+            .map(|(_, types)| types)
     }
 }
 

@@ -15,7 +15,7 @@ use syn::{ReturnType, Type};
 
 use super::parse::Handler;
 use super::Kind;
-use crate::util::{arg_kind, arg_types, return_span, slot_call, spans};
+use crate::util::{arg_kind, arg_types, connect_query, return_span, route_types, slot_call, spans};
 
 /// The parts in which the handler kinds differ.
 struct Shell {
@@ -60,6 +60,7 @@ fn message(handler: &Handler, types: &[&Type], names: &[Ident]) -> Shell {
     };
     // The last argument may be the payload.
     let is_last = |i: usize| i + 1 == types.len();
+    let described = route_types(types.last().copied(), &handler.func.sig.output);
     let extracts = per_arg(types, is_last, extract)
         .into_iter()
         .zip(names)
@@ -70,6 +71,12 @@ fn message(handler: &Handler, types: &[&Type], names: &[Ident]) -> Shell {
         items: quote! {
             fn route(&self) -> &str {
                 #route
+            }
+
+            ::switchboard::__private::if_schema! {
+                fn types(&self) -> ::std::option::Option<::switchboard::schema::RouteTypes> {
+                    ::std::option::Option::Some(#described)
+                }
             }
         },
         request: quote!(::switchboard::MessageRequest<__S>),
@@ -125,10 +132,11 @@ fn connect(handler: &Handler, types: &[&Type], names: &[Ident]) -> Shell {
             let #name = ::switchboard::__private::connect_arg::<#ty>(&__req).await?;
         }
     });
+    let query = connect_query(types, true);
     Shell {
         handler_trait: quote!(::switchboard::ConnectHandler),
         bounds: vec![quote_spanned!(ret.span()=> #ret: ::switchboard::__private::IntoSession<__S>)],
-        items: TokenStream2::new(),
+        items: query,
         request: quote!(::switchboard::__private::actix_web::HttpRequest),
         output: quote! {
             ::std::result::Result<::std::option::Option<__S>, ::switchboard::ChannelError>

@@ -13,7 +13,7 @@ use syn::spanned::Spanned;
 use syn::{ImplItemFn, Type};
 
 use super::parse::{Block, Role, State};
-use crate::util::{arg_types, return_span, slot_call};
+use crate::util::{arg_types, connect_query, return_span, route_types, slot_call};
 
 pub(crate) fn state(state: &State) -> TokenStream2 {
     let name = &state.ident;
@@ -64,6 +64,18 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
         lifecycle(self_ty, f, quote!(()), unit)
     });
     let on_publish = method(|r| matches!(r, Role::Topic)).map(|f| topic(self_ty, f));
+    let route_types = block.methods.iter().filter_map(|m| match &m.role {
+        Role::Route(route) => {
+            let types = arg_types(&m.func.sig);
+            let types = route_types(types.last().copied(), &m.func.sig.output);
+            Some(quote!((#route, #types)))
+        }
+        _ => None,
+    });
+    let create_args = method(|r| matches!(r, Role::Create))
+        .map(|f| arg_types(&f.sig))
+        .unwrap_or_default();
+    let query = connect_query(&create_args, false);
     let stripped = &block.block;
     quote! {
         #stripped
@@ -88,6 +100,13 @@ pub(crate) fn handlers(block: &Block) -> TokenStream2 {
             #on_connect
             #on_disconnect
             #on_publish
+
+            ::switchboard::__private::if_schema! {
+                fn route_types() -> ::std::vec::Vec<(&'static str, ::switchboard::schema::RouteTypes)> {
+                    ::std::vec![#(#route_types),*]
+                }
+            }
+            #query
         }
     }
 }
