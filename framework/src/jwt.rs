@@ -76,7 +76,7 @@ pub struct KeyError {
 /// let token = jsonwebtoken::encode(
 ///     &jsonwebtoken::Header::default(),
 ///     &serde_json::json!({"sub": "ann", "aud": "api", "exp": exp}),
-///     &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+///     &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap(),
 /// )
 /// .unwrap();
 /// let ok = v.verify::<serde_json::Value>(&token).unwrap();
