@@ -366,6 +366,22 @@ fn summary(results: &[Outcome], cfg: &Config) {
             );
         }
     }
+    for &subs in &cfg.subs {
+        let (Some(f), Some(m)) = (med(subs, Server::Framework), med(subs, Server::Metrics)) else {
+            continue;
+        };
+        println!(
+            "{subs} subscribers, metrics / framework (medians): deliveries/s {:.3}x, server CPU \
+             per delivery {:.3}x; goal (CPU within 3%): {}",
+            m[DELIV] / f[DELIV],
+            m[CPU] / f[CPU],
+            if m[CPU] / f[CPU] <= 1.03 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
     let largest = cfg.subs.iter().copied().max().unwrap_or(0);
     if let (Some(b), Some(f)) = (
         med(largest, Server::Baseline),

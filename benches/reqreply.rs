@@ -143,6 +143,13 @@ fn callgrind_mode(
         irs.push((kind, per));
     }
     let of = |kind| irs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v);
+    if let (Some(f), Some(m)) = (of(Server::Framework), of(Server::Metrics)) {
+        println!(
+            "metrics / framework: instructions per message {:.3} ({:+.1}%)",
+            m / f,
+            (m / f - 1.0) * 100.0
+        );
+    }
     if let (Some(b), Some(f)) = (of(Server::Baseline), of(Server::Framework)) {
         println!(
             "framework / baseline: instructions per message {:.3} ({:+.1}%); \
@@ -249,6 +256,21 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
         );
     }
     println!("per-round CPU/msg ratios: {}", pairs.join(", "));
+    if let Some(m) = med(Server::Metrics) {
+        let pairs: Vec<String> = (1..=rounds)
+            .filter_map(|r| Some(cpu_of(r, Server::Metrics)? / cpu_of(r, Server::Framework)?))
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        let ratio = m[CPU] / f[CPU];
+        println!(
+            "metrics / framework (medians): server CPU per message {ratio:.3} ({:+.1}%), \
+             throughput {:.3}; per round {}; goal (<= 1.03): {}",
+            (ratio - 1.0) * 100.0,
+            m[0] / f[0],
+            pairs.join(", "),
+            if ratio <= 1.03 { "met" } else { "NOT met" }
+        );
+    }
     println!(
         "goal (framework CPU/msg <= 1.10 x baseline, medians): {}",
         if ratio <= 1.10 { "met" } else { "NOT met" }

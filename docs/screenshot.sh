@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 cargo build --example chat
 SWITCHBOARD_SCREENSHOT="$PWD/docs/chat.png" cargo test --test chat_browser -- --nocapture
 echo "wrote docs/chat.png"
+# And docs/admin.png, the admin page (docs/operations.md), from its browser test.
+SWITCHBOARD_ADMIN_SCREENSHOT="$PWD/docs/admin.png" cargo test --test admin_browser -- --nocapture
+echo "wrote docs/admin.png"

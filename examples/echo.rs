@@ -8,6 +8,7 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::Value;
+use switchboard::drain::Drain;
 use switchboard::prelude::*;
 
 /// Replies with the payload as it came.
@@ -58,13 +59,16 @@ async fn main() -> std::io::Result<()> {
 
     let channel = channel();
     log::info!("echo channel on ws://{addr}/ws/echo, health on http://{addr}/health");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new().service(channel.clone()).route(
             "/health",
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
     })
+    .disable_signals()
     .bind(addr)?
-    .run()
-    .await
+    .run();
+    // On SIGTERM or Ctrl-C: every client gets a close frame (1012) before the process exits.
+    // The channel uses the process-wide hub (the app registers none).
+    Drain::new(Hub::global()).serve(server).await
 }

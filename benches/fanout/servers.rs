@@ -302,14 +302,19 @@ pub fn serve(
             commands: web::Data::new(tx),
         };
         match kind {
-            "framework" => {
+            "framework" | "metrics" => {
                 let hub = Hub::new();
                 actix_web::rt::spawn(framework_publisher(hub.clone(), rx, pad));
                 let channel = ChannelRoute::<()>::new("/ws")
                     .allow_join("bench:*")
                     .max_connections(MAX_CONNECTIONS);
+                let metrics = kind == "metrics";
                 http.run(move |app| {
                     app.app_data(hub.clone()).service(channel.clone());
+                    if metrics {
+                        // Mounting the endpoint starts collection.
+                        app.service(switchboard::metrics::service("/metrics"));
+                    }
                 })
                 .await
             }
@@ -324,7 +329,7 @@ pub fn serve(
                 .await
             }
             other => Err(std::io::Error::other(format!(
-                "unknown server `{other}` (framework|baseline)"
+                "unknown server `{other}` (framework|metrics|baseline)"
             ))),
         }
     })

@@ -155,15 +155,24 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
     let addr = ("127.0.0.1", port);
     actix_web::rt::System::new().block_on(async move {
         match kind {
-            "framework" => {
+            "framework" | "metrics" => {
                 // A bench drives each connection as fast as it can: no message rate limit.
                 let channel = ChannelRoute::<()>::new("/ws")
                     .max_frame_size(MAX_FRAME)
                     .rate_limit(0, 1)
                     .message(echo);
-                let server = HttpServer::new(move || App::new().service(channel.clone()))
-                    .workers(1)
-                    .bind(addr)?;
+                let metrics = kind == "metrics";
+                let server = HttpServer::new(move || {
+                    let app = App::new().service(channel.clone());
+                    // Mounting the endpoint starts collection.
+                    app.configure(|cfg| {
+                        if metrics {
+                            cfg.service(switchboard::metrics::service("/metrics"));
+                        }
+                    })
+                })
+                .workers(1)
+                .bind(addr)?;
                 spawn::announce_port(&server.addrs())?;
                 server.run().await
             }
@@ -176,7 +185,7 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
                 server.run().await
             }
             other => Err(std::io::Error::other(format!(
-                "unknown server `{other}` (framework|baseline)"
+                "unknown server `{other}` (framework|metrics|baseline)"
             ))),
         }
     })

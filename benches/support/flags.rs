@@ -139,6 +139,9 @@ pub enum Server {
     Baseline,
     /// Switchboard.
     Framework,
+    /// Switchboard with Prometheus metrics collected (the `/metrics` endpoint mounted): the
+    /// cost of metrics, against `framework` in the same run.
+    Metrics,
     /// A server started elsewhere (`--target PORT`).
     #[value(skip)]
     External,
@@ -149,6 +152,7 @@ impl Server {
         match self {
             Server::Baseline => "baseline",
             Server::Framework => "framework",
+            Server::Metrics => "metrics",
             Server::External => "external",
         }
     }

@@ -19,6 +19,8 @@ use clap::Parser;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchboard::admin::Admin;
+use switchboard::drain::Drain;
 use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
 use switchboard::session::{SessionCtx, SessionHost, TimerHandle};
@@ -48,6 +50,20 @@ struct Args {
     /// running it survives Redis outages (GET /health says 503 meanwhile).
     #[arg(long, env = "CHAT_REDIS")]
     redis: Option<String>,
+    /// On SIGTERM or Ctrl-C, close connections (1012, service restart) this many at a time...
+    #[arg(long, env = "CHAT_DRAIN_BATCH", default_value_t = 10_000)]
+    drain_batch: usize,
+    /// ...one batch every this many milliseconds...
+    #[arg(long, env = "CHAT_DRAIN_INTERVAL_MS", default_value_t = 2_000)]
+    drain_interval_ms: u64,
+    /// ...and exit after at most this many seconds.
+    #[arg(long, env = "CHAT_DRAIN_WINDOW_S", default_value_t = 30)]
+    drain_window_s: u64,
+    /// Serve the admin page at /admin (live connections, topics, errors; publish and
+    /// disconnect) to requests that show this token: open /admin?token=TOKEN. Without it,
+    /// there is no admin page.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// Write the channel's generated files (TypeScript, AsyncAPI), or check that the committed
     /// ones are up to date, and exit.
     #[arg(long, value_enum)]
@@ -512,6 +528,13 @@ async fn main() -> std::io::Result<()> {
     };
     let nicknames = web::Data::new(Nicknames::default());
     let chat = chat_channel();
+    // A deploy drops nobody: on SIGTERM every connection gets a close frame (1012) in batches,
+    // and the clients reconnect (to another node, behind a load balancer) and catch up.
+    let drain = Drain::new(hub.clone())
+        .batch_size(args.drain_batch)
+        .batch_interval(Duration::from_millis(args.drain_interval_ms))
+        .window(Duration::from_secs(args.drain_window_s));
+    let admin_token = args.admin_token.clone().filter(|t| !t.is_empty());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(hub.clone())
@@ -519,21 +542,36 @@ async fn main() -> std::io::Result<()> {
             .service(chat.clone())
             // Before `routes`' plain one: the first route that matches serves.
             .route("/health", web::get().to(engine_health))
+            // Prometheus metrics, and the admin page when a token is set.
+            .service(switchboard::metrics::service("/metrics"))
+            .configure(|cfg| {
+                if let Some(token) = &admin_token {
+                    cfg.service(Admin::with_token("/admin", token.as_str()));
+                }
+            })
             .configure(routes)
     })
+    // The drain handles SIGTERM and Ctrl-C; the server's own timeout only backs it up.
+    .disable_signals()
+    .shutdown_timeout(args.drain_window_s + 5)
     .bind((args.bind.as_str(), args.port))?;
     // The bound address, also when the port was 0 (tests read this line).
     for addr in server.addrs() {
         log::info!("chat on http://{addr}");
         println!("listening on http://{addr}");
     }
-    server.run().await
+    drain.serve(server.run()).await
 }
 
 /// `GET /health`: 200 `{"status":"up"}` while the engine works; 503
 /// `{"status":"down","reason":...}` while it does not (the Redis engine lost Redis: messages
-/// cannot be sent, connected users stay connected).
+/// cannot be sent, connected users stay connected); 503 `{"status":"draining"}` once a
+/// shutdown has begun.
 async fn engine_health(hub: Hub) -> HttpResponse {
+    if hub.is_draining() {
+        // Shutting down: a load balancer stops sending clients here.
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
     match hub.health() {
         switchboard::engine::EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
         down => HttpResponse::ServiceUnavailable().json(down),

@@ -25,6 +25,7 @@ export interface Channel {
     | "bad_topic"
     | "binary_unsupported"
     | "closed"
+    | "draining"
     | "engine_unavailable"
     | "forbidden"
     | "get_token"

@@ -398,6 +398,13 @@ export type ReconnectOptions = {
      */
     maxAttempts?: number | undefined;
     /**
+     * after the server closed an open connection with 1001
+     * (going away) or 1012 (service restart: a drain before a deploy), the first retry comes
+     * after a random delay of 0 to this many ms, so that the clients of a drained node spread
+     * out over the other nodes instead of arriving together.
+     */
+    restartJitter?: number | undefined;
+    /**
      * overrides which close
      * codes are retried (default: all but 1000, 1008 and 4000-4099).
      */

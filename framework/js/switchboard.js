@@ -16,6 +16,10 @@
  * @property {number} [factor=2] growth of the delay per failed attempt.
  * @property {number} [jitter=0.5] share of the delay taken off at random (0: none, 1: full).
  * @property {number} [maxAttempts=Infinity] consecutive attempts before giving up.
+ * @property {number} [restartJitter=1000] after the server closed an open connection with 1001
+ *   (going away) or 1012 (service restart: a drain before a deploy), the first retry comes
+ *   after a random delay of 0 to this many ms, so that the clients of a drained node spread
+ *   out over the other nodes instead of arriving together.
  * @property {(code: number, reason: string) => boolean} [shouldRetry] overrides which close
  *   codes are retried (default: all but 1000, 1008 and 4000-4099).
  */
@@ -203,6 +207,7 @@ const RECONNECT_DEFAULTS = {
   factor: 2,
   jitter: 0.5,
   maxAttempts: Infinity,
+  restartJitter: 1000,
   shouldRetry: null,
 };
 
@@ -645,8 +650,13 @@ export class Switchboard extends Emitter {
     }
     this._attempt += 1;
     const base = Math.min(rc.maxDelay, rc.initialDelay * rc.factor ** (this._attempt - 1));
-    // Jitter spreads the clients of a restarting server over time instead of one wave.
-    const delay = Math.round(base * (1 - rc.jitter * Math.random()));
+    // Jitter spreads the clients of a restarting server over time instead of one wave. A
+    // server that is draining (1001, 1012) is still up and another node is ready: come back
+    // soon, at a random moment of the restart window, rather than after a backoff.
+    const restarting = wasOpen && (code === 1001 || code === 1012);
+    const delay = restarting
+      ? Math.round(rc.restartJitter * Math.random())
+      : Math.round(base * (1 - rc.jitter * Math.random()));
     for (const sub of this._subs.values()) sub.state = "joining";
     this.state = "reconnecting";
     this._timer = setTimeout(() => this._open(), delay);

@@ -377,7 +377,7 @@ pub fn default_session<T: DefaultSession>() -> T {
 
 /// A disconnect handler whose arguments could not be extracted does not run.
 pub fn log_disconnect_error(e: &ChannelError) {
-    log::error!("disconnect handler not run: {e}");
+    tracing::error!("disconnect handler not run: {e}");
 }
 
 /// Emits its tokens only when the `schema` feature is on: the macros wrap the items that
@@ -413,7 +413,7 @@ mod schema {
 
     use schemars::JsonSchema;
 
-    use crate::schema::{schema_of, Shape};
+    use crate::handler::describe::{schema_of, Shape};
 
     /// A payload type: [`Shape::Schema`] when it implements `JsonSchema`.
     pub struct TypeOf<T: ?Sized>(PhantomData<T>);

@@ -124,6 +124,9 @@ pub enum ChannelError {
     /// The channel is at its connection cap (HTTP 503 on connect).
     #[error("too many connections on this channel")]
     TooManyConnections,
+    /// The server is draining before it stops (HTTP 503 on connect): connect to another node.
+    #[error("the server is shutting down: connect again (another node will answer)")]
+    Draining,
     /// The connection is closed or closing; nothing more can be sent to it.
     #[error("connection closed")]
     Closed,
@@ -255,6 +258,7 @@ impl ChannelError {
             ChannelError::Unauthorized(_) => "unauthorized",
             ChannelError::Forbidden(_) => "forbidden",
             ChannelError::TooManyConnections => "too_many_connections",
+            ChannelError::Draining => "draining",
             ChannelError::Closed => "closed",
             ChannelError::Custom { code, .. } => code,
             ChannelError::Internal(_) => "internal",
@@ -279,9 +283,9 @@ impl ChannelError {
         match self {
             ChannelError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ChannelError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ChannelError::TooManyConnections | ChannelError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ChannelError::TooManyConnections
+            | ChannelError::Overloaded
+            | ChannelError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             ChannelError::RateLimited | ChannelError::TooManyUserConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -217,6 +217,11 @@ impl TestServer {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The server's handle, to stop it some other way (a drain: `Drain::stop(&handle)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
     /// Opens a WebSocket to `path`.
     pub async fn connect(&self, path: &str) -> Result<TestClient, TestError> {
         self.connect_with(path, &[]).await

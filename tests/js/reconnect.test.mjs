@@ -136,6 +136,38 @@ for (const code of [1000, 4001]) {
   });
 }
 
+for (const code of [1012, 1001]) {
+  test(`a drain's ${code} brings the client back soon (restartJitter, not backoff) and it recovers`, async () => {
+    const topic = uid("room:d");
+    // A backoff this slow would keep the client away for seconds: the restart delay must win.
+    const ann = client(uid("ann"), { reconnect: { initialDelay: 5000, restartJitter: 150 } });
+    const pub = client(uid("pub"));
+    await Promise.all([ann.connect(), pub.connect()]);
+    const sub = await ann.subscribe(topic);
+    const got = [];
+    sub.on("said", (data) => got.push(data.i));
+    const recovered = [];
+    sub.on("recovered", (ok) => recovered.push(ok));
+    const attempts = [];
+    ann.on("reconnecting", (e) => attempts.push(e));
+    for (let i = 0; i < 3; i++) await publish(pub, topic, { i });
+    await waitFor("the first 3", () => got.length === 3);
+
+    ann.send("kick", { code, reason: "service restart" });
+    // Published around the restart: before, during or after the reconnect.
+    for (let i = 3; i < 8; i++) await publish(pub, topic, { i });
+    await waitFor("the recovery", () => recovered.length === 1);
+    assert.equal(attempts.length, 1);
+    assert.equal(attempts[0].code, code);
+    assert.ok(attempts[0].delay <= 150, `reconnected after ${attempts[0].delay} ms`);
+    assert.deepEqual(recovered, [true]);
+    await waitFor("all 8", () => got.length === 8);
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+    ann.close();
+    pub.close();
+  });
+}
+
 test("maxAttempts: the client gives up after that many failed attempts", async () => {
   const name = uid("ann");
   const ann = client(name, { reconnect: { initialDelay: 10, maxDelay: 40, maxAttempts: 2 } });

@@ -7,9 +7,11 @@
 //! - [`redis`]: a `redis-server` of a test's own.
 //! - [`http`]: raw HTTP/1.1 requests.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
+//! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
 //! - [`handlers`]: channel handlers several test apps mount.
 //! - [`rooms`]: the topic app of the topic tests, on the memory engine and on Redis.
 
+pub mod browser;
 pub mod handlers;
 pub mod http;
 pub mod process;

@@ -129,6 +129,7 @@ export interface Channel {
     | "binary_unsupported"
     | "busy"
     | "closed"
+    | "draining"
     | "empty"
     | "engine_unavailable"
     | "forbidden"

@@ -10,12 +10,15 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
+use futures_util::future::Either;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use super::def::{ChannelDef, OpenGuard};
 use super::handle::Channel;
@@ -24,9 +27,38 @@ use super::router::{Answering, Dispatch, Handler, Inbound};
 use super::transport::{Incoming, IncomingStream, Writer};
 use crate::error::ChannelError;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
+use crate::meter::{self, RouteLabel, Started};
 use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
+
+/// A message on its way through its handler: what its result answers, and what metrics and
+/// traces record of it.
+struct InFlight {
+    answering: Answering,
+    route: Option<Arc<str>>,
+    label: RouteKind,
+    started: Started,
+    span: tracing::Span,
+}
+
+/// Whether a message span can be recorded by anyone: a tracing subscriber (which the span
+/// macro then asks), or, without one, a `log` logger at debug level (tracing's `log`
+/// fallback). Otherwise the macro would still evaluate the span's fields for that fallback, on
+/// every message, to throw them away.
+fn spans_wanted() -> bool {
+    tracing::dispatcher::has_been_set()
+        || tracing::log::max_level() >= tracing::log::LevelFilter::Debug
+}
+
+/// [`RouteLabel`] without the borrow of the route table (the handler may outlive `dispatch`'s
+/// borrow when it has to wait).
+#[derive(Clone, Copy)]
+enum RouteKind {
+    Named,
+    Default,
+    Binary,
+}
 
 /// How long refusals are counted before a connection that keeps going over the rate is closed.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -91,6 +123,8 @@ pub(crate) struct Connection<S: 'static> {
     incoming_done: bool,
     disconnected: bool,
     rate: RateLimit,
+    /// The connection's span (channel, id, peer): the parent of its messages' spans.
+    span: tracing::Span,
     _open: OpenGuard,
 }
 
@@ -103,6 +137,17 @@ impl<S: 'static> Connection<S> {
         open: OpenGuard,
     ) -> Self {
         let rate = RateLimit::new(def.config.message_burst, Instant::now());
+        let span = tracing::debug_span!(
+            "connection",
+            channel = &*def.path,
+            id = %channel.id(),
+            peer = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            if let Some(ip) = channel.entry().source_ip() {
+                span.record("peer", tracing::field::display(ip));
+            }
+        }
         Connection {
             def,
             channel,
@@ -113,6 +158,7 @@ impl<S: 'static> Connection<S> {
             incoming_done: false,
             disconnected: false,
             rate,
+            span,
             _open: open,
         }
     }
@@ -124,6 +170,7 @@ impl<S: 'static> Connection<S> {
     }
 
     fn push_error(&self, answering: &Answering, err: &ChannelError) {
+        self.channel.hub().note_error(&self.def.path, err.code());
         self.push(answering.error_frame(self.channel.id(), self.channel.route_field(), err));
     }
 
@@ -143,20 +190,28 @@ impl<S: 'static> Connection<S> {
 
     /// Handles one message; marks the connection busy if its handler has to wait.
     fn run(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
-        let Some((answering, fut)) = self.dispatch(item) else {
+        let started = meter::start();
+        let Some((flight, fut)) = self.dispatch(item, started) else {
             return;
+        };
+        // Entering a span costs something even when nobody records it (its `log` fallback
+        // checks on every poll): only a span someone records wraps the handler.
+        let fut = if flight.span.is_disabled() {
+            Either::Left(fut)
+        } else {
+            Either::Right(fut.instrument(flight.span.clone()))
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish without waiting: poll once here and skip the spawn. A future
         // that is not ready re-registers the real waker when the context polls it.
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         match Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(outcome) => self.finish(&answering, outcome),
+            Poll::Ready(outcome) => self.finish(&flight, outcome),
             Poll::Pending => {
                 self.busy = true;
                 ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
                     act.busy = false;
-                    act.finish(&answering, outcome);
+                    act.finish(&flight, outcome);
                     act.pump(ctx);
                 }));
             }
@@ -168,14 +223,49 @@ impl<S: 'static> Connection<S> {
     fn dispatch(
         &self,
         item: Inbound,
-    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
+        started: Started,
+    ) -> Option<(InFlight, BoxFuture<Result<Reply, ChannelError>>)> {
         match self.def.router.dispatch(item) {
             Dispatch::Call {
                 handler,
                 body,
                 answering,
-            } => self.call(handler, body, answering),
-            Dispatch::Reject { answering, error } => {
+                route,
+            } => {
+                let (name, label) = match route {
+                    RouteLabel::Named(name) => (Some(name.clone()), RouteKind::Named),
+                    RouteLabel::Binary => (None, RouteKind::Binary),
+                    _ => (None, RouteKind::Default),
+                };
+                let span = if spans_wanted() {
+                    tracing::debug_span!(
+                        parent: &self.span,
+                        "message",
+                        route = name.as_deref().or(answering.route()).unwrap_or("$default"),
+                        r#ref = answering.reference(),
+                        outcome = tracing::field::Empty,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                let flight = InFlight {
+                    answering,
+                    route: name,
+                    label,
+                    started,
+                    span,
+                };
+                self.call(handler, body, flight)
+            }
+            Dispatch::Reject {
+                answering,
+                error,
+                route,
+            } => {
+                self.def
+                    .meters
+                    .message(&self.def.path, route, Err(&error), started);
+                tracing::debug!(parent: &self.span, code = error.code(), "message refused");
                 self.push_error(&answering, &error);
                 None
             }
@@ -186,34 +276,61 @@ impl<S: 'static> Connection<S> {
         &self,
         handler: &Handler<S>,
         body: Body,
-        answering: Answering,
-    ) -> Option<(Answering, BoxFuture<Result<Reply, ChannelError>>)> {
+        flight: InFlight,
+    ) -> Option<(InFlight, BoxFuture<Result<Reply, ChannelError>>)> {
         let req = MessageRequest::new(self.channel.clone(), body);
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
-            Ok(fut) => Some((answering, fut)),
+        let called = {
+            let _in = (!flight.span.is_disabled()).then(|| flight.span.enter());
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
+        };
+        match called {
+            Ok(fut) => Some((flight, fut)),
             Err(panic) => {
-                self.report_panic(&answering, panic);
+                self.finish(&flight, Err(panic));
                 None
             }
         }
     }
 
-    fn finish(&self, answering: &Answering, outcome: Outcome) {
-        match outcome {
-            Ok(Ok(Reply(Some(Frame::Text(t))))) => self.push(t),
+    fn finish(&self, flight: &InFlight, outcome: Outcome) {
+        let answering = &flight.answering;
+        let error = match outcome {
+            Ok(Ok(Reply(Some(Frame::Text(t))))) => {
+                self.push(t);
+                None
+            }
             Ok(Ok(Reply(Some(frame)))) => {
                 let _ = self.channel.outbound().push(frame, Class::Essential);
+                None
             }
-            Ok(Ok(Reply(None))) => {}
-            Ok(Err(err)) => self.push_error(answering, &err),
-            Err(panic) => self.report_panic(answering, panic),
+            Ok(Ok(Reply(None))) => None,
+            Ok(Err(err)) => Some(err),
+            Err(panic) => Some(ChannelError::from_panic("handler", &*panic)),
+        };
+        let label = match flight.label {
+            RouteKind::Named => flight
+                .route
+                .as_ref()
+                .map_or(RouteLabel::Default, RouteLabel::Named),
+            RouteKind::Default => RouteLabel::Default,
+            RouteKind::Binary => RouteLabel::Binary,
+        };
+        self.def.meters.message(
+            &self.def.path,
+            label,
+            error.as_ref().map_or(Ok(()), Err),
+            flight.started,
+        );
+        if !flight.span.is_disabled() {
+            flight
+                .span
+                .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
         }
-    }
-
-    fn report_panic(&self, answering: &Answering, panic: Box<dyn std::any::Any + Send>) {
-        self.push_error(answering, &ChannelError::from_panic("handler", &*panic));
+        if let Some(err) = error {
+            self.push_error(answering, &err);
+        }
     }
 
     fn begin_close(&self, ctx: &mut actix::Context<Self>, code: u16, reason: &str) {
@@ -231,6 +348,13 @@ impl<S: 'static> Connection<S> {
         if std::mem::replace(&mut self.disconnected, true) {
             return;
         }
+        let code = self
+            .channel
+            .outbound()
+            .closed_with()
+            .map_or(close_code::ABNORMAL, |(code, _)| code);
+        meter::closed(&self.def.path, code);
+        tracing::debug!(parent: &self.span, code, "disconnected");
         self.channel.outbound().shut();
         self.channel.stop_tokens();
         let hub = self.channel.hub().clone();
@@ -245,7 +369,7 @@ impl<S: 'static> Connection<S> {
         // a farewell to them (publishing needs no subscription).
         hub.deregister(id);
         let Ok(fut) = called else {
-            log::error!("connection {id}: disconnect handler panicked");
+            tracing::error!("connection {id}: disconnect handler panicked");
             return;
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
@@ -254,20 +378,20 @@ impl<S: 'static> Connection<S> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         match Pin::new(&mut fut).poll(&mut cx) {
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => log::error!("connection {id}: disconnect handler panicked"),
+            Poll::Ready(Err(_)) => tracing::error!("connection {id}: disconnect handler panicked"),
             Poll::Pending if std::thread::panicking() => {
-                log::warn!("connection {id}: disconnect handler cut short by a panic");
+                tracing::warn!("connection {id}: disconnect handler cut short by a panic");
             }
             Poll::Pending => {
                 let spawn = AssertUnwindSafe(move || {
                     actix_rt::spawn(async move {
                         if fut.await.is_err() {
-                            log::error!("connection {id}: disconnect handler panicked");
+                            tracing::error!("connection {id}: disconnect handler panicked");
                         }
                     })
                 });
                 if std::panic::catch_unwind(spawn).is_err() {
-                    log::warn!(
+                    tracing::warn!(
                         "connection {id}: runtime shut down before the disconnect handler finished"
                     );
                 }
@@ -280,6 +404,8 @@ impl<S: 'static> Actor for Connection<S> {
     type Context = actix::Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        meter::opened(&self.def.path);
+        tracing::debug!(parent: &self.span, "connected");
         if let Some(incoming) = self.incoming.take() {
             ctx.add_stream(incoming);
         }
@@ -337,16 +463,16 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
                 self.begin_close(ctx, code, "");
             }
             Incoming::TooBig => {
-                log::debug!("connection {}: frame too big", self.channel.id());
+                tracing::debug!("connection {}: frame too big", self.channel.id());
                 self.begin_close(ctx, close_code::TOO_BIG, "message too big");
             }
             // The stream ends right after this item: `finished` stops the actor, and the
             // close is recorded as abnormal (1006), as no close frame was exchanged.
             Incoming::Gone(e) => {
-                log::debug!("connection {}: socket gone: {e}", self.channel.id());
+                tracing::debug!("connection {}: socket gone: {e}", self.channel.id());
             }
             Incoming::Broken(e) => {
-                log::debug!("connection {}: protocol error: {e}", self.channel.id());
+                tracing::debug!("connection {}: protocol error: {e}", self.channel.id());
                 self.begin_close(ctx, e.code, e.reason);
             }
         }
@@ -364,6 +490,16 @@ impl<S: 'static> StreamHandler<Incoming> for Connection<S> {
 }
 
 impl<S: 'static> Connection<S> {
+    /// Counts a message refused before routing.
+    fn refused(&self, err: &ChannelError) {
+        self.def.meters.message(
+            &self.def.path,
+            RouteLabel::Refused,
+            Err(err),
+            Started::none(),
+        );
+    }
+
     /// Every message, text or binary, enters here: the rate limit comes first.
     fn enqueue(&mut self, item: Inbound, ctx: &mut actix::Context<Self>) {
         let cfg = &self.def.config;
@@ -376,6 +512,7 @@ impl<S: 'static> Connection<S> {
             match self.rate.admit(rate, burst, close_after, Instant::now()) {
                 Admit::Yes => {}
                 Admit::Refuse => {
+                    self.refused(&ChannelError::RateLimited);
                     self.push_error(
                         &self.def.router.answering(&item),
                         &ChannelError::RateLimited,
@@ -383,7 +520,8 @@ impl<S: 'static> Connection<S> {
                     return;
                 }
                 Admit::Close => {
-                    log::debug!("connection {}: rate limited", self.channel.id());
+                    tracing::debug!(parent: &self.span, "rate limited: closing");
+                    self.refused(&ChannelError::RateLimited);
                     self.push_error(
                         &self.def.router.answering(&item),
                         &ChannelError::RateLimited,
@@ -395,6 +533,7 @@ impl<S: 'static> Connection<S> {
         }
         if self.inbound.len() >= self.def.config.inbound_capacity {
             // Refused, but still answered: a client waiting on its `ref` must hear about it.
+            self.refused(&ChannelError::Overloaded);
             self.push_error(&self.def.router.answering(&item), &ChannelError::Overloaded);
             return;
         }

@@ -31,6 +31,8 @@ pub(crate) struct ChannelDef<S> {
     pub(crate) open: Arc<AtomicUsize>,
     /// Names a connection's user from its session.
     pub(crate) user_key: Option<UserKey<S>>,
+    /// This worker's metric series of the channel's routes, found once.
+    pub(crate) meters: crate::meter::RouteMeters,
 }
 
 /// A channel's user key: the user of a session.

@@ -190,6 +190,7 @@ impl<S> Channel<S> {
     /// and this returns `Err(Closed)` if the connection is (now) closing.
     pub fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ChannelError> {
         let frame = protocol::encode_event(event, data)?;
+        self.inner.out.note_push();
         match self.inner.out.push_text(frame, Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),
@@ -423,7 +424,7 @@ impl<S: 'static> Channel<S> {
                         .push_text(refresh_frame(None, left).into(), Class::Essential);
                 }
                 (None, Due::Expired) => {
-                    log::debug!("connection {}: token expired", self.id());
+                    tracing::debug!(connection = %self.id(), "token expired");
                     self.close_with(close_code::TOKEN_EXPIRED, "token expired");
                 }
                 (Some(topic), due) => {

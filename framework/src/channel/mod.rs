@@ -25,7 +25,7 @@ mod route;
 pub(crate) mod router;
 mod tokens;
 pub(crate) mod transport;
-mod upgrade;
+pub(crate) mod upgrade;
 
 pub use config::{ChannelConfig, Origins};
 pub use handle::Channel;

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -96,6 +96,9 @@ pub(crate) struct Outbound {
     dropped: AtomicU64,
     waker: AtomicWaker,
     close_sent: AtomicBool,
+    /// The channel, for metrics' labels.
+    #[cfg(feature = "metrics")]
+    channel: Arc<str>,
 }
 
 impl Outbound {
@@ -111,7 +114,27 @@ impl Outbound {
             dropped: AtomicU64::new(0),
             waker: AtomicWaker::new(),
             close_sent: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            channel: Arc::from(""),
         }
+    }
+
+    /// Names the channel in this queue's metrics.
+    pub(crate) fn for_channel(self, _channel: &Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        return Outbound {
+            channel: _channel.clone(),
+            ..self
+        };
+        #[cfg(not(feature = "metrics"))]
+        self
+    }
+
+    /// Counts a frame pushed to this one connection (not a reply, not a delivery).
+    #[inline]
+    pub(crate) fn note_push(&self) {
+        #[cfg(feature = "metrics")]
+        crate::meter::pushed(&self.channel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -139,6 +162,8 @@ impl Outbound {
                 (SlowConsumerPolicy::DropNewest, Class::Droppable) => {
                     drop(st);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    #[cfg(feature = "metrics")]
+                    crate::meter::dropped(&self.channel);
                     return Err(Refused::Dropped);
                 }
                 (SlowConsumerPolicy::Close { code }, _) => {
@@ -148,6 +173,8 @@ impl Outbound {
                     Self::start_close(&mut st, close_code::POLICY, "slow consumer");
                 }
             }
+            #[cfg(feature = "metrics")]
+            crate::meter::slow_consumer_closed(&self.channel);
             drop(st);
             self.waker.wake();
             return Err(Refused::Closed);

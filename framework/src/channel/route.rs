@@ -53,7 +53,7 @@ pub struct ChannelRoute<S = ()> {
     /// Push events, topic events, error codes and connect parameters the channel declares
     /// for its generated types ([`schema`](crate::schema)).
     #[cfg(feature = "schema")]
-    pub(crate) declared: crate::schema::Declared,
+    pub(crate) declared: crate::handler::describe::Declared,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -433,6 +433,7 @@ impl<S: 'static> ChannelRoute<S> {
                 on_open: b.on_open,
                 open: b.open,
                 user_key: b.user_key,
+                meters: Default::default(),
             },
         )
     }
@@ -442,8 +443,8 @@ impl<S: 'static> ChannelRoute<S> {
 impl<S: 'static> ChannelRoute<S> {
     /// What [`schema`](crate::schema) describes: the routes with their types, the join
     /// patterns, presence, the connect parameters and the declarations.
-    pub(crate) fn schema_parts(&self) -> crate::schema::Parts<'_> {
-        crate::schema::Parts {
+    pub(crate) fn schema_parts(&self) -> crate::handler::describe::Parts<'_> {
+        crate::handler::describe::Parts {
             path: &self.path,
             route_key: &self.def.config.route_key,
             routes: (self.def.routes.iter())

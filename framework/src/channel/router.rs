@@ -15,6 +15,7 @@ use bytestring::ByteString;
 
 use crate::error::{ChannelError, MAX_ECHO};
 use crate::handler::{Body, MessageHandler, BINARY_ROUTE};
+use crate::meter::RouteLabel;
 use crate::protocol::{self, Envelope, RouteKey};
 
 /// A routed handler as the table holds it.
@@ -23,8 +24,8 @@ pub(crate) type Handler<S> = Arc<dyn MessageHandler<S>>;
 /// Route name → `H`. A handful of routes are found faster by comparing strings than by
 /// hashing, so small tables are a list.
 pub(crate) enum RouteTable<H> {
-    Few(Vec<(Box<str>, H)>),
-    Many(HashMap<Box<str>, H>),
+    Few(Vec<(Arc<str>, H)>),
+    Many(HashMap<Arc<str>, H>),
 }
 
 impl<H> Default for RouteTable<H> {
@@ -38,7 +39,11 @@ impl<H> RouteTable<H> {
 
     /// A table of `routes`; a later entry for the same name replaces an earlier one.
     pub(crate) fn new(routes: impl IntoIterator<Item = (Box<str>, H)>) -> Self {
-        let map: HashMap<Box<str>, H> = routes.into_iter().collect();
+        // Shared names: metrics label series with them without copying.
+        let map: HashMap<Arc<str>, H> = routes
+            .into_iter()
+            .map(|(name, h)| (Arc::from(name), h))
+            .collect();
         if map.len() <= Self::FEW {
             RouteTable::Few(map.into_iter().collect())
         } else {
@@ -46,10 +51,11 @@ impl<H> RouteTable<H> {
         }
     }
 
-    pub(crate) fn get(&self, route: &str) -> Option<&H> {
+    /// The handler and the table's own name for it.
+    pub(crate) fn get_named(&self, route: &str) -> Option<(&Arc<str>, &H)> {
         match self {
-            RouteTable::Few(v) => v.iter().find(|(r, _)| &**r == route).map(|(_, h)| h),
-            RouteTable::Many(m) => m.get(route),
+            RouteTable::Few(v) => v.iter().find(|(r, _)| &**r == route).map(|(r, h)| (r, h)),
+            RouteTable::Many(m) => m.get_key_value(route),
         }
     }
 }
@@ -128,7 +134,7 @@ impl Answering {
         err: &ChannelError,
     ) -> ByteString {
         if let ChannelError::Internal(detail) = err {
-            log::error!("connection {conn}: route {:?}: {detail}", self.route());
+            tracing::error!("connection {conn}: route {:?}: {detail}", self.route());
         }
         // An over-long route (an unknown one: registered routes are short) is not echoed.
         let route = self.route().filter(|r| r.len() <= MAX_ECHO);
@@ -143,11 +149,14 @@ pub(crate) enum Dispatch<'a, S> {
         handler: &'a Handler<S>,
         body: Body,
         answering: Answering,
+        /// Which route answers, as metrics and traces name it.
+        route: RouteLabel<'a>,
     },
     /// Answer with an error frame and run nothing.
     Reject {
         answering: Answering,
         error: ChannelError,
+        route: RouteLabel<'a>,
     },
 }
 
@@ -207,27 +216,32 @@ impl<S> Router<S> {
                                 handler,
                                 body: Body::Binary(text.into_bytes()),
                                 answering,
+                                route: RouteLabel::Default,
                             },
                             None => Dispatch::Reject {
                                 answering,
                                 error: rejected.error,
+                                route: RouteLabel::Invalid,
                             },
                         };
                     }
                 };
                 let handler = hint
-                    .and_then(|h| self.routes.get(h))
-                    .or_else(|| self.routes.get(env.route()))
-                    .or_else(|| self.fallback.handler());
+                    .and_then(|h| self.routes.get_named(h))
+                    .or_else(|| self.routes.get_named(env.route()))
+                    .map(|(name, h)| (RouteLabel::Named(name), h))
+                    .or_else(|| self.fallback.handler().map(|h| (RouteLabel::Default, h)));
                 match handler {
-                    Some(handler) => Dispatch::Call {
+                    Some((route, handler)) => Dispatch::Call {
                         handler,
                         body: Body::Text(env.clone()),
                         answering: Answering::Message(env),
+                        route,
                     },
                     None => Dispatch::Reject {
                         error: ChannelError::unknown_route(env.route()),
                         answering: Answering::Message(env),
+                        route: RouteLabel::Unknown,
                     },
                 }
             }
@@ -236,10 +250,12 @@ impl<S> Router<S> {
                     handler,
                     body: Body::Binary(bytes),
                     answering: Answering::Binary,
+                    route: RouteLabel::Binary,
                 },
                 None => Dispatch::Reject {
                     answering: Answering::Rejected(None),
                     error: ChannelError::BinaryUnsupported,
+                    route: RouteLabel::Binary,
                 },
             },
         }

@@ -27,14 +27,31 @@ pub(crate) async fn accept<S: 'static>(
     payload: web::Payload,
 ) -> HttpResponse {
     let cfg = &def.config;
+    let refuse = |reason: &'static str, response: HttpResponse| {
+        crate::meter::refused(&def.path, reason);
+        tracing::debug!(
+            channel = &*def.path,
+            reason,
+            status = response.status().as_u16(),
+            "upgrade refused"
+        );
+        response
+    };
     if !cfg.origins.allows(&req) {
-        return ChannelError::forbidden("origin not allowed").error_response();
+        return refuse(
+            "origin",
+            ChannelError::forbidden("origin not allowed").error_response(),
+        );
     }
     if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
-        return e.error_response();
+        return refuse("bad_request", e.error_response());
+    }
+    let hub = Hub::of(&req);
+    if hub.is_draining() {
+        return refuse("draining", ChannelError::Draining.error_response());
     }
     let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
-        return ChannelError::TooManyConnections.error_response();
+        return refuse("cap", ChannelError::TooManyConnections.error_response());
     };
     // Known before `on_connect`, which can extract it (a gateway tells its `$connect` function).
     let id = ConnectionId::next();
@@ -42,19 +59,28 @@ pub(crate) async fn accept<S: 'static>(
     let session = match &def.on_connect {
         Some(h) => match h.call(req.clone()).await {
             Ok(s) => s,
-            Err(e) => return e.error_response(),
+            Err(e) => {
+                let reason = match e.status().as_u16() {
+                    401 | 403 => "auth",
+                    _ => "rejected",
+                };
+                return refuse(reason, e.error_response());
+            }
         },
         None => None,
     };
     if cfg.require_session && session.is_none() {
-        return ChannelError::unauthorized("a session is required").error_response();
+        return refuse(
+            "auth",
+            ChannelError::unauthorized("a session is required").error_response(),
+        );
     }
     let expiry = req.extensions().get::<TokenExpiry>().map(|e| e.0);
     if expiry.is_some_and(|at| at <= SystemTime::now()) {
-        return ChannelError::TokenExpired.error_response();
+        return refuse("auth", ChannelError::TokenExpired.error_response());
     }
-    let out = Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer));
-    let hub = Hub::of(&req);
+    let out =
+        Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer).for_channel(&def.path));
     let limits = TopicLimits {
         max_topics: cfg.max_topics,
         max_topic_len: cfg.max_topic_length,
@@ -78,13 +104,17 @@ pub(crate) async fn accept<S: 'static>(
         .await
     {
         hub.abandon(id, &entry);
-        return e.error_response();
+        let reason = match &e {
+            ChannelError::TooManyUserConnections { .. } => "user_cap",
+            _ => "engine",
+        };
+        return refuse(reason, e.error_response());
     }
     let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
         Ok(parts) => parts,
         Err(e) => {
             hub.abandon(id, &entry);
-            return e.error_response();
+            return refuse("bad_request", e.error_response());
         }
     };
     hub.register(id, entry.clone());

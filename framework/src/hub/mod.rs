@@ -8,7 +8,8 @@ pub(crate) use registry::{ConnEntry, Registry, TopicLimits, UserRef};
 
 use registry::{user_topic, UserClose, USER_CLOSE, USER_PUSH};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_web::{FromRequest, HttpRequest};
 use bytestring::ByteString;
@@ -51,6 +52,14 @@ pub struct Hub {
 struct HubInner {
     engine: Arc<dyn Engine>,
     registry: Registry,
+    /// Set once a drain starts: upgrades are refused, connections that register anyway are
+    /// closed with `drain_close`.
+    draining: AtomicBool,
+    drain_close: Mutex<Option<(u16, Arc<str>)>>,
+    /// Woken when a connection leaves while draining.
+    left: tokio::sync::Notify,
+    /// Error frames sent, kept once an admin view has asked for them.
+    errors: ErrorLog,
 }
 
 impl std::fmt::Debug for Hub {
@@ -79,6 +88,10 @@ impl Hub {
             inner: Arc::new(HubInner {
                 engine: Arc::new(engine),
                 registry: Registry::new(),
+                draining: AtomicBool::new(false),
+                drain_close: Mutex::new(None),
+                left: tokio::sync::Notify::new(),
+                errors: ErrorLog::default(),
             }),
         }
     }
@@ -132,7 +145,8 @@ impl Hub {
                 data,
                 exclude,
             })
-            .await?;
+            .await
+            .inspect_err(|e| engine_failed("publish", e))?;
         Ok(())
     }
 
@@ -196,6 +210,7 @@ impl Hub {
         text: impl Into<ByteString>,
     ) -> Result<(), ChannelError> {
         let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
+        entry.out.note_push();
         match entry.out.push_text(text.into(), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),
@@ -205,6 +220,7 @@ impl Hub {
     /// Sends a binary frame to one connection.
     pub fn send_binary(&self, id: ConnectionId, data: bytes::Bytes) -> Result<(), ChannelError> {
         let entry = self.inner.registry.get(id).ok_or(ChannelError::Closed)?;
+        entry.out.note_push();
         match entry.out.push(Frame::Binary(data), Class::Droppable) {
             Ok(()) | Err(Refused::Dropped) => Ok(()),
             Err(Refused::Closed) => Err(ChannelError::Closed),
@@ -302,7 +318,13 @@ impl Hub {
     }
 
     pub(crate) fn register(&self, id: ConnectionId, entry: Arc<ConnEntry>) {
-        self.inner.registry.insert(id, entry);
+        self.inner.registry.insert(id, entry.clone());
+        // A drain that began while this connection was being accepted may have listed the
+        // registry before the insert: close it here instead (the flag is set before listing).
+        if self.inner.draining.load(Ordering::SeqCst) {
+            let close = self.drain_close();
+            entry.out.close(close.0, &close.1);
+        }
     }
 
     /// A new connection's share of its user's slot on this node.
@@ -368,6 +390,104 @@ impl Hub {
             }
             self.forget_user(id, &entry);
         }
+        if self.inner.draining.load(Ordering::Relaxed) {
+            self.inner.left.notify_waiters();
+        }
+    }
+
+    /// Whether a drain has begun ([`crate::drain::Drain`]): new connections are refused with
+    /// 503 and open ones are being closed. An app's health check can report it, so that a
+    /// load balancer stops sending clients here.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts draining: from now on upgrades are refused, and a connection that registers
+    /// anyway is closed with `code`.
+    pub(crate) fn begin_drain(&self, code: u16, reason: Arc<str>) {
+        *self
+            .inner
+            .drain_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((code, reason));
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn drain_close(&self) -> (u16, Arc<str>) {
+        self.inner
+            .drain_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| (close_code::SERVICE_RESTART, Arc::from("service restart")))
+    }
+
+    /// Closes up to `max` open connections that are not closing yet, with `code`; returns how
+    /// many it closed.
+    pub(crate) fn close_some(&self, max: usize, code: u16, reason: &str) -> usize {
+        let mut closed = 0;
+        self.inner.registry.for_each(|entry| {
+            if closed >= max {
+                return false;
+            }
+            if entry.out.close(code, reason) {
+                closed += 1;
+            }
+            true
+        });
+        closed
+    }
+
+    /// Open connections per channel, and the `top` connections with the most frames waiting
+    /// in their outbound queues (the slowest consumers), in one pass over the registry.
+    pub fn overview(&self, top: usize) -> Overview {
+        let mut channels: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        // (queued, id, entry), the `top` largest.
+        let mut slow: Vec<(usize, ConnectionId, Arc<ConnEntry>)> = Vec::new();
+        self.inner.registry.for_each_with_id(|id, entry| {
+            *channels.entry(entry.channel().clone()).or_default() += 1;
+            let queued = entry.out.len();
+            if top > 0 && queued > 0 && (slow.len() < top || queued > slow[slow.len() - 1].0) {
+                slow.push((queued, id, entry.clone()));
+                slow.sort_by_key(|s| std::cmp::Reverse(s.0));
+                slow.truncate(top);
+            }
+            true
+        });
+        let mut channels: Vec<(String, usize)> = channels
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+        channels.sort();
+        Overview {
+            connections: channels.iter().map(|(_, n)| n).sum(),
+            channels,
+            slowest: slow.into_iter().map(|(_, id, e)| e.info(id)).collect(),
+        }
+    }
+
+    /// Error frames sent to this hub's connections since [`Hub::track_errors`] was called:
+    /// counts by code, and the latest ones.
+    pub fn recent_errors(&self) -> ErrorSummary {
+        self.inner.errors.summary()
+    }
+
+    /// Starts keeping counts of the error frames sent (an admin view calls it; until then an
+    /// error costs nothing more).
+    pub fn track_errors(&self) {
+        self.inner.errors.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Records an error frame sent on `channel`.
+    pub(crate) fn note_error(&self, channel: &Arc<str>, code: &str) {
+        if self.inner.errors.enabled.load(Ordering::Relaxed) {
+            self.inner.errors.note(channel, code);
+        }
+    }
+
+    /// Resolves when a connection leaves (while draining), or spuriously: callers re-check.
+    pub(crate) fn left(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.left.notified()
     }
 }
 
@@ -402,8 +522,16 @@ where
             if added {
                 entry.remove_topic(&topic);
             }
+            engine_failed("subscribe", &e);
             Err(e.into())
         }
+    }
+}
+
+/// Counts an engine operation that failed (not one a guard refused).
+fn engine_failed(op: &'static str, e: &EngineError) {
+    if !matches!(e, EngineError::Rejected(_)) {
+        crate::meter::engine_error(op);
     }
 }
 
@@ -417,6 +545,82 @@ impl FromRequest for Hub {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         std::future::ready(Ok(Hub::of(req)))
+    }
+}
+
+/// What [`Hub::overview`] found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Overview {
+    /// Open connections.
+    pub connections: usize,
+    /// Open connections per channel (path pattern), sorted by path.
+    pub channels: Vec<(String, usize)>,
+    /// The connections with the most frames waiting to be sent, most first (only those with
+    /// frames waiting).
+    pub slowest: Vec<ConnectionInfo>,
+}
+
+/// Error frames counted by [`Hub::recent_errors`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorSummary {
+    /// Error frames by code, most first.
+    pub by_code: Vec<(String, u64)>,
+    /// The latest ones, newest first: (unix ms, channel, code).
+    pub latest: Vec<(u64, String, String)>,
+}
+
+/// Error codes kept apart; more distinct codes count as `other` (codes are the app's and the
+/// framework's, but a bug could make them up from input).
+const ERROR_CODES: usize = 64;
+/// Latest errors kept.
+const ERROR_LATEST: usize = 50;
+
+#[derive(Default)]
+struct ErrorLog {
+    enabled: AtomicBool,
+    state: Mutex<ErrorState>,
+}
+
+#[derive(Default)]
+struct ErrorState {
+    by_code: std::collections::HashMap<Box<str>, u64>,
+    latest: std::collections::VecDeque<(u64, Arc<str>, Box<str>)>,
+}
+
+impl ErrorLog {
+    fn note(&self, channel: &Arc<str>, code: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let key: &str = if st.by_code.contains_key(code) || st.by_code.len() < ERROR_CODES {
+            code
+        } else {
+            "other"
+        };
+        *st.by_code.entry(Box::from(key)).or_default() += 1;
+        if st.latest.len() == ERROR_LATEST {
+            st.latest.pop_back();
+        }
+        st.latest.push_front((now, channel.clone(), Box::from(key)));
+    }
+
+    fn summary(&self) -> ErrorSummary {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_code: Vec<(String, u64)> = st
+            .by_code
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        by_code.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ErrorSummary {
+            by_code,
+            latest: st
+                .latest
+                .iter()
+                .map(|(t, ch, c)| (*t, ch.to_string(), c.to_string()))
+                .collect(),
+        }
     }
 }
 

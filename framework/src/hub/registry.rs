@@ -295,8 +295,13 @@ impl ConnEntry {
     }
 
     /// The channel's path pattern.
-    pub(crate) fn channel(&self) -> &str {
+    pub(crate) fn channel(&self) -> &Arc<str> {
         &self.channel
+    }
+
+    /// The client's address.
+    pub(crate) fn source_ip(&self) -> Option<IpAddr> {
+        self.source_ip
     }
 
     pub(crate) fn touch(&self) {
@@ -450,6 +455,32 @@ impl Registry {
 
     pub(crate) fn remove(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
         self.shard(id).remove(&id)
+    }
+
+    /// Visits open connections, one shard locked at a time, until `f` says stop. Entries are
+    /// cloned out of a shard before `f` sees them, so `f` may touch the registry.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&ConnEntry) -> bool) {
+        self.for_each_with_id(|_, e| f(e));
+    }
+
+    /// [`Registry::for_each`], with each connection's id.
+    pub(crate) fn for_each_with_id(
+        &self,
+        mut f: impl FnMut(ConnectionId, &Arc<ConnEntry>) -> bool,
+    ) {
+        for shard in self.shards.iter() {
+            let entries: Vec<(ConnectionId, Arc<ConnEntry>)> = shard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(id, e)| (*id, e.clone()))
+                .collect();
+            for (id, e) in entries {
+                if !f(id, &e) {
+                    return;
+                }
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

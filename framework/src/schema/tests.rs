@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::*;
+use crate::handler::describe::Parts;
 use crate::protocol::RouteKey;
 
 #[derive(JsonSchema)]
@@ -305,6 +306,7 @@ fn the_framework_error_codes_are_all_listed() {
         E::Unauthorized("".into()),
         E::Forbidden("".into()),
         E::TooManyConnections,
+        E::Draining,
         E::Closed,
         E::Internal(String::new()),
     ];
@@ -328,6 +330,7 @@ fn the_framework_error_codes_are_all_listed() {
             | E::Unauthorized(_)
             | E::Forbidden(_)
             | E::TooManyConnections
+            | E::Draining
             | E::Closed
             | E::Custom { .. }
             | E::Internal(_) => {}

@@ -837,7 +837,7 @@ impl RemoteEngine {
             let reached = tokio::time::timeout(wait, done.wait_for(|d| *d >= target)).await;
             // A closed channel means the engine is gone: nothing is left to wait for.
             if reached.is_err() {
-                log::warn!(
+                tracing::warn!(
                     "deferred connections API operations{} not done after {wait:?}; going on",
                     id.map(|id| format!(" of {id}")).unwrap_or_default()
                 );
@@ -875,7 +875,7 @@ impl RemoteEngine {
                     Deferred::Unsubscribe(topic, id) => {
                         if let Err(e) = client.unsubscribe(id, &topic).await {
                             if !matches!(e, ChannelError::Closed) {
-                                log::warn!("unsubscribe {id} from {topic}: {e:?}");
+                                tracing::warn!("unsubscribe {id} from {topic}: {e:?}");
                             }
                         }
                     }

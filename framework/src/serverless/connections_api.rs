@@ -306,7 +306,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn internal(e: &ChannelError) -> ApiError {
-    log::error!("connections API: {e:?}");
+    tracing::error!("connections API: {e:?}");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "InternalServerErrorException",
@@ -422,10 +422,19 @@ impl ConnectionsApi {
     }
 
     async fn handle(&self, op: Op, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-        match self.authenticated(op, &req, payload).await {
+        let method = match *req.method() {
+            actix_web::http::Method::GET => "GET",
+            actix_web::http::Method::POST => "POST",
+            actix_web::http::Method::PUT => "PUT",
+            actix_web::http::Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        let resp = match self.authenticated(op, &req, payload).await {
             Ok(resp) => resp,
             Err(e) => e.response(),
-        }
+        };
+        crate::meter::connections_api(method, resp.status().as_u16());
+        resp
     }
 
     async fn authenticated(

@@ -311,7 +311,7 @@ fn timed_out(t: Duration) -> ChannelError {
 }
 
 fn unavailable(detail: impl std::fmt::Display) -> ChannelError {
-    log::warn!("gateway: function unreachable: {detail}");
+    tracing::warn!("gateway: function unreachable: {detail}");
     ChannelError::new("function_unavailable", "the function could not be reached")
         .with_status(StatusCode::BAD_GATEWAY)
 }
@@ -321,7 +321,24 @@ fn failed(message: String) -> ChannelError {
 }
 
 impl GatewayConfig {
+    /// Calls the function, counting the call by outcome.
     async fn post(&self, event: &Event) -> Result<Answer, ChannelError> {
+        let started = crate::meter::start();
+        let answer = self.call_function(event).await;
+        let outcome = match &answer {
+            Ok(a) if a.status.is_success() => "ok",
+            Ok(_) => "error_status",
+            Err(e) => match e.code() {
+                "function_timeout" => "timeout",
+                "function_unavailable" => "unreachable",
+                _ => "failed",
+            },
+        };
+        crate::meter::gateway_call(outcome, started);
+        answer
+    }
+
+    async fn call_function(&self, event: &Event) -> Result<Answer, ChannelError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
         if let Some(t) = &self.token {
             headers.push(("authorization", auth::bearer_header(t)));
@@ -519,11 +536,11 @@ impl GatewayConfig {
     async fn disconnect(&self, event: Event, id: ConnectionId) {
         match self.post(&event).await {
             Ok(a) if a.status.is_success() => {}
-            Ok(a) => log::warn!(
+            Ok(a) => tracing::warn!(
                 "gateway: $disconnect of {id}: the function answered HTTP {}",
                 a.status.as_u16()
             ),
-            Err(e) => log::warn!("gateway: $disconnect of {id}: {}", e.message()),
+            Err(e) => tracing::warn!("gateway: $disconnect of {id}: {}", e.message()),
         }
     }
 }

@@ -193,13 +193,13 @@ mod tls {
                 Ok(certs) => {
                     let (added, ignored) = roots.add_parsable_certificates(certs);
                     if ignored > 0 {
-                        log::warn!(
+                        tracing::warn!(
                             "SSL_CERT_FILE {}: {ignored} certificate(s) could not be used ({added} added)",
                             path.to_string_lossy()
                         );
                     }
                 }
-                Err(e) => log::warn!(
+                Err(e) => tracing::warn!(
                     "SSL_CERT_FILE {} is not read: {e}; only the webpki roots are trusted",
                     path.to_string_lossy()
                 ),

@@ -192,7 +192,7 @@ impl<T: Session> SessionCtx<T> {
         };
         let Some(mut f) = f else { return };
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(state, self))).is_err() {
-            log::error!("session {}: timer callback panicked", self.id());
+            tracing::error!("session {}: timer callback panicked", self.id());
         }
         let mut timers = self.inner.timers.borrow_mut();
         match timers.get_mut(&id) {

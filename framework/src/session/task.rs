@@ -40,7 +40,7 @@ impl<T: Session> ConnectHandler<SessionHost<T>> for CreateSession<T> {
     }
 
     #[cfg(feature = "schema")]
-    fn connect_query(&self) -> Option<crate::schema::TypeDesc> {
+    fn connect_query(&self) -> Option<crate::handler::describe::TypeDesc> {
         T::connect_query()
     }
 }
@@ -72,7 +72,7 @@ impl<T: Session> MessageHandler<SessionHost<T>> for Forward<T> {
     }
 
     #[cfg(feature = "schema")]
-    fn types(&self) -> Option<crate::schema::RouteTypes> {
+    fn types(&self) -> Option<crate::handler::describe::RouteTypes> {
         T::route_types()
             .into_iter()
             .find(|(route, _)| *route == self.0.route)
@@ -157,7 +157,7 @@ impl<T: Session> Driver<T> {
                 Err(_) => Some("internal error".to_owned()),
             };
             if let Some(reason) = err {
-                log::debug!("session {}: on_connect failed: {reason}", ctx.id());
+                tracing::debug!("session {}: on_connect failed: {reason}", ctx.id());
                 ctx.close_with(crate::protocol::close_code::POLICY, &reason);
             }
         }
@@ -191,7 +191,7 @@ impl<T: Session> Driver<T> {
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(state, &ctx)))
                         .is_err()
                     {
-                        log::error!("session {}: call panicked", ctx.id());
+                        tracing::error!("session {}: call panicked", ctx.id());
                     }
                 }
                 Some(Next::Publication(p)) => {
@@ -201,7 +201,7 @@ impl<T: Session> Driver<T> {
                         .await
                         .is_err()
                     {
-                        log::error!("session {}: topic handler panicked", ctx.id());
+                        tracing::error!("session {}: topic handler panicked", ctx.id());
                     }
                 }
                 Some(Next::Event(Event::Stop(done))) => {
@@ -223,7 +223,7 @@ impl<T: Session> Driver<T> {
         if let Some(state) = self.state.as_mut() {
             let fut = std::panic::AssertUnwindSafe(state.on_disconnect(&ctx)).catch_unwind();
             if fut.await.is_err() {
-                log::error!("session {}: on_disconnect panicked", ctx.id());
+                tracing::error!("session {}: on_disconnect panicked", ctx.id());
             }
         }
     }
@@ -249,7 +249,7 @@ impl<T: Session> Drop for Driver<T> {
         let mut fut = std::panic::AssertUnwindSafe(state.on_disconnect(&ctx)).catch_unwind();
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         if !matches!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(()))) {
-            log::warn!("session {}: on_disconnect cut short by shutdown", ctx.id());
+            tracing::warn!("session {}: on_disconnect cut short by shutdown", ctx.id());
         }
     }
 }

@@ -49,15 +49,20 @@ impl TopicState {
 
     /// Hands `d` to every subscriber but `exclude`; forgets the ones that are gone.
     fn fan_out(&mut self, d: &Publication, exclude: Option<ConnectionId>) -> Vec<ConnectionId> {
+        let started = crate::meter::start();
         let mut gone = Vec::new();
+        let mut queued = 0;
         for sub in self.subs.iter() {
             if Some(sub.id) == exclude {
                 continue;
             }
-            if sub.sink.deliver(d) == Delivered::Gone {
-                gone.push(sub.id);
+            match sub.sink.deliver(d) {
+                Delivered::Queued => queued += 1,
+                Delivered::Dropped => {}
+                Delivered::Gone => gone.push(sub.id),
             }
         }
+        crate::meter::fanned_out(queued, started);
         gone
     }
 }

@@ -80,11 +80,11 @@ impl MemoryEngineBuilder {
                     let addr = sys.block_on(async move { Broker::new(rules).start() });
                     let _ = tx.send((addr, actix_rt::System::current()));
                     if let Err(e) = sys.run() {
-                        log::error!("broker shard {i} stopped: {e}");
+                        tracing::error!("broker shard {i} stopped: {e}");
                     }
                 });
             if let Err(e) = spawned {
-                log::error!("cannot start broker shard {i}: {e}");
+                tracing::error!("cannot start broker shard {i}: {e}");
                 continue;
             }
             if let Ok((addr, sys)) = rx.recv() {

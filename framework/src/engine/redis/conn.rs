@@ -241,7 +241,7 @@ impl Ctx {
             }
             Err(mpsc::error::TrySendError::Full(op)) => {
                 if !self.overloaded.swap(true, Ordering::Relaxed) {
-                    log::warn!(
+                    tracing::warn!(
                         "redis engine (node {}): {EXEC_CAPACITY} commands queued for Redis: \
                          failing new ones with engine_unavailable until the queue drains",
                         self.node
@@ -728,7 +728,7 @@ async fn supervise(
                 let was_up = shared.health.failed(&e);
                 let wait = jittered(delay, &shared.ctx.node, generation);
                 if was_up || !warned {
-                    log::warn!(
+                    tracing::warn!(
                         "redis engine (node {}): cannot reach Redis at {}: {e}; retrying in {wait:?} \
                          and backing off (local connections keep working)",
                         shared.ctx.node,
@@ -736,7 +736,7 @@ async fn supervise(
                     );
                     warned = true;
                 } else {
-                    log::debug!("redis engine: still cannot reach {}: {e}", shared.addr);
+                    tracing::debug!("redis engine: still cannot reach {}: {e}", shared.addr);
                 }
                 wait_down(&shared, wait).await;
                 delay = (delay * 2).min(settings.backoff_max);
@@ -754,13 +754,14 @@ async fn supervise(
             Ok(topics) => {
                 shared.health.set_up();
                 if !connected_before {
-                    log::info!(
+                    tracing::info!(
                         "redis engine (node {}): connected to Redis at {}",
                         shared.ctx.node,
                         shared.addr
                     );
                 } else {
-                    log::info!(
+                    crate::meter::engine_reconnected();
+                    tracing::info!(
                         "redis engine (node {}): Redis at {} is back: up again, {topics} topic \
                          channel(s) resubscribed, presence and counts written again",
                         shared.ctx.node,
@@ -775,7 +776,7 @@ async fn supervise(
                 let e = e.reason();
                 shared.health.set_down(&e);
                 let wait = jittered(delay, &shared.ctx.node, generation);
-                log::warn!(
+                tracing::warn!(
                     "redis engine: setting up after connecting failed: {e}; retrying in {wait:?}"
                 );
                 wait_down(&shared, wait).await;
@@ -786,7 +787,7 @@ async fn supervise(
         let reason = run(&shared, &mut link, stream, generation).await;
         let _ = conn_tx.send_replace(None);
         shared.health.set_down(&reason);
-        log::warn!(
+        tracing::warn!(
             "redis engine (node {}): lost Redis at {}: {reason}; publishes fail until it is back, \
              local connections keep working; reconnecting",
             shared.ctx.node,
@@ -906,7 +907,7 @@ async fn handle_signals(
     if shared.stopping() || !signals.resync.swap(false, Ordering::AcqRel) {
         return Ok(());
     }
-    log::info!(
+    tracing::info!(
         "redis engine (node {}): writing presence and counts again",
         shared.ctx.node
     );
@@ -963,7 +964,7 @@ fn heartbeat(shared: &Arc<Shared>) {
             Err(_) => "engine stopped".into(),
         };
         let n = shared.beat_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        log::warn!(
+        tracing::warn!(
             "redis engine (node {}): heartbeat failed ({n} in a row): {failure}",
             shared.ctx.node
         );
@@ -978,7 +979,7 @@ fn dispatch(shared: &Shared, prefix: &str, msg: &redis::Msg) {
     let topic: Arc<str> = Arc::from(topic);
     match wire::decode(&topic, msg.get_payload_bytes()) {
         Ok(item) => shared.local().dispatch(&shared.ctx, &topic, item),
-        Err(e) => log::warn!("redis engine: dropped a bad message on {name}: {e}"),
+        Err(e) => tracing::warn!("redis engine: dropped a bad message on {name}: {e}"),
     }
 }
 
@@ -1101,25 +1102,25 @@ async fn subscribe_and_catch_up(
             .done();
         let v = wait(ctx.script(ScriptId::Catchup, args)).await?;
         let Value::Array(parts) = &v else {
-            log::warn!("redis engine: unexpected reply to the catch-up of {topic}");
+            tracing::warn!("redis engine: unexpected reply to the catch-up of {topic}");
             continue;
         };
         let [now_epoch, now_seq, items] = parts.as_slice() else {
-            log::warn!("redis engine: unexpected reply to the catch-up of {topic}");
+            tracing::warn!("redis engine: unexpected reply to the catch-up of {topic}");
             continue;
         };
         let (now_epoch, now_seq, items) = (string(now_epoch), int(now_seq), strings(items));
         let missed = if now_epoch == *epoch {
             now_seq.saturating_sub(seq as i64).max(0) as u64
         } else {
-            log::warn!(
+            tracing::warn!(
                 "redis engine: the history of {topic} restarted while this node was away \
                  (epoch {epoch} is gone): what it held after seq {seq} is lost"
             );
             now_seq.max(0) as u64
         };
         if (items.len() as u64) < missed {
-            log::warn!(
+            tracing::warn!(
                 "redis engine: {topic} missed {missed} publication(s) while this node was away; \
                  the history holds only the last {}: subscribers here get a gap",
                 items.len()
@@ -1129,11 +1130,13 @@ async fn subscribe_and_catch_up(
         for m in &items {
             match wire::decode(topic, m) {
                 Ok(item) => decoded.push(item),
-                Err(e) => log::warn!("redis engine: skipped a bad history entry of {topic}: {e}"),
+                Err(e) => {
+                    tracing::warn!("redis engine: skipped a bad history entry of {topic}: {e}")
+                }
             }
         }
         if !decoded.is_empty() {
-            log::info!(
+            tracing::info!(
                 "redis engine: {topic} caught up {} publication(s) missed while away",
                 decoded.len()
             );

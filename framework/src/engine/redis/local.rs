@@ -195,7 +195,9 @@ impl TopicLocal {
             }
             Incoming::Diff { .. } => None,
         };
+        let started = crate::meter::start();
         let mut gone = Vec::new();
+        let mut queued = 0;
         let publication = item.publication();
         for sub in self.subs.iter_mut() {
             if Some(sub.id) == exclude {
@@ -207,11 +209,16 @@ impl TopicLocal {
                     if !sub.floor.is_empty() && !sub.floor.passes(&item) {
                         continue;
                     }
-                    if sub.sink.deliver(publication) == Delivered::Gone {
-                        gone.push(sub.id);
+                    match sub.sink.deliver(publication) {
+                        Delivered::Queued => queued += 1,
+                        Delivered::Dropped => {}
+                        Delivered::Gone => gone.push(sub.id),
                     }
                 }
             }
+        }
+        if matches!(item, Incoming::Publication { .. }) {
+            crate::meter::fanned_out(queued, started);
         }
         gone
     }
@@ -328,7 +335,7 @@ impl Local {
             if p.depth == 0 {
                 let items = std::mem::take(&mut p.items);
                 if p.dropped > 0 {
-                    log::warn!(
+                    tracing::warn!(
                         "redis engine: subscriber {id} of {topic} missed {} message(s) while it \
                          was being set up (more than {MAX_PENDING} arrived meanwhile)",
                         p.dropped

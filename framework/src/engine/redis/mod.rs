@@ -528,7 +528,7 @@ async fn subscribe(shared: Arc<Shared>, req: SubscribeRequest) -> Result<Subscri
     for m in &snap.items {
         match wire::decode(&topic, m) {
             Ok(item) => first.push(item.publication().clone()),
-            Err(e) => log::warn!("redis engine: skipped a bad history entry of {topic}: {e}"),
+            Err(e) => tracing::warn!("redis engine: skipped a bad history entry of {topic}: {e}"),
         }
     }
     let position = history.map(|_| (Arc::<str>::from(snap.epoch.as_str()), snap.seq));

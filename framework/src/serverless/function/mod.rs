@@ -512,7 +512,7 @@ impl<S: 'static> FunctionDef<S> {
         let rewritten =
             std::panic::catch_unwind(AssertUnwindSafe(|| rewrite_head(sreq.head_mut(), &event)));
         if rewritten.is_err() {
-            log::error!("function: the request is shared (a middleware kept a clone of it)");
+            tracing::error!("function: the request is shared (a middleware kept a clone of it)");
             return ChannelError::internal("the event's request is shared").error_response();
         }
         sreq.extensions_mut().insert(id);
@@ -537,7 +537,7 @@ impl<S: 'static> FunctionDef<S> {
                 if let Some(s) = inner.and_then(|v| (codec.decode)(v).ok()) {
                     return Some(s);
                 }
-                log::warn!(
+                tracing::warn!(
                     "connection {}: the event's session does not deserialize: {e}",
                     ctx.connection_id
                 );
@@ -590,12 +590,12 @@ impl<S: 'static> FunctionDef<S> {
             Ok(Ok(None)) => accepted(),
             Ok(Err(e)) => {
                 if let ChannelError::Internal(detail) = &e {
-                    log::error!("on_connect: {detail}");
+                    tracing::error!("on_connect: {detail}");
                 }
                 e.error_response()
             }
             Err(panic) => {
-                log::error!(
+                tracing::error!(
                     "on_connect panicked: {}",
                     crate::error::panic_message(&*panic)
                 );
@@ -629,8 +629,11 @@ impl<S: 'static> FunctionDef<S> {
                 handler,
                 body,
                 answering,
+                ..
             } => (handler.clone(), body, answering),
-            Dispatch::Reject { answering, error } => return error_frame(&answering, &error),
+            Dispatch::Reject {
+                answering, error, ..
+            } => return error_frame(&answering, &error),
         };
         let (channel, out) = self.channel(req, id, ctx);
         let request = MessageRequest::new(channel, body);
@@ -652,7 +655,7 @@ impl<S: 'static> FunctionDef<S> {
                 .run_forwarding(id, &out, move || handler.call(request))
                 .await
             {
-                log::error!(
+                tracing::error!(
                     "connection {id}: disconnect handler panicked: {}",
                     crate::error::panic_message(&*panic)
                 );
@@ -727,7 +730,7 @@ async fn forward(
                             .then_some(code);
                         if let Err(e) = client.close_connection(id, code, &reason).await {
                             if !matches!(e, ChannelError::Closed) {
-                                log::warn!(
+                                tracing::warn!(
                                     "connection {id}: close through the connections API: {e:?}"
                                 );
                             }
@@ -740,7 +743,9 @@ async fn forward(
             match sent {
                 Ok(()) => {}
                 Err(ChannelError::Closed) => gone = true,
-                Err(e) => log::warn!("connection {id}: push through the connections API: {e:?}"),
+                Err(e) => {
+                    tracing::warn!("connection {id}: push through the connections API: {e:?}")
+                }
             }
         }
     }
