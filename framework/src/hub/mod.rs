@@ -348,7 +348,7 @@ impl Hub {
         let engine = &self.inner.engine;
         let topic = user_topic(&user.key);
         let sub = entry.user_subscriber(id);
-        let meta = serde_json::json!({ "id": id.to_string(), "channel": entry.channel() });
+        let meta = serde_json::json!({ "id": id.to_string(), "channel": &**entry.channel() });
         let admitted = engine
             .track_at_most(topic.clone(), sub.clone(), user.key.to_string(), meta, max)
             .await;
