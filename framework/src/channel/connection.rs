@@ -364,6 +364,7 @@ impl<S: 'static> Connection<S> {
         meter::closed(&self.def.path, code);
         tracing::debug!(parent: &self.span, code, "disconnected");
         self.channel.outbound().shut();
+        self.channel.stop_tokens();
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
         let Some(h) = self.def.on_disconnect.clone() else {

@@ -9,6 +9,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
 pub mod describe;
 pub mod extract;
+pub mod refresh;
 pub mod subscribe;
 
 use std::any::TypeId;

@@ -39,6 +39,22 @@ pub const FRAMEWORK_ERRORS: &[(&str, &str)] = &[
         "presence_too_large",
         "presence metadata larger than the channel allows",
     ),
+    (
+        "too_many_user_topics",
+        "the user's connections hold as many topics as the channel allows",
+    ),
+    (
+        "too_many_user_connections",
+        "the user has as many connections open as the channel allows",
+    ),
+    (
+        "token_expired",
+        "a token (the connection's or a subscription's) expired",
+    ),
+    (
+        "refresh_unsupported",
+        "a refresh the channel cannot take (no refresh handler, or a topic without a token)",
+    ),
     ("unauthorized", "authentication is required or failed"),
     (
         "forbidden",
@@ -61,7 +77,10 @@ pub const FRAMEWORK_ERRORS: &[(&str, &str)] = &[
 ];
 
 /// The error codes of the JavaScript client itself.
-pub const CLIENT_ERRORS: &[(&str, &str)] = &[("timeout", "no reply in time (the client's own)")];
+pub const CLIENT_ERRORS: &[(&str, &str)] = &[
+    ("timeout", "no reply in time (the client's own)"),
+    ("get_token", "the client's getToken callback failed"),
+];
 
 /// A route, resolved.
 #[derive(Clone, Debug, PartialEq)]
