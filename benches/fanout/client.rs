@@ -162,6 +162,22 @@ impl RawWs {
         self.send(OP_PONG, payload).await
     }
 
+    /// Closes the connection the WebSocket way: a close frame (1000), then frames are read and
+    /// dropped until the server's close frame or the end of the stream.
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.send(OP_CLOSE, &1000u16.to_be_bytes()).await?;
+        loop {
+            while let Some(f) = self.next_frame()? {
+                if f.opcode == OP_CLOSE {
+                    return Ok(());
+                }
+            }
+            if self.fill().await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
     /// The next complete frame already in the buffer, if any. Fragmented and masked server
     /// frames are errors (neither server sends them).
     pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {

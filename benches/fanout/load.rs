@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 use super::client::{self, RawWs, Trigger};
 use super::servers::{now_nanos, EVENT, TOPIC};
 use crate::support::cpu::{Reading, Usage};
+pub use crate::support::mem::Mem;
+use crate::support::mem::settled as settled_memory;
 
 /// How long the load generator waits for any progress before failing the run.
 const STALL: Duration = Duration::from_secs(15);
@@ -47,13 +49,6 @@ pub struct LoadConfig {
     /// Stop after the memory reading (no publication), holding the idle connections this
     /// long first (for a profiler's snapshot).
     pub memory_only: Option<Duration>,
-}
-
-/// Resident memory of the server process, KiB, from `/proc/<pid>/smaps_rollup` (or
-/// `status`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Mem {
-    pub rss_kib: u64,
 }
 
 /// What one run produced.
@@ -281,43 +276,6 @@ async fn connect_all(
         w.await.map_err(|e| format!("connect task: {e}"))??;
     }
     Ok(())
-}
-
-/// Server memory, KiB: smaps_rollup's Rss and Pss, or status's VmRSS.
-pub fn memory(pid: u32) -> Result<Mem, String> {
-    let field = |text: &str, name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-        if let Some(rss) = field(&text, "Rss:") {
-            return Ok(Mem { rss_kib: rss });
-        }
-    }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    let rss = field(&text, "VmRSS:").ok_or("no VmRSS")?;
-    Ok(Mem { rss_kib: rss })
-}
-
-/// Memory once it has stopped moving (three reads 100 ms apart within 16 KiB), at most 5 s.
-async fn settled_memory(pid: u32) -> Result<Mem, String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last = memory(pid)?;
-    let mut steady = 0;
-    while steady < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = memory(pid)?;
-        steady = if m.rss_kib.abs_diff(last.rss_kib) <= 16 {
-            steady + 1
-        } else {
-            0
-        };
-        last = m;
-    }
-    Ok(last)
 }
 
 struct Driver {

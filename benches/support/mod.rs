@@ -6,6 +6,7 @@
 //! - [`spawn`]: the server side as child processes of the bench's own binary (or another
 //!   server), their port, their end;
 //! - [`cpu`]: CPU time from /proc, over a measured window;
+//! - [`mem`]: a server process's resident memory from /proc;
 //! - [`stats`]: median, quantiles, runs repeated while disturbed by other load;
 //! - [`table`]: the printed tables of runs.
 //!
@@ -16,6 +17,7 @@
 
 pub mod cpu;
 pub mod flags;
+pub mod mem;
 pub mod pin;
 pub mod spawn;
 pub mod stats;

@@ -365,6 +365,7 @@ impl<S: 'static> Connection<S> {
         tracing::debug!(parent: &self.span, code, "disconnected");
         self.channel.outbound().shut();
         self.channel.stop_tokens();
+        super::heartbeat::ended(&self.def);
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
         let Some(h) = self.def.on_disconnect.clone() else {

@@ -424,7 +424,7 @@ impl<S: 'static> ChannelRoute<S> {
             ChannelDef {
                 path: Arc::from(self.path.as_str()),
                 app: RefCell::new(None),
-                beats: Rc::new(RefCell::new(Vec::new())),
+                beats: Rc::default(),
                 beating: std::cell::Cell::new(false),
                 config: b.config,
                 router,

@@ -1,0 +1,48 @@
+//! A server process's memory from /proc: its resident set ([`read`]), and the same once it
+//! has stopped moving ([`settled`]).
+
+use std::time::{Duration, Instant};
+
+/// Resident memory of the server process, KiB, from `/proc/<pid>/smaps_rollup` (or
+/// `status`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mem {
+    pub rss_kib: u64,
+}
+
+/// Server memory, KiB: smaps_rollup's Rss, or status's VmRSS.
+pub fn read(pid: u32) -> Result<Mem, String> {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        if let Some(rss) = field(&text, "Rss:") {
+            return Ok(Mem { rss_kib: rss });
+        }
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let rss = field(&text, "VmRSS:").ok_or("no VmRSS")?;
+    Ok(Mem { rss_kib: rss })
+}
+
+/// Memory once it has stopped moving (three reads 100 ms apart within 16 KiB), at most 5 s.
+pub async fn settled(pid: u32) -> Result<Mem, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = read(pid)?;
+    let mut steady = 0;
+    while steady < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = read(pid)?;
+        steady = if m.rss_kib.abs_diff(last.rss_kib) <= 16 {
+            steady + 1
+        } else {
+            0
+        };
+        last = m;
+    }
+    Ok(last)
+}
