@@ -10,9 +10,11 @@
 //! a close frame) or closed (close frame, the server's close awaited), by `--close`
 //! (`alternate` by default: drop, close, drop...). Then it waits `--after` seconds, idle.
 //!
-//! Per allocator, server memory: RSS (`/proc/<pid>/smaps_rollup`) before the churn (after one
-//! warm-up connection, settled), its peak (sampled every 50 ms), and `--after` seconds after the
-//! churn ended; `after/before` against the goal (within 20% of before: <= 1.20); the upgrades
+//! Per allocator, server memory: RSS (`/proc/<pid>/smaps_rollup`) before the churn (after a
+//! warm-up wave of 64 connections each way, settled), its peak (sampled every 50 ms), and `--after` seconds after the
+//! churn ended; `after/before` against the goal (within 20% of before: <= 1.20); the anonymous
+//! part of RSS (without the pages of the binary and libraries, which grow as code runs for the
+//! first time) before and after; the upgrades
 //! done; the heap the program holds (`live`, counted by the server's allocator wrapper, from
 //! `GET /heap`) before and after: what is still allocated, against what the allocator keeps.
 //!
@@ -163,6 +165,8 @@ const TABLE: Table<Soak> = Table(&[
     Column::new("peak MiB", 9, 1, |s| s.peak.rss_kib as f64 / MIB),
     Column::new("after MiB", 9, 1, |s| s.after.rss_kib as f64 / MIB),
     Column::new("after/before", 12, 2, Soak::ratio),
+    Column::new("anon before", 11, 1, |s| s.before.anon_kib as f64 / MIB),
+    Column::new("anon after", 10, 1, |s| s.after.anon_kib as f64 / MIB),
     Column::new("heap before MiB", 15, 1, |s| s.live_before / MIB / MIB),
     Column::new("heap after MiB", 14, 1, |s| s.live_after / MIB / MIB),
     Column::new("upgrades", 9, 0, |s| s.upgrades as f64),
@@ -207,8 +211,10 @@ fn run(flags: &Flags) -> Result<(), String> {
         pinning.describe("server"),
     );
     println!(
-        "columns: server RSS before the churn, at its peak, and {:.0} s after; heap = bytes \
-         the server's program holds (allocator-independent); goal: after/before <= 1.20",
+        "columns: server RSS before the churn (after a warm-up wave each way), at its peak, and \
+         {:.0} s after, MiB; anon = its anonymous part (RSS less the pages of the binary and \
+         libraries); heap = bytes the server's program holds (allocator-independent); goal: \
+         after/before <= 1.20",
         flags.after
     );
     let rt = support::runtime()?;
@@ -270,10 +276,11 @@ fn run(flags: &Flags) -> Result<(), String> {
 
 /// One soak against the server on `port` (process `pid`).
 async fn churn(port: u16, pid: u32, flags: &Flags, kind: Option<Kind>) -> Result<Soak, String> {
-    // One connection first, so that "before" counts what the first one sets up for good.
-    let mut warm = connect(port, "room:0").await?;
-    warm.close().await.map_err(|e| format!("close: {e}"))?;
-    drop(warm);
+    // A small wave each way first, so that "before" counts what the first connections set up
+    // for good (and the binary's code they bring into memory).
+    let warm = flags.wave.min(64);
+    drop(wave(port, warm, flags).await?);
+    close_all(wave(port, warm, flags).await?, flags.concurrency).await?;
     let before = mem::settled(pid).await?;
     let live_before = heap(port).await?;
 
@@ -297,7 +304,7 @@ async fn churn(port: u16, pid: u32, flags: &Flags, kind: Option<Kind>) -> Result
     let deadline = t0 + Duration::from_secs_f64(flags.secs);
     let (mut upgrades, mut waves) = (0u64, 0u64);
     while Instant::now() < deadline {
-        let conns = wave(port, flags).await?;
+        let conns = wave(port, flags.wave, flags).await?;
         upgrades += conns.len() as u64;
         let close = match flags.close {
             Close::Drop => false,
@@ -349,11 +356,11 @@ async fn connect(port: u16, topic: &str) -> Result<RawWs, String> {
     Ok(ws)
 }
 
-/// Opens a wave of `--wave` subscribed connections, `--concurrency` at a time.
-async fn wave(port: u16, flags: &Flags) -> Result<Vec<RawWs>, String> {
+/// Opens a wave of `n` subscribed connections, `--concurrency` at a time.
+async fn wave(port: u16, n: usize, flags: &Flags) -> Result<Vec<RawWs>, String> {
     let next = Rc::new(Cell::new(0usize));
-    let conns = Rc::new(RefCell::new(Vec::with_capacity(flags.wave)));
-    let (n, rooms) = (flags.wave, flags.rooms);
+    let conns = Rc::new(RefCell::new(Vec::with_capacity(n)));
+    let rooms = flags.rooms;
     let tasks: Vec<_> = (0..flags.concurrency.min(n))
         .map(|_| {
             let (next, conns) = (next.clone(), conns.clone());

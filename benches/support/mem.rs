@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Mem {
     pub rss_kib: u64,
+    /// The anonymous part of it (the heap, stacks...: not the binary's and libraries' pages
+    /// read from their files).
+    pub anon_kib: u64,
 }
 
-/// Server memory, KiB: smaps_rollup's Rss, or status's VmRSS.
+/// Server memory, KiB: smaps_rollup's Rss and Anonymous, or status's VmRSS and RssAnon.
 pub fn read(pid: u32) -> Result<Mem, String> {
     let field = |text: &str, name: &str| {
         text.lines()
@@ -20,13 +23,21 @@ pub fn read(pid: u32) -> Result<Mem, String> {
     };
     if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
         if let Some(rss) = field(&text, "Rss:") {
-            return Ok(Mem { rss_kib: rss });
+            let anon_kib = field(&text, "Anonymous:").unwrap_or_default();
+            return Ok(Mem {
+                rss_kib: rss,
+                anon_kib,
+            });
         }
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     let rss = field(&text, "VmRSS:").ok_or("no VmRSS")?;
-    Ok(Mem { rss_kib: rss })
+    let anon_kib = field(&text, "RssAnon:").unwrap_or_default();
+    Ok(Mem {
+        rss_kib: rss,
+        anon_kib,
+    })
 }
 
 /// Memory once it has stopped moving (three reads 100 ms apart within 16 KiB), at most 5 s.
