@@ -19,9 +19,11 @@
 //! `GET /heap`) before and after: what is still allocated, against what the allocator keeps.
 //!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
-//! - `--allocators glibc,glibc-trim,mimalloc[,jemalloc]` (SOAK_ALLOCATORS): one run each, in
-//!   this order; `glibc-trim` is glibc with `malloc_trim(0)` every 5 s in the server; jemalloc
-//!   with `cargo bench --bench soak --features jemalloc` (its C build takes minutes)
+//! - `--allocators glibc,glibc-trim,mimalloc[,jemalloc,jemalloc-bg]` (SOAK_ALLOCATORS): one run
+//!   each, in this order; `glibc-trim` is glibc with `malloc_trim(0)` every 5 s in the server;
+//!   `jemalloc-bg` is jemalloc purging from a background thread 1 s after memory is freed;
+//!   both jemalloc with `cargo bench --bench soak --features jemalloc` (its C build takes
+//!   minutes)
 //! - `--secs S` churn (SOAK_SECS, 60), `--after S` wait before the last reading (SOAK_AFTER, 10)
 //! - `--wave N` (SOAK_WAVE, 2000), `--rooms R` (SOAK_ROOMS, 4), `--concurrency C`
 //!   (SOAK_CONCURRENCY, 64), `--close drop|close|alternate` (SOAK_CLOSE)
@@ -91,7 +93,7 @@ struct Flags {
         env,
         value_delimiter = ',',
         default_value = if cfg!(feature = "jemalloc") {
-            "glibc,glibc-trim,mimalloc,jemalloc"
+            "glibc,glibc-trim,mimalloc,jemalloc,jemalloc-bg"
         } else {
             "glibc,glibc-trim,mimalloc"
         }
@@ -236,8 +238,11 @@ fn run(flags: &Flags) -> Result<(), String> {
         let start = || {
             let kind = kind.unwrap_or(Kind::Glibc);
             let mut cmd = spawn::this_bench(pinning.server())?;
-            cmd.env(Kind::ENV, kind.name())
-                .arg("--serve")
+            cmd.env(Kind::ENV, kind.name());
+            if kind == Kind::JemallocBg {
+                cmd.env("_RJEM_MALLOC_CONF", alloc::JEMALLOC_BACKGROUND);
+            }
+            cmd.arg("--serve")
                 .args(["--workers", &flags.workers.to_string()])
                 .args(flags.presence.then_some("--presence"));
             spawn::server(cmd, &format!("{} server", kind.name()))

@@ -1,6 +1,6 @@
 //! The soak server's global allocator, chosen at run time: glibc's malloc, mimalloc or
 //! jemalloc, by the `SOAK_ALLOCATOR` environment variable of the server process (`glibc`,
-//! `glibc-trim`, `mimalloc`, `jemalloc`; glibc when unset). jemalloc is there only when the
+//! `glibc-trim`, `mimalloc`, `jemalloc`, `jemalloc-bg`; glibc when unset). jemalloc is there only when the
 //! bench is built with `--features jemalloc` (its C build takes minutes). The choice is made at the
 //! process's first allocation and never changes, so every block is freed by the allocator that
 //! gave it. Every allocator also counts the bytes the program holds ([`live`]): the heap in use
@@ -20,7 +20,14 @@ pub enum Kind {
     Mimalloc,
     /// jemalloc (the `tikv-jemallocator` crate; `--features jemalloc`).
     Jemalloc,
+    /// jemalloc purging in background threads: [`JEMALLOC_BACKGROUND`].
+    JemallocBg,
 }
+
+/// jemalloc's settings for `jemalloc-bg` (its `_RJEM_MALLOC_CONF` variable): a background
+/// thread gives free pages back 1 s after they are freed, without waiting for the program
+/// to allocate again (by default jemalloc purges only while the program allocates, after 10 s).
+pub const JEMALLOC_BACKGROUND: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -29,6 +36,7 @@ impl Kind {
             Kind::GlibcTrim => "glibc-trim",
             Kind::Mimalloc => "mimalloc",
             Kind::Jemalloc => "jemalloc",
+            Kind::JemallocBg => "jemalloc-bg",
         }
     }
 
@@ -37,7 +45,7 @@ impl Kind {
 
     /// Whether this build has it.
     pub fn built(self) -> bool {
-        self != Kind::Jemalloc || cfg!(feature = "jemalloc")
+        !matches!(self, Kind::Jemalloc | Kind::JemallocBg) || cfg!(feature = "jemalloc")
     }
 }
 
@@ -64,7 +72,7 @@ fn choose() -> u8 {
         // SAFETY: getenv returned a NUL-terminated string.
         match unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() {
             b"mimalloc" => MIMALLOC,
-            b"jemalloc" if cfg!(feature = "jemalloc") => JEMALLOC,
+            b"jemalloc" | b"jemalloc-bg" if cfg!(feature = "jemalloc") => JEMALLOC,
             _ => SYSTEM,
         }
     };
