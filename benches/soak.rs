@@ -37,17 +37,16 @@
 
 mod support;
 
-// The bench's own parts, in `benches/soak/`, and the fanout bench's WebSocket client, in
-// `benches/fanout/` (see `benches/fanout.rs` for why inline modules).
+// The bench's own parts, in `benches/soak/` (see `benches/fanout.rs` for why an inline
+// module), and the fanout bench's WebSocket client, of which the soak uses the connection,
+// not the publish trigger.
 mod soak {
     pub mod alloc;
     pub mod server;
 }
-mod fanout {
-    // The soak uses the client's connection, not the fanout's publish trigger.
-    #[allow(dead_code)]
-    pub mod client;
-}
+#[path = "fanout/client.rs"]
+#[allow(dead_code)]
+mod client;
 
 use std::cell::{Cell, RefCell};
 use std::process::ExitCode;
@@ -57,7 +56,7 @@ use std::time::{Duration, Instant};
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, ValueEnum};
 
-use fanout::client::RawWs;
+use client::RawWs;
 use soak::alloc::{self, Kind};
 use support::flags::{self, Bench};
 use support::mem;

@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use super::client::{self, RawWs, Trigger};
 use super::servers::{now_nanos, EVENT, TOPIC};
 use crate::support::cpu::{Reading, Usage};
-pub use crate::support::mem::Mem;
 use crate::support::mem::settled as settled_memory;
+pub use crate::support::mem::Mem;
 
 /// How long the load generator waits for any progress before failing the run.
 const STALL: Duration = Duration::from_secs(15);

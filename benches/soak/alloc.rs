@@ -149,7 +149,10 @@ unsafe impl GlobalAlloc for Switch {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         match choose() {
             MIMALLOC => MI.realloc(ptr, layout, new_size),
             JEMALLOC => JE.realloc(ptr, layout, new_size),

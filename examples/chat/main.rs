@@ -25,6 +25,8 @@ use switchboard::engine::{HistoryConfig, MemoryEngine};
 use switchboard::prelude::*;
 use switchboard::session::{SessionCtx, SessionHost, TimerHandle};
 
+mod memory;
+
 /// Rooms people may join; anything else is refused with `room_not_allowed`.
 const ROOMS: &[&str] = &["lobby", "rust", "actix", "random"];
 /// Messages kept per room and sent on join.
@@ -499,6 +501,7 @@ async fn main() -> std::io::Result<()> {
         }
         return Ok(());
     }
+    memory::give_back_freed_memory();
     let history = HistoryConfig::last(HISTORY);
     let hub = match &args.redis {
         None => Hub::with_engine(MemoryEngine::builder().history("room:*", history).build()),
