@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
-use futures_util::future::Either;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -32,10 +31,16 @@ use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
 
-/// A message on its way through its handler: what its result answers, and what metrics and
-/// traces record of it.
+/// A message on its way through its handler: what its result answers, and, only while
+/// metrics or traces want them, what they record of it (boxed, so that the common path moves
+/// and drops nothing more than the answer's identity).
 struct InFlight {
     answering: Answering,
+    observed: Option<Box<Observed>>,
+}
+
+/// What metrics and traces record of one message.
+struct Observed {
     route: Option<Arc<str>>,
     label: RouteKind,
     started: Started,
@@ -196,10 +201,9 @@ impl<S: 'static> Connection<S> {
         };
         // Entering a span costs something even when nobody records it (its `log` fallback
         // checks on every poll): only a span someone records wraps the handler.
-        let fut = if flight.span.is_disabled() {
-            Either::Left(fut)
-        } else {
-            Either::Right(fut.instrument(flight.span.clone()))
+        let fut = match flight.observed.as_deref() {
+            Some(o) if !o.span.is_disabled() => Box::pin(fut.instrument(o.span.clone())),
+            _ => fut,
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish without waiting: poll once here and skip the spawn. A future
@@ -232,33 +236,36 @@ impl<S: 'static> Connection<S> {
                 answering,
                 route,
             } => {
-                let (span_route, label) = match route {
-                    RouteLabel::Named(name) => (Some(&**name), RouteKind::Named),
-                    RouteLabel::Binary => (Some(BINARY_ROUTE), RouteKind::Binary),
-                    _ => (None, RouteKind::Default),
-                };
-                // The name is kept (a reference count) only for metrics.
-                let name = match route {
-                    RouteLabel::Named(name) if started.is_timed() => Some(name.clone()),
-                    _ => None,
-                };
-                let span = if spans_wanted() {
-                    tracing::debug_span!(
+                let observed = if started.is_timed() || spans_wanted() {
+                    let (span_route, label) = match route {
+                        RouteLabel::Named(name) => (Some(&**name), RouteKind::Named),
+                        RouteLabel::Binary => (Some(BINARY_ROUTE), RouteKind::Binary),
+                        _ => (None, RouteKind::Default),
+                    };
+                    let span = tracing::debug_span!(
                         parent: &self.span,
                         "message",
                         route = span_route.or(answering.route()).unwrap_or("$default"),
                         r#ref = answering.reference(),
                         outcome = tracing::field::Empty,
-                    )
+                    );
+                    // The name is kept (a reference count) only for metrics.
+                    let route = match route {
+                        RouteLabel::Named(name) if started.is_timed() => Some(name.clone()),
+                        _ => None,
+                    };
+                    Some(Box::new(Observed {
+                        route,
+                        label,
+                        started,
+                        span,
+                    }))
                 } else {
-                    tracing::Span::none()
+                    None
                 };
                 let flight = InFlight {
                     answering,
-                    route: name,
-                    label,
-                    started,
-                    span,
+                    observed,
                 };
                 self.call(handler, body, flight)
             }
@@ -287,7 +294,11 @@ impl<S: 'static> Connection<S> {
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
         let called = {
-            let _in = (!flight.span.is_disabled()).then(|| flight.span.enter());
+            let _in = flight
+                .observed
+                .as_deref()
+                .filter(|o| !o.span.is_disabled())
+                .map(|o| o.span.enter());
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
         };
         match called {
@@ -314,27 +325,28 @@ impl<S: 'static> Connection<S> {
             Ok(Err(err)) => Some(err),
             Err(panic) => Some(ChannelError::from_panic("handler", &*panic)),
         };
-        let label = match flight.label {
-            RouteKind::Named => flight
-                .route
-                .as_ref()
-                .map_or(RouteLabel::Default, RouteLabel::Named),
-            RouteKind::Default => RouteLabel::Default,
-            RouteKind::Binary => RouteLabel::Binary,
-        };
-        // A message that started before metrics did is not counted.
-        if flight.started.is_timed() {
-            self.def.meters.message(
-                &self.def.path,
-                label,
-                error.as_ref().map_or(Ok(()), Err),
-                flight.started,
-            );
-        }
-        if !flight.span.is_disabled() {
-            flight
-                .span
-                .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
+        if let Some(o) = flight.observed.as_deref() {
+            // A message that started before metrics did is not counted.
+            if o.started.is_timed() {
+                let label = match o.label {
+                    RouteKind::Named => o
+                        .route
+                        .as_ref()
+                        .map_or(RouteLabel::Default, RouteLabel::Named),
+                    RouteKind::Default => RouteLabel::Default,
+                    RouteKind::Binary => RouteLabel::Binary,
+                };
+                self.def.meters.message(
+                    &self.def.path,
+                    label,
+                    error.as_ref().map_or(Ok(()), Err),
+                    o.started,
+                );
+            }
+            if !o.span.is_disabled() {
+                o.span
+                    .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
+            }
         }
         if let Some(err) = error {
             self.push_error(answering, &err);
