@@ -10,7 +10,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,20 +30,13 @@ use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
 
-/// A message on its way through its handler: what its result answers, and, only while
-/// metrics or traces want them, what they record of it (boxed, so that the common path moves
-/// and drops nothing more than the answer's identity).
+/// A message on its way through its handler: what its result answers, when it started (while
+/// metrics are on), and its span (boxed, only while traces want one), so that the common path
+/// moves and drops little more than the answer's identity.
 struct InFlight {
     answering: Answering,
-    observed: Option<Box<Observed>>,
-}
-
-/// What metrics and traces record of one message.
-struct Observed {
-    route: Option<Arc<str>>,
-    label: RouteKind,
     started: Started,
-    span: tracing::Span,
+    span: Option<Box<tracing::Span>>,
 }
 
 /// Whether a message span can be recorded by anyone: a tracing subscriber (which the span
@@ -54,15 +46,6 @@ struct Observed {
 fn spans_wanted() -> bool {
     tracing::dispatcher::has_been_set()
         || tracing::log::max_level() >= tracing::log::LevelFilter::Debug
-}
-
-/// [`RouteLabel`] without the borrow of the route table (the handler may outlive `dispatch`'s
-/// borrow when it has to wait).
-#[derive(Clone, Copy)]
-enum RouteKind {
-    Named,
-    Default,
-    Binary,
 }
 
 /// How long refusals are counted before a connection that keeps going over the rate is closed.
@@ -201,8 +184,8 @@ impl<S: 'static> Connection<S> {
         };
         // Entering a span costs something even when nobody records it (its `log` fallback
         // checks on every poll): only a span someone records wraps the handler.
-        let fut = match flight.observed.as_deref() {
-            Some(o) if !o.span.is_disabled() => Box::pin(fut.instrument(o.span.clone())),
+        let fut = match flight.span.as_deref() {
+            Some(span) if !span.is_disabled() => Box::pin(fut.instrument(span.clone())),
             _ => fut,
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
@@ -236,36 +219,24 @@ impl<S: 'static> Connection<S> {
                 answering,
                 route,
             } => {
-                let observed = if started.is_timed() || spans_wanted() {
-                    let (span_route, label) = match route {
-                        RouteLabel::Named(name) => (Some(&**name), RouteKind::Named),
-                        RouteLabel::Binary => (Some(BINARY_ROUTE), RouteKind::Binary),
-                        _ => (None, RouteKind::Default),
+                let span = spans_wanted().then(|| {
+                    let route = match route {
+                        RouteLabel::Named(name) => Some(&**name),
+                        RouteLabel::Binary => Some(BINARY_ROUTE),
+                        _ => answering.route(),
                     };
-                    let span = tracing::debug_span!(
+                    Box::new(tracing::debug_span!(
                         parent: &self.span,
                         "message",
-                        route = span_route.or(answering.route()).unwrap_or("$default"),
+                        route = route.unwrap_or("$default"),
                         r#ref = answering.reference(),
                         outcome = tracing::field::Empty,
-                    );
-                    // The name is kept (a reference count) only for metrics.
-                    let route = match route {
-                        RouteLabel::Named(name) if started.is_timed() => Some(name.clone()),
-                        _ => None,
-                    };
-                    Some(Box::new(Observed {
-                        route,
-                        label,
-                        started,
-                        span,
-                    }))
-                } else {
-                    None
-                };
+                    ))
+                });
                 let flight = InFlight {
                     answering,
-                    observed,
+                    started,
+                    span,
                 };
                 self.call(handler, body, flight)
             }
@@ -295,10 +266,10 @@ impl<S: 'static> Connection<S> {
         // `call` might panic right away.
         let called = {
             let _in = flight
-                .observed
+                .span
                 .as_deref()
-                .filter(|o| !o.span.is_disabled())
-                .map(|o| o.span.enter());
+                .filter(|span| !span.is_disabled())
+                .map(|span| span.enter());
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
         };
         match called {
@@ -325,28 +296,17 @@ impl<S: 'static> Connection<S> {
             Ok(Err(err)) => Some(err),
             Err(panic) => Some(ChannelError::from_panic("handler", &*panic)),
         };
-        if let Some(o) = flight.observed.as_deref() {
-            // A message that started before metrics did is not counted.
-            if o.started.is_timed() {
-                let label = match o.label {
-                    RouteKind::Named => o
-                        .route
-                        .as_ref()
-                        .map_or(RouteLabel::Default, RouteLabel::Named),
-                    RouteKind::Default => RouteLabel::Default,
-                    RouteKind::Binary => RouteLabel::Binary,
-                };
-                self.def.meters.message(
-                    &self.def.path,
-                    label,
-                    error.as_ref().map_or(Ok(()), Err),
-                    o.started,
-                );
-            }
-            if !o.span.is_disabled() {
-                o.span
-                    .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
-            }
+        // A message that started before metrics did is not counted.
+        if flight.started.is_timed() {
+            self.def.meters.message(
+                &self.def.path,
+                self.def.router.label_of(answering),
+                error.as_ref().map_or(Ok(()), Err),
+                flight.started,
+            );
+        }
+        if let Some(span) = flight.span.as_deref().filter(|s| !s.is_disabled()) {
+            span.record("outcome", error.as_ref().map_or("ok", |e| e.code()));
         }
         if let Some(err) = error {
             self.push_error(answering, &err);
