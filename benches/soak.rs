@@ -74,7 +74,7 @@ const BENCH: Bench = Bench {
 
 /// How a wave's connections end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Close {
+enum Ending {
     /// The socket closed without a close frame.
     Drop,
     /// A close frame, and the server's awaited.
@@ -115,7 +115,7 @@ struct Flags {
     concurrency: usize,
     /// How each wave's connections end
     #[arg(long, env, value_enum, default_value = "alternate")]
-    close: Close,
+    close: Ending,
     /// Presence on the rooms
     #[arg(long, env, value_parser = flags::switch())]
     presence: bool,
@@ -311,9 +311,9 @@ async fn churn(port: u16, pid: u32, flags: &Flags, kind: Option<Kind>) -> Result
         let conns = wave(port, flags.wave, flags).await?;
         upgrades += conns.len() as u64;
         let close = match flags.close {
-            Close::Drop => false,
-            Close::Close => true,
-            Close::Alternate => waves % 2 == 1,
+            Ending::Drop => false,
+            Ending::Close => true,
+            Ending::Alternate => waves % 2 == 1,
         };
         waves += 1;
         if close {
