@@ -440,6 +440,16 @@ impl Hub {
 
     /// Open connections per channel, and the `top` connections with the most frames waiting
     /// in their outbound queues (the slowest consumers), in one pass over the registry.
+    ///
+    /// ```
+    /// let hub = switchboard::Hub::new();
+    /// let o = hub.overview(10);
+    /// assert_eq!(o.connections, 0);
+    /// assert!(o.channels.is_empty() && o.slowest.is_empty());
+    /// assert!(!hub.is_draining());
+    /// hub.track_errors();
+    /// assert!(hub.recent_errors().by_code.is_empty());
+    /// ```
     pub fn overview(&self, top: usize) -> Overview {
         let mut channels: std::collections::HashMap<Arc<str>, usize> = Default::default();
         // (queued, id, entry), the `top` largest.
