@@ -8,10 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use switchboard::engine::nats::NatsEngine;
 use switchboard::engine::redis::RedisEngine;
 use switchboard::engine::{Engine, MemoryEngine};
 use switchboard::testing::conformance::{self, Backend, Check, Outcome};
-use switchboard_suite::RedisServer;
+use switchboard_suite::{NatsServer, RedisServer};
 
 /// Runs `check` and fails the test on a violation; returns whether it ran.
 async fn check(backend: &Backend, check: Check) -> Outcome {
@@ -74,13 +75,17 @@ fn redis(server: RedisServer) -> Backend {
         move || {
             let s = kill.clone();
             async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().kill()).await.expect("kill redis-server");
+                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
+                    .await
+                    .expect("kill redis-server");
             }
         },
         move || {
             let s = restart.clone();
             async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().restart()).await.expect("restart redis-server");
+                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
+                    .await
+                    .expect("restart redis-server");
             }
         },
     )
@@ -108,4 +113,67 @@ redis_checks! {
     redis_counts: Check::Counts;
     redis_churn: Check::Churn;
     redis_outage: Check::Outage;
+}
+
+// ---- NATS ------------------------------------------------------------------------------------
+
+fn nats(server: NatsServer) -> Backend {
+    let url = server.url();
+    let server = Arc::new(Mutex::new(server));
+    let (kill, restart) = (server.clone(), server);
+    Backend::new(move || {
+        let builder = NatsEngine::builder(url.clone())
+            .history(conformance::HISTORY_TOPICS, conformance::history_config())
+            .node_timeout(NODE_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300));
+        async move {
+            let engine: Arc<dyn Engine> = Arc::new(builder.connect().await?);
+            Ok(engine)
+        }
+    })
+    // The heartbeat expires after the node timeout; the others look every third of it.
+    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5))
+    .outage(
+        move || {
+            let s = kill.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
+                    .await
+                    .expect("kill nats-server");
+            }
+        },
+        move || {
+            let s = restart.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
+                    .await
+                    .expect("restart nats-server");
+            }
+        },
+    )
+}
+
+macro_rules! nats_checks {
+    ($($name:ident: $check:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _ = env_logger::builder().is_test(true).try_init();
+            let Some(server) = NatsServer::start(stringify!($name)) else {
+                return;
+            };
+            assert_eq!(check(&nats(server), $check).await, Outcome::Passed);
+        }
+    )*};
+}
+
+nats_checks! {
+    nats_delivery: Check::Delivery;
+    nats_order: Check::Order;
+    nats_presence: Check::Presence;
+    nats_crash: Check::Crash;
+    nats_history: Check::History;
+    nats_counts: Check::Counts;
+    nats_churn: Check::Churn;
+    nats_outage: Check::Outage;
 }

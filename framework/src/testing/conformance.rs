@@ -250,7 +250,23 @@ pub enum Outcome {
 }
 
 /// Runs one check against `backend` (to give each a test of its own).
+///
+/// A check that has not finished after [`CHECK_LIMIT`] fails: an engine call that never
+/// answers is a violation too.
 pub async fn run_check(backend: &Backend, check: Check) -> Result<Outcome, Violation> {
+    match tokio::time::timeout(CHECK_LIMIT, checked(backend, check)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Violation::new(
+            check,
+            format!("not finished after {CHECK_LIMIT:?}: an engine call never answered"),
+        )),
+    }
+}
+
+/// How long one check may take in all.
+pub const CHECK_LIMIT: Duration = Duration::from_secs(120);
+
+async fn checked(backend: &Backend, check: Check) -> Result<Outcome, Violation> {
     let t = Topics::new();
     match check {
         Check::Delivery => delivery(backend, &t).await?,
