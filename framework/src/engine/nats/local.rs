@@ -41,6 +41,8 @@ pub(super) struct Topic {
     /// The core subscription's and the history reader's tasks, while there are subscribers.
     pub(super) tasks: Vec<tokio::task::AbortHandle>,
     pub(super) cursor: Option<Cursor>,
+    /// Wakes the topic's reader to read what its stream stored while the node was away.
+    pub(super) catch_up: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Topic {
@@ -117,6 +119,7 @@ impl Local {
                     task.abort();
                 }
                 t.cursor = None;
+                t.catch_up = None;
             }
         }
         if self.topics.get(topic).is_some_and(Topic::is_idle) {

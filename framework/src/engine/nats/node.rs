@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -453,6 +453,12 @@ impl Shared {
         }
     }
 
+    fn cursor(&self, topic: &Arc<str>) -> Option<(Arc<str>, u64)> {
+        let local = self.local();
+        let c = local.topics.get(topic)?.cursor.as_ref()?;
+        Some((c.epoch.clone(), c.last))
+    }
+
     async fn stream(&self, topic: &str, h: HistoryConfig) -> Result<stream::Stream, EngineError> {
         let config = stream::Config {
             name: self.settings.stream_name(topic),
@@ -466,6 +472,13 @@ impl Shared {
             discard: stream::DiscardPolicy::Old,
             allow_direct: true,
             num_replicas: 1,
+            // Stored publications come back on the topic's subject, in stream order, with
+            // their sequence number (header `Nats-Sequence`): the nodes' live path.
+            republish: Some(stream::Republish {
+                source: self.settings.history_subject(topic),
+                destination: self.settings.core_subject(topic),
+                headers_only: false,
+            }),
             ..Default::default()
         };
         self.js
@@ -584,124 +597,150 @@ async fn ensure_topic(shared: &Arc<Shared>, topic: &Arc<str>) -> Result<(), Engi
     {
         return Ok(());
     }
-    let mut core = shared
+    let core = shared
         .client
         .subscribe(shared.settings.core_subject(topic))
         .await
         .map_err(|e| unavailable(format_args!("subscribing to {topic}: {e}")))?;
-    let reader = {
-        let (shared, topic) = (shared.clone(), topic.clone());
-        tokio::spawn(async move {
-            while let Some(msg) = core.next().await {
-                if let Some((p, exclude)) = decode(&topic, &msg.payload, None) {
-                    shared.deliver(&topic, &p, exclude, None);
-                }
-            }
-        })
-    };
-    let mut tasks = vec![reader.abort_handle()];
-    let mut cursor = None;
-    if let Some(h) = shared.settings.history_for(topic) {
-        let started = async {
+    shared
+        .client
+        .flush()
+        .await
+        .map_err(|e| unavailable(format_args!("subscribing to {topic}: {e}")))?;
+    // On the subject first, then the position: whatever is stored after it reaches the node.
+    let history = shared.settings.history_for(topic);
+    let cursor = match history {
+        Some(h) => {
             let mut stream = shared.stream(topic, h).await?;
             let info = stream
                 .info()
                 .await
                 .map_err(|e| unavailable(format_args!("history of {topic}: {e}")))?;
-            Ok::<_, EngineError>((epoch_of(info), info.state.last_sequence))
+            Some(Cursor {
+                epoch: epoch_of(info),
+                last: info.state.last_sequence,
+            })
         }
-        .await;
-        let (epoch, last) = match started {
-            Ok(v) => v,
-            Err(e) => {
-                reader.abort();
-                return Err(e);
-            }
-        };
-        cursor = Some(Cursor {
-            epoch: epoch.clone(),
-            last,
-        });
-        let task = tokio::spawn(history_reader(shared.clone(), topic.clone(), h));
-        tasks.push(task.abort_handle());
-    }
-    if let Err(e) = shared.client.flush().await {
-        for t in tasks {
-            t.abort();
-        }
-        return Err(unavailable(format_args!("subscribing to {topic}: {e}")));
-    }
+        None => None,
+    };
+    let catch_up = Arc::new(Notify::new());
+    let task = tokio::spawn(reader(
+        shared.clone(),
+        topic.clone(),
+        core,
+        history,
+        catch_up.clone(),
+    ));
     let mut local = shared.local();
     let t = local
         .topics
         .entry(topic.clone())
         .or_insert_with(Topic::default);
-    t.tasks = tasks;
+    t.tasks = vec![task.abort_handle()];
     t.cursor = cursor;
+    t.catch_up = Some(catch_up);
     Ok(())
 }
 
-/// Reads a topic's history stream from where this node's subscribers are, in order, and
-/// starts over from there whenever the consumer fails (the connection dropped, the server
-/// restarted). A stream created anew is a new epoch, read from its start.
-async fn history_reader(shared: Arc<Shared>, topic: Arc<str>, h: HistoryConfig) {
-    let mut attempts = 0;
+/// Reads a topic's subject: presence diffs and publications without history as they come;
+/// publications with history as the stream republishes them (header `Nats-Sequence`), in
+/// stream order. A gap in the sequence (messages lost while the connection was down) is read
+/// from the stream first; `catch_up` (the connection is back) reads what was stored meanwhile.
+async fn reader(
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+    mut core: async_nats::Subscriber,
+    history: Option<HistoryConfig>,
+    catch_up: Arc<Notify>,
+) {
     loop {
-        let read = async {
-            let mut stream = shared.stream(&topic, h).await?;
-            let epoch = epoch_of(
-                stream
-                    .info()
-                    .await
-                    .map_err(|e| unavailable(format_args!("history of {topic}: {e}")))?,
-            );
-            let from = {
-                let mut local = shared.local();
-                let Some(c) = local.topics.get_mut(&topic).and_then(|t| t.cursor.as_mut()) else {
-                    return Ok(());
-                };
-                if c.epoch != epoch {
-                    tracing::warn!("nats engine: the history of {topic} started over (new epoch)");
-                    c.epoch = epoch.clone();
-                    c.last = 0;
-                }
-                c.last + 1
-            };
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: from,
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| unavailable(format_args!("history reader of {topic}: {e}")))?;
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| unavailable(format_args!("history reader of {topic}: {e}")))?;
-            attempts = 0;
-            while let Some(msg) = messages.next().await {
-                let msg =
-                    msg.map_err(|e| unavailable(format_args!("history reader of {topic}: {e}")))?;
-                let Ok(info) = msg.info() else { continue };
-                let seq = info.stream_sequence;
-                if let Some((p, exclude)) = decode(&topic, &msg.payload, Some((epoch.clone(), seq)))
-                {
-                    shared.deliver(&topic, &p, exclude, Some(seq));
+        tokio::select! {
+            msg = core.next() => {
+                let Some(msg) = msg else { return };
+                let seq = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_SEQUENCE))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                match (history, seq) {
+                    (Some(h), Some(seq)) => {
+                        let Some((epoch, last)) = shared.cursor(&topic) else { continue };
+                        if seq > last + 1 {
+                            fill(&shared, &topic, h, &epoch, last + 1, seq - 1).await;
+                        }
+                        if let Some((p, exclude)) =
+                            decode(&topic, &msg.payload, Some((epoch, seq)))
+                        {
+                            shared.deliver(&topic, &p, exclude, Some(seq));
+                        }
+                    }
+                    _ => {
+                        if let Some((p, exclude)) = decode(&topic, &msg.payload, None) {
+                            shared.deliver(&topic, &p, exclude, None);
+                        }
+                    }
                 }
             }
-            Err(unavailable("the history reader ended"))
-        }
-        .await;
-        match read {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::debug!("nats engine: {e}; reading {topic} again");
-                attempts += 1;
-                tokio::time::sleep(backoff(&shared.settings, attempts)).await;
+            _ = catch_up.notified(), if history.is_some() => {
+                if let Some(h) = history {
+                    if let Err(e) = catch_up_history(&shared, &topic, h).await {
+                        tracing::warn!("nats engine: catching up {topic}: {e}");
+                    }
+                }
             }
         }
+    }
+}
+
+/// Delivers what the stream stored after this node's last delivery of the topic.
+async fn catch_up_history(
+    shared: &Arc<Shared>,
+    topic: &Arc<str>,
+    h: HistoryConfig,
+) -> Result<(), EngineError> {
+    let mut stream = shared.stream(topic, h).await?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| unavailable(format_args!("history of {topic}: {e}")))?;
+    let (epoch, to) = (epoch_of(info), info.state.last_sequence);
+    let from = {
+        let mut local = shared.local();
+        let Some(c) = local.topics.get_mut(topic).and_then(|t| t.cursor.as_mut()) else {
+            return Ok(());
+        };
+        if c.epoch != epoch {
+            tracing::warn!("nats engine: the history of {topic} started over (new epoch)");
+            c.epoch = epoch.clone();
+            c.last = 0;
+        }
+        c.last + 1
+    };
+    fill(shared, topic, h, &epoch, from, to).await;
+    Ok(())
+}
+
+/// Delivers `from..=to` of the topic's stream (what it still holds) to the local subscribers.
+async fn fill(
+    shared: &Arc<Shared>,
+    topic: &Arc<str>,
+    h: HistoryConfig,
+    epoch: &Arc<str>,
+    from: u64,
+    to: u64,
+) {
+    match replay(shared, topic, h, epoch, from, to).await {
+        Ok(items) => {
+            if (items.len() as u64) < to + 1 - from.min(to + 1) {
+                tracing::warn!(
+                    "nats engine: {topic}'s history no longer holds all of {from}..={to}"
+                );
+            }
+            for (seq, p) in items {
+                shared.deliver(topic, &p, None, Some(seq));
+            }
+        }
+        Err(e) => tracing::warn!("nats engine: reading {topic}'s history: {e}"),
     }
 }
 
@@ -832,7 +871,7 @@ async fn snapshot(
         };
         if let Some(from) = range {
             let items = replay(shared, topic, h, epoch, from, *last).await?;
-            if recovered == Some(true) && items.len() as u64 != *last - from + 1 {
+            if recovered == Some(true) && items.len() as u64 != (*last + 1).saturating_sub(from) {
                 // Trimmed while being read: not all of the gap is there.
                 recovered = Some(false);
             }
@@ -1183,9 +1222,15 @@ async fn resync(shared: &Arc<Shared>) -> Result<(), EngineError> {
         .filter(|(_, t)| t.cursor.is_some())
         .map(|(k, _)| k.clone())
         .collect();
-    for topic in histories {
-        if let Some(h) = shared.settings.history_for(&topic) {
-            shared.stream(&topic, h).await?;
+    for topic in &histories {
+        if let Some(h) = shared.settings.history_for(topic) {
+            shared.stream(topic, h).await?;
+        }
+    }
+    // Then each reader delivers what its stream stored meanwhile.
+    for t in shared.local().topics.values() {
+        if let Some(n) = &t.catch_up {
+            n.notify_one();
         }
     }
     shared.counts_dirty.notify_one();
