@@ -948,16 +948,32 @@ pub(super) async fn presence(
     ))
 }
 
-async fn live_nodes(shared: &Shared) -> Result<HashSet<String>, EngineError> {
-    let keys = shared
-        .nodes
-        .keys()
+/// The keys a bucket holds, deleted ones included (their marker stays until it ages out).
+/// Read from the stream's subjects: a key-value `keys()` watch can wait forever for a
+/// write that raced with it.
+async fn keys_of(store: &kv::Store) -> Result<Vec<String>, EngineError> {
+    let prefix = format!("$KV.{}.", store.name);
+    let subjects = store
+        .stream
+        .info_with_subjects(format!("{prefix}>"))
         .await
-        .map_err(|e| unavailable(format_args!("nodes: {e}")))?;
-    let keys: Vec<Result<String, _>> = keys.collect().await;
-    keys.into_iter()
-        .map(|k| k.map_err(|e| unavailable(format_args!("nodes: {e}"))))
-        .collect()
+        .map_err(|e| unavailable(format_args!("keys of {}: {e}", store.name)))?;
+    let subjects: Vec<Result<(String, usize), _>> = subjects.collect().await;
+    let mut out = Vec::new();
+    for s in subjects {
+        let (subject, _) =
+            s.map_err(|e| unavailable(format_args!("keys of {}: {e}", store.name)))?;
+        if let Some(key) = subject.strip_prefix(&prefix) {
+            out.push(key.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+async fn live_nodes(shared: &Shared) -> Result<HashSet<String>, EngineError> {
+    // A node's heartbeat expires with the bucket's age limit; a clean shutdown's delete
+    // marker too (its entries and counts went with the shutdown).
+    Ok(keys_of(&shared.nodes).await?.into_iter().collect())
 }
 
 /// Subscribers per topic over the live nodes.
@@ -980,18 +996,15 @@ pub(super) async fn counts(shared: Arc<Shared>) -> Result<HashMap<String, usize>
     Ok(total)
 }
 
+/// Topics with presence entries (a topic whose entries all went is deleted, but its key's
+/// marker stays a while: read to tell).
 async fn presence_topics(shared: &Shared) -> Result<Vec<String>, EngineError> {
-    let keys = shared
-        .presence
-        .keys()
-        .await
-        .map_err(|e| unavailable(format_args!("presence: {e}")))?;
-    let keys: Vec<Result<String, _>> = keys.collect().await;
     let mut out = Vec::new();
-    for k in keys {
-        let k = k.map_err(|e| unavailable(format_args!("presence: {e}")))?;
-        if let Some(topic) = unhex(&k) {
-            out.push(topic);
+    for key in keys_of(&shared.presence).await? {
+        if let Some(topic) = unhex(&key) {
+            if !read_presence(shared, &topic).await?.is_empty() {
+                out.push(topic);
+            }
         }
     }
     Ok(out)
@@ -1131,13 +1144,7 @@ async fn reap(shared: &Arc<Shared>) -> Result<(), EngineError> {
             .await?;
         }
     }
-    let keys = shared
-        .counts
-        .keys()
-        .await
-        .map_err(|e| unavailable(format_args!("counts: {e}")))?;
-    let keys: Vec<Result<String, _>> = keys.collect().await;
-    for node in keys.into_iter().flatten() {
+    for node in keys_of(&shared.counts).await? {
         if !live.contains(&node) {
             let _ = shared.counts.delete(&node).await;
         }
