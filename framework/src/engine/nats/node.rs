@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::local::{Cursor, Local, LocalSub, Topic};
+use super::local::{Cursor, Local, LocalSub};
 use crate::engine::{
     EngineError, EngineHealth, EngineStats, HistoryConfig, Position, Presence, PresenceEntry,
     Publication, Publish, SubscribeRequest, Subscribed, Subscriber, TopicInfo, TopicPattern,
@@ -70,7 +70,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -215,10 +215,7 @@ struct Entry {
 fn grouped(entries: &Entries) -> Presence {
     let mut out = Presence::new();
     for e in entries.values() {
-        out.entry(e.k.clone())
-            .or_insert_with(PresenceEntry::default)
-            .metas
-            .push(e.m.clone());
+        out.entry(e.k.clone()).or_default().metas.push(e.m.clone());
     }
     out
 }
@@ -632,10 +629,7 @@ async fn ensure_topic(shared: &Arc<Shared>, topic: &Arc<str>) -> Result<(), Engi
         catch_up.clone(),
     ));
     let mut local = shared.local();
-    let t = local
-        .topics
-        .entry(topic.clone())
-        .or_insert_with(Topic::default);
+    let t = local.topics.entry(topic.clone()).or_default();
     t.tasks = vec![task.abort_handle()];
     t.cursor = cursor;
     t.catch_up = Some(catch_up);
@@ -785,10 +779,7 @@ pub(super) async fn subscribe(
     // The subscriber, pending: live messages are buffered until the snapshot is handed over.
     let position = {
         let mut local = shared.local();
-        let t = local
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(Topic::default);
+        let t = local.topics.entry(topic.clone()).or_default();
         if t.subs.insert(LocalSub {
             sub: req.subscriber.clone(),
             pending: Some(Vec::new()),
@@ -891,10 +882,7 @@ async fn enter(
 ) -> Result<Entries, EngineError> {
     {
         let mut local = shared.local();
-        let t = local
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(Topic::default);
+        let t = local.topics.entry(topic.clone()).or_default();
         t.tracked.insert(id, (key.to_owned(), meta.clone()));
     }
     let entry = Entry {
