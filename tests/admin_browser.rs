@@ -7,23 +7,17 @@
 //! `SWITCHBOARD_ADMIN_SCREENSHOT=docs/admin.png cargo test --test admin_browser` also saves a
 //! screenshot of the page (the one in docs/operations.md).
 
-use std::process::Command;
-
 use serde_json::json;
 use switchboard::testing::{TestClient, TestError};
 use switchboard_suite::browser::{
     browser, chromedriver, start_driver, text_in, trap_errors, until,
 };
-use switchboard_suite::{example_binary, http, skip, spawn_listening, Proc};
+use switchboard_suite::{chat, http, skip, Proc};
 
 const TOKEN: &str = "s3cret-admin-token";
 
 fn start_chat() -> (Proc, String) {
-    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
-    let mut cmd = Command::new(bin);
-    cmd.args(["--bind", "127.0.0.1", "--port", "0", "--admin-token", TOKEN])
-        .env("RUST_LOG", "warn");
-    spawn_listening(cmd)
+    chat(&["--admin-token", TOKEN])
 }
 
 /// A chat user in `room`.

@@ -6,21 +6,14 @@
 //! `SWITCHBOARD_SCREENSHOT=docs/chat.png cargo test --test chat_browser` also saves a
 //! screenshot of the page (the one in the README).
 
-use std::process::Command;
-
 use fantoccini::{Client, Locator};
 use switchboard_suite::browser::{
     browser, chromedriver, start_driver, text_in, trap_errors, until,
 };
-use switchboard_suite::{example_binary, http, skip, spawn_listening, Proc};
+use switchboard_suite::{chat, http, skip, Proc};
 
-/// Starts the chat on a free port; returns it with its base URL.
 fn start_chat() -> (Proc, String) {
-    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
-    let mut cmd = Command::new(bin);
-    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "warn");
-    spawn_listening(cmd)
+    chat(&[])
 }
 
 async fn login(c: &Client, base: &str, nick: &str) {

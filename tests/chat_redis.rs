@@ -5,26 +5,14 @@
 //!
 //! Locally the test skips when `redis-server` is missing; under CI it fails instead.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::testing::{TestClient, TestError};
-use switchboard_suite::{example_binary, http, spawn_listening, Proc, RedisServer, Wait};
+use switchboard_suite::{chat, http, Proc, RedisServer, Wait};
 
 fn chat_node(redis: &RedisServer) -> (Proc, String) {
-    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--redis",
-        &redis.url(),
-    ])
-    .env("RUST_LOG", "warn");
-    spawn_listening(cmd)
+    chat(&["--redis", &redis.url()])
 }
 
 /// A logged-in client in the lobby, joined as the page joins (with the last 50 messages).

@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 use switchboard::drain::Drain;
 use switchboard::prelude::*;
 use switchboard::testing::{Frame, TestClient, TestError, TestServer};
-use switchboard_suite::{
-    example_binary, http, process::wait_for_exit, spawn_listening, Proc, RedisServer, Wait,
-};
+use switchboard_suite::{chat, http, process::wait_for_exit, Proc, RedisServer, Wait};
 
 #[derive(Default)]
 struct Left(Mutex<Vec<ConnectionId>>);
@@ -58,13 +56,23 @@ async fn a_drain_closes_every_connection_with_1012_in_batches_and_refuses_newcom
     let started = Instant::now();
     let running = actix_rt::spawn(async move { drain.run().await });
 
-    // Every client gets the close frame, and it is the last thing it gets.
+    // Every client gets the close frame, and it is the last thing it gets. Each client waits
+    // in a task of its own, so that each close is timed when it arrives.
+    let waiting: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            actix_rt::spawn(async move {
+                let (code, reason) = c.recv_close().await.unwrap();
+                let at = started.elapsed();
+                assert_eq!((code, reason.as_str()), (1012, "service restart"));
+                c.wait_closed().await.unwrap();
+                at
+            })
+        })
+        .collect();
     let mut closed_after = Vec::new();
-    for c in &mut clients {
-        let (code, reason) = c.recv_close().await.unwrap();
-        assert_eq!((code, reason.as_str()), (1012, "service restart"));
-        closed_after.push(started.elapsed());
-        c.wait_closed().await.unwrap();
+    for w in waiting {
+        closed_after.push(w.await.unwrap());
     }
     // Refused while draining, with the documented status and code.
     match srv.connect("/ws").await {
@@ -78,8 +86,17 @@ async fn a_drain_closes_every_connection_with_1012_in_batches_and_refuses_newcom
     assert_eq!(report.closed, 25);
     assert_eq!(report.remaining, 0);
     assert!(hub.is_draining());
-    // Three batches: the last connection was closed two intervals after the first.
+    // Three batches: at most one batch before the first interval has passed, and the last
+    // connection closed two intervals after the first.
     closed_after.sort();
+    let early = closed_after
+        .iter()
+        .filter(|t| **t < Duration::from_millis(290))
+        .count();
+    assert!(
+        early <= 10,
+        "{early} closed in the first batch: {closed_after:?}"
+    );
     assert!(
         closed_after[24] - closed_after[0] >= Duration::from_millis(550),
         "closes were not spread over batches: {closed_after:?}"
@@ -93,6 +110,24 @@ async fn a_drain_closes_every_connection_with_1012_in_batches_and_refuses_newcom
     let ids = log.0.lock().unwrap().clone();
     assert_eq!(ids.len(), 25);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 25);
+}
+
+#[actix_rt::test]
+async fn stop_drains_then_stops_the_server() {
+    let hub = Hub::new();
+    let app_hub = hub.clone();
+    let srv = TestServer::start(move || {
+        App::new()
+            .app_data(app_hub.clone())
+            .service(ChannelRoute::<()>::new("/ws").message(switchboard_suite::handlers::echo))
+    });
+    let mut c = srv.connect("/ws").await.unwrap();
+    c.request("echo", json!(1)).await.unwrap();
+    let handle = srv.handle();
+    let stopping = actix_rt::spawn(async move { Drain::new(hub).stop(&handle).await });
+    assert_eq!(c.recv_close().await.unwrap().0, 1012);
+    let report = stopping.await.unwrap();
+    assert_eq!((report.closed, report.remaining), (1, 0));
 }
 
 #[actix_rt::test]
@@ -111,15 +146,10 @@ async fn a_drain_with_no_connections_returns_at_once() {
 const CLIENTS: usize = 200;
 
 fn chat_node(redis: &RedisServer) -> (Proc, String) {
-    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
+    let url = redis.url();
+    chat(&[
         "--redis",
-        &redis.url(),
+        &url,
         "--drain-batch",
         "50",
         "--drain-interval-ms",
@@ -127,8 +157,6 @@ fn chat_node(redis: &RedisServer) -> (Proc, String) {
         "--drain-window-s",
         "10",
     ])
-    .env("RUST_LOG", "warn");
-    spawn_listening(cmd)
 }
 
 fn ws(base: &str) -> String {

@@ -2,7 +2,8 @@
 //! tests in `tests/js/*.test.mjs` with Node's built-in test runner.
 //!
 //! The node tests read `SWITCHBOARD_URL` (the channel, `ws://127.0.0.1:PORT/ws`) and
-//! `SWITCHBOARD_HTTP` (`http://127.0.0.1:PORT`, for `/switchboard.js` and the test routes).
+//! `SWITCHBOARD_HTTP` (`http://127.0.0.1:PORT`, for `/switchboard.js` and the test routes),
+//! `SWITCHBOARD_TOKENS_URL` (the channel whose tokens expire, `/wst`).
 //! Without `node` on the `PATH` (or `NODE`) the test is skipped, except under CI (`CI=true` or
 //! `CI=1`), where that is a failure.
 
@@ -11,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -168,6 +169,55 @@ fn route() -> ChannelRoute<User> {
         })
 }
 
+/// `<name>:<lifetime ms>`: a token of the token channel (`/wst`).
+fn token(t: &str) -> Result<(String, SystemTime), ChannelError> {
+    let (name, ms) = t
+        .split_once(':')
+        .ok_or(ChannelError::unauthorized("bad token"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| ChannelError::unauthorized("bad token"))?;
+    Ok((
+        name.to_owned(),
+        SystemTime::now() + Duration::from_millis(ms),
+    ))
+}
+
+#[switchboard::on_connect]
+async fn connect_with_token(req: ConnectRequest) -> Result<User, ChannelError> {
+    // The client puts the token in the query with `URLSearchParams`: percent-encoded.
+    #[derive(Deserialize)]
+    struct Query {
+        token: String,
+    }
+    let (name, at) = token(&req.query_as::<Query>()?.token)?;
+    req.set_expiry(at);
+    Ok(User { name })
+}
+
+#[switchboard::message("whoami")]
+async fn whoami(ch: Channel<User>) -> Result<String, ChannelError> {
+    Ok(ch.session().map(|u| u.name).unwrap_or_default())
+}
+
+/// The token channel: `?token=<name>:<ms>` expires after `ms`, refreshed with a new such
+/// token (which renames the session); `private:*` topics take `<anything>:<ms>` tokens.
+fn token_route() -> ChannelRoute<User> {
+    ChannelRoute::new("/wst")
+        .on_connect(connect_with_token)
+        .message(whoami)
+        .message(publish)
+        .on_refresh(|ch: Channel<User>, t: String| async move {
+            let (name, at) = token(&t)?;
+            ch.set_session(User { name });
+            Ok(Some(at))
+        })
+        .join_with_token(
+            "private:*",
+            |_ch: Channel<User>, _topic: String, t: String| async move { Ok(Some(token(&t)?.1)) },
+        )
+}
+
 fn server() -> TestServer {
     let hub = Hub::with_engine(
         MemoryEngine::builder()
@@ -182,6 +232,7 @@ fn server() -> TestServer {
             .app_data(hub.clone())
             .app_data(blocked.clone())
             .service(route())
+            .service(token_route())
             .service(switchboard::js::service("/switchboard.js"))
             .route("/block/{name}", web::post().to(set_blocked))
             .route("/unblock/{name}", web::post().to(set_blocked))
@@ -264,6 +315,7 @@ fn js_client_tests_pass_against_a_real_server() {
         .args(&files)
         .current_dir(&root)
         .env("SWITCHBOARD_URL", srv.ws_url("/ws"))
+        .env("SWITCHBOARD_TOKENS_URL", srv.ws_url("/wst"))
         .env("SWITCHBOARD_HTTP", srv.url(""))
         .env("SWITCHBOARD_CLIENT", &client)
         .stdin(Stdio::null())

@@ -8,9 +8,9 @@
 //! (`CI=true` or `CI=1`), where that is a failure.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use switchboard_suite::skip;
+use switchboard_suite::typescript::{printed, run, tsc};
 
 /// How `switchboard.d.ts` is generated (the `build:types` script of framework/js/package.json),
 /// with the output directory appended.
@@ -28,38 +28,6 @@ const DECLARATION_FLAGS: &[&str] = &[
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The TypeScript compiler and its version, or `None` once the test was skipped.
-fn tsc(test: &str) -> Option<(String, String)> {
-    let tsc = std::env::var("TSC").unwrap_or_else(|_| "tsc".to_owned());
-    match Command::new(&tsc).arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            Some((tsc, version))
-        }
-        _ => {
-            skip(
-                test,
-                &format!("`{tsc}` (the TypeScript compiler; set TSC) is not installed"),
-            );
-            None
-        }
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// tsc prints its diagnostics on stdout; both streams, for a failure's message.
-fn printed(out: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A fresh, empty directory of this test's own under the target directory's tmp.

@@ -133,7 +133,11 @@ async fn the_endpoint_counts_connections_messages_errors_refusals_and_deliveries
     let (status, _, _) = switchboard_suite::request(
         srv.addr(),
         "GET",
-        &format!("/@connections/{gone}"),
+        // Standard base64: percent-encoded in a path, as the AWS SDKs send it.
+        &format!(
+            "/@connections/{}",
+            switchboard_suite::percent(&gone.to_string())
+        ),
         &[("Authorization", "Bearer api-token")],
         b"",
     )

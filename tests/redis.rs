@@ -31,6 +31,15 @@ fn route() -> ChannelRoute<User> {
     rooms::route().allow_join("plain:*")
 }
 
+/// A channel that names users (by `?name=`), two connections each at most, cluster-wide.
+fn users_route() -> ChannelRoute<User> {
+    ChannelRoute::new("/users")
+        .on_connect(rooms::connect)
+        .user(|u: &User| u.name.clone())
+        .max_connections_per_user(2)
+        .message(switchboard_suite::handlers::whoami)
+}
+
 async fn health(hub: Hub) -> HttpResponse {
     match hub.health() {
         EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
@@ -69,6 +78,7 @@ async fn node_with(builder: switchboard::engine::redis::RedisEngineBuilder) -> N
         App::new()
             .app_data(h.clone())
             .service(route())
+            .service(users_route())
             .route("/health", web::get().to(health))
     })
     .workers(2)
@@ -987,4 +997,79 @@ async fn an_engine_that_cannot_reach_redis_says_so() {
     let err = hub.publish("t", "e", &1).await.unwrap_err();
     assert_eq!(err.code(), "engine_unavailable");
     assert!(RedisEngine::builder("nonsense://").start().is_err());
+}
+
+async fn tab(n: &Node, name: &str) -> Result<TestClient, TestError> {
+    n.srv.connect(&format!("/users?name={name}")).await
+}
+
+async fn id(c: &mut TestClient) -> ConnectionId {
+    let v = c.request("whoami", json!(null)).await.unwrap();
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn users_span_the_nodes() {
+    let Some(redis) = Redis::start("users_span_the_nodes") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut ann_a = tab(&a, "ann").await.unwrap();
+    let mut ann_b = tab(&b, "ann").await.unwrap();
+    let mut bob_b = tab(&b, "bob").await.unwrap();
+    let ids = {
+        let mut v = vec![id(&mut ann_a).await, id(&mut ann_b).await];
+        v.sort();
+        v
+    };
+    // The index is cluster-wide: either node lists both of ann's connections.
+    for hub in [&a.hub, &b.hub] {
+        let mut got = hub.user_connections("ann").await.unwrap();
+        got.sort();
+        assert_eq!(got, ids);
+    }
+    // The cap counts connections on every node: a third, on either node, is refused.
+    for n in [&a, &b] {
+        match tab(n, "ann").await {
+            Err(TestError::Rejected { status: 429, body }) => {
+                assert!(body.contains("too_many_user_connections"), "{body}");
+            }
+            other => panic!("a third connection of ann: {other:?}"),
+        }
+    }
+    let mut bob_a = tab(&a, "bob").await.unwrap();
+
+    // A push from node A reaches ann on both nodes, and only ann.
+    a.hub
+        .send_to_user("ann", "note", &json!("for ann"))
+        .await
+        .unwrap();
+    b.hub
+        .send_to_user("bob", "note", &json!("for bob"))
+        .await
+        .unwrap();
+    for c in [&mut ann_a, &mut ann_b] {
+        assert_eq!(c.recv_event("note").await.unwrap(), "for ann");
+    }
+    for c in [&mut bob_a, &mut bob_b] {
+        assert_eq!(c.recv_event("note").await.unwrap(), "for bob");
+    }
+
+    // A disconnect from node B closes ann everywhere; bob stays.
+    b.hub.disconnect_user("ann", 4003, "bye").await.unwrap();
+    for c in [&mut ann_a, &mut ann_b] {
+        assert_eq!(c.recv_close().await.unwrap(), (4003, "bye".to_owned()));
+    }
+    id(&mut bob_a).await;
+    until("ann's connections to leave the index", || async {
+        a.hub.user_connections("ann").await.unwrap().is_empty()
+    })
+    .await;
+    // And her places are free again, on either node.
+    let mut again = tab(&b, "ann").await.unwrap();
+    id(&mut again).await;
+    assert!(
+        a.hub.topics().await.unwrap().is_empty(),
+        "users' topics are not listed"
+    );
 }

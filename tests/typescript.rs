@@ -10,38 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use switchboard_suite::typescript::{printed, run, tsc};
 use switchboard_suite::{example_binary, skip};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn printed(out: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The TypeScript compiler, or `None` once the test was skipped.
-fn tsc(test: &str) -> Option<String> {
-    let tsc = std::env::var("TSC").unwrap_or_else(|_| "tsc".to_owned());
-    match Command::new(&tsc).arg("--version").output() {
-        Ok(out) if out.status.success() => Some(tsc),
-        _ => {
-            skip(
-                test,
-                &format!("`{tsc}` (the TypeScript compiler; set TSC) is not installed"),
-            );
-            None
-        }
-    }
 }
 
 /// `tsc --noEmit --strict` over one file of tests/typescript.
@@ -76,7 +49,7 @@ fn committed_generated_files_are_up_to_date() {
 
 #[test]
 fn using_the_chat_channel_correctly_type_checks() {
-    let Some(tsc) = tsc("the TypeScript check of the chat channel") else {
+    let Some((tsc, _)) = tsc("the TypeScript check of the chat channel") else {
         return;
     };
     let out = check(&tsc, "chat_ok.ts");
@@ -89,7 +62,7 @@ fn using_the_chat_channel_correctly_type_checks() {
 
 #[test]
 fn a_wrong_route_payload_and_reply_use_fail_with_exactly_those_errors() {
-    let Some(tsc) = tsc("the negative TypeScript check of the chat channel") else {
+    let Some((tsc, _)) = tsc("the negative TypeScript check of the chat channel") else {
         return;
     };
     let out = check(&tsc, "chat_wrong.ts");

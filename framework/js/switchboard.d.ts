@@ -66,6 +66,10 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     WebSocket: typeof WebSocket;
     /** @type {SwitchboardOptions["onOpen"] | null} */
     onOpen: SwitchboardOptions["onOpen"] | null;
+    /** @type {SwitchboardOptions["getToken"] | null} */
+    getToken: SwitchboardOptions["getToken"] | null;
+    /** @type {string} */
+    tokenParam: string;
     /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
     state: "idle" | "connecting" | "open" | "reconnecting" | "closed";
     /** @internal @type {string[]} */
@@ -91,6 +95,10 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     _openedAt: number;
     /** @internal @type {boolean} */
     _everOpened: boolean;
+    /** @internal @type {number} the last close code (4401: the token expired) */
+    _lastCode: number;
+    /** @internal @type {number} counts `_open` calls: a token that arrives late is dropped */
+    _attemptId: number;
     /** Whether a connection is open. */
     get connected(): boolean;
     /**
@@ -146,6 +154,12 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     close(): Promise<void>;
     /** @internal */
     _open(): void;
+    /**
+     * Opens the socket, with `token` in the URL when there is one.
+     * @internal
+     * @param {string | null} token
+     */
+    _dial(token: string | null): void;
     /** @internal */
     _onOpen(): void;
     /**
@@ -187,11 +201,41 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
      */
     _onReply(msg: any): void;
     /**
+     * The server asks for a new token: of the connection, or of a subscription (`topic`).
+     * @internal
+     * @param {{topic?: string, expires_in?: number}} ask
+     */
+    _onRefresh(ask: {
+        topic?: string;
+        expires_in?: number;
+    }): void;
+    /**
+     * Sends a new token on the built-in `refresh` route: the connection's, or with `topic` a
+     * subscription's. Resolves with the reply, `{expires_in}` (ms; `null`: no expiry); rejects
+     * with the server's error (`unauthorized`, `token_expired` ...). The client does this by
+     * itself when it has a `getToken`.
+     * @param {string} token
+     * @param {string} [topic]
+     * @returns {Promise<{topic?: string, expires_in: number | null}>}
+     */
+    refresh(token: string, topic?: string): Promise<{
+        topic?: string;
+        expires_in: number | null;
+    }>;
+    /**
      * Sends (or renews, after a reconnect) a subscription.
      * @internal
      * @param {Subscription} sub
      */
     _join(sub: Subscription): void;
+    /**
+     * @internal
+     * @param {Subscription} sub
+     * @param {object} data
+     * @param {Position | null} position
+     * @param {() => boolean} current
+     */
+    _subscribe(sub: Subscription, data: object, position: Position | null, current: () => boolean): void;
 }
 /**
  * A subscription to one topic, from `sb.subscribe(topic)`.
@@ -219,7 +263,9 @@ export class Subscription<E extends {
      * @param {string} topic
      * @param {SubscribeOptions} [options]
      */
-    constructor(client: Switchboard<any>, topic: string, { recover, last, since }?: SubscribeOptions);
+    constructor(client: Switchboard<any>, topic: string, { recover, last, since, getToken }?: SubscribeOptions);
+    /** @type {SubscribeOptions["getToken"] | null} */
+    getToken: SubscribeOptions["getToken"] | null;
     /** @type {Switchboard<any>} */
     client: Switchboard<any>;
     /** @type {string} */
@@ -390,6 +436,18 @@ export type SwitchboardOptions = {
         readonly CLOSED: 3;
     } | undefined;
     /**
+     * fetches the
+     * connection's token: before every attempt (it goes in the URL's `tokenParam` query
+     * parameter) and when the server asks for a new one (`refresh`). After the server closed
+     * with 4401 (token expired) it is called with `reason: "expired"`: fetch a fresh token then,
+     * never a cached one.
+     */
+    getToken?: ((context: TokenContext) => (string | Promise<string>)) | undefined;
+    /**
+     * the query parameter the token goes in.
+     */
+    tokenParam?: string | undefined;
+    /**
      * runs on every
      * open, before subscriptions are renewed: a new connection is a new session on the server,
      * so this is where an app logs in again (requests work inside it). Its error is reported as
@@ -398,6 +456,31 @@ export type SwitchboardOptions = {
     onOpen?: ((info: {
         reconnected: boolean;
     }) => (void | Promise<void>)) | undefined;
+};
+/**
+ * Why a token is asked for: `"connect"` (the first attempt), `"reconnect"` (a later one),
+ * `"expired"` (a later one after the server closed with 4401: the old token expired),
+ * `"refresh"` (the server asked for a new one while connected).
+ */
+export type TokenContext = {
+    reason: "connect" | "reconnect" | "expired" | "refresh";
+};
+/**
+ * Why a subscription's token is asked for: `"subscribe"` (the first subscribe),
+ * `"resubscribe"` (after a reconnect), `"refresh"` (the server asked for a new one).
+ */
+export type TopicTokenContext = {
+    topic: string;
+    reason: "subscribe" | "resubscribe" | "refresh";
+};
+/**
+ * The `"refresh"` event: the server asks for a new token (of the connection, or of `topic`'s
+ * subscription) before the old one expires in `expiresIn` ms. `"refreshed"`: a new one was
+ * accepted, valid for `expiresIn` ms (`null`: no expiry).
+ */
+export type RefreshInfo = {
+    topic?: string;
+    expiresIn: number | null;
 };
 /**
  * A position in a topic's history: saved, it can be passed back as `since`.
@@ -440,6 +523,12 @@ export type SubscribeOptions = {
      * on the first subscribe, recover from a position saved earlier.
      */
     since?: Position | undefined;
+    /**
+     * the
+     * topic's own token, for topics that need one: sent with every subscribe, and when the
+     * server asks for a new one.
+     */
+    getToken?: ((context: TopicTokenContext) => (string | Promise<string>)) | undefined;
 };
 /**
  * The server's reply to a subscribe (topics with history: the position; after a recovery
@@ -497,6 +586,8 @@ export type SwitchboardEvents = {
     reply: [data: any, route: string];
     delivery: [data: any, meta: DeliveryMeta];
     binary: [data: ArrayBuffer];
+    refresh: [info: RefreshInfo];
+    refreshed: [info: RefreshInfo];
 };
 /**
  * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
@@ -505,6 +596,9 @@ export type SwitchboardEvents = {
 export type SubscriptionEvents = {
     recovered: [recovered: boolean, reply: SubscribeReply];
     error: [error: SwitchboardError];
+    unsubscribed: [error: SwitchboardError];
+    refresh: [info: RefreshInfo];
+    refreshed: [info: RefreshInfo];
     "*": [data: any, meta: DeliveryMeta];
 };
 /**

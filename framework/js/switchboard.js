@@ -31,12 +31,35 @@
  * @property {string} [routeKey="type"] the channel's route key: a field, a dotted path
  *   (`"meta.action"`) or `"$request.body.action"`.
  * @property {typeof WebSocket} [WebSocket] the WebSocket constructor (default: the global one).
+ * @property {(context: TokenContext) => (string | Promise<string>)} [getToken] fetches the
+ *   connection's token: before every attempt (it goes in the URL's `tokenParam` query
+ *   parameter) and when the server asks for a new one (`refresh`). After the server closed
+ *   with 4401 (token expired) it is called with `reason: "expired"`: fetch a fresh token then,
+ *   never a cached one.
+ * @property {string} [tokenParam="token"] the query parameter the token goes in.
  * @property {(info: {reconnected: boolean}) => (void | Promise<void>)} [onOpen] runs on every
  *   open, before subscriptions are renewed: a new connection is a new session on the server,
  *   so this is where an app logs in again (requests work inside it). Its error is reported as
  *   an `"error"` event and the subscriptions are renewed all the same.
  */
 
+/**
+ * Why a token is asked for: `"connect"` (the first attempt), `"reconnect"` (a later one),
+ * `"expired"` (a later one after the server closed with 4401: the old token expired),
+ * `"refresh"` (the server asked for a new one while connected).
+ * @typedef {{reason: "connect" | "reconnect" | "expired" | "refresh"}} TokenContext
+ */
+/**
+ * Why a subscription's token is asked for: `"subscribe"` (the first subscribe),
+ * `"resubscribe"` (after a reconnect), `"refresh"` (the server asked for a new one).
+ * @typedef {{topic: string, reason: "subscribe" | "resubscribe" | "refresh"}} TopicTokenContext
+ */
+/**
+ * The `"refresh"` event: the server asks for a new token (of the connection, or of `topic`'s
+ * subscription) before the old one expires in `expiresIn` ms. `"refreshed"`: a new one was
+ * accepted, valid for `expiresIn` ms (`null`: no expiry).
+ * @typedef {{topic?: string, expiresIn: number | null}} RefreshInfo
+ */
 /**
  * A position in a topic's history: saved, it can be passed back as `since`.
  * @typedef {{epoch: string, seq: number}} Position
@@ -56,6 +79,9 @@
  * @property {boolean} [recover=true] after a reconnect, ask for what was missed.
  * @property {number} [last] on the first subscribe, replay up to this many recent publications.
  * @property {Position} [since] on the first subscribe, recover from a position saved earlier.
+ * @property {(context: TopicTokenContext) => (string | Promise<string>)} [getToken] the
+ *   topic's own token, for topics that need one: sent with every subscribe, and when the
+ *   server asks for a new one.
  */
 /**
  * The server's reply to a subscribe (topics with history: the position; after a recovery
@@ -86,6 +112,8 @@
  * @property {[data: any, route: string]} reply
  * @property {[data: any, meta: DeliveryMeta]} delivery
  * @property {[data: ArrayBuffer]} binary
+ * @property {[info: RefreshInfo]} refresh
+ * @property {[info: RefreshInfo]} refreshed
  */
 /**
  * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
@@ -93,6 +121,9 @@
  * @typedef {{
  *   recovered: [recovered: boolean, reply: SubscribeReply],
  *   error: [error: SwitchboardError],
+ *   unsubscribed: [error: SwitchboardError],
+ *   refresh: [info: RefreshInfo],
+ *   refreshed: [info: RefreshInfo],
  *   "*": [data: any, meta: DeliveryMeta],
  * }} SubscriptionEvents
  */
@@ -331,6 +362,10 @@ export class Switchboard extends Emitter {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     /** @type {SwitchboardOptions["onOpen"] | null} */
     this.onOpen = options.onOpen ?? null;
+    /** @type {SwitchboardOptions["getToken"] | null} */
+    this.getToken = options.getToken ?? null;
+    /** @type {string} */
+    this.tokenParam = options.tokenParam ?? "token";
     /** @type {"idle" | "connecting" | "open" | "reconnecting" | "closed"} */
     this.state = "idle";
     /** @internal @type {string[]} */
@@ -353,6 +388,10 @@ export class Switchboard extends Emitter {
     this._openedAt = 0;
     /** @internal @type {boolean} */
     this._everOpened = false;
+    /** @internal @type {number} the last close code (4401: the token expired) */
+    this._lastCode = 0;
+    /** @internal @type {number} counts `_open` calls: a token that arrives late is dropped */
+    this._attemptId = 0;
   }
 
   /** Whether a connection is open. */
@@ -495,12 +534,45 @@ export class Switchboard extends Emitter {
   _open() {
     this._timer = null;
     this.state = "connecting";
+    const id = ++this._attemptId;
+    if (!this.getToken) {
+      this._dial(null);
+      return;
+    }
+    /** @type {TokenContext["reason"]} */
+    const reason = !this._everOpened && this._attempt === 0 ? "connect" : this._lastCode === 4401 ? "expired" : "reconnect";
+    const getToken = this.getToken;
+    Promise.resolve()
+      .then(() => getToken({ reason }))
+      .then(
+        (token) => id === this._attemptId && this.state === "connecting" && this._dial(String(token)),
+        (err) => {
+          if (id !== this._attemptId || this.state !== "connecting") return;
+          this._emit("error", new SwitchboardError("get_token", `getToken failed: ${err?.message ?? err}`));
+          // A failed attempt, retried like a network failure.
+          this._onClose(1006, "getToken failed");
+        },
+      );
+  }
+
+  /**
+   * Opens the socket, with `token` in the URL when there is one.
+   * @internal
+   * @param {string | null} token
+   */
+  _dial(token) {
     let ws;
     try {
       if (typeof this.WebSocket !== "function") {
         throw new Error("no WebSocket: pass options.WebSocket (Node 20 also has --experimental-websocket)");
       }
-      ws = new this.WebSocket(resolveUrl(typeof this.url === "function" ? this.url() : this.url));
+      let url = resolveUrl(typeof this.url === "function" ? this.url() : this.url);
+      if (token !== null) {
+        const u = new URL(url);
+        u.searchParams.set(this.tokenParam, token);
+        url = u.href;
+      }
+      ws = new this.WebSocket(url);
     } catch (err) {
       // A bad URL or no WebSocket at all: retrying cannot help.
       this._finish(1006, "", `cannot open a WebSocket: ${/** @type {Error} */ (err).message}`);
@@ -561,6 +633,7 @@ export class Switchboard extends Emitter {
   _onClose(code, reason) {
     const wasOpen = this.state === "open";
     this._ws = null;
+    this._lastCode = code;
     const why = `connection closed (${code}${reason ? `: ${reason}` : ""})`;
     this._failPending(new SwitchboardError("closed", why, { closeCode: code }));
     const rc = this.reconnect;
@@ -667,6 +740,16 @@ export class Switchboard extends Emitter {
     const replyField = this._routePath[this._routePath.length - 1];
     if (msg.ref !== undefined && msg.ref !== null) {
       this._onReply(msg);
+    } else if (isObject(msg.refresh)) {
+      this._onRefresh(msg.refresh);
+    } else if (isObject(msg.unsubscribed)) {
+      const { topic, code, message } = msg.unsubscribed;
+      const sub = this._subs.get(topic);
+      if (sub) {
+        this._subs.delete(topic);
+        sub._end(new SwitchboardError(code ?? "unsubscribed", message ?? "", { route: "subscribe" }));
+        sub._emit("unsubscribed", new SwitchboardError(code ?? "unsubscribed", message ?? ""));
+      }
     } else if (typeof msg.topic === "string" && typeof msg.event === "string") {
       const sub = this._subs.get(msg.topic);
       if (sub) sub._deliver(msg);
@@ -694,17 +777,95 @@ export class Switchboard extends Emitter {
   }
 
   /**
+   * The server asks for a new token: of the connection, or of a subscription (`topic`).
+   * @internal
+   * @param {{topic?: string, expires_in?: number}} ask
+   */
+  _onRefresh(ask) {
+    const topic = typeof ask.topic === "string" ? ask.topic : undefined;
+    const info = { topic, expiresIn: typeof ask.expires_in === "number" ? ask.expires_in : null };
+    const sub = topic === undefined ? null : this._subs.get(topic);
+    if (topic !== undefined && !sub) return;
+    /** @type {Emitter<any>} */
+    const target = sub ?? this;
+    target._emit("refresh", info);
+    const ws = this._ws;
+    const getToken = sub
+      ? sub.getToken && (() => /** @type {NonNullable<Subscription["getToken"]>} */ (sub.getToken)({ topic: sub.topic, reason: "refresh" }))
+      : this.getToken && (() => /** @type {NonNullable<Switchboard["getToken"]>} */ (this.getToken)({ reason: "refresh" }));
+    if (!getToken) return; // the app answers with refresh() itself
+    Promise.resolve()
+      .then(getToken)
+      .then((token) => (this._ws === ws ? this.refresh(String(token), topic) : undefined))
+      .catch((err) =>
+        target._emit("error", err instanceof SwitchboardError ? err : new SwitchboardError("get_token", `getToken failed: ${err?.message ?? err}`)),
+      );
+  }
+
+  /**
+   * Sends a new token on the built-in `refresh` route: the connection's, or with `topic` a
+   * subscription's. Resolves with the reply, `{expires_in}` (ms; `null`: no expiry); rejects
+   * with the server's error (`unauthorized`, `token_expired` ...). The client does this by
+   * itself when it has a `getToken`.
+   * @param {string} token
+   * @param {string} [topic]
+   * @returns {Promise<{topic?: string, expires_in: number | null}>}
+   */
+  async refresh(token, topic) {
+    // A built-in route, whatever the channel's types say.
+    const client = /** @type {Switchboard<any>} */ (this);
+    const reply = await client.request("refresh", topic === undefined ? { token } : { topic, token });
+    const info = { topic, expiresIn: reply?.expires_in ?? null };
+    const sub = topic === undefined ? null : this._subs.get(topic);
+    const target = /** @type {Emitter<any>} */ (sub ?? this);
+    target._emit("refreshed", info);
+    return reply;
+  }
+
+  /**
    * Sends (or renews, after a reconnect) a subscription.
    * @internal
    * @param {Subscription} sub
    */
   _join(sub) {
-    /** @type {{topic: string, recover?: Position, last?: number}} */
+    /** @type {{topic: string, recover?: Position, last?: number, token?: string}} */
     const data = { topic: sub.topic };
     const position = sub.recover || !sub._confirmed ? sub.position : null;
     if (position) data.recover = position;
     else if (!sub._confirmed && sub.last !== undefined) data.last = sub.last;
     const current = () => this._subs.get(sub.topic) === sub;
+    if (!sub.getToken) {
+      this._subscribe(sub, data, position, current);
+      return;
+    }
+    const getToken = sub.getToken;
+    const ws = this._ws;
+    /** @type {TopicTokenContext["reason"]} */
+    const reason = sub._confirmed ? "resubscribe" : "subscribe";
+    Promise.resolve()
+      .then(() => getToken({ topic: sub.topic, reason }))
+      .then(
+        (token) => {
+          if (!current() || this._ws !== ws) return;
+          data.token = String(token);
+          this._subscribe(sub, data, position, current);
+        },
+        (err) => {
+          if (!current()) return;
+          this._subs.delete(sub.topic);
+          sub._fail(new SwitchboardError("get_token", `getToken failed: ${err?.message ?? err}`, { route: "subscribe" }));
+        },
+      );
+  }
+
+  /**
+   * @internal
+   * @param {Subscription} sub
+   * @param {object} data
+   * @param {Position | null} position
+   * @param {() => boolean} current
+   */
+  _subscribe(sub, data, position, current) {
     // The built-in routes, whatever the channel's types say.
     const client = /** @type {Switchboard<any>} */ (this);
     client.request("subscribe", data).then(
@@ -743,8 +904,10 @@ export class Subscription extends Emitter {
    * @param {string} topic
    * @param {SubscribeOptions} [options]
    */
-  constructor(client, topic, { recover = true, last, since } = {}) {
+  constructor(client, topic, { recover = true, last, since, getToken } = {}) {
     super();
+    /** @type {SubscribeOptions["getToken"] | null} */
+    this.getToken = getToken ?? null;
     /** @type {Switchboard<any>} */
     this.client = client;
     /** @type {string} */
@@ -987,6 +1150,14 @@ export class Presence {
     fns.add(fn);
     return () => fns.delete(fn);
   }
+}
+
+/**
+ * @param {any} v
+ * @returns {boolean}
+ */
+function isObject(v) {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
 /**

@@ -413,7 +413,7 @@ mod schema {
 
     use schemars::JsonSchema;
 
-    use crate::schema::{schema_of, Shape};
+    use crate::handler::describe::{schema_of, Shape};
 
     /// A payload type: [`Shape::Schema`] when it implements `JsonSchema`.
     pub struct TypeOf<T: ?Sized>(PhantomData<T>);

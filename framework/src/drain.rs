@@ -191,6 +191,16 @@ impl Drain {
         report
     }
 
+    /// Drains, then stops the server gracefully: what to call instead of
+    /// `ServerHandle::stop(true)` when the app decides itself when to stop (a `preStop` hook,
+    /// an admin command). Stopping the server directly would cut its WebSockets without a
+    /// close frame once its shutdown timeout ends.
+    pub async fn stop(&self, server: &actix_web::dev::ServerHandle) -> DrainReport {
+        let report = self.run().await;
+        server.stop(true).await;
+        report
+    }
+
     /// Runs `server` until it stops; on `SIGTERM` or `SIGINT` (Ctrl-C), drains first, then
     /// stops it gracefully. Build the server with `.disable_signals()`: actix-web's own
     /// handling would otherwise stop accepting requests at once and, on `SIGINT`, cut every

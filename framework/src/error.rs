@@ -28,6 +28,10 @@ use actix_web::{HttpResponse, ResponseError};
 /// | `too_many_topics` | a subscribe beyond the connection's topic limit |
 /// | `bad_topic` | a topic name longer than the channel allows |
 /// | `presence_too_large` | presence metadata larger than the channel allows |
+/// | `too_many_user_topics` | a subscribe beyond the topics one user may hold across its connections |
+/// | `too_many_user_connections` | a connection beyond the user's limit; HTTP 429 on connect |
+/// | `token_expired` | a connection's or a subscription's token expired (`unsubscribed` frames) |
+/// | `refresh_unsupported` | a `refresh` for which the channel has no handler, or for a topic without a token |
 /// | `internal` | a handler panicked or failed unexpectedly (details are logged, not sent) |
 /// | `engine_unavailable` | the engine is down (the Redis engine lost Redis); HTTP 503 |
 /// | `function_timeout` / `function_unavailable` / `function_error` | gateway mode: the function was too slow, unreachable, or failed |
@@ -92,6 +96,25 @@ pub enum ChannelError {
         /// The limit, in bytes.
         max: usize,
     },
+    /// A subscribe (or track) would take the connection's user beyond the topics its
+    /// connections on this node may hold together.
+    #[error("a user may hold at most {max} topics across its connections")]
+    TooManyUserTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// The user has as many connections as the channel allows (HTTP 429 on connect).
+    #[error("a user may have at most {max} connections open")]
+    TooManyUserConnections {
+        /// The limit.
+        max: usize,
+    },
+    /// A token (the connection's, or a subscription's) expired without a valid refresh.
+    #[error("the token expired")]
+    TokenExpired,
+    /// A `refresh` the channel cannot take: no refresh handler, or a topic that has no token.
+    #[error("{0}")]
+    RefreshUnsupported(Cow<'static, str>),
     /// Authentication is required or failed (HTTP 401 on connect).
     #[error("{0}")]
     Unauthorized(Cow<'static, str>),
@@ -228,6 +251,10 @@ impl ChannelError {
             ChannelError::TooManyTopics { .. } => "too_many_topics",
             ChannelError::BadTopic { .. } => "bad_topic",
             ChannelError::PresenceTooLarge { .. } => "presence_too_large",
+            ChannelError::TooManyUserTopics { .. } => "too_many_user_topics",
+            ChannelError::TooManyUserConnections { .. } => "too_many_user_connections",
+            ChannelError::TokenExpired => "token_expired",
+            ChannelError::RefreshUnsupported(_) => "refresh_unsupported",
             ChannelError::Unauthorized(_) => "unauthorized",
             ChannelError::Forbidden(_) => "forbidden",
             ChannelError::TooManyConnections => "too_many_connections",
@@ -259,7 +286,10 @@ impl ChannelError {
             ChannelError::TooManyConnections
             | ChannelError::Overloaded
             | ChannelError::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            ChannelError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ChannelError::RateLimited | ChannelError::TooManyUserConnections { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ChannelError::TokenExpired => StatusCode::UNAUTHORIZED,
             ChannelError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ChannelError::Custom { status, .. } => *status,
             _ => StatusCode::BAD_REQUEST,

@@ -219,6 +219,11 @@ impl TestServer {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The server's handle, to stop it some other way (a drain: `Drain::stop(&handle)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
     /// Opens a WebSocket to `path`.
     pub async fn connect(&self, path: &str) -> Result<TestClient, TestError> {
         self.connect_with(path, &[]).await
@@ -417,6 +422,56 @@ impl TestClient {
                 return Err(TestError::Closed);
             }
             self.buffered.push_back(frame);
+        }
+    }
+
+    /// Waits for a JSON frame for which `matches` is true and returns it, keeping other
+    /// frames queued (a `refresh` request, an `unsubscribed` notice, ...).
+    ///
+    /// ```
+    /// use actix_web::App;
+    /// use serde_json::json;
+    /// use switchboard::prelude::*;
+    /// use switchboard::testing::TestServer;
+    ///
+    /// #[switchboard::message("hello")]
+    /// async fn hello(ch: Channel) -> Result<(), ChannelError> {
+    ///     ch.send("first", &1)?;
+    ///     ch.send("second", &2)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = TestServer::start(|| App::new().service(ChannelRoute::<()>::new("/ws").message(hello)));
+    /// let mut client = server.connect("/ws").await.unwrap();
+    /// client.push("hello", json!(null)).await.unwrap();
+    /// let second = client.recv_matching(|f| f["event"] == "second").await.unwrap();
+    /// assert_eq!(second["data"], 2);
+    /// assert_eq!(client.recv_event("first").await.unwrap(), 1, "kept queued");
+    /// # }
+    /// ```
+    pub async fn recv_matching(
+        &mut self,
+        mut matches: impl FnMut(&Value) -> bool,
+    ) -> Result<Value, TestError> {
+        let mut is_it = |f: &Frame| matches!(f, Frame::Json(v) if matches(v));
+        if let Some(pos) = self.buffered.iter().position(&mut is_it) {
+            if let Some(Frame::Json(v)) = self.buffered.remove(pos) {
+                return Ok(v);
+            }
+        }
+        loop {
+            let frame = self.read().await?;
+            if is_it(&frame) {
+                if let Frame::Json(v) = frame {
+                    return Ok(v);
+                }
+            }
+            let closed = matches!(frame, Frame::Close(_));
+            self.buffered.push_back(frame);
+            if closed {
+                return Err(TestError::Closed);
+            }
         }
     }
 

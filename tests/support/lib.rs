@@ -10,6 +10,7 @@
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
 //! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
 //! - [`handlers`]: channel handlers several test apps mount.
+//! - [`typescript`]: the TypeScript compiler for the type-checking tests.
 //! - [`rooms`]: the topic app of the topic tests, on the memory engine and on Redis.
 
 pub mod browser;
@@ -19,12 +20,13 @@ pub mod nats;
 pub mod process;
 pub mod redis;
 pub mod rooms;
+pub mod typescript;
 pub mod wait;
 pub mod ws;
 
 pub use http::{header, http, percent, raw_http, raw_http_with, request};
 pub use nats::NatsServer;
-pub use process::{example_binary, free_port, skip, spawn_listening, under_ci, Proc};
+pub use process::{chat, example_binary, free_port, skip, spawn_listening, under_ci, Proc};
 pub use redis::RedisServer;
 pub use wait::{eventually, until, Wait};
 pub use ws::{

@@ -92,6 +92,17 @@ pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// The chat example (the showcase many tests drive) on a free loopback port, with `args` after
+/// `--bind 127.0.0.1 --port 0`; the process and its base URL.
+pub fn chat(args: &[&str]) -> (Proc, String) {
+    let bin = example_binary("chat", &["examples/chat", "framework/src", "framework/js"]);
+    let mut cmd = Command::new(bin);
+    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("RUST_LOG", "warn");
+    spawn_listening(cmd)
+}
+
 /// The binary of the example `name`, built by `cargo test` beside the test binaries.
 ///
 /// `cargo test --test X` alone does not rebuild examples: this refuses a binary older than

@@ -133,6 +133,7 @@ export interface Channel {
     | "empty"
     | "engine_unavailable"
     | "forbidden"
+    | "get_token"
     | "internal"
     | "message_too_long"
     | "missing_route"
@@ -142,10 +143,14 @@ export interface Channel {
     | "overloaded"
     | "presence_too_large"
     | "rate_limited"
+    | "refresh_unsupported"
     | "room_not_allowed"
     | "timeout"
+    | "token_expired"
     | "too_many_connections"
     | "too_many_topics"
+    | "too_many_user_connections"
+    | "too_many_user_topics"
     | "unauthorized"
     | "unknown_route";
 }

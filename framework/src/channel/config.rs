@@ -86,6 +86,16 @@ pub struct ChannelConfig {
     /// Largest presence metadata (`track`, subscribe with presence), as JSON, in bytes; larger
     /// gets `presence_too_large`. Default: 4 KiB.
     pub max_presence_size: usize,
+    /// Topics all connections of one user hold together on this node (channels that name
+    /// users); a subscribe beyond it gets `too_many_user_topics`. Default: 1000.
+    pub max_user_topics: usize,
+    /// Open connections one user may have (channels that name users), counted on every node of
+    /// the engine; one more is refused at the upgrade with HTTP 429
+    /// (`too_many_user_connections`). Default: 100.
+    pub max_connections_per_user: usize,
+    /// How long before a token expires the server asks for a new one with a `refresh` frame
+    /// (at most half the token's remaining lifetime). Default: 30 s.
+    pub refresh_lead: Duration,
     /// The server pings this often. Default: 30 s.
     pub heartbeat_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed with 1001.
@@ -117,6 +127,9 @@ impl Default for ChannelConfig {
             max_topics: 100,
             max_topic_length: 256,
             max_presence_size: 4096,
+            max_user_topics: 1000,
+            max_connections_per_user: 100,
+            refresh_lead: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             close_timeout: Duration::from_secs(5),

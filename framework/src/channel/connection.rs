@@ -26,7 +26,7 @@ use super::outbound::{Class, Frame};
 use super::router::{Answering, Dispatch, Handler, Inbound};
 use super::transport::{Incoming, IncomingStream, Writer};
 use crate::error::ChannelError;
-use crate::handler::{Body, BoxFuture, MessageRequest, Reply};
+use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
 use crate::meter::{self, RouteLabel, Started};
 use crate::protocol::close_code;
 
@@ -232,16 +232,21 @@ impl<S: 'static> Connection<S> {
                 answering,
                 route,
             } => {
-                let (name, label) = match route {
-                    RouteLabel::Named(name) => (Some(name.clone()), RouteKind::Named),
-                    RouteLabel::Binary => (None, RouteKind::Binary),
+                let (span_route, label) = match route {
+                    RouteLabel::Named(name) => (Some(&**name), RouteKind::Named),
+                    RouteLabel::Binary => (Some(BINARY_ROUTE), RouteKind::Binary),
                     _ => (None, RouteKind::Default),
+                };
+                // The name is kept (a reference count) only for metrics.
+                let name = match route {
+                    RouteLabel::Named(name) if started.is_timed() => Some(name.clone()),
+                    _ => None,
                 };
                 let span = if spans_wanted() {
                     tracing::debug_span!(
                         parent: &self.span,
                         "message",
-                        route = name.as_deref().or(answering.route()).unwrap_or("$default"),
+                        route = span_route.or(answering.route()).unwrap_or("$default"),
                         r#ref = answering.reference(),
                         outcome = tracing::field::Empty,
                     )
@@ -317,12 +322,15 @@ impl<S: 'static> Connection<S> {
             RouteKind::Default => RouteLabel::Default,
             RouteKind::Binary => RouteLabel::Binary,
         };
-        self.def.meters.message(
-            &self.def.path,
-            label,
-            error.as_ref().map_or(Ok(()), Err),
-            flight.started,
-        );
+        // A message that started before metrics did is not counted.
+        if flight.started.is_timed() {
+            self.def.meters.message(
+                &self.def.path,
+                label,
+                error.as_ref().map_or(Ok(()), Err),
+                flight.started,
+            );
+        }
         if !flight.span.is_disabled() {
             flight
                 .span
@@ -356,6 +364,7 @@ impl<S: 'static> Connection<S> {
         meter::closed(&self.def.path, code);
         tracing::debug!(parent: &self.span, code, "disconnected");
         self.channel.outbound().shut();
+        self.channel.stop_tokens();
         let hub = self.channel.hub().clone();
         let id = self.channel.id();
         let Some(h) = self.def.on_disconnect.clone() else {

@@ -29,9 +29,14 @@ pub(crate) struct ChannelDef<S> {
     pub(crate) on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
     pub(crate) on_open: Option<OpenHook<S>>,
     pub(crate) open: Arc<AtomicUsize>,
+    /// Names a connection's user from its session.
+    pub(crate) user_key: Option<UserKey<S>>,
     /// This worker's metric series of the channel's routes, found once.
     pub(crate) meters: crate::meter::RouteMeters,
 }
+
+/// A channel's user key: the user of a session.
+pub(crate) type UserKey<S> = Arc<dyn Fn(&S) -> String + Send + Sync>;
 
 /// Runs in the connection actor once the socket is open.
 pub(crate) type OpenHook<S> = Arc<dyn Fn(&Channel<S>) + Send + Sync>;

@@ -4,13 +4,14 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use actix_web::{web, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::channel::outbound::{Class, Outbound, Refused};
+use crate::channel::tokens::{Deadline, Due, Tokens};
 use crate::engine::Subscriber;
 use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub, TopicLimits};
@@ -38,6 +39,10 @@ pub(crate) struct ConnInner<S> {
     pub(crate) connected_at: SystemTime,
     pub(crate) hub: Hub,
     pub(crate) entry: Arc<ConnEntry>,
+    /// Its tokens' deadlines (`channel::tokens`).
+    pub(crate) tokens: RefCell<Tokens>,
+    /// How long before an expiry the client is asked for a new token.
+    pub(crate) refresh_lead: std::time::Duration,
 }
 
 /// What a connection keeps of its opening request: a compact copy, so that the request goes
@@ -218,6 +223,39 @@ impl<S> Channel<S> {
         self.inner.out.len()
     }
 
+    /// The connection's user key, on a channel that names users
+    /// ([`ChannelRoute::user`](crate::ChannelRoute::user)): what
+    /// [`Hub::send_to_user`](crate::Hub::send_to_user) and the per-user limits go by.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// #[switchboard::message("whoami")]
+    /// async fn whoami(ch: Channel) -> Result<Option<String>, ChannelError> {
+    ///     Ok(ch.user().map(str::to_owned))
+    /// }
+    /// ```
+    pub fn user(&self) -> Option<&str> {
+        self.inner.entry.user.as_ref().map(|u| &*u.key)
+    }
+
+    /// How long until the connection's token expires (see
+    /// [`ConnectRequest::set_expiry`](crate::ConnectRequest::set_expiry)); `None` when it has
+    /// no expiry.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// #[switchboard::message("ttl")]
+    /// async fn ttl(ch: Channel) -> Result<Option<u128>, ChannelError> {
+    ///     Ok(ch.token_expires_in().map(|d| d.as_millis()))
+    /// }
+    /// ```
+    pub fn token_expires_in(&self) -> Option<std::time::Duration> {
+        let tokens = self.inner.tokens.borrow();
+        tokens.conn.map(|d| d.left(Instant::now()))
+    }
+
     /// The hub this connection is registered with.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
@@ -262,6 +300,7 @@ impl<S> Channel<S> {
             Arc::from(request.path()),
             &request,
             TopicLimits::default(),
+            None,
         ));
         Channel {
             inner: Rc::new(ConnInner {
@@ -274,6 +313,8 @@ impl<S> Channel<S> {
                 connected_at,
                 hub,
                 entry,
+                tokens: RefCell::new(Tokens::default()),
+                refresh_lead: std::time::Duration::ZERO,
             }),
         }
     }
@@ -292,3 +333,120 @@ impl<S> Channel<S> {
 }
 
 local_topics!(impl<S> Channel<S>);
+
+/// `{"refresh":{["topic":T,]"expires_in":ms}}`: the server asks for a new token.
+fn refresh_frame(topic: Option<&str>, left: std::time::Duration) -> String {
+    let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    let body = match topic {
+        Some(t) => serde_json::json!({ "refresh": { "topic": t, "expires_in": ms } }),
+        None => serde_json::json!({ "refresh": { "expires_in": ms } }),
+    };
+    body.to_string()
+}
+
+/// `{"unsubscribed":{"topic":T,"code":C,"message":M}}`: the server ended a subscription.
+pub(crate) fn unsubscribed_frame(topic: &str, err: &ChannelError) -> String {
+    serde_json::json!({
+        "unsubscribed": { "topic": topic, "code": err.code(), "message": err.message() }
+    })
+    .to_string()
+}
+
+/// Token deadlines: one timer per connection, for the next moment of all (see
+/// `channel::tokens`).
+impl<S: 'static> Channel<S> {
+    /// Sets (or clears) the connection's own token expiry, and reschedules.
+    pub(crate) fn set_token_expiry(&self, at: Option<SystemTime>) {
+        let d = at.map(|at| Deadline::new(at, self.inner.refresh_lead, Instant::now()));
+        self.inner.tokens.borrow_mut().conn = d;
+        self.schedule_tokens();
+    }
+
+    /// Sets (or clears) the expiry of this connection's subscription to `topic`.
+    pub(crate) fn set_topic_expiry(&self, topic: &str, at: Option<SystemTime>) {
+        let topic: Arc<str> = Arc::from(topic);
+        let d = at.map(|at| Deadline::new(at, self.inner.refresh_lead, Instant::now()));
+        let entry = &self.inner.entry;
+        self.inner
+            .tokens
+            .borrow_mut()
+            .set_topic(&topic, d, |t| entry.has_topic(t));
+        self.schedule_tokens();
+    }
+
+    /// Whether this connection's subscription to `topic` carries a token.
+    pub(crate) fn topic_has_token(&self, topic: &str) -> bool {
+        self.inner.tokens.borrow().topic(topic).is_some()
+    }
+
+    /// The time left on a token: the connection's (`None`) or a topic's.
+    pub(crate) fn token_left(&self, topic: Option<&str>) -> Option<std::time::Duration> {
+        let tokens = self.inner.tokens.borrow();
+        let d = match topic {
+            Some(t) => tokens.topic(t).copied(),
+            None => tokens.conn,
+        };
+        d.map(|d| d.left(Instant::now()))
+    }
+
+    fn schedule_tokens(&self) {
+        let mut tokens = self.inner.tokens.borrow_mut();
+        tokens.stop();
+        if self.is_closed() {
+            return;
+        }
+        let Some(next) = tokens.next() else {
+            return;
+        };
+        let weak = Rc::downgrade(&self.inner);
+        tokens.timer = Some(actix_rt::spawn(async move {
+            actix_rt::time::sleep_until(next.into()).await;
+            if let Some(inner) = weak.upgrade() {
+                Channel { inner }.fire_tokens();
+            }
+        }));
+    }
+
+    /// The timer fired: asks for refreshes, ends what expired.
+    fn fire_tokens(&self) {
+        let due = {
+            let mut tokens = self.inner.tokens.borrow_mut();
+            // This task is the timer: let it finish rather than abort it.
+            tokens.timer = None;
+            tokens.take_due(Instant::now())
+        };
+        for (topic, due) in due {
+            match (topic, due) {
+                (None, Due::Ask(left)) => {
+                    let _ = self
+                        .inner
+                        .out
+                        .push_text(refresh_frame(None, left).into(), Class::Essential);
+                }
+                (None, Due::Expired) => {
+                    tracing::debug!(connection = %self.id(), "token expired");
+                    self.close_with(close_code::TOKEN_EXPIRED, "token expired");
+                }
+                (Some(topic), due) => {
+                    if !self.inner.entry.has_topic(&topic) {
+                        continue;
+                    }
+                    let frame = match due {
+                        Due::Ask(left) => refresh_frame(Some(&topic), left),
+                        Due::Expired => {
+                            let _ = self.local().map(|l| l.unsubscribe(&topic));
+                            unsubscribed_frame(&topic, &ChannelError::TokenExpired)
+                        }
+                    };
+                    let _ = self.inner.out.push_text(frame.into(), Class::Essential);
+                }
+            }
+        }
+        self.schedule_tokens();
+    }
+
+    /// Stops the token timer: the connection ends.
+    pub(crate) fn stop_tokens(&self) {
+        self.inner.tokens.borrow_mut().stop();
+    }
+}

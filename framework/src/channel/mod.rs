@@ -13,6 +13,7 @@
 //! | `outbound` | the bounded outbound queue and the slow-consumer policy |
 //! | `transport` | the glue to actix-ws |
 //! | `heartbeat` | pings and idle timeouts, one task per channel and worker |
+//! | `tokens` | tokens that expire: a connection's deadlines and its one timer |
 
 mod config;
 pub(crate) mod connection;
@@ -22,6 +23,7 @@ mod heartbeat;
 pub(crate) mod outbound;
 mod route;
 pub(crate) mod router;
+mod tokens;
 pub(crate) mod transport;
 pub(crate) mod upgrade;
 

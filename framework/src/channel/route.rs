@@ -11,14 +11,16 @@ use actix_web::dev::{AppService, HttpServiceFactory};
 use actix_web::{web, HttpRequest};
 
 use super::config::*;
-use super::def::{ChannelDef, OpenHook};
+use super::def::{ChannelDef, OpenHook, UserKey};
 use super::handle::*;
 use super::router::{Fallback, Handler, RouteTable, Router};
 use super::upgrade::*;
 use crate::channel::outbound::SlowConsumerPolicy;
 use crate::engine::TopicPattern;
+use crate::handler::refresh::{RefreshHandler, RefreshRoute, REFRESH};
 use crate::handler::subscribe::{
-    JoinGuard, Joins, PresenceRule, SubscribeRoute, UnsubscribeRoute, SUBSCRIBE, UNSUBSCRIBE,
+    Guard, JoinGuard, Joins, PresenceRule, SubscribeRoute, TokenGuard, UnsubscribeRoute, SUBSCRIBE,
+    UNSUBSCRIBE,
 };
 use crate::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use crate::protocol::RouteKey;
@@ -51,7 +53,7 @@ pub struct ChannelRoute<S = ()> {
     /// Push events, topic events, error codes and connect parameters the channel declares
     /// for its generated types ([`schema`](crate::schema)).
     #[cfg(feature = "schema")]
-    pub(crate) declared: crate::schema::Declared,
+    pub(crate) declared: crate::handler::describe::Declared,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -65,6 +67,8 @@ struct ChannelDefBuilder<S> {
     on_disconnect: Option<Arc<dyn DisconnectHandler<S>>>,
     on_open: Option<OpenHook<S>>,
     open: Arc<AtomicUsize>,
+    user_key: Option<UserKey<S>>,
+    on_refresh: Option<Arc<dyn RefreshHandler<S>>>,
 }
 
 impl<S> Clone for ChannelRoute<S> {
@@ -81,6 +85,8 @@ impl<S> Clone for ChannelRoute<S> {
                 on_disconnect: self.def.on_disconnect.clone(),
                 on_open: self.def.on_open.clone(),
                 open: self.def.open.clone(),
+                user_key: self.def.user_key.clone(),
+                on_refresh: self.def.on_refresh.clone(),
             },
             #[cfg(feature = "schema")]
             declared: self.declared.clone(),
@@ -104,6 +110,8 @@ impl<S: 'static> ChannelRoute<S> {
                 on_disconnect: None,
                 on_open: None,
                 open: Arc::new(AtomicUsize::new(0)),
+                user_key: None,
+                on_refresh: None,
             },
             #[cfg(feature = "schema")]
             declared: Default::default(),
@@ -160,7 +168,75 @@ impl<S: 'static> ChannelRoute<S> {
         self.def
             .joins
             .guards
-            .push((TopicPattern::new(pattern), Arc::new(guard)));
+            .push((TopicPattern::new(pattern), Guard::Plain(Arc::new(guard))));
+        self
+    }
+
+    /// Lets clients join topics matching `pattern` with a token of the topic's own (`"token"`
+    /// in the subscribe's data), which `guard` checks and which may expire. Before it does,
+    /// the client is asked for a new one (`{"refresh":{"topic":..}}`), checked by the same
+    /// guard; without one the subscription ends with an `unsubscribed` frame. See
+    /// [`TokenGuard`](crate::handler::subscribe::TokenGuard) for an example.
+    pub fn join_with_token(mut self, pattern: &str, guard: impl TokenGuard<S>) -> Self {
+        self.def
+            .joins
+            .guards
+            .push((TopicPattern::new(pattern), Guard::Token(Arc::new(guard))));
+        self
+    }
+
+    /// Names each connection's user from its session (connections without a session have
+    /// none). Then [`Hub::send_to_user`](crate::Hub::send_to_user),
+    /// [`Hub::disconnect_user`](crate::Hub::disconnect_user) and
+    /// [`Hub::user_connections`](crate::Hub::user_connections) reach all of a user's
+    /// connections (on every node of the engine), a user may have at most
+    /// [`max_connections_per_user`](Self::max_connections_per_user) connections and
+    /// [`max_user_topics`](Self::max_user_topics) topics, and the built-in `subscribe` enters
+    /// presence keyed by user unless a [`presence`](Self::presence) rule says otherwise. The
+    /// key is read once, when the connection opens.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// #[derive(Clone)]
+    /// struct User { id: String }
+    ///
+    /// let route = ChannelRoute::<User>::new("/ws")
+    ///     .user(|u: &User| u.id.clone())
+    ///     .max_connections_per_user(5);
+    /// ```
+    pub fn user(mut self, key: impl Fn(&S) -> String + Send + Sync + 'static) -> Self {
+        self.def.user_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Open connections one user may have (on every node of the engine); one more is refused
+    /// at the upgrade with HTTP 429 `too_many_user_connections`. Default: 100.
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.def.config.max_connections_per_user = n;
+        self
+    }
+
+    /// Topics all connections of one user may hold together on this node; a subscribe beyond
+    /// it gets `too_many_user_topics`. Default: 1000.
+    pub fn max_user_topics(mut self, n: usize) -> Self {
+        self.def.config.max_user_topics = n;
+        self
+    }
+
+    /// Checks new connection tokens sent on the built-in `refresh` route (see
+    /// [`RefreshHandler`](crate::handler::refresh::RefreshHandler) for an example). Give a
+    /// connection an expiry in `on_connect` with
+    /// [`ConnectRequest::set_expiry`](crate::ConnectRequest::set_expiry).
+    pub fn on_refresh(mut self, handler: impl RefreshHandler<S>) -> Self {
+        self.def.on_refresh = Some(Arc::new(handler));
+        self
+    }
+
+    /// How long before a token expires the client is asked for a new one (at most half of
+    /// the token's remaining lifetime). Default: 30 s.
+    pub fn refresh_lead(mut self, lead: Duration) -> Self {
+        self.def.config.refresh_lead = lead;
         self
     }
 
@@ -317,12 +393,24 @@ impl<S: 'static> ChannelRoute<S> {
 
     fn build(self) -> (String, ChannelDef<S>) {
         let b = self.def;
-        let mut routes: Vec<(Box<str>, Handler<S>)> = Vec::with_capacity(b.routes.len() + 2);
-        if !b.joins.guards.is_empty() {
-            // Built-ins first: a handler of the user's for the same route replaces them.
-            let joins = Arc::new(b.joins);
-            routes.push((SUBSCRIBE.into(), Arc::new(SubscribeRoute(joins))));
+        let mut routes: Vec<(Box<str>, Handler<S>)> = Vec::with_capacity(b.routes.len() + 3);
+        let tokens = b
+            .joins
+            .guards
+            .iter()
+            .any(|(_, g)| matches!(g, Guard::Token(_)));
+        let joins = Arc::new(b.joins);
+        // Built-ins first: a handler of the user's for the same route replaces them.
+        if !joins.guards.is_empty() {
+            routes.push((SUBSCRIBE.into(), Arc::new(SubscribeRoute(joins.clone()))));
             routes.push((UNSUBSCRIBE.into(), Arc::new(UnsubscribeRoute)));
+        }
+        if tokens || b.on_refresh.is_some() {
+            let refresh = RefreshRoute {
+                handler: b.on_refresh,
+                joins,
+            };
+            routes.push((REFRESH.into(), Arc::new(refresh)));
         }
         routes.extend(b.routes.into_iter().map(|h| (Box::from(h.route()), h)));
         let router = Router::new(
@@ -344,6 +432,7 @@ impl<S: 'static> ChannelRoute<S> {
                 on_disconnect: b.on_disconnect,
                 on_open: b.on_open,
                 open: b.open,
+                user_key: b.user_key,
                 meters: Default::default(),
             },
         )
@@ -354,8 +443,8 @@ impl<S: 'static> ChannelRoute<S> {
 impl<S: 'static> ChannelRoute<S> {
     /// What [`schema`](crate::schema) describes: the routes with their types, the join
     /// patterns, presence, the connect parameters and the declarations.
-    pub(crate) fn schema_parts(&self) -> crate::schema::Parts<'_> {
-        crate::schema::Parts {
+    pub(crate) fn schema_parts(&self) -> crate::handler::describe::Parts<'_> {
+        crate::handler::describe::Parts {
             path: &self.path,
             route_key: &self.def.config.route_key,
             routes: (self.def.routes.iter())

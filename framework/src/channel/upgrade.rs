@@ -16,6 +16,7 @@ use super::heartbeat;
 use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
+use crate::channel::tokens::Tokens;
 use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub, TopicLimits};
 use crate::id::ConnectionId;
@@ -74,18 +75,48 @@ pub(crate) async fn accept<S: 'static>(
             ChannelError::unauthorized("a session is required").error_response(),
         );
     }
-    let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
-        Ok(parts) => parts,
-        Err(e) => return refuse("bad_request", e.error_response()),
-    };
+    let expiry = req.extensions().get::<TokenExpiry>().map(|e| e.0);
+    if expiry.is_some_and(|at| at <= SystemTime::now()) {
+        return refuse("auth", ChannelError::TokenExpired.error_response());
+    }
     let out =
         Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer).for_channel(&def.path));
     let limits = TopicLimits {
         max_topics: cfg.max_topics,
         max_topic_len: cfg.max_topic_length,
         max_presence_bytes: cfg.max_presence_size,
+        max_user_topics: cfg.max_user_topics,
     };
-    let entry = Arc::new(ConnEntry::new(out.clone(), def.path.clone(), &req, limits));
+    let user = match (&def.user_key, &session) {
+        (Some(key), Some(s)) => Some(hub.user_ref(Arc::from(key(s)))),
+        _ => None,
+    };
+    let entry = Arc::new(ConnEntry::new(
+        out.clone(),
+        def.path.clone(),
+        &req,
+        limits,
+        user,
+    ));
+    // The user's connection limit, counted on every node, before the socket opens.
+    if let Err(e) = hub
+        .admit_user(id, &entry, cfg.max_connections_per_user)
+        .await
+    {
+        hub.abandon(id, &entry);
+        let reason = match &e {
+            ChannelError::TooManyUserConnections { .. } => "user_cap",
+            _ => "engine",
+        };
+        return refuse(reason, e.error_response());
+    }
+    let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
+        Ok(parts) => parts,
+        Err(e) => {
+            hub.abandon(id, &entry);
+            return refuse("bad_request", e.error_response());
+        }
+    };
     hub.register(id, entry.clone());
     heartbeat::watch(&def, &entry);
     let app = def
@@ -104,9 +135,14 @@ pub(crate) async fn accept<S: 'static>(
             connected_at: SystemTime::now(),
             hub,
             entry,
+            tokens: RefCell::new(Tokens::default()),
+            refresh_lead: cfg.refresh_lead,
         }),
     };
     drop(req);
+    if expiry.is_some() {
+        channel.set_token_expiry(expiry);
+    }
     Connection::new(def, channel, ws, incoming, guard).start();
     response
 }
@@ -183,7 +219,37 @@ impl ConnectRequest {
     pub fn app_data<T: 'static>(&self) -> Option<&T> {
         self.0.app_data::<T>()
     }
+
+    /// Gives the connection's token an expiry (from a connect handler). Before it, the server
+    /// asks the client for a new token with a `refresh` frame, which the channel's
+    /// [`on_refresh`](crate::ChannelRoute::on_refresh) handler checks; without a valid one by
+    /// then the connection closes with 4401 (`token expired`). A time already past refuses
+    /// the upgrade (HTTP 401 `token_expired`). The `jwt` feature's verifier sets it from the
+    /// token's `exp`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use switchboard::prelude::*;
+    ///
+    /// #[switchboard::on_connect]
+    /// async fn connect(req: ConnectRequest) -> Result<(), ChannelError> {
+    ///     match req.query("token") {
+    ///         Some("good") => {
+    ///             req.set_expiry(SystemTime::now() + Duration::from_secs(900));
+    ///             Ok(())
+    ///         }
+    ///         _ => Err(ChannelError::unauthorized("bad token")),
+    ///     }
+    /// }
+    /// ```
+    pub fn set_expiry(&self, at: SystemTime) {
+        self.0.extensions_mut().insert(TokenExpiry(at));
+    }
 }
+
+/// When a connection's token expires, as a connect handler set it (request extensions).
+#[derive(Clone, Copy, Debug)]
+struct TokenExpiry(SystemTime);
 
 /// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case).
 pub(crate) fn bearer(authorization: &str) -> Option<&str> {

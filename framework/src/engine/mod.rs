@@ -249,6 +249,48 @@ pub trait Engine: Send + Sync + 'static {
         meta: serde_json::Value,
     ) -> SendFuture<Result<(), EngineError>>;
 
+    /// Like [`track`](Engine::track), but only while `key` has fewer than `max` other
+    /// connections in `topic`'s presence (on every node, for engines that span several):
+    /// `Ok(false)` and nothing entered when it has. The count and the entry are one atomic
+    /// step, so concurrent calls never admit more than `max`. Hubs use it for
+    /// [`max_connections_per_user`](crate::ChannelRoute::max_connections_per_user).
+    ///
+    /// The default implementation fails: an engine that cannot count atomically cannot
+    /// enforce the limit, and refusing is safer than admitting everyone.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use switchboard::engine::{Delivered, DeliverySink, Engine, MemoryEngine, Publication, Subscriber};
+    /// use switchboard::ConnectionId;
+    ///
+    /// struct Ignore;
+    /// impl DeliverySink for Ignore {
+    ///     fn deliver(&self, _: &Publication) -> Delivered { Delivered::Queued }
+    /// }
+    ///
+    /// # #[actix_rt::main] async fn main() {
+    /// let engine = MemoryEngine::builder().shards(1).build();
+    /// let tab = |_| Subscriber { id: ConnectionId::next(), sink: Arc::new(Ignore) };
+    /// let one = engine.track_at_most("t".into(), tab(1), "ann".into(), serde_json::json!({}), 1);
+    /// assert!(one.await.unwrap());
+    /// let two = engine.track_at_most("t".into(), tab(2), "ann".into(), serde_json::json!({}), 1);
+    /// assert!(!two.await.unwrap(), "ann has one connection already");
+    /// # }
+    /// ```
+    fn track_at_most(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        key: String,
+        meta: serde_json::Value,
+        max: usize,
+    ) -> SendFuture<Result<bool, EngineError>> {
+        let _ = (topic, subscriber, key, meta, max);
+        Box::pin(std::future::ready(Err(EngineError::failed(
+            "this engine cannot limit presence entries per key",
+        ))))
+    }
+
     /// Removes `id`'s presence from `topic`.
     fn untrack(&self, topic: Arc<str>, id: ConnectionId);
 
@@ -268,6 +310,16 @@ pub trait Engine: Send + Sync + 'static {
     fn health(&self) -> EngineHealth {
         EngineHealth::Up
     }
+}
+
+/// Topics whose names start with this are the framework's own (a user's connections listen on
+/// `$sb:user:{user}`): clients cannot join them, they never keep history, and
+/// [`Hub::topics`](crate::Hub::topics) leaves them out.
+pub const INTERNAL_PREFIX: &str = "$sb:";
+
+/// Whether `topic` is one of the framework's own (see [`INTERNAL_PREFIX`]).
+pub fn is_internal(topic: &str) -> bool {
+    topic.starts_with(INTERNAL_PREFIX)
 }
 
 /// How much history a topic keeps for recovery.

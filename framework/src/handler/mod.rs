@@ -5,7 +5,11 @@
 //! `#[switchboard::on_disconnect]` into a [`DisconnectHandler`]. Everything the macros emit can
 //! be written by hand against these traits.
 
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub mod describe;
 pub mod extract;
+pub mod refresh;
 pub mod subscribe;
 
 use std::any::TypeId;
@@ -124,7 +128,7 @@ pub trait MessageHandler<S>: Send + Sync + 'static {
     /// that says nothing) makes generation fail for this route.
     #[cfg(feature = "schema")]
     #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
-    fn types(&self) -> Option<crate::schema::RouteTypes> {
+    fn types(&self) -> Option<describe::RouteTypes> {
         None
     }
 }
@@ -144,7 +148,7 @@ pub trait ConnectHandler<S>: Send + Sync + 'static {
     /// ([`schema`](crate::schema)).
     #[cfg(feature = "schema")]
     #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
-    fn connect_query(&self) -> Option<crate::schema::TypeDesc> {
+    fn connect_query(&self) -> Option<describe::TypeDesc> {
         None
     }
 }

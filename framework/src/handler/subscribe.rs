@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,71 @@ where
     }
 }
 
+/// A join guard for topics that need a token of their own, and say when it expires. Any
+/// `Fn(Channel<S>, String, String) -> impl Future<Output = Result<Option<SystemTime>, ChannelError>>`
+/// is one: it gets the topic and the token the client sent with its subscribe (`"token"` in
+/// the subscribe's data), and returns when the token expires (`None`: never).
+///
+/// Before the expiry the server asks the client for a new token (a `refresh` frame naming the
+/// topic); the client answers on the built-in `refresh` route with the topic and the token,
+/// which this same guard checks. Without a valid one by the expiry, the subscription ends with
+/// an `unsubscribed` frame (code `token_expired`).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use switchboard::prelude::*;
+///
+/// let route = ChannelRoute::<()>::new("/ws").join_with_token(
+///     "private:*",
+///     |_ch: Channel, topic: String, token: String| async move {
+///         if token != format!("let-me-into-{topic}") {
+///             return Err(ChannelError::forbidden("bad topic token"));
+///         }
+///         Ok(Some(SystemTime::now() + Duration::from_secs(600)))
+///     },
+/// );
+/// ```
+pub trait TokenGuard<S>: Send + Sync + 'static {
+    /// `Ok` lets the connection join (or stay on) `topic` until the time it returns; an error
+    /// is the reply the client gets.
+    fn check(
+        &self,
+        channel: Channel<S>,
+        topic: String,
+        token: String,
+    ) -> BoxFuture<Result<Option<SystemTime>, ChannelError>>;
+}
+
+impl<S, F, Fut> TokenGuard<S> for F
+where
+    F: Fn(Channel<S>, String, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<SystemTime>, ChannelError>> + 'static,
+{
+    fn check(
+        &self,
+        channel: Channel<S>,
+        topic: String,
+        token: String,
+    ) -> BoxFuture<Result<Option<SystemTime>, ChannelError>> {
+        Box::pin(self(channel, topic, token))
+    }
+}
+
+/// A join rule's guard: a plain one, or one that checks a topic token.
+pub(crate) enum Guard<S> {
+    Plain(Arc<dyn JoinGuard<S>>),
+    Token(Arc<dyn TokenGuard<S>>),
+}
+
+impl<S> Clone for Guard<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Guard::Plain(g) => Guard::Plain(g.clone()),
+            Guard::Token(g) => Guard::Token(g.clone()),
+        }
+    }
+}
+
 /// Says under which key and with which metadata a connection appears in a topic's presence
 /// when it joins through the built-in route; `None` keeps it out. Any
 /// `Fn(Channel<S>, String) -> impl Future<Output = Option<(String, serde_json::Value)>>` is one.
@@ -77,7 +143,7 @@ where
 }
 
 pub(crate) struct Joins<S> {
-    pub(crate) guards: Vec<(TopicPattern, Arc<dyn JoinGuard<S>>)>,
+    pub(crate) guards: Vec<(TopicPattern, Guard<S>)>,
     pub(crate) presence: Option<Arc<dyn PresenceRule<S>>>,
 }
 
@@ -100,7 +166,7 @@ impl<S> Default for Joins<S> {
 }
 
 impl<S> Joins<S> {
-    fn guard(&self, topic: &str) -> Option<&Arc<dyn JoinGuard<S>>> {
+    pub(crate) fn guard(&self, topic: &str) -> Option<&Guard<S>> {
         self.guards
             .iter()
             .find(|(p, _)| p.matches(topic))
@@ -119,6 +185,9 @@ struct SubscribeData {
     /// many.
     #[serde(default)]
     last: Option<usize>,
+    /// The topic's own token, for topics joined with a token guard.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,16 +220,41 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
             let ch = req.channel().clone();
             // Before any guard runs: an over-long name is `bad_topic`, whoever may join it.
             ch.entry().limits.check_name(&data.topic)?;
-            let guard = joins.guard(&data.topic).ok_or_else(|| {
+            let cannot_join = || {
                 ChannelError::forbidden(format!(
                     "topic `{}` cannot be joined",
                     ChannelError::clip(&data.topic)
                 ))
-            })?;
-            guard.check(ch.clone(), data.topic.clone()).await?;
+            };
+            // The framework's own topics (a user's) are never for clients to join.
+            if crate::engine::is_internal(&data.topic) {
+                return Err(cannot_join());
+            }
+            let guard = joins.guard(&data.topic).ok_or_else(cannot_join)?;
+            let expiry = match guard {
+                Guard::Plain(g) => {
+                    g.check(ch.clone(), data.topic.clone()).await?;
+                    None
+                }
+                Guard::Token(g) => {
+                    let token = data.token.clone().ok_or_else(|| {
+                        ChannelError::unauthorized(format!(
+                            "topic `{}` needs a token",
+                            ChannelError::clip(&data.topic)
+                        ))
+                    })?;
+                    g.check(ch.clone(), data.topic.clone(), token).await?
+                }
+            };
+            if expiry.is_some_and(|at| at <= SystemTime::now()) {
+                return Err(ChannelError::TokenExpired);
+            }
             let presence = match &joins.presence {
                 Some(rule) => rule.presence(ch.clone(), data.topic.clone()).await,
-                None => None,
+                // A channel that names users: presence keyed by user.
+                None => ch
+                    .user()
+                    .map(|u| (u.to_owned(), serde_json::Value::Object(Default::default()))),
             };
             let options = SubscribeOptions {
                 recover: data.recover,
@@ -168,6 +262,9 @@ impl<S: 'static> MessageHandler<S> for SubscribeRoute<S> {
                 presence,
             };
             let subscribed = ch.subscribe_with(&data.topic, options).await?;
+            // Set (or, subscribed again without a token, cleared) after the subscription is
+            // held: the deadline list only keeps topics the connection holds.
+            ch.set_topic_expiry(&data.topic, expiry);
             req.reply_json(&SubscribeReply {
                 topic: data.topic,
                 subscribed,
@@ -185,6 +282,7 @@ impl<S: 'static> MessageHandler<S> for UnsubscribeRoute {
         Box::pin(async move {
             let data: TopicData = decode_payload(req.data().unwrap_or("null"))?;
             req.channel().unsubscribe(&data.topic).await?;
+            req.channel().set_topic_expiry(&data.topic, None);
             req.reply_json(&serde_json::json!({ "topic": data.topic }))
         })
     }

@@ -4,7 +4,9 @@
 mod registry;
 
 pub use registry::ConnectionInfo;
-pub(crate) use registry::{ConnEntry, Registry, TopicLimits};
+pub(crate) use registry::{ConnEntry, Registry, TopicLimits, UserRef};
+
+use registry::{user_topic, UserClose, USER_CLOSE, USER_PUSH};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,7 +18,8 @@ use serde_json::value::RawValue;
 
 use crate::channel::outbound::{Class, Frame, Refused};
 use crate::engine::{
-    Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Presence, Publish, TopicInfo,
+    Engine, EngineError, EngineHealth, EngineStats, MemoryEngine, Presence, Publish,
+    SubscribeRequest, TopicInfo,
 };
 use crate::error::ChannelError;
 use crate::id::ConnectionId;
@@ -147,9 +150,12 @@ impl Hub {
         Ok(())
     }
 
-    /// Topics with subscribers, and how many each has.
+    /// Topics with subscribers, and how many each has (the framework's own, such as the
+    /// users' topics, left out).
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, ChannelError> {
-        Ok(self.inner.engine.topics().await?)
+        let mut all = self.inner.engine.topics().await?;
+        all.retain(|t| !crate::engine::is_internal(&t.topic));
+        Ok(all)
     }
 
     /// Subscribers of `topic`.
@@ -233,6 +239,79 @@ impl Hub {
         Ok(())
     }
 
+    /// Pushes `{"event":event,"data":data}` to every open connection of `user` (on every
+    /// node of the engine), on channels that name users
+    /// ([`ChannelRoute::user`](crate::ChannelRoute::user)). `data` is serialized once. A user
+    /// without connections is not an error: nobody gets it.
+    ///
+    /// ```
+    /// use actix_web::{web, HttpResponse};
+    /// use switchboard::{ChannelError, Hub};
+    ///
+    /// /// POST /notify/{user}: a notification to every tab and device of the user.
+    /// async fn notify(hub: Hub, user: web::Path<String>, text: String) -> Result<HttpResponse, ChannelError> {
+    ///     hub.send_to_user(&user, "notification", &text).await?;
+    ///     Ok(HttpResponse::NoContent().finish())
+    /// }
+    /// ```
+    pub async fn send_to_user<T: Serialize + ?Sized>(
+        &self,
+        user: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), ChannelError> {
+        let event = format!("{USER_PUSH}{event}");
+        self.publish_raw(&user_topic(user), &event, to_raw(data)?, None)
+            .await
+    }
+
+    /// Closes every open connection of `user` (on every node) with `code` and `reason`, the
+    /// way [`disconnect`](Hub::disconnect) closes one (after frames already queued). Use a
+    /// code of 4000–4099 to tell the JavaScript client not to come back (a ban, a logout).
+    ///
+    /// ```
+    /// use switchboard::{ChannelError, Hub};
+    ///
+    /// async fn ban(hub: &Hub, user: &str) -> Result<(), ChannelError> {
+    ///     hub.disconnect_user(user, 4001, "banned").await
+    /// }
+    /// ```
+    pub async fn disconnect_user(
+        &self,
+        user: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), ChannelError> {
+        let close = UserClose {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.publish_raw(&user_topic(user), USER_CLOSE, to_raw(&close)?, None)
+            .await
+    }
+
+    /// The open connections of `user`, on every node of the engine, in no particular order.
+    ///
+    /// ```
+    /// use switchboard::{ChannelError, Hub};
+    ///
+    /// async fn online(hub: &Hub, user: &str) -> Result<bool, ChannelError> {
+    ///     Ok(!hub.user_connections(user).await?.is_empty())
+    /// }
+    /// ```
+    pub async fn user_connections(&self, user: &str) -> Result<Vec<ConnectionId>, ChannelError> {
+        let presence = self.inner.engine.presence(user_topic(user)).await?;
+        Ok(presence
+            .get(user)
+            .map(|e| {
+                e.metas
+                    .iter()
+                    .filter_map(|m| m.get("id")?.as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// The registry entry of an open connection.
     pub(crate) fn entry(&self, id: ConnectionId) -> Option<Arc<ConnEntry>> {
         self.inner.registry.get(id)
@@ -248,12 +327,68 @@ impl Hub {
         }
     }
 
+    /// A new connection's share of its user's slot on this node.
+    pub(crate) fn user_ref(&self, user: Arc<str>) -> UserRef {
+        self.inner.registry.user_ref(user)
+    }
+
+    /// Admits connection `id` of `entry`'s user: refused with `too_many_user_connections`
+    /// when the user has `max` connections already (on every node), then subscribed to the
+    /// user's topic. On an error nothing is left behind but the slot, which
+    /// [`abandon`](Hub::abandon) gives back.
+    pub(crate) async fn admit_user(
+        &self,
+        id: ConnectionId,
+        entry: &ConnEntry,
+        max: usize,
+    ) -> Result<(), ChannelError> {
+        let Some(user) = &entry.user else {
+            return Ok(());
+        };
+        let engine = &self.inner.engine;
+        let topic = user_topic(&user.key);
+        let sub = entry.user_subscriber(id);
+        let meta = serde_json::json!({ "id": id.to_string(), "channel": &**entry.channel() });
+        let admitted = engine
+            .track_at_most(topic.clone(), sub.clone(), user.key.to_string(), meta, max)
+            .await;
+        match admitted {
+            Ok(true) => {}
+            Ok(false) => return Err(ChannelError::TooManyUserConnections { max }),
+            Err(e) => {
+                engine.untrack(topic, id);
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = engine
+            .subscribe(SubscribeRequest::new(topic.clone(), sub))
+            .await
+        {
+            engine.unsubscribe(topic, id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection that never opened (its upgrade failed after `admit_user`).
+    pub(crate) fn abandon(&self, id: ConnectionId, entry: &ConnEntry) {
+        self.forget_user(id, entry);
+    }
+
+    fn forget_user(&self, id: ConnectionId, entry: &ConnEntry) {
+        if let Some(user) = &entry.user {
+            self.inner.engine.unsubscribe(user_topic(&user.key), id);
+            self.inner.registry.release_user(user);
+        }
+    }
+
     /// Forgets a connection: its subscriptions and presence everywhere.
     pub(crate) fn deregister(&self, id: ConnectionId) {
         if let Some(entry) = self.inner.registry.remove(id) {
             for topic in entry.take_topics() {
                 self.inner.engine.unsubscribe(topic, id);
             }
+            self.forget_user(id, &entry);
         }
         if self.inner.draining.load(Ordering::Relaxed) {
             self.inner.left.notify_waiters();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,8 @@ pub struct ConnectionInfo {
     pub queued: usize,
     /// Frames dropped for it under the drop-newest slow-consumer policy.
     pub dropped: u64,
+    /// Its user key, on a channel that names users ([`ChannelRoute::user`](crate::ChannelRoute::user)).
+    pub user: Option<String>,
 }
 
 /// What one connection may hold of topics and presence (from its channel's `ChannelConfig`).
@@ -45,6 +47,8 @@ pub(crate) struct TopicLimits {
     pub(crate) max_topic_len: usize,
     /// Bytes of one presence entry's metadata, as JSON.
     pub(crate) max_presence_bytes: usize,
+    /// Topics all connections of one user on this node hold together.
+    pub(crate) max_user_topics: usize,
 }
 
 impl Default for TopicLimits {
@@ -53,6 +57,7 @@ impl Default for TopicLimits {
             max_topics: 100,
             max_topic_len: 256,
             max_presence_bytes: 4096,
+            max_user_topics: 1000,
         }
     }
 }
@@ -95,10 +100,74 @@ impl TopicLimits {
     }
 }
 
+/// What the connections of one user on this node share: their topic count (for
+/// `max_user_topics`). In the registry's user table while the user has connections here.
+pub(crate) struct UserSlot {
+    topics: AtomicUsize,
+    /// Connections holding the slot; changed with the user table locked.
+    conns: AtomicUsize,
+}
+
+/// A connection's user: its key and the slot its user's connections here share.
+pub(crate) struct UserRef {
+    pub(crate) key: Arc<str>,
+    slot: Arc<UserSlot>,
+    /// The slot was given back (once).
+    released: AtomicBool,
+}
+
+/// The internal topic a user's connections listen on (see [`crate::engine::INTERNAL_PREFIX`]).
+pub(crate) fn user_topic(user: &str) -> Arc<str> {
+    Arc::from(format!("{}user:{user}", crate::engine::INTERNAL_PREFIX))
+}
+
+/// Events on a user topic: `p:<event>` pushes `{"event":event,"data":data}` to each of the
+/// user's connections, `c` closes them (data `{"code":..,"reason":..}`). Presence frames of the
+/// topic (its entries count the user's connections) are not for clients.
+pub(crate) const USER_PUSH: &str = "p:";
+pub(crate) const USER_CLOSE: &str = "c";
+
+/// Where a user topic's publications go: turned into pushes and closes on the connection.
+pub(crate) struct UserSink(pub(crate) Arc<Outbound>);
+
+/// The data of a user topic's close event.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct UserClose {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+impl DeliverySink for UserSink {
+    fn deliver(&self, d: &Publication) -> Delivered {
+        if self.0.is_closing() {
+            return Delivered::Gone;
+        }
+        if let Some(event) = d.event.strip_prefix(USER_PUSH) {
+            let Ok(frame) = crate::protocol::encode_event(event, &*d.data) else {
+                return Delivered::Dropped;
+            };
+            return self.0.deliver_text(frame);
+        }
+        if &*d.event == USER_CLOSE {
+            let close: UserClose = match serde_json::from_str(d.data.get()) {
+                Ok(c) => c,
+                Err(_) => UserClose {
+                    code: close_code::NORMAL,
+                    reason: String::new(),
+                },
+            };
+            self.0.close(close.code, &close.reason);
+        }
+        Delivered::Queued
+    }
+}
+
 /// A connection as the hub holds it: its outbound queue, its topics and what the connections
 /// API reports.
 pub(crate) struct ConnEntry {
     pub(crate) out: Arc<Outbound>,
+    /// Its user, on a channel that names users.
+    pub(crate) user: Option<UserRef>,
     topics: Mutex<Vec<Arc<str>>>,
     pub(crate) limits: TopicLimits,
     /// Deregistered: its topics were taken for cleanup, and one recorded now is never cleaned.
@@ -117,10 +186,12 @@ impl ConnEntry {
         channel: Arc<str>,
         req: &HttpRequest,
         limits: TopicLimits,
+        user: Option<UserRef>,
     ) -> Self {
         let now = SystemTime::now();
         ConnEntry {
             out,
+            user,
             topics: Mutex::new(Vec::new()),
             limits,
             gone: AtomicBool::new(false),
@@ -147,8 +218,18 @@ impl ConnEntry {
         }
     }
 
+    /// This connection's subscriber for its user topic: publications there become pushes
+    /// and closes.
+    pub(crate) fn user_subscriber(&self, id: ConnectionId) -> Subscriber {
+        Subscriber {
+            id,
+            sink: Arc::new(UserSink(self.out.clone())),
+        }
+    }
+
     /// Records a topic; false when it was there already. `bad_topic` for a name over the
-    /// limit, `too_many_topics` for a new topic beyond the connection's limit.
+    /// limit, `too_many_topics` for a new topic beyond the connection's limit,
+    /// `too_many_user_topics` beyond its user's.
     pub(crate) fn add_topic(&self, topic: Arc<str>) -> Result<bool, ChannelError> {
         self.limits.check_name(&topic)?;
         let mut t = self.lock_topics();
@@ -160,8 +241,32 @@ impl ConnEntry {
                 max: self.limits.max_topics,
             });
         }
+        if let Some(user) = &self.user {
+            let max = self.limits.max_user_topics;
+            let taken = user
+                .slot
+                .topics
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+            if taken.is_err() {
+                return Err(ChannelError::TooManyUserTopics { max });
+            }
+        }
         t.push(topic);
         Ok(true)
+    }
+
+    /// Gives `n` topics back to the user's count.
+    fn release_topics(&self, n: usize) {
+        if let (Some(user), true) = (&self.user, n > 0) {
+            let _ = user
+                .slot
+                .topics
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    Some(t.saturating_sub(n))
+                });
+        }
     }
 
     /// Whether `topic` is recorded and will be cleaned up with the connection.
@@ -174,6 +279,7 @@ impl ConnEntry {
         let mut t = self.lock_topics();
         let before = t.len();
         t.retain(|x| x != topic);
+        self.release_topics(before - t.len());
         t.len() != before
     }
 
@@ -184,6 +290,7 @@ impl ConnEntry {
     pub(crate) fn take_topics(&self) -> Vec<Arc<str>> {
         let mut t = self.lock_topics();
         self.gone.store(true, Ordering::Relaxed);
+        self.release_topics(t.len());
         std::mem::take(&mut *t)
     }
 
@@ -236,6 +343,7 @@ impl ConnEntry {
             user_agent: self.user_agent.as_deref().map(str::to_owned),
             queued: self.out.len(),
             dropped: self.out.dropped(),
+            user: self.user.as_ref().map(|u| u.key.to_string()),
         }
     }
 }
@@ -246,9 +354,9 @@ fn millis(t: SystemTime) -> u64 {
         .unwrap_or_default()
 }
 
-impl DeliverySink for Outbound {
-    fn deliver(&self, d: &Publication) -> Delivered {
-        match self.push_text(d.frame.clone(), Class::Droppable) {
+impl Outbound {
+    fn deliver_text(&self, frame: bytestring::ByteString) -> Delivered {
+        match self.push_text(frame, Class::Droppable) {
             Ok(()) => Delivered::Queued,
             Err(Refused::Dropped) => Delivered::Dropped,
             Err(Refused::Closed) => Delivered::Gone,
@@ -256,10 +364,18 @@ impl DeliverySink for Outbound {
     }
 }
 
+impl DeliverySink for Outbound {
+    fn deliver(&self, d: &Publication) -> Delivered {
+        self.deliver_text(d.frame.clone())
+    }
+}
+
 /// Open connections by id, in shards so that connects and disconnects on different workers
 /// rarely meet on one lock.
 pub(crate) struct Registry {
     shards: Box<[Mutex<RegistryShard>]>,
+    /// Users with connections here, and what those share.
+    users: Mutex<HashMap<Arc<str>, Arc<UserSlot>>>,
 }
 
 type RegistryShard = HashMap<ConnectionId, Arc<ConnEntry>>;
@@ -272,7 +388,54 @@ impl Registry {
             shards: (0..REGISTRY_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
+            users: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lock_users(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<UserSlot>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new connection of `user` here: its share of the user's slot.
+    pub(crate) fn user_ref(&self, user: Arc<str>) -> UserRef {
+        let mut users = self.lock_users();
+        let slot = users
+            .entry(user.clone())
+            .or_insert_with(|| {
+                Arc::new(UserSlot {
+                    topics: AtomicUsize::new(0),
+                    conns: AtomicUsize::new(0),
+                })
+            })
+            .clone();
+        slot.conns.fetch_add(1, Ordering::AcqRel);
+        UserRef {
+            key: user,
+            slot,
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives a connection's share of its user's slot back (once); the user leaves the table
+    /// with its last connection here.
+    pub(crate) fn release_user(&self, user: &UserRef) {
+        if user.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut users = self.lock_users();
+        if user.slot.conns.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(slot) = users.get(&user.key) {
+                if Arc::ptr_eq(slot, &user.slot) {
+                    users.remove(&user.key);
+                }
+            }
+        }
+    }
+
+    /// Users with connections here.
+    #[cfg(test)]
+    pub(crate) fn user_count(&self) -> usize {
+        self.lock_users().len()
     }
 
     pub(crate) fn shard(&self, id: ConnectionId) -> MutexGuard<'_, RegistryShard> {
@@ -325,5 +488,62 @@ impl Registry {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::outbound::SlowConsumerPolicy;
+
+    fn entry(reg: &Registry, user: &str, limits: TopicLimits) -> ConnEntry {
+        let out = Arc::new(Outbound::new(16, SlowConsumerPolicy::DropNewest));
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let user = reg.user_ref(Arc::from(user));
+        ConnEntry::new(out, Arc::from("/ws"), &req, limits, Some(user))
+    }
+
+    #[test]
+    fn a_users_topics_are_shared_and_its_slot_goes_with_its_last_connection() {
+        let reg = Registry::new();
+        let limits = TopicLimits {
+            max_user_topics: 2,
+            ..TopicLimits::default()
+        };
+        let (a, b) = (entry(&reg, "ann", limits), entry(&reg, "ann", limits));
+        let other = entry(&reg, "bob", limits);
+        assert_eq!(reg.user_count(), 2);
+        assert!(a.add_topic("x".into()).unwrap());
+        assert!(
+            !a.add_topic("x".into()).unwrap(),
+            "held already: not counted again"
+        );
+        assert!(b.add_topic("y".into()).unwrap());
+        assert!(matches!(
+            b.add_topic("z".into()),
+            Err(ChannelError::TooManyUserTopics { max: 2 })
+        ));
+        assert!(
+            other.add_topic("z".into()).unwrap(),
+            "bob has his own count"
+        );
+        assert!(a.remove_topic(&Arc::from("x")));
+        assert!(b.add_topic("z".into()).unwrap());
+        // b's topics come back when it goes.
+        assert_eq!(b.take_topics().len(), 2);
+        assert!(a.add_topic("p".into()).unwrap());
+        assert!(a.add_topic("q".into()).unwrap());
+        for e in [&a, &b] {
+            let user = e.user.as_ref().unwrap();
+            reg.release_user(user);
+            reg.release_user(user); // once only
+        }
+        assert_eq!(
+            reg.user_count(),
+            1,
+            "ann's slot went with her last connection"
+        );
+        reg.release_user(other.user.as_ref().unwrap());
+        assert_eq!(reg.user_count(), 0);
     }
 }

@@ -52,6 +52,11 @@ impl Started {
     pub(crate) fn none() -> Self {
         Started(None)
     }
+
+    /// Whether metrics were being collected when it started.
+    pub(crate) fn is_timed(self) -> bool {
+        self.0.is_some()
+    }
 }
 
 #[inline]

@@ -22,3 +22,6 @@ pub const INTERNAL: u16 = 1011;
 pub const SERVICE_RESTART: u16 = 1012;
 /// Try again later: used for slow consumers under the `close` policy.
 pub const TRY_AGAIN_LATER: u16 = 1013;
+/// The connection's token expired without a valid refresh: get a new one, then reconnect.
+/// (4000–4099 tell the JavaScript client not to come back; this one does not.)
+pub const TOKEN_EXPIRED: u16 = 4401;

@@ -9,7 +9,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::describe::{visit_refs, ChannelSchema, DEFINITIONS};
-use super::SchemaError;
+use super::error::SchemaError;
 
 /// Where AsyncAPI documents keep named schemas.
 const COMPONENT_SCHEMAS: &str = "#/components/schemas/";

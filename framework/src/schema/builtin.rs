@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::describe::{RouteTypes, TypeDesc};
+use crate::handler::describe::{RouteTypes, TypeDesc};
 
 /// A position in a topic's history.
 #[derive(JsonSchema)]

@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 
-use super::describe::TypeDesc;
+use crate::handler::describe::TypeDesc;
 use crate::ChannelRoute;
 
 /// Declarations for the generated types (feature `schema`). A route's payload and reply come

@@ -1,87 +1,14 @@
-//! What a channel says about its types, and that description resolved into JSON Schemas
-//! ([`ChannelSchema`]), which the TypeScript and the AsyncAPI output both read.
+//! A channel's description resolved into JSON Schemas ([`ChannelSchema`]), which the
+//! TypeScript and the AsyncAPI output both read.
 
 use std::collections::BTreeMap;
 
 use schemars::generate::{SchemaGenerator, SchemaSettings};
-use schemars::{JsonSchema, Schema};
 use serde_json::Value;
 
 use super::builtin;
-use super::SchemaError;
-use crate::protocol::RouteKey;
-
-/// Describes a type into a generator: its schema, or a `$ref` to its definition there.
-pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
-
-/// `T`'s schema in `generator` (a `$ref` for types with a definition of their own).
-pub fn schema_of<T: JsonSchema + ?Sized>(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<T>()
-}
-
-/// What is known of a type a route takes or gives.
-#[derive(Clone, Copy, Debug)]
-pub enum Shape {
-    /// There is none: the handler takes no payload.
-    None,
-    /// A type with a JSON Schema.
-    Schema(SchemaFn),
-    /// A type that cannot be described: it does not implement `schemars::JsonSchema` (or the
-    /// handler returns a raw `Reply` or `Binary`). Generation fails on it.
-    Opaque,
-}
-
-/// A type as the handler's signature spells it, and what is known of it.
-#[derive(Clone, Copy, Debug)]
-pub struct TypeDesc {
-    /// The type as written in the handler's signature, for messages.
-    pub written: &'static str,
-    /// What is known of it.
-    pub shape: Shape,
-}
-
-impl TypeDesc {
-    /// A type described by `shape`.
-    pub const fn new(written: &'static str, shape: Shape) -> Self {
-        TypeDesc { written, shape }
-    }
-
-    /// `T`, described by its `JsonSchema` impl.
-    pub fn of<T: JsonSchema + ?Sized>() -> Self {
-        TypeDesc::new(std::any::type_name::<T>(), Shape::Schema(schema_of::<T>))
-    }
-}
-
-/// A route's payload and reply types, as its handler describes them
-/// ([`MessageHandler::types`](crate::MessageHandler::types)).
-#[derive(Clone, Copy, Debug)]
-pub struct RouteTypes {
-    /// What the message's `data` holds; [`Shape::None`] when the handler takes no payload.
-    pub payload: TypeDesc,
-    /// What the reply's `data` holds.
-    pub reply: TypeDesc,
-}
-
-/// What a channel declares beside its routes (`ChannelRoute::push_event`, `topic_event`,
-/// `error_code`, `connect_query`).
-#[derive(Clone, Debug, Default)]
-pub struct Declared {
-    pub(crate) pushes: Vec<(String, TypeDesc)>,
-    pub(crate) topics: Vec<(String, String, TypeDesc)>,
-    pub(crate) errors: Vec<(String, String)>,
-    pub(crate) connect: Option<TypeDesc>,
-}
-
-/// A channel as [`ChannelRoute`](crate::ChannelRoute) shows it to this module.
-pub(crate) struct Parts<'a> {
-    pub path: &'a str,
-    pub route_key: &'a RouteKey,
-    pub routes: Vec<(String, Option<RouteTypes>)>,
-    pub joins: Vec<&'a str>,
-    pub presence: bool,
-    pub connect: Option<TypeDesc>,
-    pub declared: &'a Declared,
-}
+use super::error::SchemaError;
+use crate::handler::describe::{Parts, RouteTypes, Shape, TypeDesc};
 
 /// The error codes the framework itself sends (a channel adds its own with
 /// `ChannelRoute::error_code`), with what each means.
@@ -112,6 +39,22 @@ pub const FRAMEWORK_ERRORS: &[(&str, &str)] = &[
         "presence_too_large",
         "presence metadata larger than the channel allows",
     ),
+    (
+        "too_many_user_topics",
+        "the user's connections hold as many topics as the channel allows",
+    ),
+    (
+        "too_many_user_connections",
+        "the user has as many connections open as the channel allows",
+    ),
+    (
+        "token_expired",
+        "a token (the connection's or a subscription's) expired",
+    ),
+    (
+        "refresh_unsupported",
+        "a refresh the channel cannot take (no refresh handler, or a topic without a token)",
+    ),
     ("unauthorized", "authentication is required or failed"),
     (
         "forbidden",
@@ -134,7 +77,10 @@ pub const FRAMEWORK_ERRORS: &[(&str, &str)] = &[
 ];
 
 /// The error codes of the JavaScript client itself.
-pub const CLIENT_ERRORS: &[(&str, &str)] = &[("timeout", "no reply in time (the client's own)")];
+pub const CLIENT_ERRORS: &[(&str, &str)] = &[
+    ("timeout", "no reply in time (the client's own)"),
+    ("get_token", "the client's getToken callback failed"),
+];
 
 /// A route, resolved.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,12 +2,10 @@
 
 use std::path::Path;
 
-use super::{AsyncApi, ChannelSchema, SchemaError};
+use super::asyncapi::AsyncApi;
+use super::describe::ChannelSchema;
+use super::error::{SchemaError, UPDATE_ENV};
 use crate::ChannelRoute;
-
-/// The environment variable that makes the `check_*` functions write a stale file instead of
-/// failing (never under CI).
-pub const UPDATE_ENV: &str = "SWITCHBOARD_UPDATE_SCHEMA";
 
 /// The name of the channel's interface in files written by [`write_typescript`].
 pub const INTERFACE: &str = "Channel";

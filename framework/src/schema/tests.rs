@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::*;
+use crate::handler::describe::Parts;
 use crate::protocol::RouteKey;
 
 #[derive(JsonSchema)]
@@ -298,6 +299,10 @@ fn the_framework_error_codes_are_all_listed() {
         E::TooManyTopics { max: 1 },
         E::BadTopic { max: 1 },
         E::PresenceTooLarge { max: 1 },
+        E::TooManyUserTopics { max: 1 },
+        E::TooManyUserConnections { max: 1 },
+        E::TokenExpired,
+        E::RefreshUnsupported("".into()),
         E::Unauthorized("".into()),
         E::Forbidden("".into()),
         E::TooManyConnections,
@@ -318,6 +323,10 @@ fn the_framework_error_codes_are_all_listed() {
             | E::TooManyTopics { .. }
             | E::BadTopic { .. }
             | E::PresenceTooLarge { .. }
+            | E::TooManyUserTopics { .. }
+            | E::TooManyUserConnections { .. }
+            | E::TokenExpired
+            | E::RefreshUnsupported(_)
             | E::Unauthorized(_)
             | E::Forbidden(_)
             | E::TooManyConnections

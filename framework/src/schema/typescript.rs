@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use super::describe::{ChannelSchema, TopicSchema, DEFINITIONS};
-use super::SchemaError;
+use super::error::SchemaError;
 
 /// The type of "any JSON value".
 pub const JSON_VALUE: &str = "JsonValue";

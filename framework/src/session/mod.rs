@@ -130,14 +130,14 @@ pub trait Session: SessionState + Sized {
     /// ([`schema`](crate::schema)). Generated with [`routes`](Self::routes).
     #[cfg(feature = "schema")]
     #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
-    fn route_types() -> Vec<(&'static str, crate::schema::RouteTypes)> {
+    fn route_types() -> Vec<(&'static str, crate::handler::describe::RouteTypes)> {
         Vec::new()
     }
 
     /// The connect parameters `create` reads, where it says (a `web::Query<T>` argument).
     #[cfg(feature = "schema")]
     #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
-    fn connect_query() -> Option<crate::schema::TypeDesc> {
+    fn connect_query() -> Option<crate::handler::describe::TypeDesc> {
         None
     }
 

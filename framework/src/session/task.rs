@@ -40,7 +40,7 @@ impl<T: Session> ConnectHandler<SessionHost<T>> for CreateSession<T> {
     }
 
     #[cfg(feature = "schema")]
-    fn connect_query(&self) -> Option<crate::schema::TypeDesc> {
+    fn connect_query(&self) -> Option<crate::handler::describe::TypeDesc> {
         T::connect_query()
     }
 }
@@ -72,7 +72,7 @@ impl<T: Session> MessageHandler<SessionHost<T>> for Forward<T> {
     }
 
     #[cfg(feature = "schema")]
-    fn types(&self) -> Option<crate::schema::RouteTypes> {
+    fn types(&self) -> Option<crate::handler::describe::RouteTypes> {
         T::route_types()
             .into_iter()
             .find(|(route, _)| *route == self.0.route)

@@ -76,6 +76,9 @@ impl Broker {
     }
 
     fn history_for(&self, topic: &str) -> Option<HistoryConfig> {
+        if crate::engine::is_internal(topic) {
+            return None;
+        }
         self.rules
             .iter()
             .find(|(p, _)| p.matches(topic))
@@ -325,24 +328,38 @@ impl Handler<Publish> for Broker {
 }
 
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub(super) struct Track {
     pub(super) topic: Arc<str>,
     pub(super) subscriber: Subscriber,
     pub(super) key: String,
     pub(super) meta: Value,
+    /// Refuse (false) when `key` already has this many other connections on the topic.
+    pub(super) max: Option<usize>,
 }
 
 impl Handler<Track> for Broker {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, msg: Track, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Track, _: &mut Context<Self>) -> bool {
         let topic = msg.topic.clone();
         let state = self.state(&topic);
+        if let Some(max) = msg.max {
+            let id = msg.subscriber.id;
+            let others = state
+                .presence
+                .get(&msg.key)
+                .map_or(0, |m| m.iter().filter(|(cid, _)| *cid != id).count());
+            if others >= max {
+                self.gc(&topic);
+                return false;
+            }
+        }
         let gone = track_in(&topic, state, &msg.subscriber, msg.key, msg.meta);
         for g in gone {
             self.drop_member(&topic, g);
         }
+        true
     }
 }
 

@@ -186,6 +186,32 @@ impl Engine for MemoryEngine {
                     subscriber,
                     key,
                     meta,
+                    max: None,
+                },
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn track_at_most(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        key: String,
+        meta: Value,
+        max: usize,
+    ) -> SendFuture<Result<bool, EngineError>> {
+        let addr = self.shard(&topic).clone();
+        Box::pin(async move {
+            Self::ask(
+                addr,
+                Track {
+                    topic,
+                    subscriber,
+                    key,
+                    meta,
+                    max: Some(max),
                 },
             )
             .await

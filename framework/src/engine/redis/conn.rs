@@ -56,6 +56,9 @@ pub(crate) struct Settings {
 
 impl Settings {
     pub(crate) fn history_for(&self, topic: &str) -> Option<HistoryConfig> {
+        if crate::engine::is_internal(topic) {
+            return None;
+        }
         self.history
             .iter()
             .find(|(p, _)| p.matches(topic))

@@ -249,16 +249,27 @@ end
 return {newnode, pepoch, pver, entries, epoch, seq, recovered, items}
 "#;
 
-/// ARGV: P, topic, node, conn, node_ttl_ms, keyjson, metajson. Returns {new_node,
-/// presence_epoch, presence_version, entries}.
+/// ARGV: P, topic, node, conn, node_ttl_ms, keyjson, metajson, max (0: none). Returns
+/// {new_node, presence_epoch, presence_version, entries, admitted (0|1)}: with a max, the entry
+/// is made only while the key has fewer than max other connections (on live nodes).
 const TRACK: &str = r#"
 local T, node, conn = ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 local newnode = beat(node, now)
 reap(now, tonumber(ARGV[5]))
 local pepoch, pver = pversion(T)
+local max = num(ARGV[8])
+if max > 0 then
+  local have = num(redis.call('HGET', P .. ':pc:' .. T, ARGV[6]))
+  local old = redis.call('HGET', P .. ':p:' .. T, conn)
+  if old then
+    local _, okey = parse_entry(old)
+    if okey == ARGV[6] then have = have - 1 end
+  end
+  if have >= max then return {newnode, pepoch, pver, {}, 0} end
+end
 add_entry(T, node, conn, ARGV[6], ARGV[7])
-return {newnode, pepoch, pver, redis.call('HVALS', P .. ':p:' .. T)}
+return {newnode, pepoch, pver, redis.call('HVALS', P .. ':p:' .. T), 1}
 "#;
 
 /// ARGV: P, topic, node, conn, uncount (0|1), untrack (0|1), last_local (0|1).

@@ -560,7 +560,8 @@ async fn track(
     subscriber: Subscriber,
     key: String,
     meta: serde_json::Value,
-) -> Result<(), EngineError> {
+    max: usize,
+) -> Result<bool, EngineError> {
     shared.ensure_up()?;
     let ctx = &shared.ctx;
     let id = subscriber.id;
@@ -573,6 +574,7 @@ async fn track(
         .ms(ctx.settings.node_timeout)
         .s(&k)
         .s(&m)
+        .n(max as u64)
         .done();
     let (subscribed, waiter) = shared.local().track(ctx, &topic, id, key, meta, args);
     // Until the script answers, a failure (or the caller giving up) leaves the entry in Redis
@@ -594,11 +596,20 @@ async fn track(
     };
     let (new_node, version, entries) = match &reply {
         Value::Array(p) => match p.as_slice() {
-            [new_node, pepoch, pver, entries] => (
-                int(new_node) == 1,
-                presence_version(pepoch, pver),
-                strings(entries),
-            ),
+            [new_node, pepoch, pver, entries, admitted] => {
+                if int(admitted) != 1 {
+                    // Refused: the undo forgets the local entry (Redis made none).
+                    if int(new_node) == 1 {
+                        ctx.resync();
+                    }
+                    return Ok(false);
+                }
+                (
+                    int(new_node) == 1,
+                    presence_version(pepoch, pver),
+                    strings(entries),
+                )
+            }
             _ => return Err(bad_reply("track")),
         },
         _ => return Err(bad_reply("track")),
@@ -618,7 +629,7 @@ async fn track(
     if new_node {
         ctx.resync();
     }
-    Ok(())
+    Ok(true)
 }
 
 impl Engine for RedisEngine {
@@ -668,7 +679,34 @@ impl Engine for RedisEngine {
         key: String,
         meta: serde_json::Value,
     ) -> SendFuture<Result<(), EngineError>> {
-        Box::pin(track(self.shared().clone(), topic, subscriber, key, meta))
+        let shared = self.shared().clone();
+        Box::pin(async move {
+            track(shared, topic, subscriber, key, meta, 0)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn track_at_most(
+        &self,
+        topic: Arc<str>,
+        subscriber: Subscriber,
+        key: String,
+        meta: serde_json::Value,
+        max: usize,
+    ) -> SendFuture<Result<bool, EngineError>> {
+        // 0 means "no limit" to the script: a limit of 0 admits nobody, here.
+        if max == 0 {
+            return Box::pin(std::future::ready(Ok(false)));
+        }
+        Box::pin(track(
+            self.shared().clone(),
+            topic,
+            subscriber,
+            key,
+            meta,
+            max,
+        ))
     }
 
     fn untrack(&self, topic: Arc<str>, id: ConnectionId) {
