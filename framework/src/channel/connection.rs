@@ -10,13 +10,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
 use bytestring::ByteString;
-use futures_util::future::Either;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -32,14 +30,13 @@ use crate::protocol::close_code;
 
 type Outcome = std::thread::Result<Result<Reply, ChannelError>>;
 
-/// A message on its way through its handler: what its result answers, and what metrics and
-/// traces record of it.
+/// A message on its way through its handler: what its result answers, when it started (while
+/// metrics are on), and its span (boxed, only while traces want one), so that the common path
+/// moves and drops little more than the answer's identity.
 struct InFlight {
     answering: Answering,
-    route: Option<Arc<str>>,
-    label: RouteKind,
     started: Started,
-    span: tracing::Span,
+    span: Option<Box<tracing::Span>>,
 }
 
 /// Whether a message span can be recorded by anyone: a tracing subscriber (which the span
@@ -49,15 +46,6 @@ struct InFlight {
 fn spans_wanted() -> bool {
     tracing::dispatcher::has_been_set()
         || tracing::log::max_level() >= tracing::log::LevelFilter::Debug
-}
-
-/// [`RouteLabel`] without the borrow of the route table (the handler may outlive `dispatch`'s
-/// borrow when it has to wait).
-#[derive(Clone, Copy)]
-enum RouteKind {
-    Named,
-    Default,
-    Binary,
 }
 
 /// How long refusals are counted before a connection that keeps going over the rate is closed.
@@ -196,10 +184,9 @@ impl<S: 'static> Connection<S> {
         };
         // Entering a span costs something even when nobody records it (its `log` fallback
         // checks on every poll): only a span someone records wraps the handler.
-        let fut = if flight.span.is_disabled() {
-            Either::Left(fut)
-        } else {
-            Either::Right(fut.instrument(flight.span.clone()))
+        let fut = match flight.span.as_deref() {
+            Some(span) if !span.is_disabled() => Box::pin(fut.instrument(span.clone())),
+            _ => fut,
         };
         let mut fut = AssertUnwindSafe(fut).catch_unwind();
         // Most handlers finish without waiting: poll once here and skip the spawn. A future
@@ -232,31 +219,22 @@ impl<S: 'static> Connection<S> {
                 answering,
                 route,
             } => {
-                let (span_route, label) = match route {
-                    RouteLabel::Named(name) => (Some(&**name), RouteKind::Named),
-                    RouteLabel::Binary => (Some(BINARY_ROUTE), RouteKind::Binary),
-                    _ => (None, RouteKind::Default),
-                };
-                // The name is kept (a reference count) only for metrics.
-                let name = match route {
-                    RouteLabel::Named(name) if started.is_timed() => Some(name.clone()),
-                    _ => None,
-                };
-                let span = if spans_wanted() {
-                    tracing::debug_span!(
+                let span = spans_wanted().then(|| {
+                    let route = match route {
+                        RouteLabel::Named(name) => Some(&**name),
+                        RouteLabel::Binary => Some(BINARY_ROUTE),
+                        _ => answering.route(),
+                    };
+                    Box::new(tracing::debug_span!(
                         parent: &self.span,
                         "message",
-                        route = span_route.or(answering.route()).unwrap_or("$default"),
+                        route = route.unwrap_or("$default"),
                         r#ref = answering.reference(),
                         outcome = tracing::field::Empty,
-                    )
-                } else {
-                    tracing::Span::none()
-                };
+                    ))
+                });
                 let flight = InFlight {
                     answering,
-                    route: name,
-                    label,
                     started,
                     span,
                 };
@@ -287,7 +265,11 @@ impl<S: 'static> Connection<S> {
         // Creating the future runs no user code for generated handlers, but a hand-written
         // `call` might panic right away.
         let called = {
-            let _in = (!flight.span.is_disabled()).then(|| flight.span.enter());
+            let _in = flight
+                .span
+                .as_deref()
+                .filter(|span| !span.is_disabled())
+                .map(|span| span.enter());
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(req)))
         };
         match called {
@@ -314,27 +296,17 @@ impl<S: 'static> Connection<S> {
             Ok(Err(err)) => Some(err),
             Err(panic) => Some(ChannelError::from_panic("handler", &*panic)),
         };
-        let label = match flight.label {
-            RouteKind::Named => flight
-                .route
-                .as_ref()
-                .map_or(RouteLabel::Default, RouteLabel::Named),
-            RouteKind::Default => RouteLabel::Default,
-            RouteKind::Binary => RouteLabel::Binary,
-        };
         // A message that started before metrics did is not counted.
         if flight.started.is_timed() {
             self.def.meters.message(
                 &self.def.path,
-                label,
+                self.def.router.label_of(answering),
                 error.as_ref().map_or(Ok(()), Err),
                 flight.started,
             );
         }
-        if !flight.span.is_disabled() {
-            flight
-                .span
-                .record("outcome", error.as_ref().map_or("ok", |e| e.code()));
+        if let Some(span) = flight.span.as_deref().filter(|s| !s.is_disabled()) {
+            span.record("outcome", error.as_ref().map_or("ok", |e| e.code()));
         }
         if let Some(err) = error {
             self.push_error(answering, &err);

@@ -261,6 +261,19 @@ impl<S> Router<S> {
         }
     }
 
+    /// The label of the route that answered a dispatched message (metrics look it up again
+    /// when the handler is done rather than carry it through the handler's run).
+    pub(crate) fn label_of(&self, answering: &Answering) -> RouteLabel<'_> {
+        match answering {
+            Answering::Message(env) => self
+                .routes
+                .get_named(env.route())
+                .map_or(RouteLabel::Default, |(name, _)| RouteLabel::Named(name)),
+            Answering::Binary => RouteLabel::Binary,
+            Answering::Rejected(_) => RouteLabel::Default,
+        }
+    }
+
     /// What a frame that is refused before routing (the inbound queue is full) answers.
     pub(crate) fn answering(&self, inbound: &Inbound) -> Answering {
         match inbound {
