@@ -25,6 +25,10 @@ use crate::id::ConnectionId;
 /// Publishes waiting for the connection; past this, publishes fail at once.
 const QUEUE: usize = 65_536;
 
+/// How long a topic with history stays quiet before its stream is compared with what the
+/// node delivered.
+const QUIET: Duration = Duration::from_millis(500);
+
 /// Attempts at a compare-and-set of a topic's presence before giving up.
 const CAS_ATTEMPTS: usize = 64;
 
@@ -647,8 +651,21 @@ async fn reader(
     history: Option<HistoryConfig>,
     catch_up: Arc<Notify>,
 ) {
+    // Whether history messages came since the stream was last compared with the cursor: a
+    // republished message lost on its way leaves a gap that only a later one reveals, so a
+    // topic that goes quiet is compared once (stream order is kept: what is missing is newer
+    // than everything delivered).
+    let mut unchecked = false;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep(QUIET), if unchecked => {
+                unchecked = false;
+                if let Some(h) = history {
+                    if let Err(e) = catch_up_history(&shared, &topic, h).await {
+                        tracing::debug!("nats engine: checking {topic}'s history: {e}");
+                    }
+                }
+            }
             msg = core.next() => {
                 let Some(msg) = msg else { return };
                 let seq = msg
@@ -658,6 +675,7 @@ async fn reader(
                     .and_then(|v| v.as_str().parse::<u64>().ok());
                 match (history, seq) {
                     (Some(h), Some(seq)) => {
+                        unchecked = true;
                         let Some((epoch, last)) = shared.cursor(&topic) else { continue };
                         if seq > last + 1 {
                             fill(&shared, &topic, h, &epoch, last + 1, seq - 1).await;
