@@ -25,6 +25,8 @@
 //! # }
 //! ```
 
+pub mod conformance;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;

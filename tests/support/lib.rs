@@ -5,6 +5,7 @@
 //! - [`wait`]: bounded waits for a condition ([`until`], [`eventually`], [`Wait`]).
 //! - [`process`]: programs the tests start (example binaries), and skipping when one is missing.
 //! - [`redis`]: a `redis-server` of a test's own.
+//! - [`nats`]: a `nats-server` of a test's own, with JetStream.
 //! - [`http`]: raw HTTP/1.1 requests.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
 //! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
@@ -15,6 +16,7 @@
 pub mod browser;
 pub mod handlers;
 pub mod http;
+pub mod nats;
 pub mod process;
 pub mod redis;
 pub mod rooms;
@@ -23,6 +25,7 @@ pub mod wait;
 pub mod ws;
 
 pub use http::{header, http, percent, raw_http, raw_http_with, request};
+pub use nats::NatsServer;
 pub use process::{chat, example_binary, free_port, skip, spawn_listening, under_ci, Proc};
 pub use redis::RedisServer;
 pub use wait::{eventually, until, Wait};

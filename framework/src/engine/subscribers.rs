@@ -45,12 +45,12 @@ impl<T: Keyed> Subscribers<T> {
         self.items.iter()
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
         self.items.iter_mut()
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) fn get_mut(&mut self, id: ConnectionId) -> Option<&mut T> {
         let i = *self.index.get(&id)?;
         self.items.get_mut(i)

@@ -1,0 +1,184 @@
+//! The engine conformance suite (`switchboard::testing::conformance`), unchanged, against
+//! every engine of the crate: the in-memory engine, and the Redis engine on a `redis-server`
+//! of each test's own (killed and restarted for the outage check). One test per check, so that
+//! each backend starts fresh and a failure names its check.
+//!
+//! Without `redis-server` the Redis tests skip with a message; under `CI=true` they fail.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard::engine::nats::NatsEngine;
+use switchboard::engine::redis::RedisEngine;
+use switchboard::engine::{Engine, MemoryEngine};
+use switchboard::testing::conformance::{self, Backend, Check, Outcome};
+use switchboard_suite::{NatsServer, RedisServer};
+
+/// Runs `check` and fails the test on a violation; returns whether it ran.
+async fn check(backend: &Backend, check: Check) -> Outcome {
+    match conformance::run_check(backend, check).await {
+        Ok(outcome) => outcome,
+        Err(violation) => panic!("{violation}"),
+    }
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+
+fn memory() -> Backend {
+    let engine: Arc<dyn Engine> = Arc::new(
+        MemoryEngine::builder()
+            .shards(2)
+            .history(conformance::HISTORY_TOPICS, conformance::history_config())
+            .build(),
+    );
+    Backend::new(move || {
+        let engine = engine.clone();
+        async move { Ok(engine) }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_engine_conforms() {
+    let report = conformance::run(&memory())
+        .await
+        .unwrap_or_else(|v| panic!("{v}"));
+    let skipped: Vec<Check> = report.skipped.iter().map(|(c, _)| *c).collect();
+    // One engine per process: it cannot crash apart from itself, nor lose a backend.
+    assert_eq!(skipped, vec![Check::Crash, Check::Outage]);
+    assert_eq!(report.passed.len(), Check::ALL.len() - 2);
+}
+
+// ---- Redis -----------------------------------------------------------------------------------
+
+/// The node timeout of the Redis nodes: short, so that a crashed node ages out quickly, yet
+/// long enough that a loaded machine does not take a live node for dead.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn redis(server: RedisServer) -> Backend {
+    let url = server.url();
+    let server = Arc::new(Mutex::new(server));
+    let (kill, restart) = (server.clone(), server);
+    Backend::new(move || {
+        let builder = RedisEngine::builder(url.clone())
+            .history(conformance::HISTORY_TOPICS, conformance::history_config())
+            .node_timeout(NODE_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300));
+        async move {
+            let engine: Arc<dyn Engine> = Arc::new(builder.connect().await?);
+            Ok(engine)
+        }
+    })
+    // The others notice within the node timeout and a third of it; the rest is slack.
+    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5))
+    .outage(
+        move || {
+            let s = kill.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
+                    .await
+                    .expect("kill redis-server");
+            }
+        },
+        move || {
+            let s = restart.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
+                    .await
+                    .expect("restart redis-server");
+            }
+        },
+    )
+}
+
+macro_rules! redis_checks {
+    ($($name:ident: $check:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _ = env_logger::builder().is_test(true).try_init();
+            let Some(server) = RedisServer::start(stringify!($name)) else {
+                return;
+            };
+            assert_eq!(check(&redis(server), $check).await, Outcome::Passed);
+        }
+    )*};
+}
+
+redis_checks! {
+    redis_delivery: Check::Delivery;
+    redis_order: Check::Order;
+    redis_presence: Check::Presence;
+    redis_crash: Check::Crash;
+    redis_history: Check::History;
+    redis_counts: Check::Counts;
+    redis_churn: Check::Churn;
+    redis_outage: Check::Outage;
+}
+
+// ---- NATS ------------------------------------------------------------------------------------
+
+fn nats(server: NatsServer) -> Backend {
+    let url = server.url();
+    let server = Arc::new(Mutex::new(server));
+    let (kill, restart) = (server.clone(), server);
+    Backend::new(move || {
+        let builder = NatsEngine::builder(url.clone())
+            .history(conformance::HISTORY_TOPICS, conformance::history_config())
+            .node_timeout(NODE_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300));
+        async move {
+            let engine: Arc<dyn Engine> = Arc::new(builder.connect().await?);
+            Ok(engine)
+        }
+    })
+    // The heartbeat expires after the node timeout; the others look every third of it.
+    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5))
+    .outage(
+        move || {
+            let s = kill.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
+                    .await
+                    .expect("kill nats-server");
+            }
+        },
+        move || {
+            let s = restart.clone();
+            async move {
+                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
+                    .await
+                    .expect("restart nats-server");
+            }
+        },
+    )
+}
+
+macro_rules! nats_checks {
+    ($($(#[$attr:meta])* $name:ident: $check:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $name() {
+            let _ = env_logger::builder().is_test(true).try_init();
+            let Some(server) = NatsServer::start(stringify!($name)) else {
+                return;
+            };
+            assert_eq!(check(&nats(server), $check).await, Outcome::Passed);
+        }
+    )*};
+}
+
+nats_checks! {
+    nats_delivery: Check::Delivery;
+    // A known engine bug, not a flaky check: about one run in five a subscriber of the history
+    // topic misses publications of two concurrent publishers (docs/nats.md, "Known problems").
+    // Run it with `cargo test --test conformance -- --ignored nats_order`.
+    #[ignore = "known NATS engine bug: a history-topic subscriber can miss publications under concurrent bursts (docs/nats.md)"]
+    nats_order: Check::Order;
+    nats_presence: Check::Presence;
+    nats_crash: Check::Crash;
+    nats_history: Check::History;
+    nats_counts: Check::Counts;
+    nats_churn: Check::Churn;
+    nats_outage: Check::Outage;
+}
