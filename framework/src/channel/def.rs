@@ -21,7 +21,7 @@ pub(crate) struct ChannelDef<S> {
     /// need not keep their own request (and its header table) alive.
     pub(crate) app: RefCell<Option<HttpRequest>>,
     /// This worker's connections, for the heartbeat.
-    pub(crate) beats: Rc<RefCell<super::heartbeat::Beats<ConnEntry>>>,
+    pub(crate) beats: Rc<RefCell<super::beats::Beats<ConnEntry>>>,
     pub(crate) beating: std::cell::Cell<bool>,
     pub(crate) config: ChannelConfig,
     pub(crate) router: Router<S>,

@@ -13,8 +13,10 @@
 //! | `outbound` | the bounded outbound queue and the slow-consumer policy |
 //! | `transport` | the glue to actix-ws |
 //! | `heartbeat` | pings and idle timeouts, one task per channel and worker |
+//! | `beats` | the list of a worker's connections the heartbeat visits, swept as they end |
 //! | `tokens` | tokens that expire: a connection's deadlines and its one timer |
 
+mod beats;
 mod config;
 pub(crate) mod connection;
 mod def;
