@@ -48,6 +48,43 @@ async fn memory_engine_conforms() {
     assert_eq!(report.passed.len(), Check::ALL.len() - 2);
 }
 
+/// The outage check's kill and restart of a test's own server program (blocking calls, run
+/// off the runtime's threads).
+fn with_outage<S: Send + 'static>(
+    backend: Backend,
+    server: S,
+    kill: fn(&mut S),
+    restart: fn(&mut S),
+) -> Backend {
+    let server = Arc::new(Mutex::new(server));
+    let run = move |op: fn(&mut S)| {
+        let s = server.clone();
+        async move {
+            tokio::task::spawn_blocking(move || op(&mut s.lock().unwrap()))
+                .await
+                .expect("the server program's kill or restart");
+        }
+    };
+    let again = run.clone();
+    backend.outage(move || run(kill), move || again(restart))
+}
+
+/// One test per check against an engine on a test's own server program: `$start` starts it
+/// (or skips), `$backend` makes the engine's nodes.
+macro_rules! checks {
+    ($start:path, $backend:ident: $($(#[$attr:meta])* $name:ident: $check:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $name() {
+            let _ = env_logger::builder().is_test(true).try_init();
+            let Some(server) = $start(stringify!($name)) else {
+                return;
+            };
+            assert_eq!(check(&$backend(server), $check).await, Outcome::Passed);
+        }
+    )*};
+}
+
 // ---- Redis -----------------------------------------------------------------------------------
 
 /// The node timeout of the Redis nodes: short, so that a crashed node ages out quickly, yet
@@ -56,9 +93,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn redis(server: RedisServer) -> Backend {
     let url = server.url();
-    let server = Arc::new(Mutex::new(server));
-    let (kill, restart) = (server.clone(), server);
-    Backend::new(move || {
+    let backend = Backend::new(move || {
         let builder = RedisEngine::builder(url.clone())
             .history(conformance::HISTORY_TOPICS, conformance::history_config())
             .node_timeout(NODE_TIMEOUT)
@@ -70,41 +105,12 @@ fn redis(server: RedisServer) -> Backend {
         }
     })
     // The others notice within the node timeout and a third of it; the rest is slack.
-    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5))
-    .outage(
-        move || {
-            let s = kill.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
-                    .await
-                    .expect("kill redis-server");
-            }
-        },
-        move || {
-            let s = restart.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
-                    .await
-                    .expect("restart redis-server");
-            }
-        },
-    )
+    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5));
+    with_outage(backend, server, RedisServer::kill, RedisServer::restart)
 }
 
-macro_rules! redis_checks {
-    ($($name:ident: $check:expr;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let _ = env_logger::builder().is_test(true).try_init();
-            let Some(server) = RedisServer::start(stringify!($name)) else {
-                return;
-            };
-            assert_eq!(check(&redis(server), $check).await, Outcome::Passed);
-        }
-    )*};
-}
-
-redis_checks! {
+checks! {
+    RedisServer::start, redis:
     redis_delivery: Check::Delivery;
     redis_order: Check::Order;
     redis_presence: Check::Presence;
@@ -119,9 +125,7 @@ redis_checks! {
 
 fn nats(server: NatsServer) -> Backend {
     let url = server.url();
-    let server = Arc::new(Mutex::new(server));
-    let (kill, restart) = (server.clone(), server);
-    Backend::new(move || {
+    let backend = Backend::new(move || {
         let builder = NatsEngine::builder(url.clone())
             .history(conformance::HISTORY_TOPICS, conformance::history_config())
             .node_timeout(NODE_TIMEOUT)
@@ -133,42 +137,12 @@ fn nats(server: NatsServer) -> Backend {
         }
     })
     // The heartbeat expires after the node timeout; the others look every third of it.
-    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5))
-    .outage(
-        move || {
-            let s = kill.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().kill())
-                    .await
-                    .expect("kill nats-server");
-            }
-        },
-        move || {
-            let s = restart.clone();
-            async move {
-                tokio::task::spawn_blocking(move || s.lock().unwrap().restart())
-                    .await
-                    .expect("restart nats-server");
-            }
-        },
-    )
+    .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5));
+    with_outage(backend, server, NatsServer::kill, NatsServer::restart)
 }
 
-macro_rules! nats_checks {
-    ($($(#[$attr:meta])* $name:ident: $check:expr;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        $(#[$attr])*
-        async fn $name() {
-            let _ = env_logger::builder().is_test(true).try_init();
-            let Some(server) = NatsServer::start(stringify!($name)) else {
-                return;
-            };
-            assert_eq!(check(&nats(server), $check).await, Outcome::Passed);
-        }
-    )*};
-}
-
-nats_checks! {
+checks! {
+    NatsServer::start, nats:
     nats_delivery: Check::Delivery;
     // A known engine bug, not a flaky check: about one run in five a subscriber of the history
     // topic misses publications of two concurrent publishers (docs/nats.md, "Known problems").
