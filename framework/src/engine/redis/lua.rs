@@ -3,8 +3,12 @@
 //! its `PUBLISH` happen in one step (every node sees the same order), and a presence change
 //! and its diff too.
 //!
-//! Keys, for prefix `P` and topic `T` (scripts touch keys they are not handed in `KEYS`: the
-//! engine needs a single Redis server or a primary with replicas, not Redis Cluster):
+//! Keys, for prefix `P` and topic `T`. Every script declares one key, `P:nodes` (`KEYS[1]`),
+//! and builds the others from the prefix: on one Redis that is all there is to it; on Redis
+//! Cluster the prefix carries a hash tag (`switchboard:{3.17}`), so every key of the prefix is
+//! in the declared key's slot, Redis routes the script by it (a `MOVED` answer when the slot is
+//! elsewhere) and refuses any call to a key of another slot. Each prefix of a cluster is one
+//! partition of the topics (see `cluster.rs`), with its own node list and counts.
 //!
 //! | key | type | what |
 //! |---|---|---|
@@ -401,8 +405,9 @@ drop_node(ARGV[2])
 return 0
 "#;
 
-/// The full source of each script, in `ScriptId` order.
-pub(crate) fn sources() -> [String; SCRIPT_COUNT] {
+/// The full source of each script, in `ScriptId` order; with `sharded`, messages go out with
+/// `SPUBLISH` (Redis Cluster's sharded pub/sub: only within the shard of the channel's slot).
+pub(crate) fn sources(sharded: bool) -> [String; SCRIPT_COUNT] {
     [
         PUBLISH,
         SUBSCRIBE,
@@ -416,5 +421,12 @@ pub(crate) fn sources() -> [String; SCRIPT_COUNT] {
         CATCHUP,
         DROP_NODE,
     ]
-    .map(|body| format!("{PRELUDE}{body}"))
+    .map(|body| {
+        let src = format!("{PRELUDE}{body}");
+        if sharded {
+            src.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+        } else {
+            src
+        }
+    })
 }
