@@ -197,12 +197,17 @@ impl RedisCluster {
 
     /// The node serving `slot` now, as a live node sees it.
     pub fn primary_of(&self, slot: u16) -> usize {
+        self.try_primary_of(slot)
+            .expect("a live node says who serves the slot")
+    }
+
+    /// The node serving `slot` now, as a live node sees it; `None` when no live node answers.
+    pub fn try_primary_of(&self, slot: u16) -> Option<usize> {
         self.slots()
-            .expect("CLUSTER SLOTS")
+            .ok()?
             .into_iter()
             .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
             .map(|(_, _, n)| n)
-            .expect("a node serves every slot")
     }
 
     /// The nodes that are primaries of some slots now.
