@@ -112,7 +112,11 @@ async fn topics_spread_over_the_shards_through_sharded_pubsub() {
         *got.entry(d["topic"].as_str().unwrap().to_owned())
             .or_insert(0) += 1;
     }
-    assert_eq!(got.len(), topics.len(), "each topic delivered once: {got:?}");
+    assert_eq!(
+        got.len(),
+        topics.len(),
+        "each topic delivered once: {got:?}"
+    );
 
     // Every primary holds some of the topics' history and carries some of their channels,
     // as shard channels (none through classic pub/sub).
@@ -133,7 +137,11 @@ async fn topics_spread_over_the_shards_through_sharded_pubsub() {
     }
     assert_eq!(channels, topics.len());
     let parts: BTreeSet<usize> = topics.iter().map(|t| n1.engine.part_of(t)).collect();
-    assert!(parts.len() > 8, "48 topics on only {} of 16 partitions", parts.len());
+    assert!(
+        parts.len() > 8,
+        "48 topics on only {} of 16 partitions",
+        parts.len()
+    );
 
     // Counts add up over the partitions.
     let stats = n2.hub.stats().await.unwrap();
@@ -238,7 +246,11 @@ async fn a_primary_failing_over_loses_and_repeats_nothing() {
     for c in [&mut a, &mut b] {
         let got = said_until(c, "m9").await;
         let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(texts, ["m6", "m7", "m8", "m9"], "in order, once, none refused");
+        assert_eq!(
+            texts,
+            ["m6", "m7", "m8", "m9"],
+            "in order, once, none refused"
+        );
         let seqs: Vec<u64> = got.iter().map(|(_, s)| *s).collect();
         assert_eq!(seqs, [6, 7, 8, 9], "the history survived the failover");
     }
@@ -330,7 +342,10 @@ async fn topics_spread_over_independent_servers() {
         let channels = s.cmd(&["PUBSUB", "CHANNELS"]).unwrap();
         let n = channels.as_array().map_or(0, Vec::len);
         let expect = topics.iter().filter(|t| n1.engine.part_of(t) == i).count();
-        assert!(n > 0 && n == expect, "server {i}: {n} channels, {expect} expected");
+        assert!(
+            n > 0 && n == expect,
+            "server {i}: {n} channels, {expect} expected"
+        );
     }
     assert_eq!(n1.hub.stats().await.unwrap().engine.topics, topics.len());
     // The same server twice is refused (two parts on one keyspace).

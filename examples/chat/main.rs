@@ -55,7 +55,12 @@ struct Args {
     /// Share rooms through Redis Cluster instead (7 or later): comma-separated URLs of some
     /// of its nodes, e.g. `redis://127.0.0.1:7000/,redis://127.0.0.1:7001/`. Rooms spread
     /// over the cluster's shards; a primary failing over to its replica is followed.
-    #[arg(long, env = "CHAT_REDIS_CLUSTER", value_delimiter = ',', conflicts_with = "nats")]
+    #[arg(
+        long,
+        env = "CHAT_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "nats"
+    )]
     redis_cluster: Option<Vec<String>>,
     /// Share rooms through NATS (with JetStream) instead, e.g. `nats://127.0.0.1:4222`.
     #[arg(long, env = "CHAT_NATS")]

@@ -33,9 +33,17 @@ impl Node {
     fn run(&mut self) -> bool {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
             .args(["--cluster-port", &self.bus.to_string()])
-            .args(["--cluster-node-timeout", &CLUSTER_NODE_TIMEOUT_MS.to_string()])
+            .args([
+                "--cluster-node-timeout",
+                &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+            ])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().expect("utf-8 temp dir")])
             .stdout(Stdio::null())
@@ -230,7 +238,9 @@ impl RedisCluster {
             .every(Duration::from_millis(50))
             .poll_blocking(|| -> Result<(), String> {
                 for i in self.live() {
-                    let info = self.cmd(i, &["CLUSTER", "INFO"]).map_err(|e| e.to_string())?;
+                    let info = self
+                        .cmd(i, &["CLUSTER", "INFO"])
+                        .map_err(|e| e.to_string())?;
                     let info = info.as_str().unwrap_or_default();
                     if !info.contains("cluster_state:ok")
                         || !info.contains("cluster_slots_ok:16384")
@@ -256,7 +266,9 @@ impl RedisCluster {
 
     /// Ok when primary `n`'s live replicas are online and have all it wrote.
     fn replicated(&self, n: usize) -> Result<(), String> {
-        let info = self.cmd(n, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+        let info = self
+            .cmd(n, &["INFO", "replication"])
+            .map_err(|e| e.to_string())?;
         let info = info.as_str().unwrap_or_default().to_owned();
         let offset = info
             .lines()
@@ -283,7 +295,9 @@ impl RedisCluster {
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|o| o >= offset);
             if !caught_up {
-                return Err(format!("node {n}: replica behind ({r}, primary at {offset})"));
+                return Err(format!(
+                    "node {n}: replica behind ({r}, primary at {offset})"
+                ));
             }
         }
         Ok(())

@@ -59,10 +59,8 @@ impl Target {
         match self {
             Target::Server(c) => Ok(c.clone()),
             Target::Slot { seeds, slot, known } => {
-                let mut ask: Vec<ConnectionInfo> = known
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let mut ask: Vec<ConnectionInfo> =
+                    known.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 ask.extend(seeds.iter().cloned());
                 let mut last = String::from("no seed");
                 for node in ask {
@@ -74,7 +72,9 @@ impl Target {
                         Err(e) => last = format!("{}: {e}", node.addr),
                     }
                 }
-                Err(format!("no cluster node told who serves slot {slot} ({last})"))
+                Err(format!(
+                    "no cluster node told who serves slot {slot} ({last})"
+                ))
             }
         }
     }
@@ -157,7 +157,9 @@ fn at(node: &ConnectionInfo, host: String, port: u16) -> Option<ConnectionInfo> 
             *h = host;
             *p = port;
         }
-        ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+        ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => {
             *h = host;
             *p = port;
         }

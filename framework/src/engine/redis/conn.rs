@@ -716,7 +716,10 @@ impl Link {
     async fn ping(&mut self) -> Result<(), String> {
         match &mut self.sub {
             Sub::Plain(sink) => sink.ping::<Value>().await.map(|_| ()),
-            Sub::Sharded(mc) => redis::cmd("PING").query_async::<Value>(mc).await.map(|_| ()),
+            Sub::Sharded(mc) => redis::cmd("PING")
+                .query_async::<Value>(mc)
+                .await
+                .map(|_| ()),
         }
         .map_err(|e| format!("ping: {e}"))
     }
@@ -730,7 +733,10 @@ impl Link {
                 // One channel per command: the confirmation is the command's one reply.
                 let mut cmd = redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" });
                 cmd.arg(channel);
-                mc.send_packed_command(&cmd).await?.extract_error().map(|_| ())
+                mc.send_packed_command(&cmd)
+                    .await?
+                    .extract_error()
+                    .map(|_| ())
             }
         }
     }
@@ -922,12 +928,7 @@ async fn wait_down(shared: &Shared, delay: Duration) {
     }
 }
 
-async fn run(
-    shared: &Arc<Shared>,
-    link: &mut Link,
-    mut stream: Feed,
-    generation: u64,
-) -> String {
+async fn run(shared: &Arc<Shared>, link: &mut Link, mut stream: Feed, generation: u64) -> String {
     let settings = &shared.ctx.settings;
     let signals = &shared.ctx.signals;
     let every = (settings.node_timeout / 3).max(Duration::from_millis(50));

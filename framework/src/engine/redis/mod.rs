@@ -140,7 +140,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for stop in self.stop.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for stop in self
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = stop.send(());
         }
     }
