@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use switchboard::engine::redis::{RedisEngine, RedisEngineBuilder};
 use switchboard::engine::{EngineHealth, HistoryConfig};
 use switchboard::prelude::*;
-use switchboard::testing::{TestClient, TestServer};
+use switchboard::testing::{TestClient, TestError, TestServer};
 use switchboard_suite::rooms;
 use switchboard_suite::{delivery, error_reply, until, RedisCluster, RedisServer};
 
@@ -39,9 +39,14 @@ async fn node(builder: RedisEngineBuilder) -> Node {
     let engine = builder.connect().await.expect("connect to redis");
     let hub = Hub::with_engine(engine.clone());
     let h = hub.clone();
-    let srv = TestServer::build(move || App::new().app_data(h.clone()).service(rooms::route()))
-        .workers(2)
-        .start();
+    let srv = TestServer::build(move || {
+        App::new()
+            .app_data(h.clone())
+            .service(rooms::route())
+            .service(users_route())
+    })
+    .workers(2)
+    .start();
     Node { hub, engine, srv }
 }
 
@@ -52,6 +57,24 @@ impl Node {
             .await
             .expect("connect")
     }
+}
+
+/// A channel that names users (by `?name=`), two connections each at most, cluster-wide.
+fn users_route() -> ChannelRoute<rooms::User> {
+    ChannelRoute::new("/users")
+        .on_connect(rooms::connect)
+        .user(|u: &rooms::User| u.name.clone())
+        .max_connections_per_user(2)
+        .message(switchboard_suite::handlers::whoami)
+}
+
+async fn tab(n: &Node, name: &str) -> Result<TestClient, TestError> {
+    n.srv.connect(&format!("/users?name={name}")).await
+}
+
+async fn id(c: &mut TestClient) -> ConnectionId {
+    let v = c.request("whoami", json!(null)).await.unwrap();
+    v.as_str().unwrap().parse().unwrap()
 }
 
 async fn join(c: &mut TestClient, topic: &str) -> Value {
@@ -86,7 +109,7 @@ fn channel_of(cluster: &RedisCluster, topic: &str) -> (usize, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_spread_over_the_shards_through_sharded_pubsub() {
+async fn topics_and_users_spread_over_the_shards_through_sharded_pubsub() {
     let Some(cluster) = RedisCluster::start("spread") else {
         return;
     };
@@ -148,6 +171,51 @@ async fn topics_spread_over_the_shards_through_sharded_pubsub() {
     assert_eq!(stats.engine.topics, topics.len());
     assert_eq!(stats.engine.histories, topics.len());
     assert_eq!(n2.hub.subscriber_count("room:h7").await.unwrap(), 1);
+
+    // Users: the index and the per-user cap are cluster-wide, pushes reach every tab.
+    let (a, b) = (&n1, &n2);
+    let mut ann_a = tab(a, "ann").await.unwrap();
+    let mut ann_b = tab(b, "ann").await.unwrap();
+    let mut bob_b = tab(b, "bob").await.unwrap();
+    let ids = {
+        let mut v = vec![id(&mut ann_a).await, id(&mut ann_b).await];
+        v.sort();
+        v
+    };
+    for hub in [&a.hub, &b.hub] {
+        let mut got = hub.user_connections("ann").await.unwrap();
+        got.sort();
+        assert_eq!(got, ids);
+    }
+    for n in [a, b] {
+        match tab(n, "ann").await {
+            Err(TestError::Rejected { status: 429, body }) => {
+                assert!(body.contains("too_many_user_connections"), "{body}");
+            }
+            other => panic!("a third connection of ann: {other:?}"),
+        }
+    }
+    a.hub
+        .send_to_user("ann", "note", &json!("for ann"))
+        .await
+        .unwrap();
+    b.hub
+        .send_to_user("bob", "note", &json!("for bob"))
+        .await
+        .unwrap();
+    for c in [&mut ann_a, &mut ann_b] {
+        assert_eq!(c.recv_event("note").await.unwrap(), "for ann");
+    }
+    assert_eq!(bob_b.recv_event("note").await.unwrap(), "for bob");
+    b.hub.disconnect_user("ann", 4003, "bye").await.unwrap();
+    for c in [&mut ann_a, &mut ann_b] {
+        assert_eq!(c.recv_close().await.unwrap(), (4003, "bye".to_owned()));
+    }
+    until("ann's connections to leave the index", || async {
+        a.hub.user_connections("ann").await.unwrap().is_empty()
+    })
+    .await;
+    id(&mut tab(b, "ann").await.unwrap()).await;
 }
 
 /// Publishes `say` on `topic` through `p` until one is accepted (the engine reconnecting);

@@ -47,10 +47,7 @@ impl Target {
     pub(crate) fn describe(&self) -> String {
         match self {
             Target::Server(c) => c.get_connection_info().addr.to_string(),
-            Target::Slot { seeds, slot, .. } => {
-                let seeds: Vec<String> = seeds.iter().map(|s| s.addr.to_string()).collect();
-                format!("Redis Cluster slot {slot} (seeds {})", seeds.join(", "))
-            }
+            Target::Slot { slot, .. } => format!("Redis Cluster slot {slot}"),
         }
     }
 

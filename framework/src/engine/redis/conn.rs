@@ -772,12 +772,17 @@ async fn connect(
     target: &Target,
     s: &Settings,
     generation: u64,
-) -> Result<(Conn, Link, Feed), String> {
+) -> Result<(Conn, Link, Feed, String), String> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(s.connect_timeout)
         .set_response_timeout(s.command_timeout)
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let client = target.client(s).await?;
+    // Where a cluster slot's part went, for the logs.
+    let server = match target {
+        Target::Server(_) => String::new(),
+        Target::Slot { .. } => format!(" (primary {})", client.get_connection_info().addr),
+    };
     let mut mc = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -813,6 +818,7 @@ async fn connect(
             subscribed: HashSet::new(),
         },
         feed,
+        server,
     ))
 }
 
@@ -826,7 +832,7 @@ async fn supervise(shared: Arc<Shared>, target: Target, conn_tx: watch::Sender<O
     let mut connected_before = false;
     loop {
         generation += 1;
-        let (conn, mut link, stream) = match connect(&target, &settings, generation).await {
+        let (conn, mut link, stream, server) = match connect(&target, &settings, generation).await {
             Ok(c) => c,
             Err(e) => {
                 let was_up = shared.health.failed(&e);
@@ -855,15 +861,15 @@ async fn supervise(shared: Arc<Shared>, target: Target, conn_tx: watch::Sender<O
                 shared.health.set_up();
                 if !connected_before {
                     tracing::info!(
-                        "redis engine (node {}): connected to Redis at {}",
+                        "redis engine (node {}): connected to Redis at {}{server}",
                         shared.ctx.node,
                         shared.addr
                     );
                 } else {
                     crate::meter::engine_reconnected();
                     tracing::info!(
-                        "redis engine (node {}): Redis at {} is back: up again, {topics} topic \
-                         channel(s) resubscribed, presence and counts written again",
+                        "redis engine (node {}): Redis at {}{server} is back: up again, {topics} \
+                         topic channel(s) resubscribed, presence and counts written again",
                         shared.ctx.node,
                         shared.addr
                     );

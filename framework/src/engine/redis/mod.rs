@@ -90,8 +90,10 @@
 //! let engine = RedisEngine::cluster(["redis://127.0.0.1:1/", "redis://127.0.0.1:2/"])
 //!     .partitions(16)
 //!     .start()?;
-//! assert!(matches!(engine.health(), EngineHealth::Down { .. })); // nothing listens there
-//! # drop(Engine::health(&engine));
+//! // Nothing listens there: down, with the reason, until the cluster answers.
+//! assert!(matches!(engine.health(), EngineHealth::Down { .. }));
+//! // Each topic lives in one of the 16 partitions, the same on every node.
+//! assert!(engine.part_of("room:lobby") < 16);
 //! # Ok(())
 //! # }
 //! ```
@@ -441,6 +443,21 @@ impl RedisEngine {
     /// Configures an engine for Redis Cluster (Redis 7 or later, for sharded pub/sub),
     /// reached through `seeds`: URLs of any of its nodes (the engine asks them which primary
     /// serves what, and remembers the others). See the [module documentation](self).
+    ///
+    /// ```
+    /// use switchboard::engine::redis::RedisEngine;
+    /// use switchboard::engine::HistoryConfig;
+    ///
+    /// # fn main() -> Result<(), switchboard::ChannelError> {
+    /// let builder = RedisEngine::cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+    ///     .history("room:*", HistoryConfig::last(50))
+    ///     .partitions(32);
+    /// // `builder.connect().await?` waits for the cluster; a prefix with a hash tag is refused.
+    /// assert!(RedisEngine::cluster(["redis://10.0.0.1:6379/"]).prefix("{x}").start().is_err());
+    /// # drop(builder);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cluster<I, S>(seeds: I) -> RedisEngineBuilder
     where
         I: IntoIterator<Item = S>,
@@ -453,6 +470,19 @@ impl RedisEngine {
     /// of them, picked by a hash of its name (the same on every node). Every node must list
     /// the same servers in the same order; adding one moves about `1/n` of the topics to it
     /// (their history and presence start afresh there).
+    ///
+    /// ```
+    /// use switchboard::engine::redis::RedisEngine;
+    ///
+    /// # fn main() -> Result<(), switchboard::ChannelError> {
+    /// let urls = ["redis://127.0.0.1:1/", "redis://127.0.0.1:2/", "redis://127.0.0.1:3/"];
+    /// let engine = RedisEngine::sharded(urls).start()?; // connects in the background
+    /// // Every node with the same list puts a topic on the same server.
+    /// let server = engine.part_of("room:lobby");
+    /// assert_eq!(RedisEngine::sharded(urls).start()?.part_of("room:lobby"), server);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sharded<I, S>(urls: I) -> RedisEngineBuilder
     where
         I: IntoIterator<Item = S>,
@@ -507,9 +537,9 @@ impl RedisEngine {
         true
     }
 
-    /// Which partition (Redis Cluster) or server (several servers) `topic` lives in, as an
-    /// index; always 0 on one Redis. For operations and tests: the key prefix of partition
-    /// `k` is `{prefix}:{tag}` with the tag the engine logs at start.
+    /// Which partition (Redis Cluster) or server (several servers, in the order given)
+    /// `topic` lives in, as an index; always 0 on one Redis. See [`RedisEngine::sharded`] for
+    /// an example.
     pub fn part_of(&self, topic: &str) -> usize {
         cluster::part_of(topic, self.inner.parts.len())
     }
