@@ -9,6 +9,12 @@
 //!   after a reconnect writes this node's presence and counts again, resubscribes, and catches
 //!   up what topics with history missed.
 //!
+//! This is one *part* of an engine (see `cluster.rs`). On a Redis Cluster partition the part
+//! connects to the primary its slot's owner is now (`Target::client`), subscribes with
+//! `SSUBSCRIBE` on a RESP3 connection (its messages arrive as pushes), and takes a redirection
+//! (`MOVED`, `CLUSTERDOWN`...) or a shard channel dropped by the server as a lost connection:
+//! the reconnect goes to the new owner and runs the same resync and catch-up.
+//!
 //! While Redis is unreachable the engine is down: commands fail at once with
 //! `engine_unavailable` instead of waiting, local subscribers stay where they are.
 //!
