@@ -18,11 +18,16 @@
 //! publications, `--rate` per second, for `--paced` seconds): `p50`/`p99` over every delivery.
 //! Runs alternate memory, redis, memory, redis... Unknown arguments (`--bench`) are ignored.
 //!
+//! Scenario `redis-cluster` (not run by default): the same two nodes on a Redis Cluster of
+//! three primaries and three replicas (`tests/support/redis_cluster.rs`, every process pinned
+//! with the other server-side ones); the one topic lives on one shard, so it shows what the
+//! cluster costs a topic (sharded pub/sub, replication), not how many topics scale.
+//!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs N` (RFAN_SUBS, 1000), `--rounds R` (RFAN_ROUNDS, 2), `--secs S` (RFAN_SECS, 3),
 //!   `--warmup S` (RFAN_WARMUP, 0.5), `--burst K` (RFAN_BURST, 20), `--depth D` (RFAN_DEPTH, 2),
 //!   `--rate R` (RFAN_RATE, 50), `--paced S` (RFAN_PACED, 2), `--pad B` (RFAN_PAD, 64)
-//! - `--scenarios memory,redis` (RFAN_SCENARIOS), `--no-pin` (RFAN_PIN=0)
+//! - `--scenarios memory,redis[,redis-cluster]` (RFAN_SCENARIOS), `--no-pin` (RFAN_PIN=0)
 //!
 //! Without `redis-server` (Debian package `redis-server`) only the memory figure is measured.
 //!
@@ -85,7 +90,7 @@ struct Flags {
     /// Payload padding, bytes
     #[arg(long, env, default_value_t = 64)]
     pad: usize,
-    /// Scenarios to run, in this order in each round (memory|redis)
+    /// Scenarios to run, in this order in each round (memory|redis|redis-cluster)
     #[arg(long, env, value_delimiter = ',', default_value = "memory,redis")]
     scenarios: Vec<String>,
     #[command(flatten)]
@@ -93,7 +98,8 @@ struct Flags {
     /// Node mode: be a node on this engine (memory|redis) until killed
     #[arg(long)]
     serve: Option<String>,
-    /// Node mode: the Redis server's URL, for the redis engine
+    /// Node mode: the Redis server's URL, for the redis engine (comma-separated seeds for
+    /// redis-cluster)
     #[arg(long)]
     redis: Option<String>,
 }
@@ -153,7 +159,17 @@ mod server {
                         .await
                         .map_err(std::io::Error::other)?,
                 ),
-                _ => return Err(std::io::Error::other("--serve memory|redis [--redis URL]")),
+                ("redis-cluster", Some(urls)) => Hub::with_engine(
+                    RedisEngine::cluster(urls.split(','))
+                        .connect()
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+                _ => {
+                    return Err(std::io::Error::other(
+                        "--serve memory|redis|redis-cluster [--redis URL[,URL...]]",
+                    ))
+                }
             };
             let route = ChannelRoute::<()>::new("/ws")
                 .allow_join("bench:*")
@@ -459,6 +475,7 @@ fn run_scenario(
 ) -> Result<Outcome, String> {
     let mut procs = Vec::new();
     let mut nodes = Vec::new();
+    let mut cluster = None;
     match scenario {
         "memory" => {
             let (node, port) = spawn_node("memory", None, cfg)?;
@@ -475,13 +492,42 @@ fn run_scenario(
                 procs.push(node);
             }
         }
-        other => return Err(format!("unknown scenario `{other}` (memory|redis)")),
+        "redis-cluster" => {
+            let c = switchboard_suite::RedisCluster::start("redis_fanout")
+                .ok_or("redis-server or redis-cli is not installed")?;
+            if let Some(cpu) = cfg.pinning.server() {
+                for pid in c.pids() {
+                    let pinned = std::process::Command::new("taskset")
+                        .args(["-p", "-c", cpu, &pid.to_string()])
+                        .stdout(Stdio::null())
+                        .status()
+                        .map_err(|e| format!("taskset: {e}"))?;
+                    if !pinned.success() {
+                        return Err(format!("taskset -p -c {cpu} {pid} failed"));
+                    }
+                }
+            }
+            let seeds = c.urls().join(",");
+            for _ in 0..2 {
+                let (node, port) = spawn_node("redis-cluster", Some(&seeds), cfg)?;
+                nodes.push(port);
+                procs.push(node);
+            }
+            cluster = Some(c);
+        }
+        other => {
+            return Err(format!(
+                "unknown scenario `{other}` (memory|redis|redis-cluster)"
+            ))
+        }
     }
-    let pids: Vec<u32> = procs.iter().map(Proc::id).collect();
+    let mut pids: Vec<u32> = procs.iter().map(Proc::id).collect();
+    pids.extend(cluster.iter().flat_map(|c| c.pids()));
     let local = tokio::task::LocalSet::new();
     let out = local.block_on(rt, measure(cfg, &nodes, &pids));
     drop(local);
     drop(procs);
+    drop(cluster);
     out
 }
 
@@ -509,9 +555,15 @@ fn run(flags: &Flags) -> Result<(), String> {
     println!("redis_fanout: one topic fanned out, one node in memory vs two nodes through Redis");
     let mut scenarios = flags.scenarios.clone();
     scenarios.retain(|s| !s.is_empty());
-    if scenarios.iter().any(|s| s == "redis") && !switchboard_suite::redis::installed() {
+    if scenarios.iter().any(|s| s.starts_with("redis")) && !switchboard_suite::redis::installed() {
         println!("redis-server is not installed (apt-get install redis-server): memory only");
-        scenarios.retain(|s| s != "redis");
+        scenarios.retain(|s| !s.starts_with("redis"));
+    }
+    if scenarios.iter().any(|s| s == "redis-cluster")
+        && !switchboard_suite::redis_cluster::installed()
+    {
+        println!("redis-cli is not installed (apt-get install redis-tools): no redis-cluster");
+        scenarios.retain(|s| s != "redis-cluster");
     }
     let pinning = Pinning::apply(BENCH.name, flags.pin.pin, "0", "1");
     let cfg = Config::from(flags, scenarios, pinning);
@@ -538,6 +590,7 @@ fn run(flags: &Flags) -> Result<(), String> {
         for scenario in &cfg.scenarios {
             let label = match scenario.as_str() {
                 "redis" => "redis, 2 nodes",
+                "redis-cluster" => "redis cluster, 2 nodes",
                 _ => "memory, 1 node",
             };
             let o = run_scenario(&rt, scenario, &cfg)

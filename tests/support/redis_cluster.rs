@@ -164,6 +164,14 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The process ids of the running nodes (for a bench's CPU accounting and pinning).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The port of node `i`.
     pub fn port(&self, i: usize) -> u16 {
         self.nodes[i].port
