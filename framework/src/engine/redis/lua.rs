@@ -392,8 +392,19 @@ return 0
 
 /// ARGV: P, topic, ttl_ms, expiry_ms, new_epoch, epoch, seq. What a node that was away missed:
 /// {epoch, seq, items after seq (all held items when the epoch changed)}.
+///
+/// A history whose counter is *below* what the node already delivered in the same epoch went
+/// back: a failover to a replica that had not received the last publications (replication is
+/// asynchronous). Its next publications would reuse numbers the node delivered, and be
+/// skipped as repeats; a new epoch keeps them apart (clients see the epoch change, and a
+/// recovery from the old one answers `recovered: false`). Only the node's own position can
+/// start it, never a client's (a client could claim any number).
 const CATCHUP: &str = r#"
 local epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
+if epoch == ARGV[6] and seq < num(ARGV[7]) then
+  redis.call('DEL', P .. ':h:' .. ARGV[2])
+  epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
+end
 local want
 if epoch == ARGV[6] then want = seq - num(ARGV[7]) else want = seq end
 return {epoch, seq, newest(stream, want)}
