@@ -8,7 +8,9 @@
 //! Simulate a dropped connection: `curl -X POST http://127.0.0.1:8080/api/debug/drop/<nick>`.
 //! The channel's generated types: `static/channel.d.ts` (the page type-checks against it) and
 //! `asyncapi.json` (also served at `/asyncapi.json`); `--schema write` regenerates them,
-//! `--schema check` fails when they are stale (docs/typescript.md).
+//! `--schema check` fails when they are stale (docs/typescript.md). Several chat processes
+//! share rooms through `--redis URL`, `--redis-cluster URL,URL,...` or `--nats URL`
+//! (docs/engines.md has the commands for two nodes on each).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
