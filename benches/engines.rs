@@ -1,12 +1,15 @@
-//! Topic fan-out across two nodes through each distributed engine (Redis, NATS, and Redis
-//! Cluster once built in) beside one node in memory, in the same run: deliveries/s, p50/p99
-//! publish-to-delivery latency, server CPU µs per delivery (the nodes and the engine's
-//! processes together).
+//! Topic fan-out across two nodes through each distributed engine (Redis, Redis Cluster, NATS)
+//! beside one node in memory, in the same run: deliveries/s, p50/p99 publish-to-delivery
+//! latency, server CPU µs per delivery (the nodes and the engine's processes together), and the
+//! CPU per delivery of the busiest engine process (the one that caps the engine when every
+//! process has a core of its own: with many topics on Redis Cluster it falls with the shards).
 //!
-//! The bench re-executes itself: `engines --serve memory|redis|nats [--engine-url URL]` is one
+//! The bench re-executes itself: `engines --serve memory|redis|redis-cluster|nats
+//! [--engine-url URL[,URL...]]` is one
 //! server node (one actix-web worker, the hub on that engine) in a child process; every
 //! server-side process (the nodes and `redis-server` / `nats-server`, started here on free
-//! loopback ports without persistence) is pinned to CPU 0 with `taskset`, this process, the
+//! loopback ports without persistence; for `redis-cluster`, six `redis-server`s, three
+//! primaries and three replicas, as `tests/support/redis_cluster.rs` starts them) is pinned to CPU 0 with `taskset`, this process, the
 //! load generator, to CPU 1. For each subscriber count it opens N subscribers
 //! (tokio-tungstenite, one current-thread runtime) spread round-robin over `--topics` topics
 //! `bench:fan:{i}`: all on the one node for `memory`, half on each of two nodes for the
@@ -26,12 +29,13 @@
 //!   (ENG_ROUNDS, 2), `--secs S` (ENG_SECS, 3), `--warmup S` (ENG_WARMUP, 0.5), `--burst K`
 //!   (ENG_BURST, 20), `--depth D` (ENG_DEPTH, 2), `--rate R` (ENG_RATE, 50), `--paced S`
 //!   (ENG_PACED, 2), `--pad B` (ENG_PAD, 64)
-//! - `--scenarios memory,redis,nats` (ENG_SCENARIOS), `--no-pin` (ENG_PIN=0)
+//! - `--scenarios memory,redis,redis-cluster,nats` (ENG_SCENARIOS), `--no-pin` (ENG_PIN=0)
 //!
 //! A scenario whose server program is not installed (Debian packages `redis-server`,
-//! `nats-server`) is left out with a note.
+//! `redis-tools`, `nats-server`) is left out with a note.
 //!
-//! Example: `cargo bench --bench engines -- --subs 1000,10000 --rounds 3`.
+//! Examples: `cargo bench --bench engines -- --subs 1000,10000 --rounds 3`; many topics over
+//! the cluster's shards: `cargo bench --bench engines -- --subs 10000 --topics 48`.
 
 mod support;
 
@@ -96,15 +100,20 @@ struct Flags {
     /// Payload padding, bytes
     #[arg(long, env, default_value_t = 64)]
     pad: usize,
-    /// Scenarios to run, in this order in each round (memory|redis|nats)
-    #[arg(long, env, value_delimiter = ',', default_value = "memory,redis,nats")]
+    /// Scenarios to run, in this order in each round (memory|redis|redis-cluster|nats)
+    #[arg(
+        long,
+        env,
+        value_delimiter = ',',
+        default_value = "memory,redis,redis-cluster,nats"
+    )]
     scenarios: Vec<String>,
     #[command(flatten)]
     pin: flags::Pin,
-    /// Node mode: be a node on this engine (memory|redis|nats) until killed
+    /// Node mode: be a node on this engine (memory|redis|redis-cluster|nats) until killed
     #[arg(long)]
     serve: Option<String>,
-    /// Node mode: the engine's URL (Redis or NATS)
+    /// Node mode: the engine's URL (Redis or NATS; comma-separated seeds for redis-cluster)
     #[arg(long)]
     engine_url: Option<String>,
 }
@@ -174,6 +183,12 @@ mod server {
                         .await
                         .map_err(std::io::Error::other)?,
                 ),
+                ("redis-cluster", Some(urls)) => Hub::with_engine(
+                    RedisEngine::cluster(urls.split(','))
+                        .connect()
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
                 ("nats", Some(url)) => Hub::with_engine(
                     NatsEngine::connect(url)
                         .await
@@ -181,7 +196,7 @@ mod server {
                 ),
                 _ => {
                     return Err(std::io::Error::other(
-                        "--serve memory|redis|nats [--engine-url URL]",
+                        "--serve memory|redis|redis-cluster|nats [--engine-url URL[,URL...]]",
                     ))
                 }
             };
@@ -465,17 +480,27 @@ impl Bursts {
 struct Outcome {
     deliveries_per_sec: f64,
     cpu_us_per_delivery: f64,
+    /// The busiest engine process's CPU per delivery (0 without one).
+    engine_max_us_per_delivery: f64,
     p50_us: f64,
     p99_us: f64,
     order_errors: u64,
 }
 
-async fn measure(
-    cfg: &Config,
-    subs: usize,
-    nodes: &[u16],
-    pids: &[u32],
-) -> Result<Outcome, String> {
+/// The server side of a run: the nodes' HTTP ports, and every server-side process (the
+/// engine's first, `engines` of them).
+struct Servers<'a> {
+    nodes: &'a [u16],
+    pids: &'a [u32],
+    engines: usize,
+}
+
+async fn measure(cfg: &Config, subs: usize, servers: Servers<'_>) -> Result<Outcome, String> {
+    let Servers {
+        nodes,
+        pids,
+        engines,
+    } = servers;
     let shared = Rc::new(Shared::default());
     let topics = cfg.topics;
     for i in 0..subs as u64 {
@@ -499,6 +524,12 @@ async fn measure(
     let elapsed = started.elapsed().as_secs_f64();
     let delivered = shared.delivered.get() - delivered_before;
     let cpu = cpu::used_since(pids, &cpu_before);
+    let engine_max = pids[..engines]
+        .iter()
+        .zip(&cpu_before)
+        .map(|(&p, before)| cpu::used_since(&[p], std::slice::from_ref(before)))
+        .max()
+        .unwrap_or_default();
     // Latency: single publications, paced.
     shared.recording.set(true);
     let gap = Duration::from_secs_f64(1.0 / cfg.rate);
@@ -517,6 +548,7 @@ async fn measure(
     Ok(Outcome {
         deliveries_per_sec: delivered as f64 / elapsed,
         cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+        engine_max_us_per_delivery: engine_max.as_secs_f64() * 1e6 / delivered.max(1) as f64,
         p50_us: stats::quantile_us(&lat, 0.50, Rank::Rounded),
         p99_us: stats::quantile_us(&lat, 0.99, Rank::Rounded),
         order_errors: shared.order_errors.get(),
@@ -531,6 +563,7 @@ fn run_scenario(
 ) -> Result<Outcome, String> {
     let mut procs = Vec::new();
     let mut nodes = Vec::new();
+    let mut cluster = None;
     let url = match scenario {
         "memory" => None,
         "redis" => {
@@ -538,12 +571,28 @@ fn run_scenario(
             procs.push(redis);
             Some(format!("redis://127.0.0.1:{port}/"))
         }
+        "redis-cluster" => {
+            let c = switchboard_suite::RedisCluster::start("engines_bench")
+                .ok_or("redis-server or redis-cli is not installed")?;
+            if let Some(cpu) = cfg.pinning.server() {
+                for pid in c.pids() {
+                    pin::pid(cpu, pid)?;
+                }
+            }
+            let seeds = c.urls().join(",");
+            cluster = Some(c);
+            Some(seeds)
+        }
         "nats" => {
             let (nats, port) = spawn_nats(cfg)?;
             procs.push(nats);
             Some(format!("nats://127.0.0.1:{port}"))
         }
-        other => return Err(format!("unknown scenario `{other}` (memory|redis|nats)")),
+        other => {
+            return Err(format!(
+                "unknown scenario `{other}` (memory|redis|redis-cluster|nats)"
+            ))
+        }
     };
     // One node in memory; two nodes sharing the engine otherwise.
     let count = if url.is_some() { 2 } else { 1 };
@@ -552,11 +601,24 @@ fn run_scenario(
         nodes.push(port);
         procs.push(node);
     }
-    let pids: Vec<u32> = procs.iter().map(Proc::id).collect();
+    // The engine's processes first: the cluster's six, or the one server (started first).
+    let mut pids: Vec<u32> = cluster.iter().flat_map(|c| c.pids()).collect();
+    let engines = if cluster.is_some() {
+        pids.len()
+    } else {
+        usize::from(url.is_some())
+    };
+    pids.extend(procs.iter().map(Proc::id));
+    let servers = Servers {
+        nodes: &nodes,
+        pids: &pids,
+        engines,
+    };
     let local = tokio::task::LocalSet::new();
-    let out = local.block_on(rt, measure(cfg, subs, &nodes, &pids));
+    let out = local.block_on(rt, measure(cfg, subs, servers));
     drop(local);
     drop(procs);
+    drop(cluster);
     out
 }
 
@@ -564,6 +626,7 @@ fn run_scenario(
 fn label(scenario: &str) -> &'static str {
     match scenario {
         "redis" => "redis, 2 nodes",
+        "redis-cluster" => "cluster, 2 nodes",
         "nats" => "nats, 2 nodes",
         _ => "memory, 1 node",
     }
@@ -574,11 +637,12 @@ const TABLE: Table<Outcome> = Table(&[
     Column::new("p50 µs", 9, 1, |o| o.p50_us),
     Column::new("p99 µs", 9, 1, |o| o.p99_us),
     Column::new("CPU µs/deliv", 14, 3, |o| o.cpu_us_per_delivery),
+    Column::new("engine max µs", 14, 3, |o| o.engine_max_us_per_delivery),
     Column::new("order err", 10, 0, |o| o.order_errors as f64),
 ]);
 
 /// The order errors' column: summed over rounds, not a median.
-const ORDER_ERR: usize = 4;
+const ORDER_ERR: usize = 5;
 
 fn main() -> ExitCode {
     let flags: Flags = flags::parse(&BENCH, DEFAULTS);
@@ -598,6 +662,11 @@ fn run(flags: &Flags) -> Result<(), String> {
             "redis",
             switchboard_suite::redis::installed(),
             "redis-server",
+        ),
+        (
+            "redis-cluster",
+            switchboard_suite::redis_cluster::installed(),
+            "redis-tools",
         ),
         ("nats", switchboard_suite::nats::installed(), "nats-server"),
     ] {

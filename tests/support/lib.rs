@@ -5,6 +5,7 @@
 //! - [`wait`]: bounded waits for a condition ([`until`], [`eventually`], [`Wait`]).
 //! - [`process`]: programs the tests start (example binaries), and skipping when one is missing.
 //! - [`redis`]: a `redis-server` of a test's own.
+//! - [`redis_cluster`]: a Redis Cluster (3 primaries, 3 replicas) of a test's own.
 //! - [`nats`]: a `nats-server` of a test's own, with JetStream.
 //! - [`http`]: raw HTTP/1.1 requests.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod nats;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rooms;
 pub mod typescript;
 pub mod wait;
@@ -28,6 +30,7 @@ pub use http::{header, http, percent, raw_http, raw_http_with, request};
 pub use nats::NatsServer;
 pub use process::{chat, example_binary, free_port, skip, spawn_listening, under_ci, Proc};
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use wait::{eventually, until, Wait};
 pub use ws::{
     connect_named, delivery, error_reply, opcode, pushes_before_reply, rejected_status, RawWs,
