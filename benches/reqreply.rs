@@ -224,15 +224,31 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
         medians.push((kind, m));
     }
     let med = |kind| medians.iter().find(|(k, _)| *k == kind).map(|(_, m)| m);
-    let (Some(b), Some(f)) = (med(Server::Baseline), med(Server::Framework)) else {
-        return;
-    };
     let cpu_of = |r: usize, kind| {
         results
             .iter()
             .find(|(rr, k, _)| *rr == r && *k == kind)
             .map(|(_, _, v)| v[CPU])
     };
+    if let (Some(f), Some(h)) = (med(Server::Framework), med(Server::Http)) {
+        let pairs: Vec<String> = (1..=rounds)
+            .filter_map(|r| Some(cpu_of(r, Server::Http)? / cpu_of(r, Server::Framework)?))
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        println!(
+            "http / framework (medians): server CPU per message {:.3} ({:+.1}%), throughput \
+         {:.3}, p50 {:.3}; per round {}",
+            h[CPU] / f[CPU],
+            (h[CPU] / f[CPU] - 1.0) * 100.0,
+            h[0] / f[0],
+            h[1] / f[1],
+            pairs.join(", ")
+        );
+    }
+    let (Some(b), Some(f)) = (med(Server::Baseline), med(Server::Framework)) else {
+        return;
+    };
+
     let pairs: Vec<String> = (1..=rounds)
         .filter_map(|r| Some(cpu_of(r, Server::Framework)? / cpu_of(r, Server::Baseline)?))
         .map(|r| format!("{r:.3}"))
@@ -278,21 +294,6 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
             m[0] / f[0],
             pairs.join(", "),
             if ratio <= 1.03 { "met" } else { "NOT met" }
-        );
-    }
-    if let Some(h) = med(Server::Http) {
-        let pairs: Vec<String> = (1..=rounds)
-            .filter_map(|r| Some(cpu_of(r, Server::Http)? / cpu_of(r, Server::Framework)?))
-            .map(|r| format!("{r:.3}"))
-            .collect();
-        println!(
-            "http / framework (medians): server CPU per message {:.3} ({:+.1}%), throughput \
-             {:.3}, p50 {:.3}; per round {}",
-            h[CPU] / f[CPU],
-            (h[CPU] / f[CPU] - 1.0) * 100.0,
-            h[0] / f[0],
-            h[1] / f[1],
-            pairs.join(", ")
         );
     }
     println!(

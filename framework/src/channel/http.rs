@@ -152,9 +152,9 @@ fn local_link<S>(
     id: ConnectionId,
 ) -> Option<Option<Arc<HttpLink>>> {
     let entry = hub.entry(id)?;
-    // Open here: over HTTP on this channel, or nothing a request may reach.
+    // Open here: over HTTP on this channel and not closing, or nothing a request may reach.
     Some(
-        (entry.channel() == &def.path)
+        (entry.channel() == &def.path && !entry.out.is_closing())
             .then(|| entry.link.get().cloned())
             .flatten(),
     )

@@ -325,6 +325,8 @@ impl Future for HttpWriter {
                 }
                 return Poll::Ready(());
             }
+            // Reading again: a later close gets its full `close_timeout`.
+            this.stuck = None;
             if !this.batch.is_empty() {
                 let was_empty = st.out.is_empty();
                 let mut closed = false;
