@@ -4,7 +4,7 @@
 //! hooks exactly once, heartbeat and idle timeout, drain; hostile input (bad secrets, missing
 //! headers, closed connections, oversized bodies, out-of-order and duplicate batches, a
 //! stream nobody reads, foreign origins); and two nodes on Redis, the stream on one and its
-//! `POST`s on the other.
+//! `POST`s on the other (and the same on NATS).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use switchboard::{ChannelConfig, SlowConsumerPolicy};
 use switchboard_suite::http::{try_request, Response};
 use switchboard_suite::rooms::{self, User};
 use switchboard_suite::sse::SseClient;
-use switchboard_suite::{until, RedisServer, Wait};
+use switchboard_suite::{until, NatsServer, RedisServer, Wait};
 
 /// Disconnect handlers that ran, by connection.
 #[derive(Default)]
@@ -673,19 +673,14 @@ async fn the_fallback_can_be_turned_off() {
     assert_eq!(ws.request("echo", json!(1)).await.unwrap(), json!(1));
 }
 
-// ---- two nodes on Redis -------------------------------------------------------------------
+// ---- two nodes on Redis, and on NATS --------------------------------------------------------
 
 struct Node {
     srv: TestServer,
     left: web::Data<Left>,
 }
 
-async fn node(redis: &RedisServer) -> Node {
-    let engine = switchboard::engine::redis::RedisEngine::builder(redis.url())
-        .node_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .expect("connect to redis");
+fn node_on(engine: impl switchboard::engine::Engine) -> Node {
     let hub = Hub::with_engine(engine);
     let left = web::Data::new(Left::default());
     let (h, l) = (hub.clone(), left.clone());
@@ -700,12 +695,44 @@ async fn node(redis: &RedisServer) -> Node {
     Node { srv, left }
 }
 
+async fn redis_node(redis: &RedisServer) -> Node {
+    let engine = switchboard::engine::redis::RedisEngine::builder(redis.url())
+        .node_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .expect("connect to redis");
+    node_on(engine)
+}
+
+async fn nats_node(nats: &NatsServer) -> Node {
+    let engine = switchboard::engine::nats::NatsEngine::builder(nats.url())
+        .node_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .expect("connect to nats");
+    node_on(engine)
+}
+
 #[tokio::test]
 async fn posts_to_another_node_reach_the_stream_in_order() {
     let Some(redis) = RedisServer::start("http_two_nodes") else {
         return;
     };
-    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (a, b) = (redis_node(&redis).await, redis_node(&redis).await);
+    stream_on_a_posts_on_b(&a, &b).await;
+}
+
+#[tokio::test]
+async fn posts_to_another_node_reach_the_stream_in_order_on_nats() {
+    let Some(nats) = NatsServer::start("http_two_nodes_nats") else {
+        return;
+    };
+    let (a, b) = (nats_node(&nats).await, nats_node(&nats).await);
+    stream_on_a_posts_on_b(&a, &b).await;
+}
+
+/// A stream on node A, its `POST`s through B (and alternating), checked through presence.
+async fn stream_on_a_posts_on_b(a: &Node, b: &Node) {
     let mut c = SseClient::open(a.srv.addr(), "/ws?name=ann").await.unwrap();
     // Every POST through B: handed to A through Redis, answered on A's stream.
     c.via(b.srv.addr());
