@@ -138,7 +138,11 @@ fn callgrind_mode(
     );
     let mut irs = Vec::new();
     for &kind in servers {
-        let (w, ir, path) = callgrind::measure(rt, kind.name(), &s.load, s.pinning.server(), &dir)
+        let load = LoadConfig {
+            http: kind == Server::Http,
+            ..s.load.clone()
+        };
+        let (w, ir, path) = callgrind::measure(rt, kind.name(), &load, s.pinning.server(), &dir)
             .map_err(|e| format!("{} under callgrind: FAILED: {e}", kind.name()))?;
         let per = ir as f64 / w.msgs as f64;
         println!(
@@ -157,6 +161,13 @@ fn callgrind_mode(
             "metrics / framework: instructions per message {:.3} ({:+.1}%)",
             m / f,
             (m / f - 1.0) * 100.0
+        );
+    }
+    if let (Some(f), Some(h)) = (of(Server::Framework), of(Server::Http)) {
+        println!(
+            "http / framework: instructions per message {:.3} ({:+.1}%)",
+            h / f,
+            (h / f - 1.0) * 100.0
         );
     }
     if let (Some(b), Some(f)) = (of(Server::Baseline), of(Server::Framework)) {
