@@ -759,8 +759,22 @@ async fn stream_on_a_posts_on_b(a: &Node, b: &Node) {
     for i in 0..20u64 {
         assert_eq!(c.recv_json().await["ref"], 100 + i, "in seq order");
     }
-    // B checks the secret and the connection's existence through presence.
+    // A binary frame through B.
     c.via(b.srv.addr());
+    let (seq, secret) = (c.seq, c.secret.clone());
+    c.seq += 1;
+    let r = c
+        .post_raw(
+            Some(seq),
+            "application/octet-stream",
+            b"\x00\x01abc",
+            Some(&secret),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = c.recv().await.unwrap();
+    assert_eq!((e.event.as_str(), e.data.as_str()), ("binary", "Y2JhAQA="));
+    // B checks the secret and the connection's existence through presence.
     // The right shape, one character off.
     let wrong = format!(
         "{}{}",
