@@ -8,6 +8,7 @@
 //! - [`redis_cluster`]: a Redis Cluster (3 primaries, 3 replicas) of a test's own.
 //! - [`nats`]: a `nats-server` of a test's own, with JetStream.
 //! - [`http`]: raw HTTP/1.1 requests.
+//! - [`sse`]: a client of the HTTP transport (the stream and upstream `POST`s), raw.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
 //! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
 //! - [`handlers`]: channel handlers several test apps mount.
@@ -22,6 +23,7 @@ pub mod process;
 pub mod redis;
 pub mod redis_cluster;
 pub mod rooms;
+pub mod sse;
 pub mod typescript;
 pub mod wait;
 pub mod ws;
@@ -31,6 +33,7 @@ pub use nats::NatsServer;
 pub use process::{chat, example_binary, free_port, skip, spawn_listening, under_ci, Proc};
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;
+pub use sse::SseClient;
 pub use wait::{eventually, until, Wait};
 pub use ws::{
     connect_named, delivery, error_reply, opcode, pushes_before_reply, rejected_status, RawWs,
