@@ -5,7 +5,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { Switchboard } from "../../framework/js/switchboard.js";
 
-import { uid, waitFor, nextEvent } from "./support.mjs";
+import { uid, waitFor, nextEvent, TRANSPORT } from "./support.mjs";
 
 const URL = process.env.SWITCHBOARD_TOKENS_URL;
 if (!URL) throw new Error("run through `cargo test --test js_client` (SWITCHBOARD_TOKENS_URL is unset)");
@@ -15,6 +15,7 @@ function tokenClient(getToken, options = {}) {
     timeout: 3000,
     reconnect: { initialDelay: 20, maxDelay: 160 },
     getToken,
+    transport: TRANSPORT,
     ...options,
   });
   clients.push(sb);
