@@ -349,7 +349,9 @@ class Emitter {
  * - `"reply"` `(data, route)`: a handler's answer to a message sent without a ref;
  * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
  *   (a server-side subscription);
- * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ * - `"binary"` `(ArrayBuffer)`: a binary frame;
+ * - `"transport"` `("websocket" | "http")`: the connection is carried by another transport than
+ *   before (the first open, a fallback to HTTP, the move back to a WebSocket).
  *
  * Typed by a channel's generated types (`C`, docs/typescript.md), `request` checks the route,
  * the payload and the reply, `on` the pushes, and `subscribe` the topic and its events; the

@@ -249,3 +249,72 @@ test("the WebSocket URL's query and token go on the stream URL", once, async () 
   assert.equal(u.searchParams.get("tk"), "t/k n");
   sb.close();
 });
+
+test("the stream reader: CRLF, CR, comments, multi-line data, events split anywhere (no server)", once, async () => {
+  const opening = ": padding to get past proxies\n\n" + 'event: open\ndata: {"id":"c1","secret":"s3cret","ping":30000}\n\n';
+  const rest =
+    `data: {"event":"hello","data":"a"}\n\n` +
+    // A frame text with a newline in it comes as two data lines, joined with "\n" again.
+    `data: {"event":"multi",\ndata:"data":"line one\\nline two"}\n\n` +
+    `: a comment\r\ndata: {"event":"crlf","data":"x"}\r\n\r\n` +
+    `data: {"event":"cr","data":"y"}\r\rid: 7\nretry: 10\n` +
+    `event: binary\ndata: AAEC/w==\n\n` +
+    `data: {"event":"ünïcödé","data":"✓"}\n\n` +
+    'event: close\ndata: {"code":4001,"reason":"done"}\n\n';
+  // Cut into 1- to 3-byte chunks: CRLFs, UTF-8 sequences and lines all split somewhere.
+  const cut = (text) => {
+    const bytes = new TextEncoder().encode(text);
+    const chunks = [];
+    for (let i = 0, n = 1; i < bytes.length; i += n, n = (n % 3) + 1) chunks.push(bytes.slice(i, i + n));
+    return chunks;
+  };
+  const chunks = cut(opening);
+  const later = cut(rest);
+  let release;
+  const released = new Promise((resolve) => (release = resolve));
+  const requests = [];
+  const fake = async (input, init = {}) => {
+    requests.push([init.method ?? "GET", init.headers ?? {}, init.body]);
+    if (init.method) return new Response(null, { status: 204 });
+    const body = new ReadableStream({
+      async pull(controller) {
+        if (chunks.length === 0) {
+          // The rest once the test has sent its frame.
+          await released;
+          chunks.push(...later.splice(0));
+        }
+        const next = chunks.shift();
+        if (next) controller.enqueue(next);
+        else controller.close();
+      },
+    });
+    return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
+  };
+  const sb = new Switchboard("ws://example.invalid/ws", { transport: "http", fetch: fake, reconnect: false });
+  const got = [];
+  for (const event of ["hello", "multi", "crlf", "cr", "ünïcödé"]) sb.on(event, (d) => got.push([event, d]));
+  sb.on("binary", (b) => got.push(["binary", [...new Uint8Array(b)]]));
+  const closed = nextEvent(sb, "close");
+  await sb.connect();
+  assert.equal(sb.transport, "http");
+  sb.send("echo", 1);
+  release();
+  assert.deepEqual(await closed, [{ code: 4001, reason: "done", reconnect: false }]);
+  assert.deepEqual(got, [
+    ["hello", "a"],
+    ["multi", "line one\nline two"],
+    ["crlf", "x"],
+    ["cr", "y"],
+    ["binary", [0, 1, 2, 255]],
+    ["ünïcödé", "✓"],
+  ]);
+  assert.equal(requests[0][0], "GET");
+  assert.equal(requests[0][1].accept, "text/event-stream");
+  const post = requests.find(([method]) => method === "POST");
+  assert.ok(post, "the send went up in a POST");
+  assert.deepEqual(
+    [post[1]["switchboard-connection"], post[1]["switchboard-secret"], post[1]["switchboard-seq"]],
+    ["c1", "s3cret", "0"],
+  );
+  assert.deepEqual(JSON.parse(post[2]), [{ type: "echo", data: 1 }]);
+});
