@@ -633,6 +633,10 @@ async fn track(
 }
 
 impl Engine for RedisEngine {
+    fn is_distributed(&self) -> bool {
+        true
+    }
+
     fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
         Box::pin(subscribe(self.shared().clone(), request))
     }
