@@ -208,20 +208,55 @@ async fn the_chat_works_over_http_behind_a_proxy_that_blocks_websockets() {
     login(&bob, &base, "bob").await;
     until(&ada, "ada's page showing HTTP", &transport_is("http")).await;
     until(&ada, "the indicator's text", &text_in("transport", "HTTP")).await;
-    until(&bob, "bob's page showing WebSocket", &transport_is("websocket")).await;
+    until(
+        &bob,
+        "bob's page showing WebSocket",
+        &transport_is("websocket"),
+    )
+    .await;
     assert!(proxy.refused() >= 1, "ada's page never tried a WebSocket");
 
     // Presence, publications and replies in both directions.
-    until(&ada, "bob in ada's member list", &text_in("member-list", "bob")).await;
-    until(&bob, "ada in bob's member list", &text_in("member-list", "ada")).await;
+    until(
+        &ada,
+        "bob in ada's member list",
+        &text_in("member-list", "bob"),
+    )
+    .await;
+    until(
+        &bob,
+        "ada in bob's member list",
+        &text_in("member-list", "ada"),
+    )
+    .await;
     say(&ada, "hello over http").await;
-    until(&bob, "ada's message", &text_in("messages", "hello over http")).await;
-    until(&ada, "ada's own message", &text_in("messages", "hello over http")).await;
+    until(
+        &bob,
+        "ada's message",
+        &text_in("messages", "hello over http"),
+    )
+    .await;
+    until(
+        &ada,
+        "ada's own message",
+        &text_in("messages", "hello over http"),
+    )
+    .await;
     say(&bob, "hello over a websocket").await;
-    until(&ada, "bob's message", &text_in("messages", "hello over a websocket")).await;
+    until(
+        &ada,
+        "bob's message",
+        &text_in("messages", "hello over a websocket"),
+    )
+    .await;
     // A refusal comes back over the stream too.
     say(&ada, &"x".repeat(520)).await;
-    until(&ada, "the too-long refusal", &text_in("toasts", "at most 500 characters")).await;
+    until(
+        &ada,
+        "the too-long refusal",
+        &text_in("toasts", "at most 500 characters"),
+    )
+    .await;
     // Still on HTTP: the page kept its choice.
     until(&ada, "ada's page still on HTTP", &transport_is("http")).await;
 

@@ -85,12 +85,11 @@ impl Upgrades {
         if !req.headers().contains_key(actix_web::http::header::UPGRADE) {
             return None;
         }
-        let name = web::Query::<std::collections::HashMap<String, String>>::from_query(
-            req.query_string(),
-        )
-        .ok()?
-        .get("name")?
-        .clone();
+        let name =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()?
+                .get("name")?
+                .clone();
         let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
         names.get(&name).copied()
     }
@@ -451,7 +450,10 @@ fn run_suite(
         .env("SWITCHBOARD_HEARTBEAT_URL", srv.ws_url("/wsh"))
         .env("SWITCHBOARD_SILENT_URL", srv.ws_url("/silent"))
         .env("SWITCHBOARD_HTTP", srv.url(""))
-        .env("SWITCHBOARD_CLIENT", root.join("framework/js/switchboard.js"))
+        .env(
+            "SWITCHBOARD_CLIENT",
+            root.join("framework/js/switchboard.js"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -475,7 +477,10 @@ fn run_suite(
         flags.join(" ")
     );
     match status {
-        None => (false, format!("node did not finish within {NODE_DEADLINE:?}\n{report}")),
+        None => (
+            false,
+            format!("node did not finish within {NODE_DEADLINE:?}\n{report}"),
+        ),
         Some(s) if !s.success() => (false, format!("node tests failed ({s})\n{report}")),
         Some(_) => (true, report),
     }

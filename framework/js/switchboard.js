@@ -758,8 +758,15 @@ export class Switchboard extends Emitter {
     /** @param {string | null} token */
     const dial = (token) => {
       if (!stillHttp() || this._probe) return;
+      let url;
+      try {
+        url = this._url(token);
+      } catch {
+        this._scheduleProbe();
+        return;
+      }
       /** @type {Transport} */
-      const probe = new WebSocketTransport(this._url(token), this.WebSocket, {
+      const probe = new WebSocketTransport(url, this.WebSocket, {
         open: () => {
           if (this._probe !== probe) return;
           clearTimeout(/** @type {Timer} */ (this._probeTimer));
