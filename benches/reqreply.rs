@@ -14,7 +14,10 @@
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--conns N` (REQREPLY_CONNS, 64), `--depth D` in flight per connection (REQREPLY_DEPTH, 1)
 //! - `--secs S` measured window (REQREPLY_SECS, 4), `--warmup S` (REQREPLY_WARMUP, 1)
-//! - `--rounds R` (REQREPLY_ROUNDS, 4), `--servers baseline,framework` (REQREPLY_SERVERS)
+//! - `--rounds R` (REQREPLY_ROUNDS, 4), `--servers baseline,framework` (REQREPLY_SERVERS);
+//!   `http` is the framework's server driven over its HTTP transport (an SSE stream per
+//!   connection, requests in `POST` batches on a keep-alive socket), e.g.
+//!   `--servers baseline,framework,http`
 //! - `--server-cpu C`, `--client-cpu C` (REQREPLY_SERVER_CPU 0, REQREPLY_CLIENT_CPU 1),
 //!   `--no-pin` (REQREPLY_PIN=0)
 //! - `--max-other PCT` (REQREPLY_MAX_OTHER, 25), `--budget SECS` (REQREPLY_BUDGET, 60)
@@ -34,6 +37,7 @@ mod support;
 // finds the support shared by every bench in `benches/support/`, with no `#[path]`.
 mod reqreply {
     pub mod callgrind;
+    pub mod http;
     pub mod load;
     pub mod servers;
 }
@@ -101,17 +105,22 @@ struct Setup {
 
 /// Starts a server child and reads the port it listens on.
 fn spawn_server(kind: Server, cpu: Option<&str>) -> Result<(Proc, u16), String> {
+    // The HTTP transport is the framework's server as it is: only the load differs.
     let mut cmd = spawn::this_bench(cpu)?;
     cmd.args(["--serve", kind.name()]);
     spawn::server(cmd, &format!("{} server", kind.name()))
 }
 
 fn run_once(rt: &tokio::runtime::Runtime, kind: Server, s: &Setup) -> Result<Window, String> {
+    let load = LoadConfig {
+        http: kind == Server::Http,
+        ..s.load.clone()
+    };
     spawn::against(
         rt,
         s.target,
         || spawn_server(kind, s.pinning.server()),
-        |port, pid| load::run(port, pid, &s.load),
+        |port, pid| load::run(port, pid, &load),
     )
 }
 
@@ -271,6 +280,21 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
             if ratio <= 1.03 { "met" } else { "NOT met" }
         );
     }
+    if let Some(h) = med(Server::Http) {
+        let pairs: Vec<String> = (1..=rounds)
+            .filter_map(|r| Some(cpu_of(r, Server::Http)? / cpu_of(r, Server::Framework)?))
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        println!(
+            "http / framework (medians): server CPU per message {:.3} ({:+.1}%), throughput \
+             {:.3}, p50 {:.3}; per round {}",
+            h[CPU] / f[CPU],
+            (h[CPU] / f[CPU] - 1.0) * 100.0,
+            h[0] / f[0],
+            h[1] / f[1],
+            pairs.join(", ")
+        );
+    }
     println!(
         "goal (framework CPU/msg <= 1.10 x baseline, medians): {}",
         if ratio <= 1.10 { "met" } else { "NOT met" }
@@ -297,6 +321,7 @@ fn run(flags: &Flags) -> Result<(), String> {
             depth: flags.depth.max(1),
             warmup: Duration::from_secs_f64(flags.rounds.warmup()),
             measure: Duration::from_secs_f64(flags.rounds.secs()),
+            http: false,
         },
         pinning: Pinning::apply(BENCH.name, flags.pin.pin, server_cpu, client_cpu),
         target: flags.versus.target(),

@@ -142,6 +142,9 @@ pub enum Server {
     /// Switchboard with Prometheus metrics collected (the `/metrics` endpoint mounted): the
     /// cost of metrics, against `framework` in the same run.
     Metrics,
+    /// Switchboard over its HTTP transport (SSE stream + `POST`s) instead of WebSocket: the
+    /// `framework` server, with the load generator's HTTP client.
+    Http,
     /// A server started elsewhere (`--target PORT`).
     #[value(skip)]
     External,
@@ -153,6 +156,7 @@ impl Server {
             Server::Baseline => "baseline",
             Server::Framework => "framework",
             Server::Metrics => "metrics",
+            Server::Http => "http",
             Server::External => "external",
         }
     }

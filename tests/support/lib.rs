@@ -7,6 +7,7 @@
 //! - [`redis`]: a `redis-server` of a test's own.
 //! - [`nats`]: a `nats-server` of a test's own, with JetStream.
 //! - [`http`]: raw HTTP/1.1 requests.
+//! - [`sse`]: a client of the HTTP transport (the stream and upstream `POST`s), raw.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
 //! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
 //! - [`proxy`]: a loopback proxy that refuses WebSocket upgrades (the HTTP transport's tests).
@@ -22,6 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod rooms;
+pub mod sse;
 pub mod typescript;
 pub mod wait;
 pub mod ws;
@@ -30,6 +32,7 @@ pub use http::{header, http, percent, raw_http, raw_http_with, request};
 pub use nats::NatsServer;
 pub use process::{chat, example_binary, free_port, skip, spawn_listening, under_ci, Proc};
 pub use redis::RedisServer;
+pub use sse::SseClient;
 pub use wait::{eventually, until, Wait};
 pub use ws::{
     connect_named, delivery, error_reply, opcode, pushes_before_reply, rejected_status, RawWs,

@@ -298,11 +298,12 @@ impl Future for HttpWriter {
                 return Poll::Ready(());
             }
             if st.out.len() >= DOWNSTREAM_LIMIT {
-                // Nobody reads the body right now. The outbound queue's waker is still ours
-                // (from the last drain), so a close started meanwhile (slow consumer, drain,
-                // idle timeout) wakes us: it gets `close_timeout` to get through.
+                // Nobody reads the body right now: wait for it, and for a close started
+                // meanwhile (slow consumer, drain, idle timeout), which gets `close_timeout`
+                // to get through.
                 st.writer = Some(cx.waker().clone());
                 drop(st);
+                this.out.register(cx.waker());
                 let closing = this.out.is_closing()
                     || this.batch.iter().any(|f| matches!(f, Frame::Close(..)));
                 if !closing {

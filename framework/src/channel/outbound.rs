@@ -258,6 +258,12 @@ impl Outbound {
         }
     }
 
+    /// Registers a writer that is not draining right now (its client is not reading) to be
+    /// woken by the next push into an empty queue or by a close.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
     pub(crate) fn mark_close_sent(&self) {
         self.close_sent.store(true, Ordering::Release);
     }
