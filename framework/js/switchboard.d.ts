@@ -242,6 +242,14 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
      */
     _finish(code: number, reason: string, why: string): void;
     /**
+     * The server refused a frame without closing (over HTTP, one too large): its request
+     * rejects with the server's code; a frame without a ref is reported as an `"error"`.
+     * @internal
+     * @param {string | ArrayBuffer} frame
+     * @param {string} code
+     */
+    _onRefused(frame: string | ArrayBuffer, code: string): void;
+    /**
      * @internal
      * @param {SwitchboardError} err
      */
@@ -804,6 +812,11 @@ export type TransportEvents = {
      * a problem worth reporting
      */
     error: (err: SwitchboardError) => void;
+    /**
+     * the server refused
+     * this frame (too large: `payload_too_large`); the connection goes on
+     */
+    refused: (frame: string | ArrayBuffer, code: string) => void;
 };
 export type Transport = {
     name: TransportName;

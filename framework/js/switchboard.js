@@ -669,6 +669,7 @@ export class Switchboard extends Emitter {
         else if (mine()) this._onClose(code, reason);
       },
       error: (err) => mine() && this._emit("error", err),
+      refused: (frame, code) => mine() && this._onRefused(frame, code),
     };
     /** @type {Transport} */
     const conn =
@@ -784,6 +785,7 @@ export class Switchboard extends Emitter {
           }
         },
         error: (err) => probe === this._conn && this._emit("error", err),
+        refused: (frame, code) => probe === this._conn && this._onRefused(frame, code),
       });
       this._probe = probe;
       try {
@@ -902,6 +904,31 @@ export class Switchboard extends Emitter {
     for (const sub of subs) sub._end(err);
     for (const w of this._waiters.splice(0)) w.reject(err);
     this._emit("close", { code, reason, reconnect: false });
+  }
+
+  /**
+   * The server refused a frame without closing (over HTTP, one too large): its request
+   * rejects with the server's code; a frame without a ref is reported as an `"error"`.
+   * @internal
+   * @param {string | ArrayBuffer} frame
+   * @param {string} code
+   */
+  _onRefused(frame, code) {
+    let ref = null;
+    try {
+      ref = typeof frame === "string" ? JSON.parse(frame).ref : null;
+    } catch {
+      // Not ours to parse: reported below.
+    }
+    const entry = ref === null || ref === undefined ? undefined : this._pending.get(ref);
+    const message = `the server refused a frame of ${typeof frame === "string" ? frame.length : frame.byteLength} bytes (${code})`;
+    if (!entry) {
+      this._emit("error", new SwitchboardError(code, message));
+      return;
+    }
+    this._pending.delete(ref);
+    clearTimeout(/** @type {Timer} */ (entry.timer));
+    entry.reject(new SwitchboardError(code, message, { route: entry.route }));
   }
 
   /**
@@ -1386,6 +1413,8 @@ export class Presence {
  * @property {(code: number, reason: string) => void} close the connection or the attempt ended
  *   (close codes as a WebSocket's: 1006 for a failed attempt or a lost connection)
  * @property {(err: SwitchboardError) => void} error a problem worth reporting
+ * @property {(frame: string | ArrayBuffer, code: string) => void} refused the server refused
+ *   this frame (too large: `payload_too_large`); the connection goes on
  */
 /**
  * @typedef {object} Transport
@@ -1528,11 +1557,25 @@ class HttpTransport {
     this.closing = null;
     /** @type {Timer | null} the stream's first event is due */
     this.openTimer = null;
+    /** @type {number} after a batch was refused as too large: this many frames go one a POST */
+    this.oneByOne = 0;
+    /** @type {(() => void) | null} ends the connection when the page goes away (browsers) */
+    this.onPageHide = null;
   }
 
   open() {
     if (typeof this.fetch !== "function") throw new Error("no fetch: pass options.fetch");
     this.#read().catch(() => this.#end(1006, ""));
+    if (typeof window !== "undefined" && typeof window.addEventListener === "function") {
+      // A page that goes away says so (`keepalive` lets the request outlive the page): the
+      // server would otherwise notice only at its next write. A page restored from the
+      // back/forward cache reconnects.
+      this.onPageHide = () => {
+        if (this.identity && !this.ended) this.#delete(true);
+        this.#end(1006, "page hidden");
+      };
+      window.addEventListener("pagehide", this.onPageHide);
+    }
   }
 
   async #read() {
@@ -1550,6 +1593,8 @@ class HttpTransport {
       const res = await this.fetch(this.url, {
         headers: { accept: "text/event-stream" },
         cache: "no-store",
+        // Cookies go along cross-origin too, as with a WebSocket (the server answers CORS).
+        credentials: "include",
         signal: this.abort.signal,
       });
       if (res.status !== 200 || !res.body) {
@@ -1652,7 +1697,8 @@ class HttpTransport {
       // Text frames are JSON objects already: the batch is their array.
       const texts = [];
       let chars = 0;
-      while (texts.length < HTTP_MAX_FRAMES && typeof this.queue[0] === "string") {
+      const most = this.oneByOne > 0 ? 1 : HTTP_MAX_FRAMES;
+      while (texts.length < most && typeof this.queue[0] === "string") {
         const text = /** @type {string} */ (this.queue[0]);
         if (texts.length > 0 && chars + text.length > HTTP_MAX_BATCH_CHARS) break;
         texts.push(text);
@@ -1668,6 +1714,7 @@ class HttpTransport {
     }
     this.pong = false;
     this.posting = true;
+    if (this.oneByOne > 0) this.oneByOne -= 1;
     this.#post(this.seq++, body, type, 1);
   }
 
@@ -1685,6 +1732,7 @@ class HttpTransport {
     try {
       const res = await this.fetch(this.url, {
         method: "POST",
+        credentials: "include",
         headers: {
           "content-type": type,
           "switchboard-connection": id,
@@ -1716,6 +1764,23 @@ class HttpTransport {
       setTimeout(() => this.#post(seq, body, type, attempt + 1), 50 * 2 ** attempt);
       return;
     }
+    if (status === 413) {
+      // Refused whole and without using its number: a frame over the server's size limit, or
+      // more frames than it takes at once. The frames go again one a POST, under the same
+      // number; a single one refused is given back to the client (where a WebSocket would
+      // have closed with 1009, the connection goes on).
+      this.seq = seq;
+      this.posting = false;
+      const frames = typeof body === "string" ? /** @type {any[]} */ (JSON.parse(body)).map((f) => JSON.stringify(f)) : [body];
+      if (frames.length > 1) {
+        this.queue.unshift(...frames);
+        this.oneByOne = frames.length;
+      } else {
+        this.events.refused(frames[0], code || "payload_too_large");
+      }
+      this.#pump();
+      return;
+    }
     // The connection cannot go on without this batch: end it (as a WebSocket would with 1009
     // for a message too big) and let the client reconnect.
     this.#delete();
@@ -1742,12 +1807,17 @@ class HttpTransport {
     return this.closing;
   }
 
-  /** Ends the connection on the server; errors are of no interest. */
-  async #delete() {
+  /**
+   * Ends the connection on the server; errors are of no interest.
+   * @param {boolean} [keepalive] the request outlives the page
+   */
+  async #delete(keepalive = false) {
     if (!this.identity) return;
     try {
       const res = await this.fetch(this.url, {
         method: "DELETE",
+        credentials: "include",
+        keepalive,
         headers: { "switchboard-connection": this.identity.id, "switchboard-secret": this.identity.secret },
       });
       await res.arrayBuffer().catch(() => {});
@@ -1764,6 +1834,7 @@ class HttpTransport {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(/** @type {Timer} */ (this.openTimer));
+    if (this.onPageHide) window.removeEventListener("pagehide", this.onPageHide);
     this.abort.abort();
     for (const resolve of this.drained.splice(0)) resolve();
     this.events.close(code, reason);

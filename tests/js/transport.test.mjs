@@ -318,3 +318,24 @@ test("the stream reader: CRLF, CR, comments, multi-line data, events split anywh
   );
   assert.deepEqual(JSON.parse(post[2]), [{ type: "echo", data: 1 }]);
 });
+
+test("http: a frame over the server's size limit rejects its request; the connection goes on", once, async () => {
+  const sb = client(uid("ivy"), { transport: "http" });
+  const closes = [];
+  sb.on("close", (e) => closes.push(e));
+  await sb.connect();
+  // The first goes at once; the other two wait and go together, and the server refuses that
+  // batch whole (413) for its big frame: the small one must still get through.
+  const first = sb.request("echo", "first");
+  const big = sb.request("echo", "x".repeat(70 * 1024)); // max_frame_size is 64 KiB
+  const after = sb.request("echo", "after");
+  assert.equal(await first, "first");
+  await rejects(big, (e) => {
+    assert.equal(e.code, "payload_too_large");
+    assert.equal(e.route, "echo");
+  });
+  assert.equal(await after, "after");
+  assert.equal(await sb.request("echo", "still open"), "still open");
+  assert.deepEqual(closes, []);
+  sb.close();
+});
