@@ -23,7 +23,9 @@
 //!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs 1000,10000` (FANOUT_SUBS), `--rounds R` (FANOUT_ROUNDS, 2),
-//!   `--servers baseline,framework` (FANOUT_SERVERS)
+//!   `--servers baseline,framework` (FANOUT_SERVERS); `http` is the framework's server with
+//!   its subscribers on the HTTP transport (SSE streams, `fanout/client.rs`' `RawSse`), e.g.
+//!   `--servers framework,http`
 //! - `--secs S` window (FANOUT_SECS, 3), `--warmup S` (FANOUT_WARMUP, 0.5)
 //! - `--burst K` publications per burst (FANOUT_BURST, 10), `--depth D` bursts in flight
 //!   (FANOUT_DEPTH, 3): each subscriber has at most K x D publications on their way to it,
@@ -218,6 +220,7 @@ impl Config {
             paced: self.paced,
             pad: self.pad,
             connect_concurrency: 64,
+            http: false,
             memory: self.memory || self.memory_only.is_some(),
             memory_only: self.memory_only,
         }
@@ -240,11 +243,15 @@ fn run_once(
     cfg: &Config,
     load: &LoadConfig,
 ) -> Result<RunResult, String> {
+    let load = LoadConfig {
+        http: kind == Server::Http,
+        ..load.clone()
+    };
     spawn::against(
         rt,
         cfg.target,
         || spawn_server(kind, cfg),
-        |port, pid| load::run(port, pid, load),
+        |port, pid| load::run(port, pid, &load),
     )
 }
 
@@ -380,6 +387,19 @@ fn summary(results: &[Outcome], cfg: &Config) {
             } else {
                 "NOT met"
             }
+        );
+    }
+    for &subs in &cfg.subs {
+        let (Some(f), Some(h)) = (med(subs, Server::Framework), med(subs, Server::Http)) else {
+            continue;
+        };
+        println!(
+            "{subs} subscribers, http / framework (medians): deliveries/s {:.3}x, server CPU \
+             per delivery {:.3}x, p50 {:.3}x, memory per idle subscriber {:+.0} B",
+            h[DELIV] / f[DELIV],
+            h[CPU] / f[CPU],
+            h[P50] / f[P50],
+            h[MEM] - f[MEM],
         );
     }
     let largest = cfg.subs.iter().copied().max().unwrap_or(0);
