@@ -345,3 +345,42 @@ test("http: a frame over the server's size limit rejects its request; the connec
   assert.deepEqual(closes, []);
   sb.close();
 });
+
+test("http: POSTs that keep failing are given up after a bounded number of tries; the client reconnects", once, async () => {
+  const posts = [];
+  let down = false;
+  // The upstream path breaks (the stream still flows), then heals.
+  const flaky = async (input, init) => {
+    if (init?.method === "POST") {
+      posts.push(init.headers["switchboard-seq"]);
+      if (down) throw new TypeError("fetch failed (the test's broken upstream)");
+    }
+    return fetch(input, init);
+  };
+  const sb = client(uid("jo"), { transport: "http", fetch: flaky });
+  await sb.connect();
+  assert.equal(await sb.request("echo", 1), 1);
+  const before = posts.length;
+  down = true;
+  const closed = nextEvent(sb, "close");
+  const lost = sb.request("echo", 2, { timeout: 0 });
+  const [info] = await closed;
+  assert.deepEqual(info, { code: 1006, reason: "upstream_failed", reconnect: true });
+  await rejects(lost, (e) => assert.equal(e.code, "closed"));
+  const tries = posts.slice(before);
+  assert.equal(tries.length, 5, `tries: ${tries}`);
+  assert.equal(new Set(tries).size, 1, "every try carries the same seq");
+  down = false;
+  await nextEvent(sb, "open");
+  assert.equal(await sb.request("echo", 3), 3);
+});
+
+test("http: a stream that does not begin with `open` is a failed attempt (no server)", once, async () => {
+  const fake = async () =>
+    new Response('data: {"event":"early"}\n\n', { status: 200, headers: { "content-type": "text/event-stream" } });
+  const sb = new Switchboard("ws://example.invalid/ws", { transport: "http", fetch: fake, reconnect: false });
+  const errors = [];
+  sb.on("error", (e) => errors.push(e.code));
+  await rejects(sb.connect(), (e) => assert.equal(e.closeCode, 1002));
+  assert.deepEqual(errors, ["bad_frame"]);
+});
