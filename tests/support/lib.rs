@@ -11,6 +11,7 @@
 //! - [`sse`]: a client of the HTTP transport (the stream and upstream `POST`s), raw.
 //! - [`ws`]: what a request's failure says, topic deliveries, a raw WebSocket peer.
 //! - [`browser`]: headless Chromium through chromedriver, for the end-to-end pages.
+//! - [`proxy`]: a loopback proxy that refuses WebSocket upgrades (the HTTP transport's tests).
 //! - [`handlers`]: channel handlers several test apps mount.
 //! - [`typescript`]: the TypeScript compiler for the type-checking tests.
 //! - [`rooms`]: the topic app of the topic tests, on the memory engine and on Redis.
@@ -20,6 +21,7 @@ pub mod handlers;
 pub mod http;
 pub mod nats;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod redis_cluster;
 pub mod rooms;
