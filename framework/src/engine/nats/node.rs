@@ -792,6 +792,7 @@ async fn reader(
                             ahead.release(&shared, &topic);
                         } else {
                             // Ahead of a message that is not here yet: held until it comes.
+                            tracing::trace!("nats engine: {topic}: {seq} came before {}", last + 1);
                             ahead.hold(seq, message);
                             if ahead.held.len() > REORDER_LIMIT {
                                 ahead.close_gaps(&shared, &topic, h).await;
