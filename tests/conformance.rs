@@ -203,10 +203,6 @@ fn nats(server: NatsServer) -> Backend {
 checks! {
     NatsServer::start, nats:
     nats_delivery: Check::Delivery;
-    // A known engine bug, not a flaky check: about one run in five a subscriber of the history
-    // topic misses publications of two concurrent publishers (docs/nats.md, "Known problems").
-    // Run it with `cargo test --test conformance -- --ignored nats_order`.
-    #[ignore = "known NATS engine bug: a history-topic subscriber can miss publications under concurrent bursts (docs/nats.md)"]
     nats_order: Check::Order;
     nats_presence: Check::Presence;
     nats_crash: Check::Crash;

@@ -28,11 +28,14 @@
 //! - **History**: each topic with a [`history`](NatsEngineBuilder::history) rule has a
 //!   JetStream stream of its own (`{prefix}_h_{hex(topic)}`, limited to the rule's length and
 //!   age), so the stream's sequence number is the topic's: the same on every node. Publishing is
-//!   a JetStream publish (answered once the stream has stored it); every node with subscribers
-//!   reads the stream with an ordered consumer, so all nodes deliver in stream order. The epoch
-//!   is the stream's creation time: a stream lost and created again is a new epoch. Recovery
-//!   and `last` read the stream by sequence number while the subscriber is held pending; live
-//!   messages are buffered meanwhile and handed over without what the replay covered.
+//!   a JetStream publish (answered once the stream has stored it); the stream republishes each
+//!   stored message onto the topic's subject with its sequence number, and every node with
+//!   subscribers delivers them by sequence number (holding one that came ahead of a missing
+//!   one: nats-server can republish messages stored at once out of order), so all nodes
+//!   deliver in stream order. The epoch is the stream's creation time: a stream lost and
+//!   created again is a new epoch. Recovery and `last` read the stream by sequence number
+//!   while the subscriber is held pending; live messages are buffered meanwhile and handed
+//!   over without what the replay covered.
 //! - **Presence** is a key-value bucket (`{prefix}_presence`), one key per topic holding its
 //!   entries (connection → node, key, meta), changed by compare-and-set; the node whose change
 //!   makes a key appear or disappear publishes the `presence_diff` on the topic's subject.

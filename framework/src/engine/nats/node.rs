@@ -32,6 +32,17 @@ const QUIET: Duration = Duration::from_millis(500);
 /// Attempts at a compare-and-set of a topic's presence before giving up.
 const CAS_ATTEMPTS: usize = 64;
 
+/// How long a node holds republished history messages that came ahead of a missing one before
+/// it reads the missing one from the stream instead. nats-server republishes a stored message
+/// after it let go of the stream, so messages stored at once for two connections can come out
+/// of sequence order; the one overtaken normally follows within microseconds. The wait only
+/// runs out in full when a message was really lost (dropped by a full subscription).
+const REORDER_WAIT: Duration = Duration::from_secs(1);
+
+/// Republished history messages a topic's reader holds ahead of a missing one, at most; past
+/// this it reads the missing ones from the stream at once.
+const REORDER_LIMIT: usize = 4_096;
+
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
     pub(super) prefix: String,
@@ -454,6 +465,25 @@ impl Shared {
         }
     }
 
+    /// Delivers the history message `seq` (or, when it could not be read, moves the topic's
+    /// cursor past it, so that it holds back nothing after it).
+    fn deliver_or_pass(
+        self: &Arc<Self>,
+        topic: &Arc<str>,
+        message: Option<&(Publication, Option<ConnectionId>)>,
+        seq: u64,
+    ) {
+        match message {
+            Some((p, exclude)) => self.deliver(topic, p, *exclude, Some(seq)),
+            None => {
+                let mut local = self.local();
+                if let Some(c) = local.topics.get_mut(topic).and_then(|t| t.cursor.as_mut()) {
+                    c.last = c.last.max(seq);
+                }
+            }
+        }
+    }
+
     fn cursor(&self, topic: &Arc<str>) -> Option<(Arc<str>, u64)> {
         let local = self.local();
         let c = local.topics.get(topic)?.cursor.as_ref()?;
@@ -640,10 +670,78 @@ async fn ensure_topic(shared: &Arc<Shared>, topic: &Arc<str>) -> Result<(), Engi
     Ok(())
 }
 
+/// Republished history messages that came ahead of a missing one (sequence number → the
+/// message, `None` when it could not be read: its place is taken all the same), and since
+/// when the reader waits for the missing ones.
+#[derive(Default)]
+struct Ahead {
+    held: BTreeMap<u64, Option<(Publication, Option<ConnectionId>)>>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Ahead {
+    /// Holds `seq`, which came ahead of a missing message.
+    fn hold(&mut self, seq: u64, message: Option<(Publication, Option<ConnectionId>)>) {
+        self.held.insert(seq, message);
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// Delivers the held messages that follow the cursor without a gap; drops those it has
+    /// passed (read from the stream meanwhile) and those of another epoch.
+    fn release(&mut self, shared: &Arc<Shared>, topic: &Arc<str>) {
+        let before = self.held.len();
+        loop {
+            let Some((epoch, last)) = shared.cursor(topic) else {
+                self.held.clear();
+                break;
+            };
+            self.held.retain(|seq, m| {
+                *seq > last
+                    && m.as_ref()
+                        .is_none_or(|(p, _)| p.epoch.as_deref() == Some(&*epoch))
+            });
+            match self.held.first_entry() {
+                Some(e) if *e.key() == last + 1 => {
+                    let (seq, message) = e.remove_entry();
+                    shared.deliver_or_pass(topic, message.as_ref(), seq);
+                }
+                _ => break,
+            }
+        }
+        if self.held.is_empty() {
+            self.since = None;
+        } else if self.held.len() < before {
+            // Missing messages arrived: the rest may well be on their way too.
+            self.since = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// Waits no longer: reads the missing messages up to the newest held one from the stream
+    /// (what it still holds) and delivers them and the held ones in sequence order.
+    async fn close_gaps(&mut self, shared: &Arc<Shared>, topic: &Arc<str>, h: HistoryConfig) {
+        self.since = None;
+        while let Some((seq, message)) = self.held.pop_first() {
+            let Some((epoch, last)) = shared.cursor(topic) else {
+                self.held.clear();
+                return;
+            };
+            if seq <= last {
+                continue;
+            }
+            if seq > last + 1 {
+                fill(shared, topic, h, &epoch, last + 1, seq - 1).await;
+            }
+            shared.deliver_or_pass(topic, message.as_ref(), seq);
+        }
+    }
+}
+
 /// Reads a topic's subject: presence diffs and publications without history as they come;
-/// publications with history as the stream republishes them (header `Nats-Sequence`), in
-/// stream order. A gap in the sequence (messages lost while the connection was down) is read
-/// from the stream first; `catch_up` (the connection is back) reads what was stored meanwhile.
+/// publications with history as the stream republishes them (header `Nats-Sequence`),
+/// delivered in sequence order. The republished messages of publications stored at once can
+/// arrive out of sequence order: one that comes ahead of a missing one is held until the
+/// missing one arrives, or at most [`REORDER_WAIT`], after which the missing one is read from
+/// the stream. `catch_up` (the connection is back) reads what was stored meanwhile.
 async fn reader(
     shared: Arc<Shared>,
     topic: Arc<str>,
@@ -653,12 +751,20 @@ async fn reader(
 ) {
     // Whether history messages came since the stream was last compared with the cursor: a
     // republished message lost on its way leaves a gap that only a later one reveals, so a
-    // topic that goes quiet is compared once (stream order is kept: what is missing is newer
-    // than everything delivered).
+    // topic that goes quiet is compared once (what is missing then is newer than everything
+    // delivered).
     let mut unchecked = false;
+    let mut ahead = Ahead::default();
     loop {
+        let gap_deadline = ahead.since.map(|t| t + REORDER_WAIT);
         tokio::select! {
-            _ = tokio::time::sleep(QUIET), if unchecked => {
+            _ = tokio::time::sleep_until(gap_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if gap_deadline.is_some() => {
+                if let Some(h) = history {
+                    ahead.close_gaps(&shared, &topic, h).await;
+                }
+            }
+            _ = tokio::time::sleep(QUIET), if unchecked && ahead.held.is_empty() => {
                 unchecked = false;
                 if let Some(h) = history {
                     if let Err(e) = catch_up_history(&shared, &topic, h).await {
@@ -677,13 +783,20 @@ async fn reader(
                     (Some(h), Some(seq)) => {
                         unchecked = true;
                         let Some((epoch, last)) = shared.cursor(&topic) else { continue };
-                        if seq > last + 1 {
-                            fill(&shared, &topic, h, &epoch, last + 1, seq - 1).await;
+                        if seq <= last || ahead.held.contains_key(&seq) {
+                            continue;
                         }
-                        if let Some((p, exclude)) =
-                            decode(&topic, &msg.payload, Some((epoch, seq)))
-                        {
-                            shared.deliver(&topic, &p, exclude, Some(seq));
+                        let message = decode(&topic, &msg.payload, Some((epoch, seq)));
+                        if seq == last + 1 {
+                            shared.deliver_or_pass(&topic, message.as_ref(), seq);
+                            ahead.release(&shared, &topic);
+                        } else {
+                            // Ahead of a message that is not here yet: held until it comes.
+                            tracing::trace!("nats engine: {topic}: {seq} came before {}", last + 1);
+                            ahead.hold(seq, message);
+                            if ahead.held.len() > REORDER_LIMIT {
+                                ahead.close_gaps(&shared, &topic, h).await;
+                            }
                         }
                     }
                     _ => {
@@ -698,6 +811,7 @@ async fn reader(
                     if let Err(e) = catch_up_history(&shared, &topic, h).await {
                         tracing::warn!("nats engine: catching up {topic}: {e}");
                     }
+                    ahead.release(&shared, &topic);
                 }
             }
         }
