@@ -29,6 +29,8 @@ pub struct LoadConfig {
     pub depth: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// The server echoes each request verbatim (the floor): the expected reply is the request.
+    pub echo: bool,
 }
 
 /// What one measured window produced.
@@ -93,6 +95,7 @@ async fn conn_loop(
     mut ws: Ws,
     conn: usize,
     depth: usize,
+    echo: bool,
     phase: Rc<Cell<u8>>,
 ) -> Result<ConnStats, String> {
     let variants = variants(conn);
@@ -115,10 +118,14 @@ async fn conn_loop(
                 r#"{{"type":"echo","ref":{r},"data":{{"id":{r},{}"#,
                 v.request_tail
             );
-            let expected = format!(
-                r#"{{"ref":{r},"ok":true,"data":{{"id":{r},{}"#,
-                v.reply_tail
-            );
+            let expected = if echo {
+                req.clone()
+            } else {
+                format!(
+                    r#"{{"ref":{r},"ok":true,"data":{{"id":{r},{}"#,
+                    v.reply_tail
+                )
+            };
             let sent = Instant::now();
             ws.feed(Message::text(req))
                 .await
@@ -184,7 +191,9 @@ pub async fn run_with(
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, ws)| tokio::task::spawn_local(conn_loop(ws, i, cfg.depth, phase.clone())))
+        .map(|(i, ws)| {
+            tokio::task::spawn_local(conn_loop(ws, i, cfg.depth, cfg.echo, phase.clone()))
+        })
         .collect();
 
     tokio::time::sleep(cfg.warmup).await;

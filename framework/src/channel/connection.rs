@@ -22,7 +22,7 @@ use super::def::{ChannelDef, OpenGuard};
 use super::handle::Channel;
 use super::outbound::{Class, Frame};
 use super::router::{Answering, Dispatch, Handler, Inbound};
-use super::transport::{Incoming, IncomingStream, Writer};
+use super::transport::{Ended, Incoming, IncomingStream};
 use crate::error::ChannelError;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
 use crate::meter::{self, RouteLabel, Started};
@@ -104,7 +104,8 @@ impl RateLimit {
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
     channel: Channel<S>,
-    ws: Option<actix_ws::Session>,
+    /// Resolves when the socket's writer (the response body) ended.
+    ended: Option<Ended>,
     incoming: Option<IncomingStream>,
     inbound: VecDeque<Inbound>,
     busy: bool,
@@ -120,7 +121,7 @@ impl<S: 'static> Connection<S> {
     pub(crate) fn new(
         def: Rc<ChannelDef<S>>,
         channel: Channel<S>,
-        ws: actix_ws::Session,
+        ended: Ended,
         incoming: IncomingStream,
         open: OpenGuard,
     ) -> Self {
@@ -139,7 +140,7 @@ impl<S: 'static> Connection<S> {
         Connection {
             def,
             channel,
-            ws: Some(ws),
+            ended: Some(ended),
             incoming: Some(incoming),
             inbound: VecDeque::new(),
             busy: false,
@@ -390,9 +391,8 @@ impl<S: 'static> Actor for Connection<S> {
         if let Some(incoming) = self.incoming.take() {
             ctx.add_stream(incoming);
         }
-        if let Some(ws) = self.ws.take() {
-            let writer = Writer::new(self.channel.outbound().clone(), ws);
-            ctx.spawn(writer.into_actor(self).map(|(), act, ctx| {
+        if let Some(ended) = self.ended.take() {
+            ctx.spawn(ended.into_actor(self).map(|(), act, ctx| {
                 if act.channel.outbound().close_sent() && !act.incoming_done {
                     // Wait for the client's close frame (the stream then ends), within bounds.
                     act.stop_after_close_timeout(ctx);

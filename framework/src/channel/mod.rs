@@ -11,7 +11,7 @@
 //! | `handle` | [`Channel<S>`], the per-connection handle |
 //! | `connection` | the connection actor |
 //! | `outbound` | the bounded outbound queue and the slow-consumer policy |
-//! | `transport` | the glue to actix-ws |
+//! | `transport` | the glue to actix's HTTP server: upgrade, frames in, the outbound queue as the response body |
 //! | `heartbeat` | pings and idle timeouts, one task per channel and worker |
 //! | `beats` | the list of a worker's connections the heartbeat visits, swept as they end |
 //! | `tokens` | tokens that expire: a connection's deadlines and its one timer |

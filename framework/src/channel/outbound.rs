@@ -2,8 +2,8 @@
 //!
 //! Replies, pushes and topic deliveries all enter here. Senders never wait: a push either
 //! lands in the queue or the channel's [`SlowConsumerPolicy`] applies. The transport's writer
-//! drains everything queued at once, so frames that pile up while the socket is busy leave in
-//! one write.
+//! (the upgrade response's body) takes everything queued at once, so frames that pile up while
+//! the socket is busy leave in one write, and wakes only for the first frame of a batch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +44,17 @@ pub(crate) enum Frame {
     Ping(Bytes),
     Pong(Bytes),
     Close(u16, String),
+}
+
+impl Frame {
+    /// Its size on the wire (payload and the longest header), to size the write buffer.
+    pub(crate) fn wire_len(&self) -> usize {
+        10 + match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => b.len(),
+            Frame::Close(_, reason) => 2 + reason.len(),
+        }
+    }
 }
 
 /// How a frame may be treated when the queue is full.
@@ -96,6 +107,10 @@ pub(crate) struct Outbound {
     dropped: AtomicU64,
     waker: AtomicWaker,
     close_sent: AtomicBool,
+    /// The writer (the response body) ended: close frame out, or the socket gone.
+    writer_ended: AtomicBool,
+    /// Who waits for that (the connection actor).
+    ended_waker: AtomicWaker,
     /// The channel, for metrics' labels.
     #[cfg(feature = "metrics")]
     channel: Arc<str>,
@@ -114,6 +129,8 @@ impl Outbound {
             dropped: AtomicU64::new(0),
             waker: AtomicWaker::new(),
             close_sent: AtomicBool::new(false),
+            writer_ended: AtomicBool::new(false),
+            ended_waker: AtomicWaker::new(),
             #[cfg(feature = "metrics")]
             channel: Arc::from(""),
         }
@@ -246,15 +263,38 @@ impl Outbound {
         self.lock().closing
     }
 
-    /// Moves every queued frame into `out`, or registers the writer's waker when there are
-    /// none. Called only by the transport's writer.
-    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) {
+    /// Moves every queued frame into `out` (empty), registering the writer's waker for the
+    /// next ones. Returns whether the queue is closing. Called only by the transport's writer.
+    pub(crate) fn take_all(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) -> bool {
         self.waker.register(waker);
         let mut st = self.lock();
-        if out.is_empty() {
-            std::mem::swap(out, &mut st.frames);
+        // The queue starts afresh (no allocation until the next push): the writer drops the
+        // batch once encoded, so an idle connection holds no queue memory.
+        *out = std::mem::take(&mut st.frames);
+        st.closing
+    }
+
+    /// The writer ended (the close frame is out, or the socket is gone).
+    pub(crate) fn end_writer(&self) {
+        self.writer_ended.store(true, Ordering::Release);
+        self.ended_waker.wake();
+    }
+
+    /// Whether the writer ended.
+    pub(crate) fn writer_ended(&self) -> bool {
+        self.writer_ended.load(Ordering::Acquire)
+    }
+
+    /// Ready once the writer ended.
+    pub(crate) fn poll_writer_ended(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.writer_ended() {
+            return std::task::Poll::Ready(());
+        }
+        self.ended_waker.register(cx.waker());
+        if self.writer_ended() {
+            std::task::Poll::Ready(())
         } else {
-            out.extend(st.frames.drain(..));
+            std::task::Poll::Pending
         }
     }
 
@@ -291,7 +331,7 @@ mod tests {
 
     fn drain(q: &Outbound) -> Vec<Frame> {
         let mut out = VecDeque::new();
-        q.drain_into(&mut out, futures_util::task::noop_waker_ref());
+        q.take_all(&mut out, futures_util::task::noop_waker_ref());
         out.into()
     }
 

@@ -110,7 +110,8 @@ pub(crate) async fn accept<S: 'static>(
         };
         return refuse(reason, e.error_response());
     }
-    let (response, ws, incoming) = match transport::upgrade(&req, payload, cfg.max_frame_size) {
+    let upgraded = transport::upgrade(&req, payload, cfg.max_frame_size, &out);
+    let (response, ended, incoming) = match upgraded {
         Ok(parts) => parts,
         Err(e) => {
             hub.abandon(id, &entry);
@@ -143,7 +144,7 @@ pub(crate) async fn accept<S: 'static>(
     if expiry.is_some() {
         channel.set_token_expiry(expiry);
     }
-    Connection::new(def, channel, ws, incoming, guard).start();
+    Connection::new(def, channel, ended, incoming, guard).start();
     response
 }
 
