@@ -84,6 +84,10 @@ struct State {
     closed_with: Option<(u16, String)>,
 }
 
+/// Frames' worth of buffer the writer keeps between batches: a burst larger than this gives its
+/// buffer back once written, so an idle connection holds little queue memory.
+pub(crate) const MAX_KEPT: usize = 16;
+
 /// Longest close reason a close frame can carry: a control frame's payload is at most 125
 /// bytes (RFC 6455 §5.5), two of which are the code.
 pub(crate) const MAX_CLOSE_REASON: usize = 123;
@@ -268,9 +272,10 @@ impl Outbound {
     pub(crate) fn take_all(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) -> bool {
         self.waker.register(waker);
         let mut st = self.lock();
-        // The queue starts afresh (no allocation until the next push): the writer drops the
-        // batch once encoded, so an idle connection holds no queue memory.
-        *out = std::mem::take(&mut st.frames);
+        // Swapped, not copied: the queue gets `out`'s empty buffer, so that neither side
+        // grows its buffer anew for every batch. The writer bounds what it keeps of it
+        // (`MAX_KEPT`), the heartbeat gives the queue's back when idle (`shrink_idle`).
+        std::mem::swap(out, &mut st.frames);
         st.closing
     }
 

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 
-use crate::channel::outbound::{Frame, Outbound};
+use crate::channel::outbound::{Frame, Outbound, MAX_KEPT};
 use crate::protocol::close_code;
 
 /// One inbound event from the socket.
@@ -348,8 +348,8 @@ impl MessageBody for OutboundBody {
                 break;
             }
         }
-        if this.batch.is_empty() && this.batch.capacity() > 0 {
-            // Taken whole from the queue: an idle connection keeps no batch memory.
+        if this.batch.is_empty() && this.batch.capacity() > MAX_KEPT {
+            // After a burst: give the buffer back (the queue gets this one at the next batch).
             this.batch = VecDeque::new();
         }
         Poll::Ready(Some(Ok(buf.freeze())))
