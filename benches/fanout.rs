@@ -24,7 +24,9 @@
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs 1000,10000` (FANOUT_SUBS), `--rounds R` (FANOUT_ROUNDS, 2),
 //!   `--servers baseline,actors,framework` (FANOUT_SERVERS; `actors` is the hand-written actix
-//!   actor broker on actix-web-actors, `metrics` the framework with metrics on)
+//!   actor broker on actix-web-actors, `metrics` the framework with metrics on, `http` the
+//!   framework's server with its subscribers on the HTTP transport (SSE streams,
+//!   `fanout/client.rs`' `RawSse`), e.g. `--servers framework,http`)
 //! - `--workloads burst,window` (FANOUT_WORKLOADS): `burst` is the server's own publisher
 //!   task asked over HTTP (below); `window` is a publisher that is a WebSocket client, each
 //!   publication a `publish` request the server answers once handed to the fan-out, at most
@@ -254,6 +256,7 @@ impl Config {
             paced: self.paced,
             pad: self.pad,
             connect_concurrency: 64,
+            http: false,
             memory: self.memory || self.memory_only.is_some(),
             memory_only: self.memory_only,
         }
@@ -295,11 +298,12 @@ fn callgrind_mode(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<(), Stri
     let mut irs = Vec::new();
     for &w in &cfg.workloads {
         for &subs in &cfg.subs {
-            let load = LoadConfig {
-                memory: false,
-                ..cfg.load(w, subs)
-            };
             for &kind in &cfg.servers {
+                let load = LoadConfig {
+                    memory: false,
+                    http: kind == Server::Http,
+                    ..cfg.load(w, subs)
+                };
                 let name = format!("{}.{}.{subs}", kind.name(), w.name());
                 let base = dir.join(format!("callgrind.{name}"));
                 let dump = std::path::PathBuf::from(format!("{}.1", base.display()));
@@ -358,11 +362,15 @@ fn run_once(
     cfg: &Config,
     load: &LoadConfig,
 ) -> Result<RunResult, String> {
+    let load = LoadConfig {
+        http: kind == Server::Http,
+        ..load.clone()
+    };
     spawn::against(
         rt,
         cfg.target,
         || spawn_server(kind, cfg),
-        |port, pid| load::run(port, pid, load),
+        |port, pid| load::run(port, pid, &load),
     )
 }
 
@@ -494,6 +502,16 @@ fn summary(results: &[Outcome], cfg: &Config) {
                         f[MEM] - b[MEM]
                     );
                 }
+            }
+            if let Some(h) = med(w, subs, Server::Http) {
+                println!(
+                    "{subs} subscribers, http / framework (medians): deliveries/s {:.3}x, server \
+                     CPU per delivery {:.3}x, p50 {:.3}x, memory per idle subscriber {:+.0} B",
+                    h[DELIV] / f[DELIV],
+                    h[CPU] / f[CPU],
+                    h[P50] / f[P50],
+                    h[MEM] - f[MEM],
+                );
             }
             if let Some(m) = med(w, subs, Server::Metrics) {
                 println!(

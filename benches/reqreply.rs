@@ -16,7 +16,10 @@
 //! - `--secs S` measured window (REQREPLY_SECS, 4), `--warmup S` (REQREPLY_WARMUP, 1)
 //! - `--rounds R` (REQREPLY_ROUNDS, 4), `--servers floor,baseline,framework`
 //!   (REQREPLY_SERVERS): `floor` is a verbatim echo on fastwebsockets (no framework, no JSON),
-//!   the least a message costs; the summary gives each server's CPU per message against it
+//!   the least a message costs, and the summary gives each server's CPU per message against
+//!   it; `http` is the framework's server driven over its HTTP transport (an SSE stream per
+//!   connection, requests in `POST` batches on a keep-alive socket), e.g.
+//!   `--servers baseline,framework,http`
 //! - `--server-cpu C`, `--client-cpu C` (REQREPLY_SERVER_CPU 0, REQREPLY_CLIENT_CPU 1),
 //!   `--no-pin` (REQREPLY_PIN=0)
 //! - `--max-other PCT` (REQREPLY_MAX_OTHER, 25), `--budget SECS` (REQREPLY_BUDGET, 60)
@@ -36,6 +39,7 @@ mod support;
 // finds the support shared by every bench in `benches/support/`, with no `#[path]`.
 mod reqreply {
     pub mod callgrind;
+    pub mod http;
     pub mod load;
     pub mod servers;
 }
@@ -104,15 +108,18 @@ struct Setup {
 
 /// Starts a server child and reads the port it listens on.
 fn spawn_server(kind: Server, cpu: Option<&str>) -> Result<(Proc, u16), String> {
+    // The HTTP transport is the framework's server as it is: only the load differs.
     let mut cmd = spawn::this_bench(cpu)?;
     cmd.args(["--serve", kind.name()]);
     spawn::server(cmd, &format!("{} server", kind.name()))
 }
 
-/// The load for `kind`: the floor echoes, the others answer.
+/// The load for `kind`: the floor echoes, the others answer; `http` goes over the HTTP
+/// transport.
 fn load_for(kind: Server, s: &Setup) -> LoadConfig {
     LoadConfig {
         echo: kind == Server::Floor,
+        http: kind == Server::Http,
         ..s.load.clone()
     }
 }
@@ -166,6 +173,13 @@ fn callgrind_mode(
             "metrics / framework: instructions per message {:.3} ({:+.1}%)",
             m / f,
             (m / f - 1.0) * 100.0
+        );
+    }
+    if let (Some(f), Some(h)) = (of(Server::Framework), of(Server::Http)) {
+        println!(
+            "http / framework: instructions per message {:.3} ({:+.1}%)",
+            h / f,
+            (h / f - 1.0) * 100.0
         );
     }
     if let (Some(b), Some(f)) = (of(Server::Baseline), of(Server::Framework)) {
@@ -251,15 +265,31 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
         medians.push((kind, m));
     }
     let med = |kind| medians.iter().find(|(k, _)| *k == kind).map(|(_, m)| m);
-    let (Some(b), Some(f)) = (med(Server::Baseline), med(Server::Framework)) else {
-        return;
-    };
     let cpu_of = |r: usize, kind| {
         results
             .iter()
             .find(|(rr, k, _)| *rr == r && *k == kind)
             .map(|(_, _, v)| v[CPU])
     };
+    if let (Some(f), Some(h)) = (med(Server::Framework), med(Server::Http)) {
+        let pairs: Vec<String> = (1..=rounds)
+            .filter_map(|r| Some(cpu_of(r, Server::Http)? / cpu_of(r, Server::Framework)?))
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        println!(
+            "http / framework (medians): server CPU per message {:.3} ({:+.1}%), throughput \
+         {:.3}, p50 {:.3}; per round {}",
+            h[CPU] / f[CPU],
+            (h[CPU] / f[CPU] - 1.0) * 100.0,
+            h[0] / f[0],
+            h[1] / f[1],
+            pairs.join(", ")
+        );
+    }
+    let (Some(b), Some(f)) = (med(Server::Baseline), med(Server::Framework)) else {
+        return;
+    };
+
     let pairs: Vec<String> = (1..=rounds)
         .filter_map(|r| Some(cpu_of(r, Server::Framework)? / cpu_of(r, Server::Baseline)?))
         .map(|r| format!("{r:.3}"))
@@ -357,6 +387,7 @@ fn run(flags: &Flags) -> Result<(), String> {
             warmup: Duration::from_secs_f64(flags.rounds.warmup()),
             measure: Duration::from_secs_f64(flags.rounds.secs()),
             echo: false,
+            http: false,
         },
         pinning: Pinning::apply(BENCH.name, flags.pin.pin, server_cpu, client_cpu),
         target: flags.versus.target(),

@@ -1,6 +1,7 @@
 //! The chat example end to end in a real browser (Debian's chromium through chromedriver):
 //! two people join a room, talk, see each other come and go, and a dropped connection
-//! reconnects by itself and shows what was said meanwhile.
+//! reconnects by itself and shows what was said meanwhile; and the same chat behind a proxy
+//! that refuses WebSocket upgrades, over the HTTP transport.
 //!
 //! Locally the test skips when chromedriver is missing; under CI it fails instead.
 //! `SWITCHBOARD_SCREENSHOT=docs/chat.png cargo test --test chat_browser` also saves a
@@ -10,6 +11,7 @@ use fantoccini::{Client, Locator};
 use switchboard_suite::browser::{
     browser, chromedriver, start_driver, text_in, trap_errors, until,
 };
+use switchboard_suite::proxy::NoUpgradeProxy;
 use switchboard_suite::{chat, http, skip, Proc};
 
 fn start_chat() -> (Proc, String) {
@@ -172,6 +174,91 @@ async fn two_people_chat_in_a_real_browser() {
         "!document.getElementById('member-list').innerText.includes('bob')",
     )
     .await;
+
+    let _ = ada.close().await;
+    let _ = bob.close().await;
+    let _ = std::fs::remove_dir_all(&profiles);
+}
+
+/// The page's transport indicator shows `name` (`"websocket"` or `"http"`).
+fn transport_is(name: &str) -> String {
+    format!("document.getElementById('transport').dataset.transport === {name:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_works_over_http_behind_a_proxy_that_blocks_websockets() {
+    let Some(driver_bin) = chromedriver() else {
+        return skip(
+            "the browser test",
+            "chromedriver is not installed (install chromium and chromium-driver)",
+        );
+    };
+    let (_chat, base) = start_chat();
+    // Ada reaches the chat only through the proxy: her page's WebSocket upgrades are refused.
+    let proxy = NoUpgradeProxy::start(base.trim_start_matches("http://")).await;
+    let (_driver, driver) = start_driver(driver_bin).await;
+    let profiles =
+        std::env::temp_dir().join(format!("switchboard-e2e-http-{}", std::process::id()));
+    let (ada, bob) = (
+        browser(&driver, &profiles.join("ada")).await,
+        browser(&driver, &profiles.join("bob")).await,
+    );
+
+    login(&ada, &proxy.url(), "ada").await;
+    login(&bob, &base, "bob").await;
+    until(&ada, "ada's page showing HTTP", &transport_is("http")).await;
+    until(&ada, "the indicator's text", &text_in("transport", "HTTP")).await;
+    until(
+        &bob,
+        "bob's page showing WebSocket",
+        &transport_is("websocket"),
+    )
+    .await;
+    assert!(proxy.refused() >= 1, "ada's page never tried a WebSocket");
+
+    // Presence, publications and replies in both directions.
+    until(
+        &ada,
+        "bob in ada's member list",
+        &text_in("member-list", "bob"),
+    )
+    .await;
+    until(
+        &bob,
+        "ada in bob's member list",
+        &text_in("member-list", "ada"),
+    )
+    .await;
+    say(&ada, "hello over http").await;
+    until(
+        &bob,
+        "ada's message",
+        &text_in("messages", "hello over http"),
+    )
+    .await;
+    until(
+        &ada,
+        "ada's own message",
+        &text_in("messages", "hello over http"),
+    )
+    .await;
+    say(&bob, "hello over a websocket").await;
+    until(
+        &ada,
+        "bob's message",
+        &text_in("messages", "hello over a websocket"),
+    )
+    .await;
+    // A refusal comes back over the stream too.
+    say(&ada, &"x".repeat(520)).await;
+    until(
+        &ada,
+        "the too-long refusal",
+        &text_in("toasts", "at most 500 characters"),
+    )
+    .await;
+    // Still on HTTP: the page kept its choice.
+    until(&ada, "ada's page still on HTTP", &transport_is("http")).await;
 
     let _ = ada.close().await;
     let _ = bob.close().await;

@@ -1,15 +1,17 @@
 //! The chat example as two nodes sharing one Redis, exactly as the README runs it
 //! (`cargo run --example chat -- --port P --redis URL`): a client on each node, rooms, members
 //! and history shared, announcements through either node's HTTP API, and a Redis outage that
-//! both nodes survive.
+//! both nodes survive. The same two nodes on Redis Cluster (`--redis-cluster URLS`) and on
+//! NATS (`--nats URL`) share rooms, members and history too.
 //!
-//! Locally the test skips when `redis-server` is missing; under CI it fails instead.
+//! Locally the tests skip when `redis-server` (`redis-cli`, `nats-server`) is missing; under CI
+//! they fail instead.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::testing::{TestClient, TestError};
-use switchboard_suite::{chat, http, Proc, RedisServer, Wait};
+use switchboard_suite::{chat, http, NatsServer, Proc, RedisCluster, RedisServer, Wait};
 
 fn chat_node(redis: &RedisServer) -> (Proc, String) {
     chat(&["--redis", &redis.url()])
@@ -160,4 +162,61 @@ async fn two_chat_nodes_share_rooms_through_redis() {
         .expect("the message after the outage");
         assert_eq!(got, ("ada".into(), "back again".into()));
     }
+}
+
+/// Two chat nodes share the lobby: members, messages both ways, history for a newcomer.
+async fn share_the_lobby(node_a: &str, node_b: &str) {
+    let mut ada = member(node_a, "ada").await;
+    let mut bob = member(node_b, "bob").await;
+    sees(&mut bob, "ada").await;
+    sees(&mut ada, "bob").await;
+    bob.request("say", json!({"room": "lobby", "text": "hello from B"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut ada).await,
+        ("bob".into(), "hello from B".into())
+    );
+    ada.request("say", json!({"room": "lobby", "text": "hello from A"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(&mut bob).await,
+        ("bob".into(), "hello from B".into())
+    );
+    assert_eq!(
+        message(&mut bob).await,
+        ("ada".into(), "hello from A".into())
+    );
+    let mut cy = member(node_b, "cy").await;
+    assert_eq!(
+        message(&mut cy).await,
+        ("bob".into(), "hello from B".into())
+    );
+    assert_eq!(
+        message(&mut cy).await,
+        ("ada".into(), "hello from A".into())
+    );
+    wait_health(node_a, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chat_nodes_share_rooms_through_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("chat") else {
+        return;
+    };
+    let seeds = cluster.urls()[..3].join(",");
+    let (_a, node_a) = chat(&["--redis-cluster", &seeds]);
+    let (_b, node_b) = chat(&["--redis-cluster", &seeds]);
+    share_the_lobby(&node_a, &node_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chat_nodes_share_rooms_through_nats() {
+    let Some(nats) = NatsServer::start("chat") else {
+        return;
+    };
+    let (_a, node_a) = chat(&["--nats", &nats.url()]);
+    let (_b, node_b) = chat(&["--nats", &nats.url()]);
+    share_the_lobby(&node_a, &node_b).await;
 }

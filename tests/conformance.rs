@@ -1,9 +1,14 @@
 //! The engine conformance suite (`switchboard::testing::conformance`), unchanged, against
-//! every engine of the crate: the in-memory engine, and the Redis engine on a `redis-server`
-//! of each test's own (killed and restarted for the outage check). One test per check, so that
-//! each backend starts fresh and a failure names its check.
+//! every engine of the crate: the in-memory engine, the Redis engine on a `redis-server` of
+//! each test's own (killed and restarted for the outage check), the Redis engine on a Redis
+//! Cluster of its own (three primaries, three replicas) and the NATS engine on a `nats-server`
+//! of each test's own. One test per check, so that each backend starts fresh and a failure
+//! names its check; except on Redis Cluster, whose six processes take a while to form: one
+//! test runs every check on one cluster (each on a key prefix of its own), the outage check
+//! last (it kills and restarts the whole cluster).
 //!
-//! Without `redis-server` the Redis tests skip with a message; under `CI=true` they fail.
+//! Without `redis-server` (and `redis-cli`, for the cluster) or `nats-server` those tests skip
+//! with a message; under `CI=true` they fail.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +17,7 @@ use switchboard::engine::nats::NatsEngine;
 use switchboard::engine::redis::RedisEngine;
 use switchboard::engine::{Engine, MemoryEngine};
 use switchboard::testing::conformance::{self, Backend, Check, Outcome};
-use switchboard_suite::{NatsServer, RedisServer};
+use switchboard_suite::{NatsServer, RedisCluster, RedisServer};
 
 /// Runs `check` and fails the test on a violation; returns whether it ran.
 async fn check(backend: &Backend, check: Check) -> Outcome {
@@ -119,6 +124,60 @@ checks! {
     redis_counts: Check::Counts;
     redis_churn: Check::Churn;
     redis_outage: Check::Outage;
+}
+
+// ---- Redis Cluster ---------------------------------------------------------------------------
+
+/// Every check on one Redis Cluster, the outage check (the whole cluster killed and started
+/// again, empty) last; each check on a key prefix of its own, so that none sees another's
+/// topics. Reports every violation, with each check's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_conforms() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let Some(cluster) = RedisCluster::start("conformance") else {
+        return;
+    };
+    let seeds = cluster.urls();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let mut failed = Vec::new();
+    for check in Check::ALL {
+        let seeds = seeds.clone();
+        let prefix = format!("conf-{check:?}").to_lowercase();
+        let backend = Backend::new(move || {
+            let builder = RedisEngine::cluster(seeds.clone())
+                .prefix(prefix.clone())
+                // Fewer partitions than the default keep the test light; still a few per shard.
+                .partitions(8)
+                .history(conformance::HISTORY_TOPICS, conformance::history_config())
+                .node_timeout(NODE_TIMEOUT)
+                .connect_timeout(Duration::from_secs(1))
+                .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300));
+            async move {
+                let engine: Arc<dyn Engine> = Arc::new(builder.connect().await?);
+                Ok(engine)
+            }
+        })
+        .crash_after(NODE_TIMEOUT * 2 + Duration::from_secs(5));
+        let backend = with_outage(
+            backend,
+            cluster.clone(),
+            |c| c.lock().unwrap().kill_all(),
+            |c| c.lock().unwrap().restart_all(),
+        );
+        let started = std::time::Instant::now();
+        let outcome = conformance::run_check(&backend, check).await;
+        eprintln!(
+            "redis cluster: {check:?}: {:?} in {:.1?}",
+            outcome.as_ref().map_err(|v| v.to_string()),
+            started.elapsed()
+        );
+        match outcome {
+            Ok(Outcome::Passed) => {}
+            Ok(Outcome::Skipped(why)) => failed.push(format!("{check:?} skipped: {why}")),
+            Err(v) => failed.push(v.to_string()),
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 // ---- NATS ------------------------------------------------------------------------------------

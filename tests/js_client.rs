@@ -1,9 +1,15 @@
 //! The JavaScript client (`framework/js/switchboard.js`) against a real server: runs the Node
 //! tests in `tests/js/*.test.mjs` with Node's built-in test runner.
 //!
+//! The suite runs twice, the same tests over each transport: `SWITCHBOARD_TRANSPORT` is
+//! `websocket`, then `http` (docs/http-transport.md); `tests/js/support.mjs` builds the clients
+//! with it.
+//!
 //! The node tests read `SWITCHBOARD_URL` (the channel, `ws://127.0.0.1:PORT/ws`) and
 //! `SWITCHBOARD_HTTP` (`http://127.0.0.1:PORT`, for `/switchboard.js` and the test routes),
-//! `SWITCHBOARD_TOKENS_URL` (the channel whose tokens expire, `/wst`).
+//! `SWITCHBOARD_TOKENS_URL` (the channel whose tokens expire, `/wst`),
+//! `SWITCHBOARD_HEARTBEAT_URL` (a channel with a fast heartbeat, `/wsh`) and
+//! `SWITCHBOARD_SILENT_URL` (a stream that never sends anything, as through a buffering proxy).
 //! Without `node` on the `PATH` (or `NODE`) the test is skipped, except under CI (`CI=true` or
 //! `CI=1`), where that is a failure.
 
@@ -14,7 +20,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpRequest, HttpResponse};
+use futures_util::future::{Either, FutureExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard::engine::{HistoryConfig, MemoryEngine};
@@ -23,8 +31,8 @@ use switchboard::testing::TestServer;
 use switchboard_suite::process::wait_for_exit;
 use switchboard_suite::skip;
 
-/// How long the whole node run may take before it is killed.
-const NODE_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one node run (over one transport) may take before it is killed.
+const NODE_DEADLINE: Duration = Duration::from_secs(90);
 
 #[derive(Clone)]
 struct User {
@@ -50,6 +58,66 @@ impl Blocked {
         let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
         names.contains(name)
     }
+}
+
+/// What happens to the WebSocket upgrades of a name: refused (503), or left unanswered (a proxy
+/// that swallows them); the HTTP transport's requests pass. `POST /upgrades/{refuse,hang,allow}/{name}`.
+#[derive(Clone, Default)]
+struct Upgrades(Arc<Mutex<std::collections::HashMap<String, Gate>>>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Refuse,
+    Hang,
+}
+
+impl Upgrades {
+    fn set(&self, name: &str, gate: Option<Gate>) {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match gate {
+            Some(gate) => names.insert(name.to_owned(), gate),
+            None => names.remove(name),
+        };
+    }
+
+    /// The gate of this request: an upgrade from a gated name.
+    fn gate(&self, req: &ServiceRequest) -> Option<Gate> {
+        if !req.headers().contains_key(actix_web::http::header::UPGRADE) {
+            return None;
+        }
+        let name =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()?
+                .get("name")?
+                .clone();
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.get(&name).copied()
+    }
+}
+
+/// `POST /upgrades/{refuse,hang,allow}/{name}`.
+async fn set_upgrades(req: HttpRequest, path: web::Path<(String, String)>) -> HttpResponse {
+    let (what, name) = path.into_inner();
+    let gate = match what.as_str() {
+        "refuse" => Some(Gate::Refuse),
+        "hang" => Some(Gate::Hang),
+        "allow" => None,
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    if let Some(upgrades) = req.app_data::<Upgrades>() {
+        upgrades.set(&name, gate);
+    }
+    HttpResponse::NoContent().finish()
+}
+
+/// `GET /silent`: `200 text/event-stream` and then nothing, ever: what a client sees through a
+/// proxy that buffers the stream.
+async fn silent() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(futures_util::stream::pending::<
+            Result<web::Bytes, actix_web::Error>,
+        >())
 }
 
 #[switchboard::on_connect]
@@ -80,6 +148,14 @@ async fn push(ch: Channel<User>, p: Push) -> Result<u32, ChannelError> {
         ch.send(&p.event, &json!({ "i": i }))?;
     }
     Ok(p.n)
+}
+
+/// Sends a binary frame of the bytes `0..n`, then replies `n`.
+#[switchboard::message("bytes")]
+async fn bytes(ch: Channel<User>, n: u8) -> Result<u8, ChannelError> {
+    ch.hub()
+        .send_binary(ch.id(), (0..n).collect::<Vec<u8>>().into())?;
+    Ok(n)
 }
 
 #[switchboard::message("fail")]
@@ -159,6 +235,7 @@ fn route() -> ChannelRoute<User> {
         .message(slow)
         .message(publish)
         .message(kick)
+        .message(bytes)
         .allow_join("room:*")
         .allow_join("small:*")
         .presence(|ch: Channel<User>, topic: String| async move {
@@ -218,6 +295,14 @@ fn token_route() -> ChannelRoute<User> {
         )
 }
 
+/// A channel with a fast heartbeat: a client that does not answer pings is closed within 600 ms.
+fn heartbeat_route() -> ChannelRoute<User> {
+    ChannelRoute::new("/wsh")
+        .on_connect(connect)
+        .message(echo)
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(600))
+}
+
 fn server() -> TestServer {
     let hub = Hub::with_engine(
         MemoryEngine::builder()
@@ -227,15 +312,36 @@ fn server() -> TestServer {
             .build(),
     );
     let blocked = Blocked::default();
+    let upgrades = Upgrades::default();
     TestServer::build(move || {
+        let gates = upgrades.clone();
         App::new()
             .app_data(hub.clone())
             .app_data(blocked.clone())
+            .app_data(upgrades.clone())
+            .wrap_fn(move |req, srv| match gates.gate(&req) {
+                None => Either::Left(srv.call(req).map(|res| res.map(ServiceResponse::map_into_left_body))),
+                Some(gate) => Either::Right(
+                    async move {
+                        if gate == Gate::Hang {
+                            // Longer than any test waits; the client gives up on it first.
+                            actix_rt::time::sleep(Duration::from_secs(20)).await;
+                        }
+                        let refused = HttpResponse::ServiceUnavailable()
+                            .json(json!({"error": {"code": "no_websockets", "message": "upgrades are refused here"}}));
+                        Ok(req.into_response(refused).map_into_right_body())
+                    }
+                    .boxed_local(),
+                ),
+            })
             .service(route())
             .service(token_route())
+            .service(heartbeat_route())
             .service(switchboard::js::service("/switchboard.js"))
             .route("/block/{name}", web::post().to(set_blocked))
             .route("/unblock/{name}", web::post().to(set_blocked))
+            .route("/upgrades/{what}/{name}", web::post().to(set_upgrades))
+            .route("/silent", web::get().to(silent))
     })
     .workers(2)
     .start()
@@ -308,16 +414,46 @@ fn js_client_tests_pass_against_a_real_server() {
     assert!(!files.is_empty(), "no tests/js/*.test.mjs files");
 
     let srv = server();
-    let mut child = Command::new(&node)
-        .args(&flags)
+    let mut failed = Vec::new();
+    for transport in ["websocket", "http"] {
+        let (ok, report) = run_suite(&node, &version, &flags, &files, &root, &srv, transport);
+        println!("{report}");
+        if !ok {
+            failed.push(transport);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "the node tests failed over {failed:?} (reports above)"
+    );
+}
+
+/// One run of the node tests over `transport`: whether it passed, and its report.
+fn run_suite(
+    node: &str,
+    version: &str,
+    flags: &[&str],
+    files: &[PathBuf],
+    root: &Path,
+    srv: &TestServer,
+    transport: &str,
+) -> (bool, String) {
+    let mut child = Command::new(node)
+        .args(flags)
         .arg("--test")
         .arg("--test-reporter=spec")
-        .args(&files)
-        .current_dir(&root)
+        .args(files)
+        .current_dir(root)
+        .env("SWITCHBOARD_TRANSPORT", transport)
         .env("SWITCHBOARD_URL", srv.ws_url("/ws"))
         .env("SWITCHBOARD_TOKENS_URL", srv.ws_url("/wst"))
+        .env("SWITCHBOARD_HEARTBEAT_URL", srv.ws_url("/wsh"))
+        .env("SWITCHBOARD_SILENT_URL", srv.ws_url("/silent"))
         .env("SWITCHBOARD_HTTP", srv.url(""))
-        .env("SWITCHBOARD_CLIENT", &client)
+        .env(
+            "SWITCHBOARD_CLIENT",
+            root.join("framework/js/switchboard.js"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -337,12 +473,15 @@ fn js_client_tests_pass_against_a_real_server() {
     let out = stdout.join().unwrap_or_default();
     let err = stderr.join().unwrap_or_default();
     let report = format!(
-        "node {version} {} --test\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        "SWITCHBOARD_TRANSPORT={transport} node {version} {} --test\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
         flags.join(" ")
     );
     match status {
-        None => panic!("node did not finish within {NODE_DEADLINE:?}\n{report}"),
-        Some(s) if !s.success() => panic!("node tests failed ({s})\n{report}"),
-        Some(_) => println!("{report}"),
+        None => (
+            false,
+            format!("node did not finish within {NODE_DEADLINE:?}\n{report}"),
+        ),
+        Some(s) if !s.success() => (false, format!("node tests failed ({s})\n{report}")),
+        Some(_) => (true, report),
     }
 }

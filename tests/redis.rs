@@ -795,6 +795,63 @@ async fn a_node_cut_off_from_redis_catches_up_topics_with_history() {
     );
 }
 
+#[tokio::test]
+async fn a_history_that_went_back_starts_a_new_epoch() {
+    let Some(redis) = Redis::start("history_back") else {
+        return;
+    };
+    let (n1, n2) = (node(&redis).await, node(&redis).await);
+    let mut b = n2.client("bob").await;
+    let epoch = join(&mut b, "room:h2").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..5 {
+        n1.hub
+            .publish("room:h2", "n", &json!({ "i": i }))
+            .await
+            .unwrap();
+    }
+    for seq in 1..=5 {
+        assert_eq!(delivery(&mut b, "n").await["seq"], seq);
+    }
+    // What a failover to a replica that missed the last two publications leaves: the counter
+    // and the stream back at 3, same epoch. Node 2 (which delivered 4 and 5) reconnects.
+    redis
+        .multi(&[
+            &["HSET", "switchboard:h:room:h2", "s", "3"],
+            &["XTRIM", "switchboard:x:room:h2", "MAXLEN", "3"],
+        ])
+        .unwrap();
+    let before = subscribed_clients(&redis);
+    assert_eq!(before.len(), 1, "only node 2 is on a channel");
+    redis.cmd(&["CLIENT", "KILL", "ID", &before[0]]).unwrap();
+    until("node 2 to be back on the channel", || async {
+        let now = subscribed_clients(&redis);
+        now.len() == 1 && now != before && n2.hub.health() == EngineHealth::Up
+    })
+    .await;
+    // Its catch-up started a new epoch: the next publication is not taken for a repeat of 4.
+    n1.hub
+        .publish("room:h2", "n", &json!({"i": "after"}))
+        .await
+        .unwrap();
+    let d = delivery(&mut b, "n").await;
+    assert_eq!(d["data"]["i"], "after");
+    assert_eq!(d["seq"], 1);
+    assert_ne!(d["epoch"], epoch.as_str());
+    // A client recovering from the old epoch is told it was not recovered.
+    let mut c = n1.client("cy").await;
+    let reply = c
+        .request(
+            "subscribe",
+            json!({"topic": "room:h2", "recover": {"epoch": epoch, "seq": 5}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["recovered"], false);
+}
+
 /// Whether a script of the engine waits in Redis, held by `CLIENT PAUSE ... WRITE`.
 fn a_script_is_held(redis: &Redis) -> bool {
     let list = redis.cmd(&["CLIENT", "LIST"]).unwrap();

@@ -246,7 +246,9 @@ impl RawWs {
         Ok(n)
     }
 
-    /// Waits for the next text frame, answering pings on the way.
+    /// Waits for the next text frame, answering pings on the way. (For the soak bench; the
+    /// fanout bench's subscribe reads its reply through `SubConn`.)
+    #[allow(dead_code)]
     pub async fn recv_text(&mut self) -> io::Result<String> {
         loop {
             while let Some(f) = self.next_frame()? {
@@ -336,5 +338,246 @@ impl Trigger {
             return Err(io::Error::other(format!("server answered {first}")));
         }
         Ok(())
+    }
+}
+
+/// A subscriber over the HTTP transport (`docs/http-transport.md`): the Server-Sent Events
+/// stream of `/ws` read from a raw socket (chunked HTTP/1.1 decoded into one buffer), its
+/// events handed out as the same [`Frame`]s a [`RawWs`] gives (a text frame per message event,
+/// a ping per `ping` event), so that one subscriber loop serves both transports.
+pub struct RawSse {
+    port: u16,
+    stream: TcpStream,
+    /// Socket bytes not yet de-chunked: `raw[..raw_end]`.
+    raw: Vec<u8>,
+    raw_end: usize,
+    /// De-chunked body bytes: `buf[start..end]` not yet parsed into events.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Chunk bytes still owed by the current chunk (its data, then its CRLF).
+    chunk_left: usize,
+    id: String,
+    secret: String,
+}
+
+impl RawSse {
+    /// Opens the stream of `/ws` and reads its `open` event.
+    pub async fn connect(port: u16) -> io::Result<RawSse> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        write_all(&stream, request.as_bytes()).await?;
+        let mut raw = vec![0u8; READ_BUF];
+        let mut end = 0;
+        let head_len = read_head(&stream, &mut raw, &mut end).await?;
+        let head = String::from_utf8_lossy(&raw[..head_len]).into_owned();
+        if head.split(' ').nth(1) != Some("200")
+            || !header(&head, "transfer-encoding")
+                .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            let first = head.lines().next().unwrap_or_default();
+            return Err(io::Error::other(format!("stream refused: {first}")));
+        }
+        raw.copy_within(head_len..end, 0);
+        let mut s = RawSse {
+            port,
+            stream,
+            raw,
+            raw_end: end - head_len,
+            buf: vec![0u8; READ_BUF],
+            start: 0,
+            end: 0,
+            chunk_left: 0,
+            id: String::new(),
+            secret: String::new(),
+        };
+        let open = loop {
+            s.dechunk()?;
+            if let Some((event, data)) = s.next_event() {
+                if event == "open" {
+                    break String::from_utf8_lossy(&s.buf[data]).into_owned();
+                }
+                return Err(io::Error::other(format!("first event {event:?}, not open")));
+            }
+            if s.fill_raw().await? == 0 {
+                return Err(io::Error::other("the stream ended before its open event"));
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&open).map_err(io::Error::other)?;
+        s.id = v["id"].as_str().unwrap_or_default().to_owned();
+        s.secret = v["secret"].as_str().unwrap_or_default().to_owned();
+        Ok(s)
+    }
+
+    /// Posts one frame upstream (on a connection of its own: only the subscribe does).
+    pub async fn post(&self, frames: &str) -> io::Result<()> {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let request = format!(
+            "POST /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nSwitchboard-Connection: {}\r\n\
+             Switchboard-Secret: {}\r\nSwitchboard-Seq: 0\r\nContent-Length: {}\r\n\r\n{frames}",
+            self.port,
+            self.id,
+            self.secret,
+            frames.len()
+        );
+        write_all(&stream, request.as_bytes()).await?;
+        let mut buf = vec![0u8; 1024];
+        let mut end = 0;
+        let head_len = read_head(&stream, &mut buf, &mut end).await?;
+        let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+        if head.split(' ').nth(1) != Some("204") {
+            return Err(io::Error::other(format!("POST answered {}", head.trim())));
+        }
+        Ok(())
+    }
+
+    async fn fill_raw(&mut self) -> io::Result<usize> {
+        if self.raw_end == self.raw.len() {
+            self.raw.resize(self.raw.len() * 2, 0);
+        }
+        let n = read_some(&self.stream, &mut self.raw[self.raw_end..]).await?;
+        self.raw_end += n;
+        Ok(n)
+    }
+
+    /// Moves the chunks' data from `raw` to `buf` (compacting both as it goes).
+    fn dechunk(&mut self) -> io::Result<()> {
+        let mut at = 0;
+        while at < self.raw_end {
+            if self.chunk_left == 0 {
+                let Some(eol) = find(&self.raw[at..self.raw_end], b"\r\n") else {
+                    break;
+                };
+                let size = std::str::from_utf8(&self.raw[at..at + eol])
+                    .ok()
+                    .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                    .ok_or_else(|| io::Error::other("bad chunk size"))?;
+                if size == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended",
+                    ));
+                }
+                at += eol + 2;
+                // The data, then its CRLF (not copied).
+                self.chunk_left = size + 2;
+            }
+            let take = self.chunk_left.min(self.raw_end - at);
+            let data = take.min(self.chunk_left.saturating_sub(2));
+            if self.start > 0 && self.end + data > self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end + data > self.buf.len() {
+                self.buf
+                    .resize((self.end + data).max(self.buf.len() * 2), 0);
+            }
+            self.buf[self.end..self.end + data].copy_from_slice(&self.raw[at..at + data]);
+            self.end += data;
+            self.chunk_left -= take;
+            at += take;
+        }
+        self.raw.copy_within(at..self.raw_end, 0);
+        self.raw_end -= at;
+        Ok(())
+    }
+
+    /// The next complete event in `buf`: its type and where its (one) data line is.
+    fn next_event(&mut self) -> Option<(String, Range<usize>)> {
+        let avail = &self.buf[self.start..self.end];
+        let len = find(avail, b"\n\n")?;
+        let block = self.start..self.start + len;
+        self.start += len + 2;
+        let mut event = String::from("message");
+        let mut data = block.end..block.end;
+        let mut line_start = block.start;
+        while line_start < block.end {
+            let line_end =
+                find(&self.buf[line_start..block.end], b"\n").map_or(block.end, |i| line_start + i);
+            let line = &self.buf[line_start..line_end];
+            if let Some(v) = line.strip_prefix(b"event: ") {
+                event = String::from_utf8_lossy(v).into_owned();
+            } else if line.starts_with(b"data: ") {
+                data = line_start + 6..line_end;
+            }
+            line_start = line_end + 1;
+        }
+        Some((event, data))
+    }
+
+    /// The next complete event as a frame: messages as text, pings as pings; `close` and
+    /// anything else as a close.
+    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
+        self.dechunk()?;
+        let Some((event, payload)) = self.next_event() else {
+            return Ok(None);
+        };
+        let opcode = match event.as_str() {
+            "message" => OP_TEXT,
+            "ping" => OP_PING,
+            _ => OP_CLOSE,
+        };
+        Ok(Some(Frame { opcode, payload }))
+    }
+
+    /// The bytes of a frame's payload (valid until the next [`fill`](Self::fill)).
+    pub fn payload(&self, frame: &Frame) -> &[u8] {
+        &self.buf[frame.payload.clone()]
+    }
+
+    /// Reads more bytes from the socket; `Ok(0)` when the server closed it.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        self.fill_raw().await
+    }
+
+    /// A ping is answered by any `POST`; the bench's runs end long before the idle timeout,
+    /// so it sends none.
+    pub async fn pong(&mut self, _payload: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A subscriber's connection, over either transport.
+pub enum SubConn {
+    Ws(RawWs),
+    Sse(RawSse),
+}
+
+impl SubConn {
+    pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
+        match self {
+            SubConn::Ws(c) => c.next_frame(),
+            SubConn::Sse(c) => c.next_frame(),
+        }
+    }
+
+    pub fn payload(&self, frame: &Frame) -> &[u8] {
+        match self {
+            SubConn::Ws(c) => c.payload(frame),
+            SubConn::Sse(c) => c.payload(frame),
+        }
+    }
+
+    pub async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        match self {
+            SubConn::Ws(c) => c.pong(payload).await,
+            SubConn::Sse(c) => c.pong(payload).await,
+        }
+    }
+
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        match self {
+            SubConn::Ws(c) => c.fill().await,
+            SubConn::Sse(c) => c.fill().await,
+        }
     }
 }

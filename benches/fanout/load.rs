@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::client::{self, RawWs, Trigger};
+use super::client::{self, RawSse, RawWs, SubConn, Trigger};
 use super::servers::{now_nanos, EVENT, TOPIC};
 use crate::support::cpu::{Reading, Usage};
 use crate::support::mem::settled as settled_memory;
@@ -74,6 +74,9 @@ pub struct LoadConfig {
     pub pad: usize,
     /// Handshakes in flight while connecting.
     pub connect_concurrency: usize,
+    /// Subscribers over the HTTP transport (SSE streams, subscribed with a `POST`) instead of
+    /// WebSocket.
+    pub http: bool,
     /// Read the server's memory before and after the subscribers connect.
     pub memory: bool,
     /// Stop after the memory reading (no publication), holding the idle connections this
@@ -218,7 +221,7 @@ fn number(s: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// One subscriber: reads frames until the server goes away.
-async fn subscriber(mut ws: RawWs, shared: Rc<Shared>) {
+async fn subscriber(mut ws: SubConn, shared: Rc<Shared>) {
     let mut next: u64 = 0;
     let mut pongs: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -257,22 +260,45 @@ async fn subscriber(mut ws: RawWs, shared: Rc<Shared>) {
 }
 
 /// Connects one subscriber and subscribes it to the topic.
-async fn subscribe(port: u16) -> Result<RawWs, String> {
-    let mut ws = RawWs::connect(port, "/ws")
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+async fn subscribe(port: u16, http: bool) -> Result<SubConn, String> {
     let msg = format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#);
-    ws.send_text(&msg)
-        .await
-        .map_err(|e| format!("subscribe: {e}"))?;
-    let reply = ws
-        .recv_text()
-        .await
-        .map_err(|e| format!("subscribe reply: {e}"))?;
+    let mut conn = if http {
+        let sse = RawSse::connect(port)
+            .await
+            .map_err(|e| format!("stream: {e}"))?;
+        sse.post(&msg)
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        SubConn::Sse(sse)
+    } else {
+        let mut ws = RawWs::connect(port, "/ws")
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        ws.send_text(&msg)
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        SubConn::Ws(ws)
+    };
+    let reply = loop {
+        match conn
+            .next_frame()
+            .map_err(|e| format!("subscribe reply: {e}"))?
+        {
+            Some(f) if f.opcode == client::OP_TEXT => {
+                break String::from_utf8_lossy(conn.payload(&f)).into_owned()
+            }
+            Some(_) => continue,
+            None => {
+                conn.fill()
+                    .await
+                    .map_err(|e| format!("subscribe reply: {e}"))?;
+            }
+        }
+    };
     if !reply.starts_with(r#"{"ref":1,"ok":true"#) {
         return Err(format!("subscribe refused: {reply}"));
     }
-    Ok(ws)
+    Ok(conn)
 }
 
 /// Connects `n` subscribers, `concurrency` handshakes at a time, and starts their tasks.
@@ -280,6 +306,7 @@ async fn connect_all(
     port: u16,
     n: usize,
     concurrency: usize,
+    http: bool,
     shared: &Rc<Shared>,
 ) -> Result<(), String> {
     let next = Rc::new(Cell::new(0usize));
@@ -294,7 +321,7 @@ async fn connect_all(
                         return Ok::<(), String>(());
                     }
                     next.set(i + 1);
-                    let ws = subscribe(port)
+                    let ws = subscribe(port, http)
                         .await
                         .map_err(|e| format!("subscriber #{i}: {e}"))?;
                     tokio::task::spawn_local(subscriber(ws, shared.clone()));
@@ -512,14 +539,14 @@ async fn run_inner(
         Some(pid) => {
             // One connection first, so that what is set up once (not per connection) is in
             // the baseline reading.
-            let warm = subscribe(port).await?;
+            let warm = subscribe(port, cfg.http).await?;
             drop(warm);
             tokio::time::sleep(Duration::from_millis(200)).await;
             Some(settled_memory(pid).await?)
         }
         None => None,
     };
-    connect_all(port, cfg.subs, cfg.connect_concurrency, shared).await?;
+    connect_all(port, cfg.subs, cfg.connect_concurrency, cfg.http, shared).await?;
     let mem = match (mem_pid, mem0) {
         (Some(pid), Some(m0)) => Some((m0, settled_memory(pid).await?)),
         _ => None,

@@ -614,7 +614,8 @@ pub fn serve(
             commands: web::Data::new(tx),
         };
         match kind {
-            "framework" | "metrics" => {
+            // `http`: the framework's server as it is, its subscribers on the HTTP transport.
+            "framework" | "metrics" | "http" => {
                 let hub = Hub::new();
                 actix_web::rt::spawn(framework_publisher(hub.clone(), rx, pad));
                 let channel = ChannelRoute::<()>::new("/ws")

@@ -1,5 +1,6 @@
-//! The load generator: N WebSocket connections (tokio-tungstenite), each a closed loop keeping
-//! `depth` requests in flight, every reply checked byte for byte against the expected text.
+//! The load generator: N WebSocket connections (tokio-tungstenite), or N connections over the
+//! HTTP transport (`super::http`), each a closed loop keeping `depth` requests in flight, every
+//! reply checked byte for byte against the expected text.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -17,11 +18,14 @@ use crate::support::cpu::{Reading, Usage};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+pub const MEASURE: u8 = 1;
+pub const STOP: u8 = 2;
+
+/// The run's phase, shared by its connections.
+pub type Phase = Rc<Cell<u8>>;
 
 /// How long a reply may take before the run fails.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -31,6 +35,8 @@ pub struct LoadConfig {
     pub measure: Duration,
     /// The server echoes each request verbatim (the floor): the expected reply is the request.
     pub echo: bool,
+    /// Over the HTTP transport (SSE stream + `POST`s) instead of WebSocket.
+    pub http: bool,
 }
 
 /// What one measured window produced.
@@ -45,14 +51,14 @@ pub struct Window {
 }
 
 /// One request shape: the parts of the request and of the expected reply after the `id`.
-struct Variant {
-    request_tail: String,
-    reply_tail: String,
+pub struct Variant {
+    pub request_tail: String,
+    pub reply_tail: String,
 }
 
 /// A few payloads per connection, with the reply each must get, computed independently of
 /// the servers.
-fn variants(conn: usize) -> Vec<Variant> {
+pub fn variants(conn: usize) -> Vec<Variant> {
     (0..8usize)
         .map(|k| {
             let text = format!("connection {conn} says hello, variant {k}");
@@ -81,14 +87,14 @@ fn variants(conn: usize) -> Vec<Variant> {
         .collect()
 }
 
-struct InFlight {
-    sent: Instant,
-    expected: String,
+pub struct InFlight {
+    pub sent: Instant,
+    pub expected: String,
 }
 
-struct ConnStats {
-    msgs: u64,
-    latencies: Vec<u64>,
+pub struct ConnStats {
+    pub msgs: u64,
+    pub latencies: Vec<u64>,
 }
 
 async fn conn_loop(
@@ -180,21 +186,22 @@ pub async fn run_with(
     hook: &mut dyn FnMut(bool) -> Result<(), String>,
 ) -> Result<Window, String> {
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut conns = Vec::with_capacity(cfg.conns);
-    for i in 0..cfg.conns {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
-            .await
-            .map_err(|e| format!("connect #{i} to {url}: {e}"))?;
-        conns.push(ws);
-    }
     let phase = Rc::new(Cell::new(WARMUP));
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| {
+    let mut tasks = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let task = if cfg.http {
+            let c = super::http::HttpConn::connect(port)
+                .await
+                .map_err(|e| format!("stream #{i} on port {port}: {e}"))?;
+            tokio::task::spawn_local(super::http::conn_loop(c, i, cfg.depth, phase.clone()))
+        } else {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+                .await
+                .map_err(|e| format!("connect #{i} to {url}: {e}"))?;
             tokio::task::spawn_local(conn_loop(ws, i, cfg.depth, cfg.echo, phase.clone()))
-        })
-        .collect();
+        };
+        tasks.push(task);
+    }
 
     tokio::time::sleep(cfg.warmup).await;
     hook(true)?;

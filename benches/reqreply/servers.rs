@@ -230,7 +230,7 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
     let addr = ("127.0.0.1", port);
     actix_web::rt::System::new().block_on(async move {
         match kind {
-            "framework" | "metrics" => {
+            "framework" | "metrics" | "http" => {
                 // A bench drives each connection as fast as it can: no message rate limit.
                 let channel = ChannelRoute::<()>::new("/ws")
                     .max_frame_size(MAX_FRAME)

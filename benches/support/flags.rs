@@ -146,6 +146,9 @@ pub enum Server {
     /// Switchboard with Prometheus metrics collected (the `/metrics` endpoint mounted): the
     /// cost of metrics, against `framework` in the same run.
     Metrics,
+    /// Switchboard over its HTTP transport (SSE stream + `POST`s) instead of WebSocket: the
+    /// `framework` server, with the load generator's HTTP client.
+    Http,
     /// A server started elsewhere (`--target PORT`).
     #[value(skip)]
     External,
@@ -159,6 +162,7 @@ impl Server {
             Server::Floor => "floor",
             Server::Framework => "framework",
             Server::Metrics => "metrics",
+            Server::Http => "http",
             Server::External => "external",
         }
     }

@@ -18,16 +18,7 @@ pub fn command(cpu: Option<&str>, program: impl AsRef<OsStr>) -> Command {
 
 /// Pins every thread of this process to `cpu`.
 fn this_process(cpu: &str) -> Result<(), String> {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpu, &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset exited with {status}"))
-    }
+    pid(cpu, std::process::id())
 }
 
 /// Where a run's processes are pinned.
@@ -68,5 +59,19 @@ impl Pinning {
             }
             None => "unpinned".to_owned(),
         }
+    }
+}
+
+/// Pins every thread of the running process `pid` to `cpu` (a `taskset -c` list).
+pub fn pid(cpu: &str, pid: u32) -> Result<(), String> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -a -p -c {cpu} {pid} exited with {status}"))
     }
 }

@@ -8,7 +8,9 @@
 //! Simulate a dropped connection: `curl -X POST http://127.0.0.1:8080/api/debug/drop/<nick>`.
 //! The channel's generated types: `static/channel.d.ts` (the page type-checks against it) and
 //! `asyncapi.json` (also served at `/asyncapi.json`); `--schema write` regenerates them,
-//! `--schema check` fails when they are stale (docs/typescript.md).
+//! `--schema check` fails when they are stale (docs/typescript.md). Several chat processes
+//! share rooms through `--redis URL`, `--redis-cluster URL,URL,...` or `--nats URL`
+//! (docs/engines.md has the commands for two nodes on each).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,8 +52,21 @@ struct Args {
     /// e.g. `redis://127.0.0.1:6379/`. Without it rooms live in this process (in-memory
     /// engine). The chat exits with an error if Redis cannot be reached at start; once
     /// running it survives Redis outages (GET /health says 503 meanwhile).
-    #[arg(long, env = "CHAT_REDIS")]
+    #[arg(long, env = "CHAT_REDIS", conflicts_with_all = ["redis_cluster", "nats"])]
     redis: Option<String>,
+    /// Share rooms through Redis Cluster instead (7 or later): comma-separated URLs of some
+    /// of its nodes, e.g. `redis://127.0.0.1:7000/,redis://127.0.0.1:7001/`. Rooms spread
+    /// over the cluster's shards; a primary failing over to its replica is followed.
+    #[arg(
+        long,
+        env = "CHAT_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "nats"
+    )]
+    redis_cluster: Option<Vec<String>>,
+    /// Share rooms through NATS (with JetStream) instead, e.g. `nats://127.0.0.1:4222`.
+    #[arg(long, env = "CHAT_NATS")]
+    nats: Option<String>,
     /// On SIGTERM or Ctrl-C, close connections (1012, service restart) this many at a time...
     #[arg(long, env = "CHAT_DRAIN_BATCH", default_value_t = 10_000)]
     drain_batch: usize,
@@ -503,30 +518,11 @@ async fn main() -> std::io::Result<()> {
     }
     memory::give_back_freed_memory();
     let history = HistoryConfig::last(HISTORY);
-    let hub = match &args.redis {
-        None => Hub::with_engine(MemoryEngine::builder().history("room:*", history).build()),
-        Some(url) => {
-            let engine = switchboard::engine::redis::RedisEngine::builder(url.as_str())
-                .history("room:*", history)
-                .connect()
-                .await;
-            match engine {
-                Ok(engine) => {
-                    log::info!(
-                        "rooms shared through Redis at {} (node {})",
-                        without_password(url),
-                        engine.node_id()
-                    );
-                    Hub::with_engine(engine)
-                }
-                Err(e) => {
-                    eprintln!(
-                        "chat: cannot use Redis at {} (--redis / CHAT_REDIS): {e}",
-                        without_password(url)
-                    );
-                    std::process::exit(1);
-                }
-            }
+    let hub = match engine(&args, history).await {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            std::process::exit(1);
         }
     };
     let nicknames = web::Data::new(Nicknames::default());
@@ -579,6 +575,66 @@ async fn engine_health(hub: Hub) -> HttpResponse {
         switchboard::engine::EngineHealth::Up => HttpResponse::Ok().json(json!({"status": "up"})),
         down => HttpResponse::ServiceUnavailable().json(down),
     }
+}
+
+/// The hub on the engine the flags ask for: in memory (the default), Redis, Redis Cluster or
+/// NATS. A distributed engine must be reachable at start (a wrong address shows at deploy
+/// time); once running, it survives outages (GET /health says 503 meanwhile).
+async fn engine(args: &Args, history: HistoryConfig) -> Result<Hub, String> {
+    use switchboard::engine::nats::NatsEngine;
+    use switchboard::engine::redis::RedisEngine;
+    if let Some(url) = &args.redis {
+        let engine = RedisEngine::builder(url.as_str())
+            .history("room:*", history)
+            .connect()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot use Redis at {} (--redis / CHAT_REDIS): {e}",
+                    without_password(url)
+                )
+            })?;
+        log::info!(
+            "rooms shared through Redis at {} (node {})",
+            without_password(url),
+            engine.node_id()
+        );
+        return Ok(Hub::with_engine(engine));
+    }
+    if let Some(seeds) = &args.redis_cluster {
+        let shown: Vec<String> = seeds.iter().map(|u| without_password(u)).collect();
+        let engine = RedisEngine::cluster(seeds.iter().map(|u| u.trim().to_owned()))
+            .history("room:*", history)
+            .connect()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot use Redis Cluster at {} (--redis-cluster / CHAT_REDIS_CLUSTER): {e}",
+                    shown.join(",")
+                )
+            })?;
+        log::info!(
+            "rooms shared through Redis Cluster at {} (node {})",
+            shown.join(","),
+            engine.node_id()
+        );
+        return Ok(Hub::with_engine(engine));
+    }
+    if let Some(url) = &args.nats {
+        let engine = NatsEngine::builder(url.as_str())
+            .history("room:*", history)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot use NATS at {url} (--nats / CHAT_NATS): {e}"))?;
+        log::info!(
+            "rooms shared through NATS at {url} (node {})",
+            engine.node_id()
+        );
+        return Ok(Hub::with_engine(engine));
+    }
+    Ok(Hub::with_engine(
+        MemoryEngine::builder().history("room:*", history).build(),
+    ))
 }
 
 /// A Redis URL fit for logs: `redis://:secret@host/` becomes `redis://***@host/`.

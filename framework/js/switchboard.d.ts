@@ -35,7 +35,9 @@ export class SwitchboardError extends Error {
  * - `"reply"` `(data, route)`: a handler's answer to a message sent without a ref;
  * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
  *   (a server-side subscription);
- * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ * - `"binary"` `(ArrayBuffer)`: a binary frame;
+ * - `"transport"` `("websocket" | "http")`: the connection is carried by another transport than
+ *   before (the first open, a fallback to HTTP, the move back to a WebSocket).
  *
  * Typed by a channel's generated types (`C`, docs/typescript.md), `request` checks the route,
  * the payload and the reply, `on` the pushes, and `subscribe` the topic and its events; the
@@ -64,6 +66,16 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     routeKey: string;
     /** @type {typeof WebSocket} */
     WebSocket: typeof WebSocket;
+    /** @type {typeof fetch} */
+    fetch: typeof fetch;
+    /** @type {"auto" | "websocket" | "http"} the `transport` option */
+    transportMode: "auto" | "websocket" | "http";
+    /** @type {number} */
+    fallbackAfterMs: number;
+    /** @type {number} */
+    websocketRetryMs: number;
+    /** @type {number} */
+    streamOpenTimeoutMs: number;
     /** @type {SwitchboardOptions["onOpen"] | null} */
     onOpen: SwitchboardOptions["onOpen"] | null;
     /** @type {SwitchboardOptions["getToken"] | null} */
@@ -74,8 +86,18 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     state: "idle" | "connecting" | "open" | "reconnecting" | "closed";
     /** @internal @type {string[]} */
     _routePath: string[];
-    /** @internal @type {WebSocket | null} */
-    _ws: WebSocket | null;
+    /** @internal @type {Transport | null} the connection (or attempt) in use */
+    _conn: Transport | null;
+    /** @internal @type {TransportName | null} the transport of the last open connection */
+    _transport: TransportName | null;
+    /** @internal @type {boolean} on "auto": HTTP worked after a WebSocket did not (kept for the client's lifetime) */
+    _fellBack: boolean;
+    /** @internal @type {boolean} on "auto": a WebSocket opened once (no fallback after that) */
+    _websocketWorked: boolean;
+    /** @internal @type {Transport | null} on "auto" over HTTP: a WebSocket tried in the background */
+    _probe: Transport | null;
+    /** @internal @type {Timer | null} the next background WebSocket try, or its deadline */
+    _probeTimer: Timer | null;
     /** @internal @type {number} */
     _ref: number;
     /** @internal @type {Map<number, PendingRequest>} */
@@ -101,6 +123,12 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     _attemptId: number;
     /** Whether a connection is open. */
     get connected(): boolean;
+    /**
+     * The transport of the open connection (or of the last one): `"websocket"` or `"http"`;
+     * null before the first open. The `"transport"` event says when it changes.
+     * @returns {TransportName | null}
+     */
+    get transport(): TransportName | null;
     /**
      * Opens the connection. Resolves once it is open; rejects (code `closed`) when the client
      * gives up first: `close()` was called, reconnecting is off and the attempt failed, or the
@@ -155,13 +183,50 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
     /** @internal */
     _open(): void;
     /**
-     * Opens the socket, with `token` in the URL when there is one.
+     * Opens a connection, with `token` in the URL when there is one.
      * @internal
      * @param {string | null} token
      */
     _dial(token: string | null): void;
+    /**
+     * The channel's `ws(s)://` URL for this attempt, with `token` in the query.
+     * @internal
+     * @param {string | null} token
+     * @returns {string}
+     */
+    _url(token: string | null): string;
+    /**
+     * Starts a connection over `name`. With `fallback`, a WebSocket that fails before it opens,
+     * or does not open within `fallbackAfterMs`, is given up for an HTTP connection at once.
+     * @internal
+     * @param {TransportName} name
+     * @param {string} url the `ws(s)://` URL
+     * @param {boolean} fallback
+     */
+    _connect(name: TransportName, url: string, fallback: boolean): void;
     /** @internal */
     _onOpen(): void;
+    /**
+     * On "auto" over HTTP: tries a WebSocket again in `websocketRetryMs`.
+     * @internal
+     */
+    _scheduleProbe(): void;
+    /** @internal */
+    _dropProbe(): void;
+    /**
+     * A WebSocket beside the open HTTP connection: when it opens, the client moves over to it.
+     * @internal
+     */
+    _probeWebSocket(): void;
+    /**
+     * Moves from the HTTP connection to the background WebSocket `probe`: a reconnect (the
+     * `onOpen` hook runs, subscriptions are renewed with recovery), once the requests under way
+     * were answered (or at `deadline`). The HTTP connection is then ended.
+     * @internal
+     * @param {Transport} probe
+     * @param {number} deadline
+     */
+    _switchTo(probe: Transport, deadline: number): void;
     /**
      * @internal
      * @param {number} code
@@ -176,6 +241,14 @@ export class Switchboard<C extends ChannelTypes = UntypedChannel> extends Emitte
      * @param {string} why
      */
     _finish(code: number, reason: string, why: string): void;
+    /**
+     * The server refused a frame without closing (over HTTP, one too large): its request
+     * rejects with the server's code; a frame without a ref is reported as an `"error"`.
+     * @internal
+     * @param {string | ArrayBuffer} frame
+     * @param {string} code
+     */
+    _onRefused(frame: string | ArrayBuffer, code: string): void;
     /**
      * @internal
      * @param {SwitchboardError} err
@@ -436,6 +509,34 @@ export type SwitchboardOptions = {
         readonly CLOSED: 3;
     } | undefined;
     /**
+     * how to reach the server: a
+     * WebSocket, the HTTP transport (a Server-Sent Events stream down, `POST`s up:
+     * docs/http-transport.md), or `"auto"`: a WebSocket first, the HTTP transport when the
+     * upgrade fails or does not open within `fallbackAfterMs`.
+     */
+    transport?: "auto" | "websocket" | "http" | undefined;
+    /**
+     * on `"auto"`, how long a WebSocket may take to open
+     * before the client falls back to HTTP.
+     */
+    fallbackAfterMs?: number | undefined;
+    /**
+     * on `"auto"`, after a fallback to HTTP, how often
+     * a WebSocket is tried again in the background; when one opens the client moves over to it.
+     */
+    websocketRetryMs?: number | undefined;
+    /**
+     * how long the HTTP stream's first event may
+     * take: a stream that stays silent longer is held back by a buffering proxy (an `"error"`
+     * with code `stream_buffered`, and a failed attempt).
+     */
+    streamOpenTimeoutMs?: number | undefined;
+    /**
+     * the `fetch` function of the HTTP transport (default: the
+     * global one).
+     */
+    fetch?: typeof fetch | undefined;
+    /**
      * fetches the
      * connection's token: before every attempt (it goes in the URL's `tokenParam` query
      * parameter) and when the server asks for a new one (`refresh`). After the server closed
@@ -465,6 +566,10 @@ export type SwitchboardOptions = {
 export type TokenContext = {
     reason: "connect" | "reconnect" | "expired" | "refresh";
 };
+/**
+ * A way to reach the server: `"websocket"`, or `"http"` (a stream down, `POST`s up).
+ */
+export type TransportName = "websocket" | "http";
 /**
  * Why a subscription's token is asked for: `"subscribe"` (the first subscribe),
  * `"resubscribe"` (after a reconnect), `"refresh"` (the server asked for a new one).
@@ -588,6 +693,7 @@ export type SwitchboardEvents = {
     binary: [data: ArrayBuffer];
     refresh: [info: RefreshInfo];
     refreshed: [info: RefreshInfo];
+    transport: [name: TransportName];
 };
 /**
  * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
@@ -687,6 +793,45 @@ export type PendingRequest = {
     reject: (err: SwitchboardError) => void;
     route: string;
     timer: Timer | null;
+};
+export type TransportEvents = {
+    /**
+     * the connection is open: frames can be sent
+     */
+    open: () => void;
+    /**
+     * a text or binary frame arrived
+     */
+    frame: (data: string | ArrayBuffer) => void;
+    /**
+     * the connection or the attempt ended
+     * (close codes as a WebSocket's: 1006 for a failed attempt or a lost connection)
+     */
+    close: (code: number, reason: string) => void;
+    /**
+     * a problem worth reporting
+     */
+    error: (err: SwitchboardError) => void;
+    /**
+     * the server refused
+     * this frame (too large: `payload_too_large`); the connection goes on
+     */
+    refused: (frame: string | ArrayBuffer, code: string) => void;
+};
+export type Transport = {
+    name: TransportName;
+    /**
+     * starts connecting
+     */
+    open: () => void;
+    /**
+     * throws when closed
+     */
+    send: (data: string | ArrayBuffer | ArrayBufferView) => void;
+    /**
+     * resolves once closed
+     */
+    close: (code?: number) => Promise<void>;
 };
 /**
  * Listener bookkeeping shared by the client and subscriptions.

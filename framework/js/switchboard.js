@@ -31,6 +31,19 @@
  * @property {string} [routeKey="type"] the channel's route key: a field, a dotted path
  *   (`"meta.action"`) or `"$request.body.action"`.
  * @property {typeof WebSocket} [WebSocket] the WebSocket constructor (default: the global one).
+ * @property {"auto" | "websocket" | "http"} [transport="auto"] how to reach the server: a
+ *   WebSocket, the HTTP transport (a Server-Sent Events stream down, `POST`s up:
+ *   docs/http-transport.md), or `"auto"`: a WebSocket first, the HTTP transport when the
+ *   upgrade fails or does not open within `fallbackAfterMs`.
+ * @property {number} [fallbackAfterMs=2500] on `"auto"`, how long a WebSocket may take to open
+ *   before the client falls back to HTTP.
+ * @property {number} [websocketRetryMs=60000] on `"auto"`, after a fallback to HTTP, how often
+ *   a WebSocket is tried again in the background; when one opens the client moves over to it.
+ * @property {number} [streamOpenTimeoutMs=5000] how long the HTTP stream's first event may
+ *   take: a stream that stays silent longer is held back by a buffering proxy (an `"error"`
+ *   with code `stream_buffered`, and a failed attempt).
+ * @property {typeof fetch} [fetch] the `fetch` function of the HTTP transport (default: the
+ *   global one).
  * @property {(context: TokenContext) => (string | Promise<string>)} [getToken] fetches the
  *   connection's token: before every attempt (it goes in the URL's `tokenParam` query
  *   parameter) and when the server asks for a new one (`refresh`). After the server closed
@@ -48,6 +61,10 @@
  * `"expired"` (a later one after the server closed with 4401: the old token expired),
  * `"refresh"` (the server asked for a new one while connected).
  * @typedef {{reason: "connect" | "reconnect" | "expired" | "refresh"}} TokenContext
+ */
+/**
+ * A way to reach the server: `"websocket"`, or `"http"` (a stream down, `POST`s up).
+ * @typedef {"websocket" | "http"} TransportName
  */
 /**
  * Why a subscription's token is asked for: `"subscribe"` (the first subscribe),
@@ -114,6 +131,7 @@
  * @property {[data: ArrayBuffer]} binary
  * @property {[info: RefreshInfo]} refresh
  * @property {[info: RefreshInfo]} refreshed
+ * @property {[name: TransportName]} transport
  */
 /**
  * A subscription's events; any other name is a delivery of that event, `(data, meta)`, and
@@ -331,7 +349,9 @@ class Emitter {
  * - `"reply"` `(data, route)`: a handler's answer to a message sent without a ref;
  * - `"delivery"` `(data, meta)`: a publication on a topic this client did not subscribe to
  *   (a server-side subscription);
- * - `"binary"` `(ArrayBuffer)`: a binary frame.
+ * - `"binary"` `(ArrayBuffer)`: a binary frame;
+ * - `"transport"` `("websocket" | "http")`: the connection is carried by another transport than
+ *   before (the first open, a fallback to HTTP, the move back to a WebSocket).
  *
  * Typed by a channel's generated types (`C`, docs/typescript.md), `request` checks the route,
  * the payload and the reply, `on` the pushes, and `subscribe` the topic and its events; the
@@ -360,6 +380,19 @@ export class Switchboard extends Emitter {
     this.routeKey = options.routeKey ?? "type";
     /** @type {typeof WebSocket} */
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    /** @type {typeof fetch} */
+    this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    /** @type {"auto" | "websocket" | "http"} the `transport` option */
+    this.transportMode = options.transport ?? "auto";
+    if (!["auto", "websocket", "http"].includes(this.transportMode)) {
+      throw new TypeError(`transport must be "auto", "websocket" or "http", not ${JSON.stringify(this.transportMode)}`);
+    }
+    /** @type {number} */
+    this.fallbackAfterMs = options.fallbackAfterMs ?? 2500;
+    /** @type {number} */
+    this.websocketRetryMs = options.websocketRetryMs ?? 60000;
+    /** @type {number} */
+    this.streamOpenTimeoutMs = options.streamOpenTimeoutMs ?? 5000;
     /** @type {SwitchboardOptions["onOpen"] | null} */
     this.onOpen = options.onOpen ?? null;
     /** @type {SwitchboardOptions["getToken"] | null} */
@@ -370,8 +403,18 @@ export class Switchboard extends Emitter {
     this.state = "idle";
     /** @internal @type {string[]} */
     this._routePath = this.routeKey.replace(/^\$request\.body\./, "").split(".");
-    /** @internal @type {WebSocket | null} */
-    this._ws = null;
+    /** @internal @type {Transport | null} the connection (or attempt) in use */
+    this._conn = null;
+    /** @internal @type {TransportName | null} the transport of the last open connection */
+    this._transport = null;
+    /** @internal @type {boolean} on "auto": HTTP worked after a WebSocket did not (kept for the client's lifetime) */
+    this._fellBack = false;
+    /** @internal @type {boolean} on "auto": a WebSocket opened once (no fallback after that) */
+    this._websocketWorked = false;
+    /** @internal @type {Transport | null} on "auto" over HTTP: a WebSocket tried in the background */
+    this._probe = null;
+    /** @internal @type {Timer | null} the next background WebSocket try, or its deadline */
+    this._probeTimer = null;
     /** @internal @type {number} */
     this._ref = 0;
     /** @internal @type {Map<number, PendingRequest>} */
@@ -397,6 +440,15 @@ export class Switchboard extends Emitter {
   /** Whether a connection is open. */
   get connected() {
     return this.state === "open";
+  }
+
+  /**
+   * The transport of the open connection (or of the last one): `"websocket"` or `"http"`;
+   * null before the first open. The `"transport"` event says when it changes.
+   * @returns {TransportName | null}
+   */
+  get transport() {
+    return this._transport;
   }
 
   /**
@@ -450,7 +502,7 @@ export class Switchboard extends Emitter {
       }
       this._pending.set(ref, entry);
       try {
-        /** @type {WebSocket} */ (this._ws).send(frame);
+        /** @type {Transport} */ (this._conn).send(frame);
       } catch (err) {
         this._pending.delete(ref);
         clearTimeout(/** @type {Timer} */ (entry.timer));
@@ -472,7 +524,7 @@ export class Switchboard extends Emitter {
     if (this.state !== "open") {
       throw new SwitchboardError("closed", `not connected: cannot send \`${route}\``, { route });
     }
-    /** @type {WebSocket} */ (this._ws).send(this._frame(route, data));
+    /** @type {Transport} */ (this._conn).send(this._frame(route, data));
   }
 
   /**
@@ -510,20 +562,12 @@ export class Switchboard extends Emitter {
    * @returns {Promise<void>}
    */
   close() {
-    const ws = this._ws;
-    this._ws = null; // its remaining events no longer concern the client
+    const conn = this._conn;
+    this._conn = null; // its remaining events no longer concern the client
     clearTimeout(/** @type {Timer} */ (this._timer));
     this._timer = null;
-    /** @type {Promise<void>} */
-    let closed = Promise.resolve();
-    if (ws && ws.readyState !== 3 /* CLOSED */) {
-      closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
-      try {
-        ws.close(1000);
-      } catch {
-        // Already closing.
-      }
-    }
+    this._dropProbe();
+    const closed = conn ? conn.close(1000) : Promise.resolve();
     if (this.state !== "closed") this._finish(1000, "", "the client was closed");
     return closed;
   }
@@ -556,44 +600,97 @@ export class Switchboard extends Emitter {
   }
 
   /**
-   * Opens the socket, with `token` in the URL when there is one.
+   * Opens a connection, with `token` in the URL when there is one.
    * @internal
    * @param {string | null} token
    */
   _dial(token) {
-    let ws;
+    let url;
     try {
-      if (typeof this.WebSocket !== "function") {
-        throw new Error("no WebSocket: pass options.WebSocket (Node 20 also has --experimental-websocket)");
-      }
-      let url = resolveUrl(typeof this.url === "function" ? this.url() : this.url);
-      if (token !== null) {
-        const u = new URL(url);
-        u.searchParams.set(this.tokenParam, token);
-        url = u.href;
-      }
-      ws = new this.WebSocket(url);
+      url = this._url(token);
     } catch (err) {
-      // A bad URL or no WebSocket at all: retrying cannot help.
-      this._finish(1006, "", `cannot open a WebSocket: ${/** @type {Error} */ (err).message}`);
+      // A bad URL: retrying cannot help.
+      this._finish(1006, "", `cannot connect: ${/** @type {Error} */ (err).message}`);
       return;
     }
-    ws.binaryType = "arraybuffer";
-    this._ws = ws;
-    ws.addEventListener("open", () => ws === this._ws && this._onOpen());
-    ws.addEventListener("message", (ev) => ws === this._ws && this._onFrame(ev.data));
-    ws.addEventListener("close", (ev) => ws === this._ws && this._onClose(ev.code, ev.reason));
-    // An "error" means the connection failed (close code 1006). Browsers follow it with a
-    // "close"; Node 20's WebSocket does not for a refused upgrade. The first one counts.
-    ws.addEventListener("error", () => {
-      if (ws !== this._ws) return;
-      this._onClose(1006, "");
-      try {
-        ws.close();
-      } catch {
-        // Already closed.
+    /** @type {TransportName} */
+    let name = this.transportMode === "http" ? "http" : "websocket";
+    // On "auto", a runtime without WebSocket (Node 20 without the flag) goes straight to HTTP.
+    if (this.transportMode === "auto" && (this._fellBack || typeof this.WebSocket !== "function")) name = "http";
+    this._connect(name, url, this.transportMode === "auto" && name === "websocket" && !this._websocketWorked);
+  }
+
+  /**
+   * The channel's `ws(s)://` URL for this attempt, with `token` in the query.
+   * @internal
+   * @param {string | null} token
+   * @returns {string}
+   */
+  _url(token) {
+    const url = resolveUrl(typeof this.url === "function" ? this.url() : this.url);
+    if (token === null) return url;
+    const u = new URL(url);
+    u.searchParams.set(this.tokenParam, token);
+    return u.href;
+  }
+
+  /**
+   * Starts a connection over `name`. With `fallback`, a WebSocket that fails before it opens,
+   * or does not open within `fallbackAfterMs`, is given up for an HTTP connection at once.
+   * @internal
+   * @param {TransportName} name
+   * @param {string} url the `ws(s)://` URL
+   * @param {boolean} fallback
+   */
+  _connect(name, url, fallback) {
+    /** @type {Timer | null} */
+    let timer = null;
+    const mine = () => conn === this._conn;
+    const fallBack = () => {
+      if (!mine() || this.state !== "connecting") return;
+      clearTimeout(/** @type {Timer} */ (timer));
+      this._conn = null;
+      conn.close().catch(() => {});
+      this._connect("http", url, false);
+    };
+    /** @type {TransportEvents} */
+    const events = {
+      open: () => {
+        if (!mine()) return;
+        clearTimeout(/** @type {Timer} */ (timer));
+        if (name === "websocket") this._websocketWorked = true;
+        // The choice is kept once HTTP worked where a WebSocket did not.
+        else if (this.transportMode === "auto") this._fellBack = true;
+        this._onOpen();
+      },
+      frame: (data) => mine() && this._onFrame(data),
+      close: (code, reason) => {
+        if (fallback && this.state === "connecting") fallBack();
+        else if (mine()) this._onClose(code, reason);
+      },
+      error: (err) => mine() && this._emit("error", err),
+      refused: (frame, code) => mine() && this._onRefused(frame, code),
+    };
+    /** @type {Transport} */
+    const conn =
+      name === "http"
+        ? new HttpTransport(httpUrl(url), this.fetch, events, this.streamOpenTimeoutMs)
+        : new WebSocketTransport(url, this.WebSocket, events);
+    this._conn = conn;
+    try {
+      conn.open();
+    } catch (err) {
+      if (!mine()) return;
+      if (fallback) {
+        fallBack();
+        return;
       }
-    });
+      // No WebSocket or no fetch at all: retrying cannot help.
+      this._conn = null;
+      this._finish(1006, "", `cannot connect over ${name}: ${/** @type {Error} */ (err).message}`);
+      return;
+    }
+    if (fallback) timer = setTimeout(fallBack, this.fallbackAfterMs);
   }
 
   /** @internal */
@@ -602,11 +699,11 @@ export class Switchboard extends Emitter {
     this._openedAt = Date.now();
     const reconnected = this._everOpened;
     this._everOpened = true;
+    const conn = /** @type {Transport} */ (this._conn);
     for (const w of this._waiters.splice(0)) w.resolve();
-    const ws = this._ws;
     const renew = () => {
       // Only if this is still the connection the hook ran for.
-      if (this._ws !== ws || this.state !== "open") return;
+      if (this._conn !== conn || this.state !== "open") return;
       for (const sub of this._subs.values()) this._join(sub);
     };
     if (this.onOpen) {
@@ -622,7 +719,131 @@ export class Switchboard extends Emitter {
     } else {
       renew();
     }
+    if (conn.name === "websocket") this._dropProbe();
+    else this._scheduleProbe();
+    if (this._transport !== conn.name) {
+      this._transport = conn.name;
+      this._emit("transport", conn.name);
+    }
     this._emit("open", { reconnected });
+  }
+
+  /**
+   * On "auto" over HTTP: tries a WebSocket again in `websocketRetryMs`.
+   * @internal
+   */
+  _scheduleProbe() {
+    if (this.transportMode !== "auto" || this._probe || this._probeTimer || typeof this.WebSocket !== "function") return;
+    this._probeTimer = setTimeout(() => {
+      this._probeTimer = null;
+      this._probeWebSocket();
+    }, this.websocketRetryMs);
+  }
+
+  /** @internal */
+  _dropProbe() {
+    clearTimeout(/** @type {Timer} */ (this._probeTimer));
+    this._probeTimer = null;
+    const probe = this._probe;
+    this._probe = null;
+    if (probe) probe.close().catch(() => {});
+  }
+
+  /**
+   * A WebSocket beside the open HTTP connection: when it opens, the client moves over to it.
+   * @internal
+   */
+  _probeWebSocket() {
+    const id = this._attemptId;
+    const stillHttp = () => id === this._attemptId && this.state === "open" && this._conn?.name === "http";
+    /** @param {string | null} token */
+    const dial = (token) => {
+      if (!stillHttp() || this._probe) return;
+      let url;
+      try {
+        url = this._url(token);
+      } catch {
+        this._scheduleProbe();
+        return;
+      }
+      /** @type {Transport} */
+      const probe = new WebSocketTransport(url, this.WebSocket, {
+        open: () => {
+          if (this._probe !== probe) return;
+          clearTimeout(/** @type {Timer} */ (this._probeTimer));
+          this._probeTimer = null;
+          this._switchTo(probe, Date.now() + Math.max(this.timeout, 1000));
+        },
+        frame: (data) => probe === this._conn && this._onFrame(data),
+        close: (code, reason) => {
+          if (probe === this._conn) {
+            this._onClose(code, reason);
+          } else if (this._probe === probe) {
+            // Not yet: try again later.
+            this._dropProbe();
+            this._scheduleProbe();
+          }
+        },
+        error: (err) => probe === this._conn && this._emit("error", err),
+        refused: (frame, code) => probe === this._conn && this._onRefused(frame, code),
+      });
+      this._probe = probe;
+      try {
+        probe.open();
+      } catch {
+        this._dropProbe();
+        return;
+      }
+      // A WebSocket that hangs is as good as a failed one.
+      this._probeTimer = setTimeout(() => {
+        this._probeTimer = null;
+        if (this._probe !== probe) return;
+        this._dropProbe();
+        this._scheduleProbe();
+      }, this.fallbackAfterMs);
+    };
+    if (!this.getToken) {
+      dial(null);
+      return;
+    }
+    const getToken = this.getToken;
+    Promise.resolve()
+      .then(() => getToken({ reason: "reconnect" }))
+      .then(
+        (token) => dial(String(token)),
+        () => stillHttp() && this._scheduleProbe(),
+      );
+  }
+
+  /**
+   * Moves from the HTTP connection to the background WebSocket `probe`: a reconnect (the
+   * `onOpen` hook runs, subscriptions are renewed with recovery), once the requests under way
+   * were answered (or at `deadline`). The HTTP connection is then ended.
+   * @internal
+   * @param {Transport} probe
+   * @param {number} deadline
+   */
+  _switchTo(probe, deadline) {
+    if (this._probe !== probe) return; // it closed meanwhile
+    if (this.state !== "open" || this._conn?.name !== "http") {
+      this._dropProbe();
+      return;
+    }
+    if (this._pending.size > 0 && Date.now() < deadline) {
+      this._probeTimer = setTimeout(() => this._switchTo(probe, deadline), 20);
+      return;
+    }
+    this._probe = null;
+    this._probeTimer = null;
+    const old = /** @type {Transport} */ (this._conn);
+    this._conn = probe;
+    this._attemptId += 1;
+    this._websocketWorked = true;
+    this._fellBack = false;
+    old.close(1000).catch(() => {});
+    this._failPending(new SwitchboardError("closed", "the connection moved to a WebSocket", { closeCode: 1000 }));
+    for (const sub of this._subs.values()) sub.state = "joining";
+    this._onOpen();
   }
 
   /**
@@ -632,7 +853,8 @@ export class Switchboard extends Emitter {
    */
   _onClose(code, reason) {
     const wasOpen = this.state === "open";
-    this._ws = null;
+    this._conn = null;
+    this._dropProbe();
     this._lastCode = code;
     const why = `connection closed (${code}${reason ? `: ${reason}` : ""})`;
     this._failPending(new SwitchboardError("closed", why, { closeCode: code }));
@@ -682,6 +904,31 @@ export class Switchboard extends Emitter {
     for (const sub of subs) sub._end(err);
     for (const w of this._waiters.splice(0)) w.reject(err);
     this._emit("close", { code, reason, reconnect: false });
+  }
+
+  /**
+   * The server refused a frame without closing (over HTTP, one too large): its request
+   * rejects with the server's code; a frame without a ref is reported as an `"error"`.
+   * @internal
+   * @param {string | ArrayBuffer} frame
+   * @param {string} code
+   */
+  _onRefused(frame, code) {
+    let ref = null;
+    try {
+      ref = typeof frame === "string" ? JSON.parse(frame).ref : null;
+    } catch {
+      // Not ours to parse: reported below.
+    }
+    const entry = ref === null || ref === undefined ? undefined : this._pending.get(ref);
+    const message = `the server refused a frame of ${typeof frame === "string" ? frame.length : frame.byteLength} bytes (${code})`;
+    if (!entry) {
+      this._emit("error", new SwitchboardError(code, message));
+      return;
+    }
+    this._pending.delete(ref);
+    clearTimeout(/** @type {Timer} */ (entry.timer));
+    entry.reject(new SwitchboardError(code, message, { route: entry.route }));
   }
 
   /**
@@ -789,14 +1036,14 @@ export class Switchboard extends Emitter {
     /** @type {Emitter<any>} */
     const target = sub ?? this;
     target._emit("refresh", info);
-    const ws = this._ws;
+    const conn = this._conn;
     const getToken = sub
       ? sub.getToken && (() => /** @type {NonNullable<Subscription["getToken"]>} */ (sub.getToken)({ topic: sub.topic, reason: "refresh" }))
       : this.getToken && (() => /** @type {NonNullable<Switchboard["getToken"]>} */ (this.getToken)({ reason: "refresh" }));
     if (!getToken) return; // the app answers with refresh() itself
     Promise.resolve()
       .then(getToken)
-      .then((token) => (this._ws === ws ? this.refresh(String(token), topic) : undefined))
+      .then((token) => (this._conn === conn ? this.refresh(String(token), topic) : undefined))
       .catch((err) =>
         target._emit("error", err instanceof SwitchboardError ? err : new SwitchboardError("get_token", `getToken failed: ${err?.message ?? err}`)),
       );
@@ -839,14 +1086,14 @@ export class Switchboard extends Emitter {
       return;
     }
     const getToken = sub.getToken;
-    const ws = this._ws;
+    const conn = this._conn;
     /** @type {TopicTokenContext["reason"]} */
     const reason = sub._confirmed ? "resubscribe" : "subscribe";
     Promise.resolve()
       .then(() => getToken({ topic: sub.topic, reason }))
       .then(
         (token) => {
-          if (!current() || this._ws !== ws) return;
+          if (!current() || this._conn !== conn) return;
           data.token = String(token);
           this._subscribe(sub, data, position, current);
         },
@@ -1150,6 +1397,527 @@ export class Presence {
     fns.add(fn);
     return () => fns.delete(fn);
   }
+}
+
+// --- transports ---
+//
+// The client speaks to a transport through this small seam: `open()`, `send(text | bytes)`,
+// `close()`, and the events `open`, `frame`, `close` (and `error`, for what the client reports
+// without closing). A transport reports `close` once, whatever ended it; the client tells its
+// current transport's events from a stale one's by identity.
+
+/**
+ * @typedef {object} TransportEvents
+ * @property {() => void} open the connection is open: frames can be sent
+ * @property {(data: string | ArrayBuffer) => void} frame a text or binary frame arrived
+ * @property {(code: number, reason: string) => void} close the connection or the attempt ended
+ *   (close codes as a WebSocket's: 1006 for a failed attempt or a lost connection)
+ * @property {(err: SwitchboardError) => void} error a problem worth reporting
+ * @property {(frame: string | ArrayBuffer, code: string) => void} refused the server refused
+ *   this frame (too large: `payload_too_large`); the connection goes on
+ */
+/**
+ * @typedef {object} Transport
+ * @property {TransportName} name
+ * @property {() => void} open starts connecting
+ * @property {(data: string | ArrayBuffer | ArrayBufferView) => void} send throws when closed
+ * @property {(code?: number) => Promise<void>} close resolves once closed
+ */
+
+/**
+ * A WebSocket.
+ * @implements {Transport}
+ */
+class WebSocketTransport {
+  /**
+   * @param {string} url a `ws(s)://` URL
+   * @param {typeof WebSocket} WebSocketClass
+   * @param {TransportEvents} events
+   */
+  constructor(url, WebSocketClass, events) {
+    /** @type {TransportName} */
+    this.name = "websocket";
+    /** @type {string} */
+    this.url = url;
+    /** @type {typeof WebSocket} */
+    this.WebSocketClass = WebSocketClass;
+    /** @type {TransportEvents} */
+    this.events = events;
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    /** @type {boolean} */
+    this.ended = false;
+  }
+
+  open() {
+    if (typeof this.WebSocketClass !== "function") {
+      throw new Error("no WebSocket: pass options.WebSocket (Node 20 also has --experimental-websocket)");
+    }
+    const ws = new this.WebSocketClass(this.url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.addEventListener("open", () => this.events.open());
+    ws.addEventListener("message", (ev) => this.events.frame(ev.data));
+    ws.addEventListener("close", (ev) => this.#end(ev.code, ev.reason));
+    // An "error" means the connection failed (close code 1006). Browsers follow it with a
+    // "close"; Node 20's WebSocket does not for a refused upgrade. The first one counts.
+    ws.addEventListener("error", () => {
+      this.#end(1006, "");
+      try {
+        ws.close();
+      } catch {
+        // Already closed.
+      }
+    });
+  }
+
+  /** @param {string | ArrayBuffer | ArrayBufferView} data */
+  send(data) {
+    /** @type {WebSocket} */ (this.ws).send(data);
+  }
+
+  /**
+   * @param {number} [code]
+   * @returns {Promise<void>}
+   */
+  close(code = 1000) {
+    const ws = this.ws;
+    if (!ws || ws.readyState === 3 /* CLOSED */) return Promise.resolve();
+    /** @type {Promise<void>} */
+    const closed = new Promise((resolve) => ws.addEventListener("close", () => resolve(), { once: true }));
+    try {
+      ws.close(code);
+    } catch {
+      // Already closing.
+    }
+    return closed;
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  #end(code, reason) {
+    if (this.ended) return;
+    this.ended = true;
+    this.events.close(code, reason);
+  }
+}
+
+/** Frames in one upstream `POST` at most (the server's `http_max_frames` default). */
+const HTTP_MAX_FRAMES = 100;
+/** Characters of frames in one upstream `POST` at most: well under `http_max_body` (1 MiB). */
+const HTTP_MAX_BATCH_CHARS = 256 * 1024;
+/** Attempts of one upstream `POST` (the same `Switchboard-Seq`) before the connection is given up. */
+const HTTP_POST_ATTEMPTS = 5;
+/** How long `close()` waits for the frames sent before it to go out. */
+const HTTP_CLOSE_DRAIN_MS = 2000;
+
+/**
+ * The HTTP transport (docs/http-transport.md): a Server-Sent Events stream read with `fetch`
+ * carries the server's frames; the client's go up in `POST`s, one at a time, the frames queued
+ * meanwhile gathered into the next batch.
+ * @implements {Transport}
+ */
+class HttpTransport {
+  /**
+   * @param {string} url the channel's `http(s)://` URL, with the query (and token)
+   * @param {typeof fetch} fetchFn
+   * @param {TransportEvents} events
+   * @param {number} openTimeout ms the stream's first event may take
+   */
+  constructor(url, fetchFn, events, openTimeout) {
+    /** @type {TransportName} */
+    this.name = "http";
+    /** @type {string} */
+    this.url = url;
+    /** @type {typeof fetch} */
+    this.fetch = fetchFn;
+    /** @type {TransportEvents} */
+    this.events = events;
+    /** @type {number} */
+    this.openTimeout = openTimeout;
+    /** @type {AbortController} */
+    this.abort = new AbortController();
+    /** @type {{id: string, secret: string} | null} set by the stream's `open` event */
+    this.identity = null;
+    /** @type {boolean} */
+    this.ended = false;
+    /** @type {(string | ArrayBuffer)[]} frames waiting for the next `POST` */
+    this.queue = [];
+    /** @type {boolean} whether a `POST` is under way */
+    this.posting = false;
+    /** @type {boolean} a `ping` to answer */
+    this.pong = false;
+    /** @type {number} the next batch's `Switchboard-Seq` */
+    this.seq = 0;
+    /** @type {(() => void)[]} waiting for the queue to drain */
+    this.drained = [];
+    /** @type {Promise<void> | null} */
+    this.closing = null;
+    /** @type {Timer | null} the stream's first event is due */
+    this.openTimer = null;
+    /** @type {number} after a batch was refused as too large: this many frames go one a POST */
+    this.oneByOne = 0;
+    /** @type {(() => void) | null} ends the connection when the page goes away (browsers) */
+    this.onPageHide = null;
+  }
+
+  open() {
+    if (typeof this.fetch !== "function") throw new Error("no fetch: pass options.fetch");
+    this.#read().catch(() => this.#end(1006, ""));
+    if (typeof window !== "undefined" && typeof window.addEventListener === "function") {
+      // A page that goes away says so (`keepalive` lets the request outlive the page): the
+      // server would otherwise notice only at its next write. A page restored from the
+      // back/forward cache reconnects.
+      this.onPageHide = () => {
+        if (this.identity && !this.ended) this.#delete(true);
+        this.#end(1006, "page hidden");
+      };
+      window.addEventListener("pagehide", this.onPageHide);
+    }
+  }
+
+  async #read() {
+    this.openTimer = setTimeout(() => {
+      if (this.identity || this.ended) return;
+      this.events.error(
+        new SwitchboardError(
+          "stream_buffered",
+          `no event on the HTTP stream within ${this.openTimeout} ms: a proxy is probably buffering it`,
+        ),
+      );
+      this.#end(1006, "stream_buffered");
+    }, this.openTimeout);
+    try {
+      const res = await this.fetch(this.url, {
+        headers: { accept: "text/event-stream" },
+        cache: "no-store",
+        // Cookies go along cross-origin too, as with a WebSocket (the server answers CORS).
+        credentials: "include",
+        signal: this.abort.signal,
+      });
+      if (res.status !== 200 || !res.body) {
+        // A refused connect: what a WebSocket reports as a failed upgrade (1006), with the
+        // server's error code (`unauthorized`, `too_many_user_connections` ...) as the reason.
+        let code = `http_${res.status}`;
+        try {
+          const body = await res.json();
+          if (typeof body?.error?.code === "string") code = body.error.code;
+        } catch {
+          // Not JSON: the status says enough.
+        }
+        this.#end(1006, code);
+        return;
+      }
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      const parser = new SseParser((event, data) => this.#onEvent(event, data));
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (this.ended) {
+          reader.cancel().catch(() => {});
+          return;
+        }
+        if (done) break;
+        parser.push(decoder.decode(value, { stream: true }));
+      }
+      // The response ended without a `close` event: the connection was lost.
+      this.#end(1006, "");
+    } catch {
+      this.#end(1006, "");
+    }
+  }
+
+  /**
+   * @param {string} event
+   * @param {string} data
+   */
+  #onEvent(event, data) {
+    if (this.ended) return;
+    if (!this.identity) {
+      let open = null;
+      try {
+        open = event === "open" ? JSON.parse(data) : null;
+      } catch {
+        // Reported below.
+      }
+      if (typeof open?.id !== "string" || typeof open?.secret !== "string") {
+        this.events.error(new SwitchboardError("bad_frame", "the HTTP stream did not begin with an `open` event"));
+        this.#end(1002, "bad_stream");
+        return;
+      }
+      clearTimeout(/** @type {Timer} */ (this.openTimer));
+      this.identity = { id: open.id, secret: open.secret };
+      this.events.open();
+      return;
+    }
+    if (event === "message") {
+      this.events.frame(data);
+    } else if (event === "binary") {
+      this.events.frame(base64ToBuffer(data));
+    } else if (event === "ping") {
+      // Any POST answers; an empty batch when nothing else is going up.
+      this.pong = true;
+      this.#pump();
+    } else if (event === "close") {
+      let close = null;
+      try {
+        close = JSON.parse(data);
+      } catch {
+        // A close all the same.
+      }
+      this.#end(typeof close?.code === "number" ? close.code : 1005, typeof close?.reason === "string" ? close.reason : "");
+    }
+  }
+
+  /** @param {string | ArrayBuffer | ArrayBufferView} data */
+  send(data) {
+    if (this.ended || this.closing || !this.identity) throw new Error("the HTTP connection is not open");
+    if (typeof data === "string") this.queue.push(data);
+    // A copy: the caller may reuse its buffer once send() returned, as with a WebSocket.
+    else if (data instanceof ArrayBuffer) this.queue.push(data.slice(0));
+    else this.queue.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice().buffer);
+    this.#pump();
+  }
+
+  /** Sends the next batch unless one is under way. */
+  #pump() {
+    if (this.posting || this.ended || !this.identity) return;
+    /** @type {string | ArrayBuffer} */
+    let body;
+    let type = "application/json";
+    const first = this.queue[0];
+    if (first instanceof ArrayBuffer) {
+      // A binary frame goes alone, as the body.
+      body = first;
+      this.queue.shift();
+      type = "application/octet-stream";
+    } else if (first !== undefined) {
+      // Text frames are JSON objects already: the batch is their array.
+      const texts = [];
+      let chars = 0;
+      const most = this.oneByOne > 0 ? 1 : HTTP_MAX_FRAMES;
+      while (texts.length < most && typeof this.queue[0] === "string") {
+        const text = /** @type {string} */ (this.queue[0]);
+        if (texts.length > 0 && chars + text.length > HTTP_MAX_BATCH_CHARS) break;
+        texts.push(text);
+        chars += text.length + 1;
+        this.queue.shift();
+      }
+      body = `[${texts.join(",")}]`;
+    } else if (this.pong) {
+      body = "[]";
+    } else {
+      for (const resolve of this.drained.splice(0)) resolve();
+      return;
+    }
+    this.pong = false;
+    this.posting = true;
+    if (this.oneByOne > 0) this.oneByOne -= 1;
+    this.#post(this.seq++, body, type, 1);
+  }
+
+  /**
+   * One batch, retried with the same seq (the server ignores a repeat it already handled).
+   * @param {number} seq
+   * @param {string | ArrayBuffer} body
+   * @param {string} type
+   * @param {number} attempt
+   */
+  async #post(seq, body, type, attempt) {
+    const { id, secret } = /** @type {{id: string, secret: string}} */ (this.identity);
+    let status = 0;
+    let code = "";
+    try {
+      const res = await this.fetch(this.url, {
+        method: "POST",
+        credentials: "include",
+        headers: {
+          "content-type": type,
+          "switchboard-connection": id,
+          "switchboard-secret": secret,
+          "switchboard-seq": String(seq),
+        },
+        body,
+      });
+      status = res.status;
+      if (status >= 200 && status < 300) {
+        await res.arrayBuffer().catch(() => {});
+      } else {
+        const err = await res.json().catch(() => null);
+        code = typeof err?.error?.code === "string" ? err.error.code : `http_${status}`;
+      }
+    } catch {
+      status = 0; // no answer: the network, or the server went away
+    }
+    if (this.ended) return;
+    if (status >= 200 && status < 300) {
+      this.posting = false;
+      this.#pump();
+      return;
+    }
+    // Lost, a gateway's error, or the server's queue is full for now: the same batch again,
+    // a little later. Anything else will not get better.
+    const transient = status === 0 || status === 429 || status === 502 || status === 503 || status === 504;
+    if (transient && attempt < HTTP_POST_ATTEMPTS) {
+      setTimeout(() => this.#post(seq, body, type, attempt + 1), 50 * 2 ** attempt);
+      return;
+    }
+    if (status === 413) {
+      // Refused whole and without using its number: a frame over the server's size limit, or
+      // more frames than it takes at once. The frames go again one a POST, under the same
+      // number; a single one refused is given back to the client (where a WebSocket would
+      // have closed with 1009, the connection goes on).
+      this.seq = seq;
+      this.posting = false;
+      const frames = typeof body === "string" ? /** @type {any[]} */ (JSON.parse(body)).map((f) => JSON.stringify(f)) : [body];
+      if (frames.length > 1) {
+        this.queue.unshift(...frames);
+        this.oneByOne = frames.length;
+      } else {
+        this.events.refused(frames[0], code || "payload_too_large");
+      }
+      this.#pump();
+      return;
+    }
+    // The connection cannot go on without this batch: end it (as a WebSocket would with 1009
+    // for a message too big) and let the client reconnect.
+    this.#delete();
+    this.#end(status === 413 ? 1009 : 1006, code || "upstream_failed");
+  }
+
+  /**
+   * Sends what was queued, then ends the connection on the server (`DELETE`: code 1000).
+   * @returns {Promise<void>}
+   */
+  close() {
+    if (this.closing) return this.closing;
+    this.closing = (async () => {
+      if (this.identity && !this.ended && (this.posting || this.queue.length > 0)) {
+        // The frames sent before close() still go out, as on a WebSocket.
+        await Promise.race([
+          new Promise((resolve) => this.drained.push(() => resolve(undefined))),
+          new Promise((resolve) => setTimeout(resolve, HTTP_CLOSE_DRAIN_MS)),
+        ]);
+      }
+      if (this.identity && !this.ended) await this.#delete();
+      this.#end(1000, "");
+    })();
+    return this.closing;
+  }
+
+  /**
+   * Ends the connection on the server; errors are of no interest.
+   * @param {boolean} [keepalive] the request outlives the page
+   */
+  async #delete(keepalive = false) {
+    if (!this.identity) return;
+    try {
+      const res = await this.fetch(this.url, {
+        method: "DELETE",
+        credentials: "include",
+        keepalive,
+        headers: { "switchboard-connection": this.identity.id, "switchboard-secret": this.identity.secret },
+      });
+      await res.arrayBuffer().catch(() => {});
+    } catch {
+      // The server is gone: so is the connection.
+    }
+  }
+
+  /**
+   * @param {number} code
+   * @param {string} reason
+   */
+  #end(code, reason) {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(/** @type {Timer} */ (this.openTimer));
+    if (this.onPageHide) window.removeEventListener("pagehide", this.onPageHide);
+    this.abort.abort();
+    for (const resolve of this.drained.splice(0)) resolve();
+    this.events.close(code, reason);
+  }
+}
+
+/**
+ * A Server-Sent Events parser (the WHATWG rules): lines end with CRLF, LF or CR (a CRLF may be
+ * split across chunks), `data` lines of one event are joined with `\n`, a blank line ends the
+ * event, comment lines (`:` ...) and unknown fields are ignored.
+ */
+class SseParser {
+  /** @param {(event: string, data: string) => void} onEvent */
+  constructor(onEvent) {
+    /** @type {(event: string, data: string) => void} */
+    this.onEvent = onEvent;
+    /** @type {string} the start of a line whose end has not arrived */
+    this.partial = "";
+    /** @type {boolean} the last chunk ended with CR: an LF first in the next one is its CRLF */
+    this.afterCr = false;
+    /** @type {string} */
+    this.event = "";
+    /** @type {string[]} */
+    this.data = [];
+  }
+
+  /** @param {string} chunk */
+  push(chunk) {
+    let start = 0;
+    if (this.afterCr && chunk.charCodeAt(0) === 10) start = 1;
+    this.afterCr = false;
+    const eol = /\r\n|\r|\n/g;
+    eol.lastIndex = start;
+    for (let m = eol.exec(chunk); m !== null; m = eol.exec(chunk)) {
+      const line = this.partial + chunk.slice(start, m.index);
+      this.partial = "";
+      start = m.index + m[0].length;
+      if (m[0] === "\r" && start === chunk.length) this.afterCr = true;
+      this.#line(line);
+    }
+    this.partial += chunk.slice(start);
+  }
+
+  /** @param {string} line */
+  #line(line) {
+    if (line === "") {
+      // An event with a type and no data (a `ping`) counts too.
+      if (this.data.length > 0 || this.event !== "") this.onEvent(this.event || "message", this.data.join("\n"));
+      this.event = "";
+      this.data = [];
+      return;
+    }
+    if (line.charCodeAt(0) === 58 /* : */) return;
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32 /* space */) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+  }
+}
+
+/**
+ * @param {string} text standard base64
+ * @returns {ArrayBuffer}
+ */
+function base64ToBuffer(text) {
+  const raw = atob(text);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes.buffer;
+}
+
+/**
+ * A resolved `ws(s)://` URL as the HTTP transport's `http(s)://` one.
+ * @param {string} url
+ * @returns {string}
+ */
+function httpUrl(url) {
+  const u = new URL(url);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  return u.href;
 }
 
 /**

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { Switchboard, SwitchboardError } from "../../framework/js/switchboard.js";
 
-import { HTTP, uid, client, waitFor, nextEvent, rejects } from "./support.mjs";
+import { HTTP, TRANSPORT, uid, client, closeAfter, waitFor, nextEvent, rejects } from "./support.mjs";
 
 test("the served module is this file", async () => {
   const res = await fetch(`${HTTP}/switchboard.js`);
@@ -17,8 +17,13 @@ test("the served module is this file", async () => {
 
 test("request resolves with the reply's data", async () => {
   const sb = client(uid("req"));
+  assert.equal(sb.transport, null);
+  const transports = [];
+  sb.on("transport", (t) => transports.push(t));
   await sb.connect();
   assert.equal(sb.state, "open");
+  assert.equal(sb.transport, TRANSPORT, "the suite's transport is the one in use");
+  assert.deepEqual(transports, [TRANSPORT]);
   assert.deepEqual(await sb.request("echo", { hello: "world" }), { hello: "world" });
   assert.equal(await sb.request("echo", 42), 42);
   assert.equal(await sb.request("echo", "text"), "text");
@@ -179,4 +184,29 @@ test("the route key option shapes the envelope (no server)", async () => {
   api.send("ping", 1);
   assert.deepEqual(FakeSocket.last.sent[0], { action: "ping", data: 1 });
   api.close();
+});
+
+test("binary frames arrive as ArrayBuffers", async () => {
+  const sb = client(uid("bin"));
+  await sb.connect();
+  const got = nextEvent(sb, "binary");
+  assert.equal(await sb.request("bytes", 200), 200);
+  const [buf] = await got;
+  assert.ok(buf instanceof ArrayBuffer, `an ArrayBuffer, got ${buf}`);
+  assert.deepEqual([...new Uint8Array(buf)], Array.from({ length: 200 }, (_, i) => i));
+  sb.close();
+});
+
+test("an idle connection stays up through the server's heartbeat", async () => {
+  // Pings every 100 ms; a client that does not answer is closed after 600 ms.
+  const url = process.env.SWITCHBOARD_HEARTBEAT_URL;
+  const sb = closeAfter(new Switchboard(`${url}?name=${uid("idle")}`, { transport: TRANSPORT, reconnect: false }));
+  const closes = [];
+  sb.on("close", (e) => closes.push(e));
+  await sb.connect();
+  // Idle for three idle timeouts: the length of time is what is tested.
+  await new Promise((resolve) => setTimeout(resolve, 1800));
+  assert.deepEqual(closes, []);
+  assert.equal(await sb.request("echo", "still here"), "still here");
+  sb.close();
 });

@@ -6,17 +6,29 @@ import { Switchboard, SwitchboardError } from "../../framework/js/switchboard.js
 export const WS = process.env.SWITCHBOARD_URL;
 export const HTTP = process.env.SWITCHBOARD_HTTP;
 if (!WS || !HTTP) throw new Error("run through `cargo test --test js_client` (SWITCHBOARD_URL is unset)");
+/**
+ * The transport the suite runs over (tests/js_client.rs runs it once with each): the clients of
+ * `client()` (and the token tests') use it, so every test runs over both.
+ */
+export const TRANSPORT = process.env.SWITCHBOARD_TRANSPORT ?? "websocket";
+if (TRANSPORT !== "websocket" && TRANSPORT !== "http") throw new Error(`SWITCHBOARD_TRANSPORT=${TRANSPORT}?`);
 const clients = [];
 export const uid = (prefix) => `${prefix}${Math.random().toString(36).slice(2, 8)}`;
-/** A client named `name`, fast reconnects, closed after the file's tests. */
-export function client(name, options = {}) {
-  const sb = new Switchboard(`${WS}?name=${name}`, {
-    timeout: 3000,
-    reconnect: { initialDelay: 20, maxDelay: 160 },
-    ...options,
-  });
+/** Closes `sb` after the file's tests. */
+export function closeAfter(sb) {
   clients.push(sb);
   return sb;
+}
+/** A client named `name`, over the suite's transport, fast reconnects, closed after the file's tests. */
+export function client(name, options = {}) {
+  return closeAfter(
+    new Switchboard(`${WS}?name=${name}`, {
+      timeout: 3000,
+      reconnect: { initialDelay: 20, maxDelay: 160 },
+      transport: TRANSPORT,
+      ...options,
+    }),
+  );
 }
 after(() => Promise.all(clients.map((c) => c.close())));
 /** Resolves with `predicate()`'s first truthy value; rejects after `ms`. */

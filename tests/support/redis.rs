@@ -131,18 +131,28 @@ impl RedisServer {
     }
 
     fn send(&self, cmds: &[&[&str]]) -> std::io::Result<BufReader<TcpStream>> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut out = String::new();
-        for args in cmds {
-            out.push_str(&format!("*{}\r\n", args.len()));
-            for a in *args {
-                out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-        }
-        s.write_all(out.as_bytes())?;
-        Ok(BufReader::new(s))
+        send(self.port, cmds)
     }
+}
+
+/// One command to the Redis on loopback `port` (see [`RedisServer::cmd`]).
+pub fn command(port: u16, args: &[&str]) -> std::io::Result<Value> {
+    let mut r = send(port, &[args])?;
+    read_resp(&mut r)
+}
+
+fn send(port: u16, cmds: &[&[&str]]) -> std::io::Result<BufReader<TcpStream>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut out = String::new();
+    for args in cmds {
+        out.push_str(&format!("*{}\r\n", args.len()));
+        for a in *args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    }
+    s.write_all(out.as_bytes())?;
+    Ok(BufReader::new(s))
 }
 
 fn read_resp(r: &mut impl BufRead) -> std::io::Result<Value> {

@@ -72,6 +72,15 @@ sb.on("close", (info) => {
   if (!info.reconnect) setStatus("closed", "disconnected");
 });
 sb.on("error", (err) => toast(err.message || String(err)));
+// Which transport carries the connection: a WebSocket, or HTTP streaming when a proxy blocks
+// WebSockets (the client falls back by itself, and moves back when it can).
+sb.on("transport", (name) => {
+  const el = $("transport");
+  el.hidden = false;
+  el.className = `transport ${name}`;
+  el.dataset.transport = name;
+  el.textContent = name === "http" ? "HTTP streaming" : "WebSocket";
+});
 
 // ---- toasts -----------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ use actix_web::HttpRequest;
 use crate::channel::outbound::SlowConsumerPolicy;
 use crate::protocol::RouteKey;
 
-/// Which `Origin` headers a channel accepts on the upgrade request.
+/// Which `Origin` headers a channel accepts on the upgrade request (and on the HTTP
+/// transport's requests).
 ///
 /// Browsers send `Origin` on every WebSocket handshake; a channel that accepts any origin can
 /// be driven by any page the user visits (cross-site WebSocket hijacking), with the user's
@@ -111,6 +112,20 @@ pub struct ChannelConfig {
     pub origins: Origins,
     /// Refuse connections without a session (HTTP 401). Default: false.
     pub require_session: bool,
+    /// Whether the channel is also reachable over HTTP (a Server-Sent Events stream and
+    /// upstream `POST`s: `docs/http-transport.md`), for clients whose WebSocket upgrade a
+    /// proxy breaks. Default: true.
+    pub http_fallback: bool,
+    /// Largest body of one upstream `POST` of the HTTP transport, in bytes; larger gets HTTP
+    /// 413 (`payload_too_large`). Each frame in it is also held to `max_frame_size`.
+    /// Default: 1 MiB.
+    pub http_max_body: usize,
+    /// Frames in one upstream `POST` (a JSON array); more gets HTTP 413 (`too_many_frames`).
+    /// Default: 100.
+    pub http_max_frames: usize,
+    /// Upstream batches of one HTTP connection that arrived before the ones numbered before
+    /// them, held for reordering; one more gets HTTP 429 (`too_many_pending`). Default: 16.
+    pub max_pending_batches: usize,
 }
 
 impl Default for ChannelConfig {
@@ -136,6 +151,10 @@ impl Default for ChannelConfig {
             max_connections: 10_000,
             origins: Origins::SameHost,
             require_session: false,
+            http_fallback: true,
+            http_max_body: 1024 * 1024,
+            http_max_frames: 100,
+            max_pending_batches: 16,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The connection actor: one per open WebSocket.
+//! The connection actor: one per open connection, over a WebSocket or over HTTP.
 //!
-//! It owns the socket's inbound stream and the writer that drains its outbound queue. Messages
+//! It owns the transport's inbound source and the sink that drains its outbound queue (see
+//! `seam`: one enum each, WebSocket or HTTP). Messages
 //! of one connection are handled one at a time, in arrival order: they wait in a bounded
 //! inbound queue while a handler runs, and the handler runs as a future spawned on the actor's
 //! context (not `ctx.wait`), so pings, pongs, pushes and deliveries keep flowing meanwhile.
@@ -22,7 +23,8 @@ use super::def::{ChannelDef, OpenGuard};
 use super::handle::Channel;
 use super::outbound::{Class, Frame};
 use super::router::{Answering, Dispatch, Handler, Inbound};
-use super::transport::{Ended, Incoming, IncomingStream};
+use super::seam::{Sink, Source};
+use super::transport::Incoming;
 use crate::error::ChannelError;
 use crate::handler::{Body, BoxFuture, MessageRequest, Reply, BINARY_ROUTE};
 use crate::meter::{self, RouteLabel, Started};
@@ -104,9 +106,8 @@ impl RateLimit {
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
     channel: Channel<S>,
-    /// Resolves when the socket's writer (the response body) ended.
-    ended: Option<Ended>,
-    incoming: Option<IncomingStream>,
+    sink: Option<Sink>,
+    source: Option<Source>,
     inbound: VecDeque<Inbound>,
     busy: bool,
     incoming_done: bool,
@@ -121,8 +122,8 @@ impl<S: 'static> Connection<S> {
     pub(crate) fn new(
         def: Rc<ChannelDef<S>>,
         channel: Channel<S>,
-        ended: Ended,
-        incoming: IncomingStream,
+        source: Source,
+        sink: Sink,
         open: OpenGuard,
     ) -> Self {
         let rate = RateLimit::new(def.config.message_burst, Instant::now());
@@ -140,8 +141,8 @@ impl<S: 'static> Connection<S> {
         Connection {
             def,
             channel,
-            ended: Some(ended),
-            incoming: Some(incoming),
+            sink: Some(sink),
+            source: Some(source),
             inbound: VecDeque::new(),
             busy: false,
             incoming_done: false,
@@ -388,11 +389,11 @@ impl<S: 'static> Actor for Connection<S> {
     fn started(&mut self, ctx: &mut Self::Context) {
         meter::opened(&self.def.path);
         tracing::debug!(parent: &self.span, "connected");
-        if let Some(incoming) = self.incoming.take() {
-            ctx.add_stream(incoming);
+        if let Some(source) = self.source.take() {
+            ctx.add_stream(source);
         }
-        if let Some(ended) = self.ended.take() {
-            ctx.spawn(ended.into_actor(self).map(|(), act, ctx| {
+        if let Some(sink) = self.sink.take() {
+            ctx.spawn(sink.into_actor(self).map(|(), act, ctx| {
                 if act.channel.outbound().close_sent() && !act.incoming_done {
                     // Wait for the client's close frame (the stream then ends), within bounds.
                     act.stop_after_close_timeout(ctx);

@@ -279,6 +279,18 @@ impl Outbound {
         st.closing
     }
 
+    /// Moves every queued frame into `out` (appended if it still holds some), or registers the
+    /// writer's waker when there are none. The HTTP transport's writer drains this way.
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) {
+        self.waker.register(waker);
+        let mut st = self.lock();
+        if out.is_empty() {
+            std::mem::swap(out, &mut st.frames);
+        } else {
+            out.extend(st.frames.drain(..));
+        }
+    }
+
     /// The writer ended (the close frame is out, or the socket is gone).
     pub(crate) fn end_writer(&self) {
         self.writer_ended.store(true, Ordering::Release);
@@ -301,6 +313,12 @@ impl Outbound {
         } else {
             std::task::Poll::Pending
         }
+    }
+
+    /// Registers a writer that is not draining right now (its client is not reading) to be
+    /// woken by the next push into an empty queue or by a close.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
     }
 
     pub(crate) fn mark_close_sent(&self) {

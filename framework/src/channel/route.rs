@@ -375,6 +375,55 @@ impl<S: 'static> ChannelRoute<S> {
         self
     }
 
+    /// Whether the channel is also reachable over HTTP (a Server-Sent Events stream for what
+    /// the server sends, `POST`s for what the client sends), for clients behind proxies that
+    /// break WebSocket upgrades; see `docs/http-transport.md`. Default: on.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// let route = ChannelRoute::<()>::new("/ws").http_fallback(false);
+    /// assert!(!route.config_ref().http_fallback);
+    /// ```
+    pub fn http_fallback(mut self, on: bool) -> Self {
+        self.def.config.http_fallback = on;
+        self
+    }
+
+    /// Largest body of one upstream `POST` of the HTTP transport, in bytes (HTTP 413
+    /// beyond). Default: 1 MiB.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// let route = ChannelRoute::<()>::new("/ws").http_max_body(256 * 1024).http_max_frames(20);
+    /// assert_eq!(route.config_ref().http_max_body, 256 * 1024);
+    /// ```
+    pub fn http_max_body(mut self, bytes: usize) -> Self {
+        self.def.config.http_max_body = bytes;
+        self
+    }
+
+    /// Frames in one upstream `POST` of the HTTP transport (HTTP 413 beyond). Default: 100.
+    pub fn http_max_frames(mut self, n: usize) -> Self {
+        self.def.config.http_max_frames = n.max(1);
+        self
+    }
+
+    /// Upstream batches of one HTTP connection held for reordering while an earlier one is
+    /// missing (HTTP 429 beyond). Default: 16.
+    ///
+    /// ```
+    /// use switchboard::prelude::*;
+    ///
+    /// let route = ChannelRoute::<()>::new("/ws").max_pending_batches(4);
+    /// assert_eq!(route.config_ref().max_pending_batches, 4);
+    /// ```
+    pub fn max_pending_batches(mut self, n: usize) -> Self {
+        self.def.config.max_pending_batches = n.max(1);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ChannelConfig) -> Self {
         self.def.config = config;
@@ -464,12 +513,42 @@ impl<S: 'static> HttpServiceFactory for ChannelRoute<S> {
     fn register(self, config: &mut AppService) {
         let (path, def) = self.build();
         let def = Rc::new(def);
-        let resource = web::resource(path).route(web::get().to(
+        let http = def.config.http_fallback;
+        let get = def.clone();
+        let mut resource = web::resource(path).route(web::get().to(
             move |req: HttpRequest, payload: web::Payload| {
-                let def = def.clone();
-                async move { Ok::<_, actix_web::Error>(accept(def, req, payload).await) }
+                let def = get.clone();
+                async move {
+                    Ok::<_, actix_web::Error>(if http && super::http::wants_stream(&req) {
+                        accept_stream(def, req).await
+                    } else {
+                        accept(def, req, payload).await
+                    })
+                }
             },
         ));
+        if http {
+            let (post, delete, options) = (def.clone(), def.clone(), def);
+            resource = resource
+                .route(
+                    web::post().to(move |req: HttpRequest, payload: web::Payload| {
+                        let def = post.clone();
+                        async move {
+                            Ok::<_, actix_web::Error>(super::http::post(def, req, payload).await)
+                        }
+                    }),
+                )
+                .route(web::delete().to(move |req: HttpRequest| {
+                    let def = delete.clone();
+                    async move { Ok::<_, actix_web::Error>(super::http::delete(def, req).await) }
+                }))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(
+                    move |req: HttpRequest| {
+                        let res = super::http::preflight(&options, &req);
+                        async move { Ok::<_, actix_web::Error>(res) }
+                    },
+                ));
+        }
         HttpServiceFactory::register(resource, config)
     }
 }

@@ -1,4 +1,5 @@
-//! The WebSocket upgrade: origin check, connection cap, `on_connect`, handshake.
+//! Opening a connection: origin check, connection cap, `on_connect`, then the WebSocket
+//! handshake or the HTTP transport's stream (one set of checks for both).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -13,6 +14,9 @@ use serde::de::DeserializeOwned;
 use super::def::{ChannelDef, OpenGuard};
 use super::handle::*;
 use super::heartbeat;
+use super::http;
+use super::http_link::{self, HttpLink, HttpSource, HttpWriter, SseBody};
+use super::seam::{Sink, Source};
 use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
@@ -21,37 +25,71 @@ use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub, TopicLimits};
 use crate::id::ConnectionId;
 
-pub(crate) async fn accept<S: 'static>(
-    def: Rc<ChannelDef<S>>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
+/// A connection that passed every check of the upgrade, whatever its transport: what opening
+/// it needs.
+struct Admitted<S> {
+    id: ConnectionId,
+    session: Option<S>,
+    expiry: Option<SystemTime>,
+    out: Arc<Outbound>,
+    entry: Arc<ConnEntry>,
+    guard: OpenGuard,
+    hub: Hub,
+}
+
+/// Which transport asks: the WebSocket handshake is checked right after the origin, as
+/// before any other work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    WebSocket,
+    Http,
+}
+
+fn refuse<S>(def: &ChannelDef<S>, reason: &'static str, response: HttpResponse) -> HttpResponse {
+    crate::meter::refused(&def.path, reason);
+    tracing::debug!(
+        channel = &*def.path,
+        reason,
+        status = response.status().as_u16(),
+        "upgrade refused"
+    );
+    response
+}
+
+/// Every check of a new connection, in order: origin, handshake (WebSocket), draining, the
+/// channel's cap, `on_connect`, a required session, the token's expiry, the user's limit.
+async fn admit<S: 'static>(
+    def: &Rc<ChannelDef<S>>,
+    req: &HttpRequest,
+    via: Via,
+) -> Result<Admitted<S>, HttpResponse> {
     let cfg = &def.config;
-    let refuse = |reason: &'static str, response: HttpResponse| {
-        crate::meter::refused(&def.path, reason);
-        tracing::debug!(
-            channel = &*def.path,
-            reason,
-            status = response.status().as_u16(),
-            "upgrade refused"
-        );
-        response
-    };
-    if !cfg.origins.allows(&req) {
-        return refuse(
+    if !cfg.origins.allows(req) {
+        return Err(refuse(
+            def,
             "origin",
             ChannelError::forbidden("origin not allowed").error_response(),
-        );
+        ));
     }
-    if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
-        return refuse("bad_request", e.error_response());
+    if via == Via::WebSocket {
+        if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+            return Err(refuse(def, "bad_request", e.error_response()));
+        }
     }
-    let hub = Hub::of(&req);
+    let hub = Hub::of(req);
     if hub.is_draining() {
-        return refuse("draining", ChannelError::Draining.error_response());
+        return Err(refuse(
+            def,
+            "draining",
+            ChannelError::Draining.error_response(),
+        ));
     }
     let Some(guard) = OpenGuard::acquire(&def.open, cfg.max_connections) else {
-        return refuse("cap", ChannelError::TooManyConnections.error_response());
+        return Err(refuse(
+            def,
+            "cap",
+            ChannelError::TooManyConnections.error_response(),
+        ));
     };
     // Known before `on_connect`, which can extract it (a gateway tells its `$connect` function).
     let id = ConnectionId::next();
@@ -64,20 +102,25 @@ pub(crate) async fn accept<S: 'static>(
                     401 | 403 => "auth",
                     _ => "rejected",
                 };
-                return refuse(reason, e.error_response());
+                return Err(refuse(def, reason, e.error_response()));
             }
         },
         None => None,
     };
     if cfg.require_session && session.is_none() {
-        return refuse(
+        return Err(refuse(
+            def,
             "auth",
             ChannelError::unauthorized("a session is required").error_response(),
-        );
+        ));
     }
     let expiry = req.extensions().get::<TokenExpiry>().map(|e| e.0);
     if expiry.is_some_and(|at| at <= SystemTime::now()) {
-        return refuse("auth", ChannelError::TokenExpired.error_response());
+        return Err(refuse(
+            def,
+            "auth",
+            ChannelError::TokenExpired.error_response(),
+        ));
     }
     let out =
         Arc::new(Outbound::new(cfg.outbound_capacity, cfg.slow_consumer).for_channel(&def.path));
@@ -94,11 +137,11 @@ pub(crate) async fn accept<S: 'static>(
     let entry = Arc::new(ConnEntry::new(
         out.clone(),
         def.path.clone(),
-        &req,
+        req,
         limits,
         user,
     ));
-    // The user's connection limit, counted on every node, before the socket opens.
+    // The user's connection limit, counted on every node, before the connection opens.
     if let Err(e) = hub
         .admit_user(id, &entry, cfg.max_connections_per_user)
         .await
@@ -108,16 +151,123 @@ pub(crate) async fn accept<S: 'static>(
             ChannelError::TooManyUserConnections { .. } => "user_cap",
             _ => "engine",
         };
-        return refuse(reason, e.error_response());
+        return Err(refuse(def, reason, e.error_response()));
     }
-    let upgraded = transport::upgrade(&req, payload, cfg.max_frame_size, &out);
+    Ok(Admitted {
+        id,
+        session,
+        expiry,
+        out,
+        entry,
+        guard,
+        hub,
+    })
+}
+
+/// The WebSocket upgrade.
+pub(crate) async fn accept<S: 'static>(
+    def: Rc<ChannelDef<S>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let a = match admit(&def, &req, Via::WebSocket).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let max_frame_size = def.config.max_frame_size;
+    let upgraded = transport::upgrade(&req, payload, max_frame_size, &a.out);
     let (response, ended, incoming) = match upgraded {
         Ok(parts) => parts,
         Err(e) => {
-            hub.abandon(id, &entry);
-            return refuse("bad_request", e.error_response());
+            a.hub.abandon(a.id, &a.entry);
+            return refuse(&def, "bad_request", e.error_response());
         }
     };
+    let sink = Sink::WebSocket(ended);
+    open(def, a, req, Source::WebSocket(incoming), sink);
+    response
+}
+
+/// The HTTP transport's stream (`GET` with `Accept: text/event-stream`): the same checks,
+/// then a Server-Sent Events response whose first event, `open`, tells the connection's id
+/// and secret.
+pub(crate) async fn accept_stream<S: 'static>(
+    def: Rc<ChannelDef<S>>,
+    req: HttpRequest,
+) -> HttpResponse {
+    let response = match open_stream(def.clone(), &req).await {
+        Ok(response) | Err(response) => response,
+    };
+    http::with_cors(&req, &def.config.origins, response)
+}
+
+async fn open_stream<S: 'static>(
+    def: Rc<ChannelDef<S>>,
+    req: &HttpRequest,
+) -> Result<HttpResponse, HttpResponse> {
+    let a = admit(&def, req, Via::Http).await?;
+    let cfg = &def.config;
+    let secret = match http_link::new_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            a.hub.abandon(a.id, &a.entry);
+            let e = ChannelError::internal(format_args!("no random secret: {e}"));
+            return Err(refuse(&def, "internal", e.error_response()));
+        }
+    };
+    let open_event = format!(
+        "event: open\ndata: {{\"id\":\"{}\",\"secret\":\"{}\",\"ping\":{}}}\n\n",
+        a.id,
+        http_link::secret_text(&secret),
+        cfg.heartbeat_interval.as_millis()
+    );
+    let link = Arc::new(HttpLink::new(
+        secret,
+        cfg.max_pending_batches,
+        cfg.http_max_frames.max(cfg.inbound_capacity) * 2,
+        open_event.as_bytes(),
+    ));
+    let _ = a.entry.link.set(link.clone());
+    // On an engine shared by several nodes, `POST`s that reach another node come through the
+    // engine: listen before the client learns the id.
+    if a.hub.engine().is_distributed() {
+        if let Err(e) = http::listen(&a.hub, a.id, &def.path, &link, &a.out, &secret).await {
+            a.hub.abandon(a.id, &a.entry);
+            return Err(refuse(&def, "engine", e.error_response()));
+        }
+    }
+    let sink = Sink::Http(HttpWriter::new(
+        a.out.clone(),
+        link.clone(),
+        cfg.close_timeout,
+    ));
+    open(
+        def.clone(),
+        a,
+        req.clone(),
+        Source::Http(HttpSource::new(link.clone())),
+        sink,
+    );
+    Ok(http::stream_response(SseBody::new(link)))
+}
+
+/// Registers an admitted connection and starts its actor.
+fn open<S: 'static>(
+    def: Rc<ChannelDef<S>>,
+    a: Admitted<S>,
+    req: HttpRequest,
+    source: Source,
+    sink: Sink,
+) {
+    let Admitted {
+        id,
+        session,
+        expiry,
+        out,
+        entry,
+        guard,
+        hub,
+    } = a;
     hub.register(id, entry.clone());
     heartbeat::watch(&def, &entry);
     let app = def
@@ -137,15 +287,14 @@ pub(crate) async fn accept<S: 'static>(
             hub,
             entry,
             tokens: RefCell::new(Tokens::default()),
-            refresh_lead: cfg.refresh_lead,
+            refresh_lead: def.config.refresh_lead,
         }),
     };
     drop(req);
     if expiry.is_some() {
         channel.set_token_expiry(expiry);
     }
-    Connection::new(def, channel, ended, incoming, guard).start();
-    response
+    Connection::new(def, channel, source, sink, guard).start();
 }
 
 /// The upgrade request, as a connect handler's argument: headers, query, cookies, path

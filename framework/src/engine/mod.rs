@@ -310,10 +310,25 @@ pub trait Engine: Send + Sync + 'static {
     fn health(&self) -> EngineHealth {
         EngineHealth::Up
     }
+
+    /// Whether other server processes share this engine's topics and presence (Redis, NATS).
+    /// Then an HTTP transport's upstream `POST` that reaches a node without the connection's
+    /// stream is handed to the node that has it, through the engine (see
+    /// `docs/http-transport.md`); on an engine of one process (the default) it is refused as
+    /// an unknown connection.
+    ///
+    /// ```
+    /// use switchboard::engine::{Engine, MemoryEngine};
+    ///
+    /// assert!(!MemoryEngine::new().is_distributed());
+    /// ```
+    fn is_distributed(&self) -> bool {
+        false
+    }
 }
 
 /// Topics whose names start with this are the framework's own (a user's connections listen on
-/// `$sb:user:{user}`): clients cannot join them, they never keep history, and
+/// `$sb:user:{user}`, an HTTP transport's stream on `$sb:conn:{id}`): clients cannot join them, they never keep history, and
 /// [`Hub::topics`](crate::Hub::topics) leaves them out.
 pub const INTERNAL_PREFIX: &str = "$sb:";
 

@@ -6,6 +6,7 @@ mod registry;
 pub use registry::ConnectionInfo;
 pub(crate) use registry::{ConnEntry, Registry, TopicLimits, UserRef};
 
+pub(crate) use registry::conn_topic;
 use registry::{user_topic, UserClose, USER_CLOSE, USER_PUSH};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -387,6 +388,9 @@ impl Hub {
         if let Some(entry) = self.inner.registry.remove(id) {
             for topic in entry.take_topics() {
                 self.inner.engine.unsubscribe(topic, id);
+            }
+            if entry.link.get().is_some() && self.inner.engine.is_distributed() {
+                self.inner.engine.unsubscribe(conn_topic(id), id);
             }
             self.forget_user(id, &entry);
         }

@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpRequest;
 use serde::Serialize;
 
+use crate::channel::http_link::HttpLink;
 use crate::channel::outbound::{Class, Frame, Outbound, Refused};
 use crate::engine::{Delivered, DeliverySink, Publication, Subscriber};
 use crate::error::ChannelError;
@@ -121,6 +122,13 @@ pub(crate) fn user_topic(user: &str) -> Arc<str> {
     Arc::from(format!("{}user:{user}", crate::engine::INTERNAL_PREFIX))
 }
 
+/// The internal topic an HTTP transport's stream listens on (see
+/// [`crate::engine::INTERNAL_PREFIX`]): upstream batches that reached another node arrive
+/// there, and its presence (one entry, keyed by the id) holds the hash of the secret.
+pub(crate) fn conn_topic(id: ConnectionId) -> Arc<str> {
+    Arc::from(format!("{}conn:{id}", crate::engine::INTERNAL_PREFIX))
+}
+
 /// Events on a user topic: `p:<event>` pushes `{"event":event,"data":data}` to each of the
 /// user's connections, `c` closes them (data `{"code":..,"reason":..}`). Presence frames of the
 /// topic (its entries count the user's connections) are not for clients.
@@ -170,6 +178,8 @@ pub(crate) struct ConnEntry {
     pub(crate) user: Option<UserRef>,
     topics: Mutex<Vec<Arc<str>>>,
     pub(crate) limits: TopicLimits,
+    /// The HTTP transport of a connection that uses it (set once, when it opens).
+    pub(crate) link: OnceLock<Arc<HttpLink>>,
     /// Deregistered: its topics were taken for cleanup, and one recorded now is never cleaned.
     /// Written with `topics` locked.
     gone: AtomicBool,
@@ -194,6 +204,7 @@ impl ConnEntry {
             user,
             topics: Mutex::new(Vec::new()),
             limits,
+            link: OnceLock::new(),
             gone: AtomicBool::new(false),
             channel,
             connected_at: now,

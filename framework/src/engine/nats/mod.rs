@@ -291,6 +291,10 @@ impl NatsEngine {
 }
 
 impl Engine for NatsEngine {
+    fn is_distributed(&self) -> bool {
+        true
+    }
+
     fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
         let shared = self.inner.shared.clone();
         Box::pin(async move { shared.run(node::subscribe(shared.clone(), request)).await })

@@ -9,6 +9,12 @@
 //!   after a reconnect writes this node's presence and counts again, resubscribes, and catches
 //!   up what topics with history missed.
 //!
+//! This is one *part* of an engine (see `cluster.rs`). On a Redis Cluster partition the part
+//! connects to the primary its slot's owner is now (`Target::client`), subscribes with
+//! `SSUBSCRIBE` on a RESP3 connection (its messages arrive as pushes), and takes a redirection
+//! (`MOVED`, `CLUSTERDOWN`...) or a shard channel dropped by the server as a lost connection:
+//! the reconnect goes to the new owner and runs the same resync and catch-up.
+//!
 //! While Redis is unreachable the engine is down: commands fail at once with
 //! `engine_unavailable` instead of waiting, local subscribers stay where they are.
 //!
@@ -24,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::Value;
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::cluster::Target;
 use super::local::Local;
 use super::lua::{self, ScriptId, SCRIPT_COUNT};
 use super::wire;
@@ -52,6 +59,9 @@ pub(crate) struct Settings {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub history_expiry: Duration,
+    /// Redis Cluster: `SPUBLISH` / `SSUBSCRIBE` (sharded pub/sub, within the key's shard)
+    /// instead of `PUBLISH` / `SUBSCRIBE`, and redirections taken as a lost connection.
+    pub sharded: bool,
 }
 
 impl Settings {
@@ -217,6 +227,10 @@ impl Args {
 pub(crate) struct Ctx {
     pub settings: Settings,
     pub node: Arc<str>,
+    /// The one key every script declares (`KEYS[1]`, the node list): Redis Cluster routes a
+    /// script by it, and checks that every key the script touches is in its slot (they all
+    /// share the prefix's hash tag).
+    anchor: String,
     exec: mpsc::Sender<Op>,
     signals: Signals,
     /// The executor's queue was found full (and not yet found with room again): to warn once.
@@ -450,17 +464,23 @@ struct Conn {
     generation: u64,
 }
 
-fn sources() -> &'static [String; SCRIPT_COUNT] {
+fn sources(sharded: bool) -> &'static [String; SCRIPT_COUNT] {
     static SOURCES: OnceLock<[String; SCRIPT_COUNT]> = OnceLock::new();
-    SOURCES.get_or_init(lua::sources)
+    static SHARDED: OnceLock<[String; SCRIPT_COUNT]> = OnceLock::new();
+    if sharded {
+        SHARDED.get_or_init(|| lua::sources(true))
+    } else {
+        SOURCES.get_or_init(|| lua::sources(false))
+    }
 }
 
 /// Starts the engine's tasks on the current runtime (the engine's own thread).
-pub(crate) fn start(settings: Settings, node: Arc<str>, client: redis::Client) -> Arc<Shared> {
+pub(crate) fn start(settings: Settings, node: Arc<str>, target: Target) -> Arc<Shared> {
     let (exec_tx, exec_rx) = mpsc::channel(EXEC_CAPACITY);
     let (conn_tx, conn_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
         ctx: Ctx {
+            anchor: format!("{}:nodes", settings.prefix),
             settings,
             node,
             exec: exec_tx,
@@ -469,13 +489,13 @@ pub(crate) fn start(settings: Settings, node: Arc<str>, client: redis::Client) -
         },
         local: Mutex::new(Local::default()),
         health: HealthState::new(),
-        addr: client.get_connection_info().addr.to_string(),
+        addr: target.describe(),
         stopping: AtomicBool::new(false),
         beat_ok: Mutex::new(Instant::now()),
         beat_failures: AtomicU32::new(0),
     });
     tokio::spawn(executor(shared.clone(), exec_rx, conn_rx));
-    tokio::spawn(supervise(shared.clone(), client, conn_tx));
+    tokio::spawn(supervise(shared.clone(), target, conn_tx));
     shared
 }
 
@@ -508,13 +528,13 @@ async fn executor(
     }
 }
 
-fn packed(kind: &mut OpKind, shas: &[String; SCRIPT_COUNT]) -> redis::Cmd {
+fn packed(kind: &mut OpKind, shas: &[String; SCRIPT_COUNT], anchor: &str) -> redis::Cmd {
     match kind {
         OpKind::Cmd(cmd) => std::mem::replace(cmd, redis::Cmd::new()),
         OpKind::Script(id, args) => {
             let mut cmd = redis::cmd("EVALSHA");
             // `ScriptId` values are below SCRIPT_COUNT, the array's length.
-            cmd.arg(&shas[*id as usize]).arg(0);
+            cmd.arg(&shas[*id as usize]).arg(1).arg(anchor);
             for a in args.iter() {
                 cmd.arg(a.as_slice());
             }
@@ -527,11 +547,22 @@ fn is_lost(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout()
 }
 
+/// An answer saying that this server no longer serves the key (Redis Cluster: the slot moved,
+/// a failover made the server a replica, the cluster is reconfiguring): for the engine, the
+/// connection is lost, and the next one goes to the slot's owner as the cluster says now.
+fn is_redirect(e: &redis::RedisError) -> bool {
+    use redis::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Moved | K::Ask | K::TryAgain | K::ClusterDown | K::MasterDown | K::ReadOnly
+    ) || e.to_string().contains("non local key")
+}
+
 async fn run_batch(shared: &Shared, mut c: Conn, batch: &mut Vec<Op>) {
     let ctx = &shared.ctx;
     let mut pipe = redis::pipe();
     for op in batch.iter_mut() {
-        pipe.add_command(packed(&mut op.kind, &c.shas));
+        pipe.add_command(packed(&mut op.kind, &c.shas, &ctx.anchor));
     }
     let values = match c.mc.send_packed_commands(&pipe, 0, batch.len()).await {
         Ok(values) if values.len() == batch.len() => values,
@@ -559,7 +590,14 @@ async fn run_batch(shared: &Shared, mut c: Conn, batch: &mut Vec<Op>) {
                 noscript.push(i);
             }
         }
-        results.push(r.map_err(|e| OpError::Failed(e.to_string())));
+        results.push(r.map_err(|e| {
+            if is_redirect(&e) {
+                ctx.lost(c.generation, e.to_string());
+                OpError::Unavailable(e.to_string())
+            } else {
+                OpError::Failed(e.to_string())
+            }
+        }));
     }
     if !noscript.is_empty() {
         // Redis lost its script cache (SCRIPT FLUSH, a failover to a replica without it): load
@@ -601,13 +639,13 @@ async fn retry_scripts(
     which: &[usize],
 ) -> Result<Vec<Result<Value, OpError>>, OpError> {
     // A script's hash is that of its source: loading again gives the same ones.
-    load_scripts(&mut c.mc)
+    load_scripts(&mut c.mc, ctx.settings.sharded)
         .await
         .map_err(|e| OpError::Failed(format!("after NOSCRIPT: {e}")))?;
     let mut pipe = redis::pipe();
     for &i in which {
         if let Some(op) = batch.get_mut(i) {
-            pipe.add_command(packed(&mut op.kind, &c.shas));
+            pipe.add_command(packed(&mut op.kind, &c.shas, &ctx.anchor));
         }
     }
     match c.mc.send_packed_commands(&pipe, 0, which.len()).await {
@@ -627,9 +665,9 @@ async fn retry_scripts(
     }
 }
 
-async fn load_scripts(mc: &mut MultiplexedConnection) -> Result<Shas, String> {
+async fn load_scripts(mc: &mut MultiplexedConnection, sharded: bool) -> Result<Shas, String> {
     let mut pipe = redis::pipe();
-    for src in sources() {
+    for src in sources(sharded) {
         pipe.cmd("SCRIPT").arg("LOAD").arg(src.as_str());
     }
     let shas: Vec<String> = pipe
@@ -645,33 +683,91 @@ async fn load_scripts(mc: &mut MultiplexedConnection) -> Result<Shas, String> {
 
 // ---- the supervisor -----------------------------------------------------------------------
 
+/// The subscription connection: plain pub/sub (`SUBSCRIBE`, RESP2) on one Redis, sharded
+/// pub/sub (`SSUBSCRIBE`, on a RESP3 connection whose pushes come through a channel) on a
+/// Redis Cluster shard.
+enum Sub {
+    Plain(PubSubSink),
+    Sharded(MultiplexedConnection),
+}
+
+/// What the subscription connection receives.
+enum Feed {
+    Plain(PubSubStream),
+    Sharded(mpsc::UnboundedReceiver<PushInfo>),
+}
+
+/// One thing from the feed.
+enum FeedItem {
+    Message(redis::Msg),
+    Push(PushInfo),
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<FeedItem> {
+        match self {
+            Feed::Plain(s) => s.next().await.map(FeedItem::Message),
+            Feed::Sharded(rx) => rx.recv().await.map(FeedItem::Push),
+        }
+    }
+}
+
 /// The subscription connection and the channels it is subscribed to.
 struct Link {
-    sink: PubSubSink,
+    sub: Sub,
     subscribed: HashSet<Arc<str>>,
 }
 
 impl Link {
+    async fn ping(&mut self) -> Result<(), String> {
+        match &mut self.sub {
+            Sub::Plain(sink) => sink.ping::<Value>().await.map(|_| ()),
+            Sub::Sharded(mc) => redis::cmd("PING")
+                .query_async::<Value>(mc)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| format!("ping: {e}"))
+    }
+
+    /// `(UN)SUBSCRIBE` or `S(UN)SUBSCRIBE` of one channel.
+    async fn send(&mut self, on: bool, channel: &str) -> Result<(), redis::RedisError> {
+        match &mut self.sub {
+            Sub::Plain(sink) if on => sink.subscribe(channel).await,
+            Sub::Plain(sink) => sink.unsubscribe(channel).await,
+            Sub::Sharded(mc) => {
+                // One channel per command: the confirmation is the command's one reply.
+                let mut cmd = redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" });
+                cmd.arg(channel);
+                mc.send_packed_command(&cmd)
+                    .await?
+                    .extract_error()
+                    .map(|_| ())
+            }
+        }
+    }
+
     async fn reconcile(&mut self, shared: &Shared, topic: &Arc<str>) -> Result<(), String> {
         let want = shared.local().wants_channel(topic);
         let have = self.subscribed.contains(topic);
         let timeout = shared.ctx.settings.command_timeout;
         let channel = shared.ctx.channel(topic);
-        if want && !have {
-            match tokio::time::timeout(timeout, self.sink.subscribe(&channel)).await {
-                Ok(Ok(())) => {
+        if want != have {
+            let what = match (want, shared.ctx.settings.sharded) {
+                (true, false) => "SUBSCRIBE",
+                (false, false) => "UNSUBSCRIBE",
+                (true, true) => "SSUBSCRIBE",
+                (false, true) => "SUNSUBSCRIBE",
+            };
+            match tokio::time::timeout(timeout, self.send(want, &channel)).await {
+                Ok(Ok(())) if want => {
                     self.subscribed.insert(topic.clone());
                 }
-                Ok(Err(e)) => return Err(format!("SUBSCRIBE {channel}: {e}")),
-                Err(_) => return Err(format!("SUBSCRIBE {channel}: timed out")),
-            }
-        } else if !want && have {
-            match tokio::time::timeout(timeout, self.sink.unsubscribe(&channel)).await {
                 Ok(Ok(())) => {
                     self.subscribed.remove(topic);
                 }
-                Ok(Err(e)) => return Err(format!("UNSUBSCRIBE {channel}: {e}")),
-                Err(_) => return Err(format!("UNSUBSCRIBE {channel}: timed out")),
+                Ok(Err(e)) => return Err(format!("{what} {channel}: {e}")),
+                Err(_) => return Err(format!("{what} {channel}: timed out")),
             }
         }
         Ok(())
@@ -679,40 +775,60 @@ impl Link {
 }
 
 async fn connect(
-    client: &redis::Client,
+    target: &Target,
     s: &Settings,
     generation: u64,
-) -> Result<(Conn, PubSubSink, PubSubStream), String> {
+) -> Result<(Conn, Link, Feed, String), String> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(s.connect_timeout)
         .set_response_timeout(s.command_timeout)
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = target.client(s).await?;
+    // Where a cluster slot's part went, for the logs.
+    let server = match target {
+        Target::Server(_) => String::new(),
+        Target::Slot { .. } => format!(" (primary {})", client.get_connection_info().addr),
+    };
     let mut mc = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| e.to_string())?;
-    let shas = load_scripts(&mut mc).await?;
-    let pubsub = tokio::time::timeout(s.connect_timeout, client.get_async_pubsub())
-        .await
-        .map_err(|_| "timed out connecting".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let (sink, stream) = pubsub.split();
+    let shas = load_scripts(&mut mc, s.sharded).await?;
+    let (sub, feed) = if s.sharded {
+        let mut info = client.get_connection_info().clone();
+        info.redis.protocol = redis::ProtocolVersion::RESP3;
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = config.set_push_sender(tx);
+        let sub = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        (Sub::Sharded(sub), Feed::Sharded(rx))
+    } else {
+        let pubsub = tokio::time::timeout(s.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| "timed out connecting".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let (sink, stream) = pubsub.split();
+        (Sub::Plain(sink), Feed::Plain(stream))
+    };
     Ok((
         Conn {
             mc,
             shas,
             generation,
         },
-        sink,
-        stream,
+        Link {
+            sub,
+            subscribed: HashSet::new(),
+        },
+        feed,
+        server,
     ))
 }
 
-async fn supervise(
-    shared: Arc<Shared>,
-    client: redis::Client,
-    conn_tx: watch::Sender<Option<Conn>>,
-) {
+async fn supervise(shared: Arc<Shared>, target: Target, conn_tx: watch::Sender<Option<Conn>>) {
     let _closed = CloseSignals(&shared.ctx.signals);
     let settings = shared.ctx.settings.clone();
     let mut delay = settings.backoff_min;
@@ -722,7 +838,7 @@ async fn supervise(
     let mut connected_before = false;
     loop {
         generation += 1;
-        let (conn, sink, stream) = match connect(&client, &settings, generation).await {
+        let (conn, mut link, stream, server) = match connect(&target, &settings, generation).await {
             Ok(c) => c,
             Err(e) => {
                 let was_up = shared.health.failed(&e);
@@ -744,10 +860,6 @@ async fn supervise(
             }
         };
         let _ = conn_tx.send_replace(Some(conn));
-        let mut link = Link {
-            sink,
-            subscribed: HashSet::new(),
-        };
         // The full resync below covers whatever was asked for until now.
         shared.ctx.signals.resync.store(false, Ordering::Release);
         match resync(&shared, &mut link, true).await {
@@ -755,15 +867,15 @@ async fn supervise(
                 shared.health.set_up();
                 if !connected_before {
                     tracing::info!(
-                        "redis engine (node {}): connected to Redis at {}",
+                        "redis engine (node {}): connected to Redis at {}{server}",
                         shared.ctx.node,
                         shared.addr
                     );
                 } else {
                     crate::meter::engine_reconnected();
                     tracing::info!(
-                        "redis engine (node {}): Redis at {} is back: up again, {topics} topic \
-                         channel(s) resubscribed, presence and counts written again",
+                        "redis engine (node {}): Redis at {}{server} is back: up again, {topics} \
+                         topic channel(s) resubscribed, presence and counts written again",
                         shared.ctx.node,
                         shared.addr
                     );
@@ -828,12 +940,7 @@ async fn wait_down(shared: &Shared, delay: Duration) {
     }
 }
 
-async fn run(
-    shared: &Arc<Shared>,
-    link: &mut Link,
-    mut stream: PubSubStream,
-    generation: u64,
-) -> String {
+async fn run(shared: &Arc<Shared>, link: &mut Link, mut stream: Feed, generation: u64) -> String {
     let settings = &shared.ctx.settings;
     let signals = &shared.ctx.signals;
     let every = (settings.node_timeout / 3).max(Duration::from_millis(50));
@@ -846,8 +953,15 @@ async fn run(
     let prefix = format!("{}:t:", settings.prefix);
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(msg) => dispatch(shared, &prefix, &msg),
+            item = stream.next() => match item {
+                Some(FeedItem::Message(msg)) => {
+                    dispatch(shared, &prefix, msg.get_channel_name(), msg.get_payload_bytes())
+                }
+                Some(FeedItem::Push(push)) => {
+                    if let Err(reason) = pushed(shared, link, &prefix, push) {
+                        return reason;
+                    }
+                }
                 None => return "the subscription connection closed".into(),
             },
             _ = signals.wake.notified() => {
@@ -856,9 +970,9 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
-                match tokio::time::timeout(settings.command_timeout, link.sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return format!("ping: {e}"),
+                match tokio::time::timeout(settings.command_timeout, link.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e,
                     Err(_) => return "ping timed out".into(),
                 }
                 if !shared.stopping() {
@@ -971,13 +1085,41 @@ fn heartbeat(shared: &Arc<Shared>) {
     });
 }
 
-fn dispatch(shared: &Shared, prefix: &str, msg: &redis::Msg) {
-    let name = msg.get_channel_name();
+/// A push on the sharded subscription connection: a message, the confirmation of a channel
+/// change (already handled), or the server dropping a channel this node still wants (its
+/// slot moved, the server became a replica): a reason to reconnect to the slot's new owner.
+fn pushed(shared: &Shared, link: &Link, prefix: &str, push: PushInfo) -> Result<(), String> {
+    let name = |v: Option<&Value>| match v {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => {
+            if let [channel, Value::BulkString(payload), ..] = push.data.as_slice() {
+                dispatch(shared, prefix, &name(Some(channel)), payload);
+            }
+            Ok(())
+        }
+        PushKind::SUnsubscribe => {
+            let channel = name(push.data.first());
+            match channel.strip_prefix(prefix) {
+                Some(topic) if link.subscribed.contains(topic) => Err(format!(
+                    "the server dropped the shard channel {channel} (its slot moved)"
+                )),
+                _ => Ok(()),
+            }
+        }
+        PushKind::Disconnection => Err("the subscription connection closed".into()),
+        _ => Ok(()),
+    }
+}
+
+fn dispatch(shared: &Shared, prefix: &str, name: &str, payload: &[u8]) {
     let Some(topic) = name.strip_prefix(prefix) else {
         return;
     };
     let topic: Arc<str> = Arc::from(topic);
-    match wire::decode(&topic, msg.get_payload_bytes()) {
+    match wire::decode(&topic, payload) {
         Ok(item) => shared.local().dispatch(&shared.ctx, &topic, item),
         Err(e) => tracing::warn!("redis engine: dropped a bad message on {name}: {e}"),
     }

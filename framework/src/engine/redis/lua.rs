@@ -3,8 +3,12 @@
 //! its `PUBLISH` happen in one step (every node sees the same order), and a presence change
 //! and its diff too.
 //!
-//! Keys, for prefix `P` and topic `T` (scripts touch keys they are not handed in `KEYS`: the
-//! engine needs a single Redis server or a primary with replicas, not Redis Cluster):
+//! Keys, for prefix `P` and topic `T`. Every script declares one key, `P:nodes` (`KEYS[1]`),
+//! and builds the others from the prefix: on one Redis that is all there is to it; on Redis
+//! Cluster the prefix carries a hash tag (`switchboard:{3.17}`), so every key of the prefix is
+//! in the declared key's slot, Redis routes the script by it (a `MOVED` answer when the slot is
+//! elsewhere) and refuses any call to a key of another slot. Each prefix of a cluster is one
+//! partition of the topics (see `cluster.rs`), with its own node list and counts.
 //!
 //! | key | type | what |
 //! |---|---|---|
@@ -388,8 +392,19 @@ return 0
 
 /// ARGV: P, topic, ttl_ms, expiry_ms, new_epoch, epoch, seq. What a node that was away missed:
 /// {epoch, seq, items after seq (all held items when the epoch changed)}.
+///
+/// A history whose counter is *below* what the node already delivered in the same epoch went
+/// back: a failover to a replica that had not received the last publications (replication is
+/// asynchronous). Its next publications would reuse numbers the node delivered, and be
+/// skipped as repeats; a new epoch keeps them apart (clients see the epoch change, and a
+/// recovery from the old one answers `recovered: false`). Only the node's own position can
+/// start it, never a client's (a client could claim any number).
 const CATCHUP: &str = r#"
 local epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
+if epoch == ARGV[6] and seq < num(ARGV[7]) then
+  redis.call('DEL', P .. ':h:' .. ARGV[2])
+  epoch, seq, stream = history(ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], now_ms())
+end
 local want
 if epoch == ARGV[6] then want = seq - num(ARGV[7]) else want = seq end
 return {epoch, seq, newest(stream, want)}
@@ -401,8 +416,9 @@ drop_node(ARGV[2])
 return 0
 "#;
 
-/// The full source of each script, in `ScriptId` order.
-pub(crate) fn sources() -> [String; SCRIPT_COUNT] {
+/// The full source of each script, in `ScriptId` order; with `sharded`, messages go out with
+/// `SPUBLISH` (Redis Cluster's sharded pub/sub: only within the shard of the channel's slot).
+pub(crate) fn sources(sharded: bool) -> [String; SCRIPT_COUNT] {
     [
         PUBLISH,
         SUBSCRIBE,
@@ -416,5 +432,12 @@ pub(crate) fn sources() -> [String; SCRIPT_COUNT] {
         CATCHUP,
         DROP_NODE,
     ]
-    .map(|body| format!("{PRELUDE}{body}"))
+    .map(|body| {
+        let src = format!("{PRELUDE}{body}");
+        if sharded {
+            src.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+        } else {
+            src
+        }
+    })
 }

@@ -70,11 +70,37 @@
 //!   presence and counts again, resubscribes its topics, and delivers what topics with history
 //!   missed meanwhile.
 //!
-//! Redis Cluster is not supported (the scripts touch keys of several topics); one Redis server,
-//! or a primary with replicas behind a failover address, is.
+//! # Redis Cluster and several Redis servers
+//!
+//! [`RedisEngine::cluster`] runs on Redis Cluster (7 or later): the topics are spread over a
+//! fixed number of partitions, each with a hash tag of its own, so that a topic's history,
+//! presence and counts live on one shard, its scripts touch one slot, and its publications go
+//! through sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`) within that shard only. A part of the
+//! engine follows its partition's slot to whichever primary serves it (after a failover, its
+//! connection fails or is redirected, and it reconnects to the new primary, resubscribes and
+//! catches up history as after any reconnect). [`RedisEngine::sharded`] spreads topics over
+//! several independent Redis servers instead (client-side sharding).
+//!
+//! ```
+//! use switchboard::engine::redis::RedisEngine;
+//! use switchboard::engine::{Engine, EngineHealth};
+//!
+//! # fn main() -> Result<(), switchboard::ChannelError> {
+//! // Seeds: any nodes of the cluster; the engine asks them where each partition's slot lives.
+//! let engine = RedisEngine::cluster(["redis://127.0.0.1:1/", "redis://127.0.0.1:2/"])
+//!     .partitions(16)
+//!     .start()?;
+//! // Nothing listens there: down, with the reason, until the cluster answers.
+//! assert!(matches!(engine.health(), EngineHealth::Down { .. }));
+//! // Each topic lives in one of the 16 partitions, the same on every node.
+//! assert!(engine.part_of("room:lobby") < 16);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! See `docs/redis.md` for the keys, the failure behavior and the limits.
 
+mod cluster;
 mod conn;
 mod local;
 mod lua;
@@ -86,6 +112,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use tokio::sync::oneshot;
 
+use self::cluster::Target;
 use self::conn::{int, string, strings, unavailable, OpError, Settings, Shared, Waiter};
 use self::local::Covered;
 use self::lua::ScriptId;
@@ -97,7 +124,7 @@ use crate::engine::{
 use crate::id::ConnectionId;
 
 /// The Redis engine. Cheap to clone: clones share one engine (one node). The engine's
-/// background thread stops when the last clone is dropped.
+/// background threads stop when the last clone is dropped.
 ///
 /// See the [module documentation](self) for an example and how it works.
 #[derive(Clone)]
@@ -106,13 +133,21 @@ pub struct RedisEngine {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// One part per Redis server, or per partition of a Redis Cluster (see `cluster.rs`); a
+    /// topic lives in `parts[cluster::part_of(topic, parts.len())]`.
+    parts: Vec<Arc<Shared>>,
+    /// Stops the engine's threads.
+    stop: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for stop in self
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = stop.send(());
         }
     }
@@ -120,27 +155,52 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redis: Vec<&str> = self.inner.parts.iter().map(|p| p.addr.as_str()).collect();
         f.debug_struct("RedisEngine")
             .field("node", &self.node_id())
-            .field("redis", &self.inner.shared.addr)
-            .field("health", &self.inner.shared.health.get())
+            .field("redis", &redis)
+            .field("health", &self.health())
             .finish()
     }
+}
+
+/// What the engine runs on.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// One Redis server.
+    Server(String),
+    /// Several independent servers, topics spread over them.
+    Servers(Vec<String>),
+    /// Redis Cluster, reached through these seeds.
+    Cluster(Vec<String>),
 }
 
 /// Configures a [`RedisEngine`].
 #[derive(Clone, Debug)]
 pub struct RedisEngineBuilder {
-    url: String,
+    mode: Mode,
+    partitions: usize,
     node: Option<String>,
     settings: Settings,
 }
 
 impl RedisEngineBuilder {
     /// Prefix of every Redis key and channel the engine uses (default `switchboard`): nodes
-    /// share topics when they share Redis and prefix.
+    /// share topics when they share Redis and prefix. On Redis Cluster it may not contain `{`
+    /// or `}` (the engine adds a hash tag per partition).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.prefix = prefix.into();
+        self
+    }
+
+    /// Redis Cluster only: how many partitions the topics are spread over (default 16, at
+    /// most 16384). Each partition is one slot of the cluster, and so lives on one shard:
+    /// more partitions than shards keep the shards evenly loaded, and let the cluster grow to
+    /// as many shards as there are partitions. Each costs two connections per node and a
+    /// heartbeat every third of the node timeout. Every node must have the same (changing it
+    /// moves topics to other partitions: their history and presence start afresh).
+    pub fn partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.clamp(1, usize::from(cluster::SLOTS));
         self
     }
 
@@ -200,12 +260,10 @@ impl RedisEngineBuilder {
         self
     }
 
-    /// Starts the engine's thread and returns at once; it connects in the background and
-    /// stays down (see [`EngineHealth`]) until it reaches Redis. Fails only on a bad URL or
-    /// node id.
+    /// Starts the engine's threads and returns at once; it connects in the background and
+    /// stays down (see [`EngineHealth`]) until it reaches Redis (every server, or every
+    /// partition's shard). Fails only on a bad URL, prefix or node id.
     pub fn start(self) -> Result<RedisEngine, EngineError> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| EngineError::Config(format!("invalid Redis URL: {e}")))?;
         let node: Arc<str> = match self.node {
             Some(n) if n.is_empty() || n.contains(char::is_whitespace) => {
                 return Err(EngineError::Config(
@@ -219,58 +277,159 @@ impl RedisEngineBuilder {
         // The node timeout is the cluster's (each node reaps the others with its own), so it
         // is the command timeout that gives way.
         settings.command_timeout = settings.command_timeout.min(settings.node_timeout / 3);
+        let parts = plan(&self.mode, self.partitions, &settings)?;
+        // Parts share a few threads (one per core at most): each thread runs the connections
+        // and local fan-out of its parts.
+        let threads = parts.len().min(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        );
+        let mut per_thread: Vec<Vec<(usize, Settings, Target)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            per_thread[i % threads].push((i, part.0, part.1));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("switchboard-redis".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let shared = rt.block_on(async move { conn::start(settings, node, client) });
-                let _ = tx.send(Ok(shared));
-                rt.block_on(async move {
-                    let _ = stop_rx.await;
-                });
-            })
-            .map_err(|e| EngineError::failed(format_args!("cannot start the redis thread: {e}")))?;
-        let shared = rx
-            .recv()
-            .map_err(|_| EngineError::failed("the redis thread died while starting"))?
-            .map_err(|e| EngineError::failed(format_args!("redis runtime: {e}")))?;
+        let mut stops = Vec::new();
+        for (t, mine) in per_thread.into_iter().enumerate() {
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            stops.push(stop_tx);
+            let tx = tx.clone();
+            let node = node.clone();
+            std::thread::Builder::new()
+                .name(if threads == 1 {
+                    "switchboard-redis".into()
+                } else {
+                    format!("switchboard-redis-{t}")
+                })
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        for (i, settings, target) in mine {
+                            let shared = conn::start(settings, node.clone(), target);
+                            let _ = tx.send(Ok((i, shared)));
+                        }
+                    });
+                    rt.block_on(async move {
+                        let _ = stop_rx.await;
+                    });
+                })
+                .map_err(|e| {
+                    EngineError::failed(format_args!("cannot start the redis thread: {e}"))
+                })?;
+        }
+        drop(tx);
+        let mut started: Vec<Option<Arc<Shared>>> = vec![None; count];
+        for _ in 0..count {
+            let (i, shared) = rx
+                .recv()
+                .map_err(|_| EngineError::failed("the redis thread died while starting"))?
+                .map_err(|e| EngineError::failed(format_args!("redis runtime: {e}")))?;
+            started[i] = Some(shared);
+        }
         Ok(RedisEngine {
             inner: Arc::new(Inner {
-                shared,
-                stop: Mutex::new(Some(stop_tx)),
+                parts: started.into_iter().flatten().collect(),
+                stop: Mutex::new(stops),
             }),
         })
     }
 
     /// Starts the engine and waits until it is connected. Fails with `engine_unavailable`
-    /// when the first attempt to reach Redis fails, so that a wrong address shows at startup.
+    /// when the first attempt to reach Redis (any server, any partition's shard) fails, so
+    /// that a wrong address shows at startup.
     pub async fn connect(self) -> Result<RedisEngine, EngineError> {
         let limit = self.settings.connect_timeout * 2 + Duration::from_secs(1);
         let engine = self.start()?;
-        let health = &engine.inner.shared.health;
         let deadline = Instant::now() + limit;
-        loop {
-            if health.is_up() {
-                return Ok(engine);
+        for part in &engine.inner.parts {
+            let health = &part.health;
+            loop {
+                if health.is_up() {
+                    break;
+                }
+                if health.failures() > 0 {
+                    return Err(unavailable(&format!("{}: {}", part.addr, health.reason())));
+                }
+                if Instant::now() >= deadline {
+                    return Err(unavailable("timed out connecting"));
+                }
+                health.changed(Duration::from_millis(50)).await;
             }
-            if health.failures() > 0 {
-                return Err(unavailable(&health.reason()));
+        }
+        Ok(engine)
+    }
+}
+
+/// The parts of an engine: their settings and where they connect.
+fn plan(
+    mode: &Mode,
+    partitions: usize,
+    settings: &Settings,
+) -> Result<Vec<(Settings, Target)>, EngineError> {
+    let open = |url: &str| {
+        redis::Client::open(url).map_err(|e| EngineError::Config(format!("invalid Redis URL: {e}")))
+    };
+    match mode {
+        Mode::Server(url) => Ok(vec![(settings.clone(), Target::Server(open(url)?))]),
+        Mode::Servers(urls) => {
+            if urls.is_empty() {
+                return Err(EngineError::Config("no Redis server given".into()));
             }
-            if Instant::now() >= deadline {
-                return Err(unavailable("timed out connecting"));
+            let mut seen = std::collections::HashSet::new();
+            let mut parts = Vec::new();
+            for url in urls {
+                let client = open(url)?;
+                let info = client.get_connection_info();
+                // Two parts on one keyspace would overwrite each other's node state.
+                if !seen.insert(format!("{}/{}", info.addr, info.redis.db)) {
+                    return Err(EngineError::Config(format!(
+                        "Redis server {} is listed twice",
+                        info.addr
+                    )));
+                }
+                parts.push((settings.clone(), Target::Server(client)));
             }
-            health.changed(Duration::from_millis(50)).await;
+            Ok(parts)
+        }
+        Mode::Cluster(seeds) => {
+            if seeds.is_empty() {
+                return Err(EngineError::Config("no Redis Cluster seed given".into()));
+            }
+            if settings.prefix.contains(['{', '}']) {
+                return Err(EngineError::Config(
+                    "on Redis Cluster the prefix may not contain `{` or `}`".into(),
+                ));
+            }
+            let seeds = seeds
+                .iter()
+                .map(|u| open(u).map(|c| c.get_connection_info().clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((0..partitions)
+                .map(|k| {
+                    let (tag, slot) = cluster::partition_tag(k, partitions);
+                    let mut s = settings.clone();
+                    s.prefix = format!("{}:{{{tag}}}", settings.prefix);
+                    s.sharded = true;
+                    let target = Target::Slot {
+                        seeds: seeds.clone(),
+                        slot,
+                        known: Mutex::new(Vec::new()),
+                    };
+                    (s, target)
+                })
+                .collect())
         }
     }
 }
@@ -278,8 +437,65 @@ impl RedisEngineBuilder {
 impl RedisEngine {
     /// Configures an engine for the Redis at `url` (`redis://[:password@]host[:port][/db]`).
     pub fn builder(url: impl Into<String>) -> RedisEngineBuilder {
+        Self::with_mode(Mode::Server(url.into()))
+    }
+
+    /// Configures an engine for Redis Cluster (Redis 7 or later, for sharded pub/sub),
+    /// reached through `seeds`: URLs of any of its nodes (the engine asks them which primary
+    /// serves what, and remembers the others). See the [module documentation](self).
+    ///
+    /// ```
+    /// use switchboard::engine::redis::RedisEngine;
+    /// use switchboard::engine::HistoryConfig;
+    ///
+    /// # fn main() -> Result<(), switchboard::ChannelError> {
+    /// let builder = RedisEngine::cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+    ///     .history("room:*", HistoryConfig::last(50))
+    ///     .partitions(32);
+    /// // `builder.connect().await?` waits for the cluster; a prefix with a hash tag is refused.
+    /// assert!(RedisEngine::cluster(["redis://10.0.0.1:6379/"]).prefix("{x}").start().is_err());
+    /// # drop(builder);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cluster<I, S>(seeds: I) -> RedisEngineBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_mode(Mode::Cluster(seeds.into_iter().map(Into::into).collect()))
+    }
+
+    /// Configures an engine over several independent Redis servers: each topic lives on one
+    /// of them, picked by a hash of its name (the same on every node). Every node must list
+    /// the same servers in the same order; adding one moves about `1/n` of the topics to it
+    /// (their history and presence start afresh there).
+    ///
+    /// ```
+    /// use switchboard::engine::redis::RedisEngine;
+    ///
+    /// # fn main() -> Result<(), switchboard::ChannelError> {
+    /// let urls = ["redis://127.0.0.1:1/", "redis://127.0.0.1:2/", "redis://127.0.0.1:3/"];
+    /// let engine = RedisEngine::sharded(urls).start()?; // connects in the background
+    /// // Every node with the same list puts a topic on the same server.
+    /// let server = engine.part_of("room:lobby");
+    /// assert_eq!(RedisEngine::sharded(urls).start()?.part_of("room:lobby"), server);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sharded<I, S>(urls: I) -> RedisEngineBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        Self::with_mode(Mode::Servers(urls))
+    }
+
+    fn with_mode(mode: Mode) -> RedisEngineBuilder {
         RedisEngineBuilder {
-            url: url.into(),
+            mode,
+            partitions: 16,
             node: None,
             settings: Settings {
                 prefix: "switchboard".into(),
@@ -290,6 +506,7 @@ impl RedisEngine {
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(5),
                 history_expiry: Duration::from_secs(24 * 3600),
+                sharded: false,
             },
         }
     }
@@ -301,21 +518,30 @@ impl RedisEngine {
 
     /// This node's name in Redis.
     pub fn node_id(&self) -> &str {
-        &self.inner.shared.ctx.node
+        &self.inner.parts[0].ctx.node
     }
 
-    /// Waits until the engine is up (connected), at most `timeout`; true if it is.
+    /// Waits until the engine is up (connected everywhere), at most `timeout`; true if it is.
     pub async fn wait_until_up(&self, timeout: Duration) -> bool {
-        let health = &self.inner.shared.health;
         let deadline = Instant::now() + timeout;
-        while !health.is_up() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
+        for part in &self.inner.parts {
+            let health = &part.health;
+            while !health.is_up() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                health.changed(left.min(Duration::from_millis(50))).await;
             }
-            health.changed(left.min(Duration::from_millis(50))).await;
         }
         true
+    }
+
+    /// Which partition (Redis Cluster) or server (several servers, in the order given)
+    /// `topic` lives in, as an index; always 0 on one Redis. See [`RedisEngine::sharded`] for
+    /// an example.
+    pub fn part_of(&self, topic: &str) -> usize {
+        cluster::part_of(topic, self.inner.parts.len())
     }
 
     /// Takes this node out of the cluster, for a clean stop: its presence entries go from
@@ -323,25 +549,52 @@ impl RedisEngine {
     /// stops for good (every clone: calls fail with `engine_unavailable`). A node that stops
     /// without it is removed by the others after the node timeout.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
-        let shared = &self.inner.shared;
-        shared.ensure_up()?;
-        shared.stop();
-        let args = shared.ctx.args().s(&shared.ctx.node).done();
-        let dropped = result(shared.ctx.script(ScriptId::DropNode, args)).await;
-        if let Some(stop) = self
+        for shared in &self.inner.parts {
+            shared.ensure_up()?;
+        }
+        let mut waits = Vec::new();
+        for shared in &self.inner.parts {
+            shared.stop();
+            let args = shared.ctx.args().s(&shared.ctx.node).done();
+            waits.push(shared.ctx.script(ScriptId::DropNode, args));
+        }
+        let mut dropped = Ok(());
+        for w in waits {
+            if let Err(e) = result(w).await {
+                dropped = Err(e);
+            }
+        }
+        for stop in self
             .inner
             .stop
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .drain(..)
         {
             let _ = stop.send(());
         }
-        dropped.map(|_| ())
+        dropped
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.inner.shared
+    /// The part `topic` lives in.
+    fn shared(&self, topic: &str) -> &Arc<Shared> {
+        &self.inner.parts[self.part_of(topic)]
+    }
+
+    /// Runs the counts script in every part (in parallel), their answers in part order.
+    async fn counts(&self, mode: &str) -> Result<Vec<Value>, EngineError> {
+        let mut waits = Vec::with_capacity(self.inner.parts.len());
+        for shared in &self.inner.parts {
+            shared.ensure_up()?;
+            let ctx = &shared.ctx;
+            let args = ctx.args().ms(ctx.settings.node_timeout).s(mode).done();
+            waits.push(ctx.script(ScriptId::Counts, args));
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for w in waits {
+            out.push(result(w).await?);
+        }
+        Ok(out)
     }
 }
 
@@ -633,17 +886,21 @@ async fn track(
 }
 
 impl Engine for RedisEngine {
+    fn is_distributed(&self) -> bool {
+        true
+    }
+
     fn subscribe(&self, request: SubscribeRequest) -> SendFuture<Result<Subscribed, EngineError>> {
-        Box::pin(subscribe(self.shared().clone(), request))
+        Box::pin(subscribe(self.shared(&request.topic).clone(), request))
     }
 
     fn unsubscribe(&self, topic: Arc<str>, id: ConnectionId) {
-        let shared = self.shared();
+        let shared = self.shared(&topic);
         shared.local().remove(&shared.ctx, &topic, id, true);
     }
 
     fn publish(&self, p: Publish) -> SendFuture<Result<(), EngineError>> {
-        let shared = self.shared();
+        let shared = self.shared(&p.topic);
         if let Err(e) = shared.ensure_up() {
             return Box::pin(std::future::ready(Err(e)));
         }
@@ -664,7 +921,11 @@ impl Engine for RedisEngine {
                 ctx.script(ScriptId::Publish, args)
             }
             None => {
-                let mut cmd = redis::cmd("PUBLISH");
+                let mut cmd = redis::cmd(if ctx.settings.sharded {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                });
                 cmd.arg(ctx.channel(&p.topic)).arg(wire::plain_message(&p));
                 ctx.command(cmd)
             }
@@ -679,7 +940,7 @@ impl Engine for RedisEngine {
         key: String,
         meta: serde_json::Value,
     ) -> SendFuture<Result<(), EngineError>> {
-        let shared = self.shared().clone();
+        let shared = self.shared(&topic).clone();
         Box::pin(async move {
             track(shared, topic, subscriber, key, meta, 0)
                 .await
@@ -699,23 +960,17 @@ impl Engine for RedisEngine {
         if max == 0 {
             return Box::pin(std::future::ready(Ok(false)));
         }
-        Box::pin(track(
-            self.shared().clone(),
-            topic,
-            subscriber,
-            key,
-            meta,
-            max,
-        ))
+        let shared = self.shared(&topic).clone();
+        Box::pin(track(shared, topic, subscriber, key, meta, max))
     }
 
     fn untrack(&self, topic: Arc<str>, id: ConnectionId) {
-        let shared = self.shared();
+        let shared = self.shared(&topic);
         shared.local().remove(&shared.ctx, &topic, id, false);
     }
 
     fn presence(&self, topic: Arc<str>) -> SendFuture<Result<Presence, EngineError>> {
-        let shared = self.shared().clone();
+        let shared = self.shared(&topic).clone();
         Box::pin(async move {
             shared.ensure_up()?;
             let ctx = &shared.ctx;
@@ -726,7 +981,7 @@ impl Engine for RedisEngine {
     }
 
     fn subscriber_count(&self, topic: Arc<str>) -> SendFuture<Result<usize, EngineError>> {
-        let shared = self.shared().clone();
+        let shared = self.shared(&topic).clone();
         Box::pin(async move {
             shared.ensure_up()?;
             let ctx = &shared.ctx;
@@ -742,47 +997,59 @@ impl Engine for RedisEngine {
     }
 
     fn topics(&self) -> SendFuture<Result<Vec<TopicInfo>, EngineError>> {
-        let shared = self.shared().clone();
+        let engine = self.clone();
         Box::pin(async move {
-            shared.ensure_up()?;
-            let ctx = &shared.ctx;
-            let args = ctx.args().ms(ctx.settings.node_timeout).s("topics").done();
-            let v = result(ctx.script(ScriptId::Counts, args)).await?;
-            let Value::Array(flat) = v else {
-                return Err(bad_reply("topics"));
-            };
-            let mut out: Vec<TopicInfo> = flat
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| TopicInfo {
+            let mut out: Vec<TopicInfo> = Vec::new();
+            // A topic lives in one part: the parts' lists do not overlap.
+            for v in engine.counts("topics").await? {
+                let Value::Array(flat) = v else {
+                    return Err(bad_reply("topics"));
+                };
+                out.extend(flat.chunks(2).filter(|c| c.len() == 2).map(|c| TopicInfo {
                     topic: string(&c[0]),
                     subscribers: int(&c[1]).max(0) as usize,
-                })
-                .collect();
+                }));
+            }
             out.sort_by(|a, b| a.topic.cmp(&b.topic));
             Ok(out)
         })
     }
 
     fn stats(&self) -> SendFuture<Result<EngineStats, EngineError>> {
-        let shared = self.shared().clone();
+        let engine = self.clone();
         Box::pin(async move {
-            shared.ensure_up()?;
-            let ctx = &shared.ctx;
-            let args = ctx.args().ms(ctx.settings.node_timeout).s("stats").done();
-            let v = result(ctx.script(ScriptId::Counts, args)).await?;
-            match v {
-                Value::Array(p) if p.len() == 3 => Ok(EngineStats {
-                    topics: int(&p[0]).max(0) as usize,
-                    subscriptions: int(&p[1]).max(0) as usize,
-                    histories: int(&p[2]).max(0) as usize,
-                }),
-                _ => Err(bad_reply("stats")),
+            let mut stats = EngineStats::default();
+            for v in engine.counts("stats").await? {
+                match v {
+                    Value::Array(p) if p.len() == 3 => {
+                        stats.topics += int(&p[0]).max(0) as usize;
+                        stats.subscriptions += int(&p[1]).max(0) as usize;
+                        stats.histories += int(&p[2]).max(0) as usize;
+                    }
+                    _ => return Err(bad_reply("stats")),
+                }
             }
+            Ok(stats)
         })
     }
 
     fn health(&self) -> EngineHealth {
-        self.shared().health.get()
+        let parts = &self.inner.parts;
+        if let [only] = parts.as_slice() {
+            return only.health.get();
+        }
+        let down: Vec<&Arc<Shared>> = parts.iter().filter(|p| !p.health.is_up()).collect();
+        match down.first() {
+            None => EngineHealth::Up,
+            Some(first) => EngineHealth::Down {
+                reason: format!(
+                    "{} of {} parts down; {}: {}",
+                    down.len(),
+                    parts.len(),
+                    first.addr,
+                    first.health.reason()
+                ),
+            },
+        }
     }
 }

@@ -1,32 +1,41 @@
-//! Topic fan-out across two nodes through Redis beside one node in memory, in the same run:
-//! deliveries/s, p50/p99 publish-to-delivery latency, server CPU µs per delivery.
+//! Topic fan-out across two nodes through each distributed engine (Redis, Redis Cluster, NATS)
+//! beside one node in memory, in the same run: deliveries/s, p50/p99 publish-to-delivery
+//! latency, server CPU µs per delivery (the nodes and the engine's processes together), and the
+//! CPU per delivery of the busiest engine process (the one that caps the engine when every
+//! process has a core of its own: with many topics on Redis Cluster it falls with the shards).
 //!
-//! The bench re-executes itself: `redis_fanout --serve memory|redis [--redis URL]` is one
-//! server node (one actix-web worker, the hub on the in-memory or the Redis engine) in a child
-//! process; every server-side process (the nodes and `redis-server`, started here on a free
-//! loopback port without persistence) is pinned to CPU 0 with `taskset`, this process, the
-//! load generator, to CPU 1. It opens N subscribers (tokio-tungstenite, one current-thread
-//! runtime) on the topic `bench:fan`: all on the one node for `memory`, half on each of two
-//! nodes for `redis`. The publisher is node A: `POST /publish?from=S&n=K` makes it publish
-//! `S..S+K` back to back (pipelined), each payload stamped with the wall clock just before its
-//! publish; subscribers check the order of sequence numbers and take the publish-to-delivery
-//! latency from the stamp.
+//! The bench re-executes itself: `engines --serve memory|redis|redis-cluster|nats
+//! [--engine-url URL[,URL...]]` is one
+//! server node (one actix-web worker, the hub on that engine) in a child process; every
+//! server-side process (the nodes and `redis-server` / `nats-server`, started here on free
+//! loopback ports without persistence; for `redis-cluster`, six `redis-server`s, three
+//! primaries and three replicas, as `tests/support/redis_cluster.rs` starts them) is pinned to CPU 0 with `taskset`, this process, the
+//! load generator, to CPU 1. For each subscriber count it opens N subscribers
+//! (tokio-tungstenite, one current-thread runtime) spread round-robin over `--topics` topics
+//! `bench:fan:{i}`: all on the one node for `memory`, half on each of two nodes for the
+//! distributed engines. The publisher is node A: `POST /publish?from=S&n=K` makes it publish
+//! `S..S+K` back to back (pipelined; publication `s` goes to topic `s % topics`), each payload
+//! stamped with the wall clock just before its publish; subscribers check the order of
+//! sequence numbers and take the publish-to-delivery latency from the stamp.
 //!
 //! Each run: a throughput window of `--secs` (bursts of K publications, D bursts in flight,
 //! each burst counted once every subscriber has it): `deliv/s` and the server-side CPU per
 //! delivery (all server processes together, from /proc); then a paced phase (single
 //! publications, `--rate` per second, for `--paced` seconds): `p50`/`p99` over every delivery.
-//! Runs alternate memory, redis, memory, redis... Unknown arguments (`--bench`) are ignored.
+//! Runs alternate scenarios within each round. Unknown arguments (`--bench`) are ignored.
 //!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
-//! - `--subs N` (RFAN_SUBS, 1000), `--rounds R` (RFAN_ROUNDS, 2), `--secs S` (RFAN_SECS, 3),
-//!   `--warmup S` (RFAN_WARMUP, 0.5), `--burst K` (RFAN_BURST, 20), `--depth D` (RFAN_DEPTH, 2),
-//!   `--rate R` (RFAN_RATE, 50), `--paced S` (RFAN_PACED, 2), `--pad B` (RFAN_PAD, 64)
-//! - `--scenarios memory,redis` (RFAN_SCENARIOS), `--no-pin` (RFAN_PIN=0)
+//! - `--subs N[,N...]` (ENG_SUBS, 1000,10000), `--topics T` (ENG_TOPICS, 1), `--rounds R`
+//!   (ENG_ROUNDS, 2), `--secs S` (ENG_SECS, 3), `--warmup S` (ENG_WARMUP, 0.5), `--burst K`
+//!   (ENG_BURST, 20), `--depth D` (ENG_DEPTH, 2), `--rate R` (ENG_RATE, 50), `--paced S`
+//!   (ENG_PACED, 2), `--pad B` (ENG_PAD, 64)
+//! - `--scenarios memory,redis,redis-cluster,nats` (ENG_SCENARIOS), `--no-pin` (ENG_PIN=0)
 //!
-//! Without `redis-server` (Debian package `redis-server`) only the memory figure is measured.
+//! A scenario whose server program is not installed (Debian packages `redis-server`,
+//! `redis-tools`, `nats-server`) is left out with a note.
 //!
-//! Example: `cargo bench --bench redis_fanout -- --subs 2000 --rounds 3`.
+//! Examples: `cargo bench --bench engines -- --subs 1000,10000 --rounds 3`; many topics over
+//! the cluster's shards: `cargo bench --bench engines -- --subs 10000 --topics 48`.
 
 mod support;
 
@@ -48,7 +57,10 @@ use support::spawn::{self, Proc};
 use support::stats::{self, Rank};
 use support::table::{Column, Table};
 
-const TOPIC: &str = "bench:fan";
+/// The topic of publication or subscriber `i`.
+fn topic(i: u64, topics: u64) -> String {
+    format!("bench:fan:{}", i % topics)
+}
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -57,17 +69,20 @@ fn now_nanos() -> u64 {
 }
 
 const BENCH: Bench = Bench {
-    name: "redis_fanout",
-    env: "RFAN_",
+    name: "engines",
+    env: "ENG_",
 };
 
-/// Topic fan-out, one node in memory vs two nodes through Redis: deliveries/s, publish-to-
-/// delivery latency, server CPU µs/delivery
+/// Topic fan-out, one node in memory vs two nodes through each distributed engine:
+/// deliveries/s, publish-to-delivery latency, server CPU µs/delivery
 #[derive(Parser)]
 struct Flags {
-    /// Subscribers (at least 2: with redis, half on each node)
-    #[arg(long, env, default_value_t = 1000)]
-    subs: usize,
+    /// Subscriber counts, one set of runs each (at least 2: half on each node)
+    #[arg(long, env, value_delimiter = ',', default_value = "1000,10000")]
+    subs: Vec<usize>,
+    /// Topics the subscribers spread over (round-robin), and the publications
+    #[arg(long, env, default_value_t = 1)]
+    topics: u64,
     #[command(flatten)]
     rounds: flags::Rounds,
     /// Publications per burst in the window
@@ -85,17 +100,22 @@ struct Flags {
     /// Payload padding, bytes
     #[arg(long, env, default_value_t = 64)]
     pad: usize,
-    /// Scenarios to run, in this order in each round (memory|redis)
-    #[arg(long, env, value_delimiter = ',', default_value = "memory,redis")]
+    /// Scenarios to run, in this order in each round (memory|redis|redis-cluster|nats)
+    #[arg(
+        long,
+        env,
+        value_delimiter = ',',
+        default_value = "memory,redis,redis-cluster,nats"
+    )]
     scenarios: Vec<String>,
     #[command(flatten)]
     pin: flags::Pin,
-    /// Node mode: be a node on this engine (memory|redis) until killed
+    /// Node mode: be a node on this engine (memory|redis|redis-cluster|nats) until killed
     #[arg(long)]
     serve: Option<String>,
-    /// Node mode: the Redis server's URL, for the redis engine
+    /// Node mode: the engine's URL (Redis or NATS; comma-separated seeds for redis-cluster)
     #[arg(long)]
-    redis: Option<String>,
+    engine_url: Option<String>,
 }
 
 const DEFAULTS: &[(&str, &str)] = &[("rounds", "2"), ("secs", "3"), ("warmup", "0.5")];
@@ -108,6 +128,7 @@ mod server {
     use actix_web::{web, App, HttpResponse, HttpServer};
     use serde::Deserialize;
     use serde_json::value::RawValue;
+    use switchboard::engine::nats::NatsEngine;
     use switchboard::engine::redis::RedisEngine;
     use switchboard::engine::MemoryEngine;
     use switchboard::prelude::*;
@@ -120,8 +141,16 @@ mod server {
 
     struct Pad(String);
 
+    /// How many topics the publications spread over.
+    struct Topics(u64);
+
     /// Publishes `from..from + n`, pipelined: all are queued in order, then awaited.
-    async fn publish(hub: Hub, pad: web::Data<Pad>, q: web::Query<Publish>) -> HttpResponse {
+    async fn publish(
+        hub: Hub,
+        pad: web::Data<Pad>,
+        topics: web::Data<Topics>,
+        q: web::Query<Publish>,
+    ) -> HttpResponse {
         let mut pending = Vec::with_capacity(q.n as usize);
         for seq in q.from..q.from + q.n {
             let text = format!(
@@ -134,7 +163,8 @@ mod server {
                 Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
             };
             let hub = hub.clone();
-            pending.push(async move { hub.publish_raw(super::TOPIC, "m", data, None).await });
+            let topic = super::topic(seq, topics.0);
+            pending.push(async move { hub.publish_raw(&topic, "m", data, None).await });
         }
         for r in futures_util::future::join_all(pending).await {
             if let Err(e) = r {
@@ -144,25 +174,42 @@ mod server {
         HttpResponse::NoContent().finish()
     }
 
-    pub fn serve(kind: &str, redis: Option<String>, pad: usize) -> std::io::Result<()> {
+    pub fn serve(kind: &str, url: Option<String>, pad: usize, topics: u64) -> std::io::Result<()> {
         actix_web::rt::System::new().block_on(async move {
-            let hub = match (kind, redis) {
+            let hub = match (kind, url) {
                 ("memory", _) => Hub::with_engine(MemoryEngine::new()),
                 ("redis", Some(url)) => Hub::with_engine(
                     RedisEngine::connect(url)
                         .await
                         .map_err(std::io::Error::other)?,
                 ),
-                _ => return Err(std::io::Error::other("--serve memory|redis [--redis URL]")),
+                ("redis-cluster", Some(urls)) => Hub::with_engine(
+                    RedisEngine::cluster(urls.split(','))
+                        .connect()
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+                ("nats", Some(url)) => Hub::with_engine(
+                    NatsEngine::connect(url)
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+                _ => {
+                    return Err(std::io::Error::other(
+                        "--serve memory|redis|redis-cluster|nats [--engine-url URL[,URL...]]",
+                    ))
+                }
             };
             let route = ChannelRoute::<()>::new("/ws")
                 .allow_join("bench:*")
                 .max_connections(100_000);
             let pad = web::Data::new(Pad("x".repeat(pad)));
+            let topics = web::Data::new(Topics(topics.max(1)));
             let server = HttpServer::new(move || {
                 App::new()
                     .app_data(hub.clone())
                     .app_data(pad.clone())
+                    .app_data(topics.clone())
                     .service(route.clone())
                     .route("/publish", web::post().to(publish))
             })
@@ -178,18 +225,19 @@ mod server {
 
 // ---- processes ---------------------------------------------------------------------------
 
-fn spawn_node(kind: &str, redis: Option<&str>, cfg: &Config) -> Result<(Proc, u16), String> {
+fn spawn_node(kind: &str, url: Option<&str>, cfg: &Config) -> Result<(Proc, u16), String> {
     let mut cmd = spawn::this_bench(cfg.pinning.server())?;
     cmd.args(["--serve", kind, "--pad", &cfg.pad.to_string()]);
-    if let Some(url) = redis {
-        cmd.args(["--redis", url]);
+    cmd.args(["--topics", &cfg.topics.to_string()]);
+    if let Some(url) = url {
+        cmd.args(["--engine-url", url]);
     }
     spawn::server(cmd, &format!("{kind} node"))
 }
 
 fn spawn_redis(cfg: &Config) -> Result<(Proc, u16), String> {
     let port = spawn::free_port()?;
-    let dir = std::env::temp_dir().join(format!("redis-fanout-{port}"));
+    let dir = std::env::temp_dir().join(format!("engines-bench-redis-{port}"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut cmd = pin::command(cfg.pinning.server(), "redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -201,10 +249,25 @@ fn spawn_redis(cfg: &Config) -> Result<(Proc, u16), String> {
     Ok((redis, port))
 }
 
+fn spawn_nats(cfg: &Config) -> Result<(Proc, u16), String> {
+    let port = spawn::free_port()?;
+    let dir = std::env::temp_dir().join(format!("engines-bench-nats-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cmd = pin::command(cfg.pinning.server(), "nats-server");
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let nats = spawn::listening(cmd, port, "nats-server", Duration::from_secs(10))?;
+    Ok((nats, port))
+}
+
 // ---- the load generator ------------------------------------------------------------------
 
 struct Config {
-    subs: usize,
+    subs: Vec<usize>,
+    topics: u64,
     rounds: usize,
     secs: f64,
     warmup: f64,
@@ -220,7 +283,8 @@ struct Config {
 impl Config {
     fn from(flags: &Flags, scenarios: Vec<String>, pinning: Pinning) -> Config {
         Config {
-            subs: flags.subs.max(2),
+            subs: flags.subs.iter().map(|&n| n.max(2)).collect(),
+            topics: flags.topics.max(1),
             rounds: flags.rounds.rounds(),
             secs: flags.rounds.secs(),
             warmup: flags.rounds.warmup(),
@@ -246,12 +310,16 @@ struct Shared {
     progress: tokio::sync::Notify,
 }
 
-async fn subscriber(port: u16, shared: Rc<Shared>) -> Result<(), String> {
+/// Subscriber `i`: on topic `i % topics`, where consecutive publications are `topics` apart.
+async fn subscriber(port: u16, i: u64, topics: u64, shared: Rc<Shared>) -> Result<(), String> {
     let url = format!("ws://127.0.0.1:{port}/ws");
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let join = format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#);
+    let join = format!(
+        r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{}"}}}}"#,
+        topic(i, topics)
+    );
     ws.send(Message::text(join))
         .await
         .map_err(|e| e.to_string())?;
@@ -269,7 +337,7 @@ async fn subscriber(port: u16, shared: Rc<Shared>) -> Result<(), String> {
             ) else {
                 continue;
             };
-            if last.is_some_and(|l| seq != l + 1) {
+            if last.is_some_and(|l| seq != l + topics) {
                 shared.order_errors.set(shared.order_errors.get() + 1);
             }
             last = Some(seq);
@@ -365,12 +433,20 @@ async fn wait_for(shared: &Shared, target: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Deliveries publications `from..from + n` make: publication `s` reaches the subscribers of
+/// topic `s % topics`, and subscriber `i` is on topic `i % topics`.
+fn deliveries(subs: u64, topics: u64, from: u64, n: u64) -> u64 {
+    (from..from + n)
+        .map(|s| subs / topics + u64::from(s % topics < subs % topics))
+        .sum()
+}
+
 /// The throughput phase: bursts of publications, `depth` of them in flight.
 struct Bursts {
     seq: u64,
     /// Deliveries expected once every burst sent so far has arrived everywhere.
     target: u64,
-    per_burst: u64,
+    subs: u64,
 }
 
 impl Bursts {
@@ -382,17 +458,19 @@ impl Bursts {
         secs: f64,
     ) -> Result<(), String> {
         let until = Instant::now() + Duration::from_secs_f64(secs);
-        let mut in_flight = 0;
-        while Instant::now() < until || in_flight > 0 {
+        // The delivery count at which each burst in flight is complete, oldest first.
+        let mut in_flight = std::collections::VecDeque::new();
+        while Instant::now() < until || !in_flight.is_empty() {
             if Instant::now() < until {
                 trigger.publish(self.seq, cfg.burst).await?;
+                self.target += deliveries(self.subs, cfg.topics, self.seq, cfg.burst);
                 self.seq += cfg.burst;
-                self.target += self.per_burst;
-                in_flight += 1;
+                in_flight.push_back(self.target);
             }
-            if in_flight >= cfg.depth || Instant::now() >= until {
-                wait_for(shared, self.target - (in_flight - 1) * self.per_burst).await?;
-                in_flight -= 1;
+            if in_flight.len() as u64 >= cfg.depth || Instant::now() >= until {
+                if let Some(done_at) = in_flight.pop_front() {
+                    wait_for(shared, done_at).await?;
+                }
             }
         }
         Ok(())
@@ -402,22 +480,40 @@ impl Bursts {
 struct Outcome {
     deliveries_per_sec: f64,
     cpu_us_per_delivery: f64,
+    /// The busiest engine process's CPU per delivery (0 without one).
+    engine_max_us_per_delivery: f64,
     p50_us: f64,
     p99_us: f64,
     order_errors: u64,
 }
 
-async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, String> {
+/// The server side of a run: the nodes' HTTP ports, and every server-side process (the
+/// engine's first, `engines` of them).
+struct Servers<'a> {
+    nodes: &'a [u16],
+    pids: &'a [u32],
+    engines: usize,
+}
+
+async fn measure(cfg: &Config, subs: usize, servers: Servers<'_>) -> Result<Outcome, String> {
+    let Servers {
+        nodes,
+        pids,
+        engines,
+    } = servers;
     let shared = Rc::new(Shared::default());
-    for i in 0..cfg.subs {
-        subscriber(nodes[i % nodes.len()], shared.clone()).await?;
+    let topics = cfg.topics;
+    for i in 0..subs as u64 {
+        // Each topic's subscribers alternate between the nodes.
+        let node = nodes[((i / topics) % nodes.len() as u64) as usize];
+        subscriber(node, i, topics, shared.clone()).await?;
     }
-    let n = cfg.subs as u64;
+    let n = subs as u64;
     let mut trigger = Trigger::connect(nodes[0]).await?;
     let mut state = Bursts {
         seq: 0,
         target: 0,
-        per_burst: cfg.burst * n,
+        subs: n,
     };
     state.run(cfg, &shared, &mut trigger, cfg.warmup).await?;
     let cpu_before = cpu::each(pids);
@@ -426,8 +522,14 @@ async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, S
     state.run(cfg, &shared, &mut trigger, cfg.secs).await?;
     let (mut seq, mut target) = (state.seq, state.target);
     let elapsed = started.elapsed().as_secs_f64();
-    let deliveries = shared.delivered.get() - delivered_before;
+    let delivered = shared.delivered.get() - delivered_before;
     let cpu = cpu::used_since(pids, &cpu_before);
+    let engine_max = pids[..engines]
+        .iter()
+        .zip(&cpu_before)
+        .map(|(&p, before)| cpu::used_since(&[p], std::slice::from_ref(before)))
+        .max()
+        .unwrap_or_default();
     // Latency: single publications, paced.
     shared.recording.set(true);
     let gap = Duration::from_secs_f64(1.0 / cfg.rate);
@@ -436,16 +538,17 @@ async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, S
     for _ in 0..count {
         tokio::time::sleep_until(next.into()).await;
         trigger.publish(seq, 1).await?;
+        target += deliveries(n, topics, seq, 1);
         seq += 1;
-        target += n;
         next += gap;
     }
     wait_for(&shared, target).await?;
     let mut lat = std::mem::take(&mut *shared.latencies.borrow_mut());
     lat.sort_unstable();
     Ok(Outcome {
-        deliveries_per_sec: deliveries as f64 / elapsed,
-        cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64,
+        deliveries_per_sec: delivered as f64 / elapsed,
+        cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+        engine_max_us_per_delivery: engine_max.as_secs_f64() * 1e6 / delivered.max(1) as f64,
         p50_us: stats::quantile_us(&lat, 0.50, Rank::Rounded),
         p99_us: stats::quantile_us(&lat, 0.99, Rank::Rounded),
         order_errors: shared.order_errors.get(),
@@ -455,34 +558,78 @@ async fn measure(cfg: &Config, nodes: &[u16], pids: &[u32]) -> Result<Outcome, S
 fn run_scenario(
     rt: &tokio::runtime::Runtime,
     scenario: &str,
+    subs: usize,
     cfg: &Config,
 ) -> Result<Outcome, String> {
     let mut procs = Vec::new();
     let mut nodes = Vec::new();
-    match scenario {
-        "memory" => {
-            let (node, port) = spawn_node("memory", None, cfg)?;
-            nodes.push(port);
-            procs.push(node);
-        }
+    let mut cluster = None;
+    let url = match scenario {
+        "memory" => None,
         "redis" => {
             let (redis, port) = spawn_redis(cfg)?;
-            let url = format!("redis://127.0.0.1:{port}/");
             procs.push(redis);
-            for _ in 0..2 {
-                let (node, port) = spawn_node("redis", Some(&url), cfg)?;
-                nodes.push(port);
-                procs.push(node);
-            }
+            Some(format!("redis://127.0.0.1:{port}/"))
         }
-        other => return Err(format!("unknown scenario `{other}` (memory|redis)")),
+        "redis-cluster" => {
+            let c = switchboard_suite::RedisCluster::start("engines_bench")
+                .ok_or("redis-server or redis-cli is not installed")?;
+            if let Some(cpu) = cfg.pinning.server() {
+                for pid in c.pids() {
+                    pin::pid(cpu, pid)?;
+                }
+            }
+            let seeds = c.urls().join(",");
+            cluster = Some(c);
+            Some(seeds)
+        }
+        "nats" => {
+            let (nats, port) = spawn_nats(cfg)?;
+            procs.push(nats);
+            Some(format!("nats://127.0.0.1:{port}"))
+        }
+        other => {
+            return Err(format!(
+                "unknown scenario `{other}` (memory|redis|redis-cluster|nats)"
+            ))
+        }
+    };
+    // One node in memory; two nodes sharing the engine otherwise.
+    let count = if url.is_some() { 2 } else { 1 };
+    for _ in 0..count {
+        let (node, port) = spawn_node(scenario, url.as_deref(), cfg)?;
+        nodes.push(port);
+        procs.push(node);
     }
-    let pids: Vec<u32> = procs.iter().map(Proc::id).collect();
+    // The engine's processes first: the cluster's six, or the one server (started first).
+    let mut pids: Vec<u32> = cluster.iter().flat_map(|c| c.pids()).collect();
+    let engines = if cluster.is_some() {
+        pids.len()
+    } else {
+        usize::from(url.is_some())
+    };
+    pids.extend(procs.iter().map(Proc::id));
+    let servers = Servers {
+        nodes: &nodes,
+        pids: &pids,
+        engines,
+    };
     let local = tokio::task::LocalSet::new();
-    let out = local.block_on(rt, measure(cfg, &nodes, &pids));
+    let out = local.block_on(rt, measure(cfg, subs, servers));
     drop(local);
     drop(procs);
+    drop(cluster);
     out
+}
+
+/// How a scenario reads in the table.
+fn label(scenario: &str) -> &'static str {
+    match scenario {
+        "redis" => "redis, 2 nodes",
+        "redis-cluster" => "cluster, 2 nodes",
+        "nats" => "nats, 2 nodes",
+        _ => "memory, 1 node",
+    }
 }
 
 const TABLE: Table<Outcome> = Table(&[
@@ -490,36 +637,53 @@ const TABLE: Table<Outcome> = Table(&[
     Column::new("p50 µs", 9, 1, |o| o.p50_us),
     Column::new("p99 µs", 9, 1, |o| o.p99_us),
     Column::new("CPU µs/deliv", 14, 3, |o| o.cpu_us_per_delivery),
+    Column::new("engine max µs", 14, 3, |o| o.engine_max_us_per_delivery),
     Column::new("order err", 10, 0, |o| o.order_errors as f64),
 ]);
 
 /// The order errors' column: summed over rounds, not a median.
-const ORDER_ERR: usize = 4;
+const ORDER_ERR: usize = 5;
 
 fn main() -> ExitCode {
     let flags: Flags = flags::parse(&BENCH, DEFAULTS);
     if let Some(kind) = &flags.serve {
-        let served = server::serve(kind, flags.redis.clone(), flags.pad);
-        return support::exit("redis_fanout node", served);
+        let served = server::serve(kind, flags.engine_url.clone(), flags.pad, flags.topics);
+        return support::exit("engines node", served);
     }
     support::exit(BENCH.name, run(&flags))
 }
 
 fn run(flags: &Flags) -> Result<(), String> {
-    println!("redis_fanout: one topic fanned out, one node in memory vs two nodes through Redis");
+    println!("engines: topic fan-out, one node in memory vs two nodes through each engine");
     let mut scenarios = flags.scenarios.clone();
     scenarios.retain(|s| !s.is_empty());
-    if scenarios.iter().any(|s| s == "redis") && !switchboard_suite::redis::installed() {
-        println!("redis-server is not installed (apt-get install redis-server): memory only");
-        scenarios.retain(|s| s != "redis");
+    for (scenario, installed, package) in [
+        (
+            "redis",
+            switchboard_suite::redis::installed(),
+            "redis-server",
+        ),
+        (
+            "redis-cluster",
+            switchboard_suite::redis_cluster::installed(),
+            "redis-tools",
+        ),
+        ("nats", switchboard_suite::nats::installed(), "nats-server"),
+    ] {
+        if scenarios.iter().any(|s| s == scenario) && !installed {
+            println!("{package} is not installed (apt-get install {package}): no {scenario} runs");
+            scenarios.retain(|s| s != scenario);
+        }
     }
     let pinning = Pinning::apply(BENCH.name, flags.pin.pin, "0", "1");
     let cfg = Config::from(flags, scenarios, pinning);
     println!(
-        "settings: {} subscribers (redis: half on each node, publisher on node A), bursts of {} \
-         x {} in flight for {:.1} s after {:.1} s warmup, then {} paced publications/s for \
-         {:.1} s; {} B pad; {}; CPU: every server-side process (nodes, redis-server) from {}",
+        "settings: {:?} subscribers over {} topic(s) (distributed engines: half on each node, \
+         publisher on node A), bursts of {} x {} in flight for {:.1} s after {:.1} s warmup, \
+         then {} paced publications/s for {:.1} s; {} B pad; {}; CPU: every server-side \
+         process (nodes, redis-server, nats-server) from {}",
         cfg.subs,
+        cfg.topics,
         cfg.burst,
         cfg.depth,
         cfg.secs,
@@ -531,38 +695,43 @@ fn run(flags: &Flags) -> Result<(), String> {
         cpu::source()
     );
     let rt = support::runtime()?;
-    let header = TABLE.header(format!("{:<6} {:<22}", "round", "scenario"));
-    println!("\n{header}");
-    let mut results: Vec<(String, Outcome)> = Vec::new();
-    for round in 1..=cfg.rounds {
-        for scenario in &cfg.scenarios {
-            let label = match scenario.as_str() {
-                "redis" => "redis, 2 nodes",
-                _ => "memory, 1 node",
-            };
-            let o = run_scenario(&rt, scenario, &cfg)
-                .map_err(|e| format!("{label}, round {round}: FAILED: {e}"))?;
-            let lead = format!("{round:<6} {label:<22}");
-            println!("{}", TABLE.row(lead, &TABLE.values(&o)));
-            results.push((label.to_owned(), o));
+    let header = TABLE.header(format!("{:<6} {:<7} {:<16}", "round", "subs", "scenario"));
+    let mut failed_order = false;
+    for &subs in &cfg.subs {
+        println!("\n{header}");
+        let mut results: Vec<(&str, Outcome)> = Vec::new();
+        for round in 1..=cfg.rounds {
+            for scenario in &cfg.scenarios {
+                let label = label(scenario);
+                let o = run_scenario(&rt, scenario, subs, &cfg)
+                    .map_err(|e| format!("{label}, {subs} subs, round {round}: FAILED: {e}"))?;
+                let lead = format!("{round:<6} {subs:<7} {label:<16}");
+                println!("{}", TABLE.row(lead, &TABLE.values(&o)));
+                results.push((label, o));
+            }
         }
+        println!("\nmedians over rounds, {subs} subscribers (ratio: deliveries/s against memory):");
+        println!("{header} {:>7}", "ratio");
+        let mut memory = None;
+        for scenario in &cfg.scenarios {
+            let label = label(scenario);
+            let runs: Vec<Vec<f64>> = results
+                .iter()
+                .filter(|(l, _)| *l == label)
+                .map(|(_, o)| TABLE.values(o))
+                .collect();
+            let mut m = TABLE.medians(&runs);
+            m[ORDER_ERR] = runs.iter().map(|v| v[ORDER_ERR]).sum();
+            if scenario == "memory" {
+                memory = Some(m[0]);
+            }
+            let ratio = memory.map_or(String::from("-"), |base| format!("{:.2}x", m[0] / base));
+            let lead = format!("{:<6} {subs:<7} {label:<16}", "median");
+            println!("{} {ratio:>7}", TABLE.row(lead, &m));
+        }
+        failed_order |= results.iter().any(|(_, o)| o.order_errors > 0);
     }
-    println!("\nmedians over rounds:");
-    println!("{header}");
-    let mut labels: Vec<&String> = results.iter().map(|(l, _)| l).collect();
-    labels.sort();
-    labels.dedup();
-    for label in labels {
-        let runs: Vec<Vec<f64>> = results
-            .iter()
-            .filter(|(l, _)| l == label)
-            .map(|(_, o)| TABLE.values(o))
-            .collect();
-        let mut m = TABLE.medians(&runs);
-        m[ORDER_ERR] = runs.iter().map(|v| v[ORDER_ERR]).sum();
-        println!("{}", TABLE.row(format!("{:<6} {label:<22}", "median"), &m));
-    }
-    if results.iter().any(|(_, o)| o.order_errors > 0) {
+    if failed_order {
         return Err("deliveries out of order".into());
     }
     Ok(())
