@@ -1,4 +1,4 @@
-// Switchboard vs hand-written actix-ws topic fan-out to 1k/10k subscribers: deliveries/s, p50/p99 publish-to-delivery, server CPU µs/delivery, memory per idle subscriber. Run: `cargo bench --bench fanout`.
+// Switchboard vs hand-written actix-ws and actix actor broker topic fan-out to 1k/10k subscribers: deliveries/s, p50/p99 publish-to-delivery, server CPU µs/delivery, memory per idle subscriber. Run: `cargo bench --bench fanout`.
 //!
 //! The bench re-executes itself: `fanout --serve framework|baseline [--port P] [--workers W]
 //! [--pad B] [--nagle]` is one server in a child process pinned to CPU 0 with `taskset` (2
@@ -23,9 +23,15 @@
 //!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs 1000,10000` (FANOUT_SUBS), `--rounds R` (FANOUT_ROUNDS, 2),
-//!   `--servers baseline,framework` (FANOUT_SERVERS); `http` is the framework's server with
-//!   its subscribers on the HTTP transport (SSE streams, `fanout/client.rs`' `RawSse`), e.g.
-//!   `--servers framework,http`
+//!   `--servers baseline,actors,framework` (FANOUT_SERVERS; `actors` is the hand-written actix
+//!   actor broker on actix-web-actors, `metrics` the framework with metrics on, `http` the
+//!   framework's server with its subscribers on the HTTP transport (SSE streams,
+//!   `fanout/client.rs`' `RawSse`), e.g. `--servers framework,http`)
+//! - `--workloads burst,window` (FANOUT_WORKLOADS): `burst` is the server's own publisher
+//!   task asked over HTTP (below); `window` is a publisher that is a WebSocket client, each
+//!   publication a `publish` request the server answers once handed to the fan-out, at most
+//!   `--window` (FANOUT_WINDOW, 4) unanswered and at most `--behind` (FANOUT_BEHIND, 32) not
+//!   yet delivered to every subscriber; its paced phase publishes through the same client
 //! - `--secs S` window (FANOUT_SECS, 3), `--warmup S` (FANOUT_WARMUP, 0.5)
 //! - `--burst K` publications per burst (FANOUT_BURST, 10), `--depth D` bursts in flight
 //!   (FANOUT_DEPTH, 3): each subscriber has at most K x D publications on their way to it,
@@ -39,6 +45,10 @@
 //!   server idles)
 //! - `--server-cpu C`, `--client-cpu C` (FANOUT_SERVER_CPU 0, FANOUT_CLIENT_CPU 1),
 //!   `--no-pin` (FANOUT_PIN=0), `--no-memory` (FANOUT_MEMORY=0)
+//! - `--callgrind` (FANOUT_CALLGRIND=1): each server once per workload and size under
+//!   valgrind's callgrind, user-space instructions per delivery counted only in the window
+//!   (all threads), profiles left for `callgrind_annotate` (use `--subs 1000`: valgrind is
+//!   some 50 times slower)
 //! - `--memory-only [--hold S]` (FANOUT_MEMORY_ONLY=1, FANOUT_HOLD): only the memory reading,
 //!   holding the idle connections S seconds after it (for a heap profiler's snapshot)
 //! - `--max-other PCT` (FANOUT_MAX_OTHER, 25), `--budget SECS` (FANOUT_BUDGET, 120)
@@ -65,7 +75,7 @@ use std::time::Duration;
 use clap::builder::RangedU64ValueParser;
 use clap::{ArgAction, Parser};
 
-use fanout::load::{self, LoadConfig, RunResult};
+use fanout::load::{self, LoadConfig, RunResult, Workload};
 use fanout::servers;
 use support::cpu;
 use support::flags::{self, Bench, Server};
@@ -92,6 +102,16 @@ struct Flags {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..),
     )]
     subs: Vec<usize>,
+    /// Workloads, each measured in turn: `burst` (the server's own publisher, asked over HTTP
+    /// for bursts), `window` (a WebSocket client publishing, a shallow window)
+    #[arg(long, env, value_delimiter = ',', default_value = "burst,window")]
+    workloads: Vec<Workload>,
+    /// `window`: unanswered publications at most
+    #[arg(long, env, default_value_t = 4)]
+    window: u64,
+    /// `window`: publications not yet delivered to every subscriber at most
+    #[arg(long, env, default_value_t = 32)]
+    behind: u64,
     #[command(flatten)]
     rounds: flags::Rounds,
     /// Publications per burst in the window
@@ -132,6 +152,10 @@ struct Flags {
     /// With --memory-only: seconds to hold the idle connections (for a heap profiler)
     #[arg(long, env, default_value_t = 0.0)]
     hold: f64,
+    /// Each server once per workload and size under valgrind's callgrind: user-space
+    /// instructions per delivery in the window
+    #[arg(long, env, value_parser = flags::switch())]
+    callgrind: bool,
     #[command(flatten)]
     versus: flags::Versus,
     #[command(flatten)]
@@ -147,6 +171,7 @@ struct Flags {
 }
 
 const DEFAULTS: &[(&str, &str)] = &[
+    ("servers", "baseline,actors,framework"),
     ("rounds", "2"),
     ("secs", "3"),
     ("warmup", "0.5"),
@@ -154,6 +179,9 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 struct Config {
+    workloads: Vec<Workload>,
+    window: u64,
+    behind: u64,
     subs: Vec<usize>,
     burst: u64,
     depth: u64,
@@ -168,6 +196,7 @@ struct Config {
     nagle: bool,
     memory: bool,
     memory_only: Option<Duration>,
+    callgrind: bool,
     rounds: usize,
     servers: Vec<Server>,
     pinning: Pinning,
@@ -180,6 +209,9 @@ impl Config {
     fn from(flags: &Flags) -> Config {
         let (server_cpu, client_cpu) = (&flags.cpus.server_cpu, &flags.cpus.client_cpu);
         Config {
+            workloads: flags.workloads.clone(),
+            window: flags.window.max(1),
+            behind: flags.behind.max(1),
             subs: flags.subs.clone(),
             burst: flags.burst.max(1),
             depth: flags.depth.max(1),
@@ -195,6 +227,7 @@ impl Config {
             memory_only: flags
                 .memory_only
                 .then(|| Duration::from_secs_f64(flags.hold)),
+            callgrind: flags.callgrind,
             rounds: flags.rounds.rounds(),
             servers: flags.versus.servers(),
             pinning: Pinning::apply(BENCH.name, flags.pin.pin, server_cpu, client_cpu),
@@ -209,8 +242,11 @@ impl Config {
             .unwrap_or_else(|| (self.paced_load / subs as f64).clamp(0.5, 1000.0))
     }
 
-    fn load(&self, subs: usize) -> LoadConfig {
+    fn load(&self, workload: Workload, subs: usize) -> LoadConfig {
         LoadConfig {
+            workload,
+            window: self.window,
+            behind: self.behind,
             subs,
             burst: self.burst,
             depth: self.depth,
@@ -227,14 +263,97 @@ impl Config {
     }
 }
 
+/// The server child's arguments.
+fn server_args(kind: Server, cfg: &Config) -> Vec<String> {
+    let mut args: Vec<String> = ["--serve", kind.name(), "--workers"]
+        .map(str::to_owned)
+        .into();
+    args.push(cfg.workers.to_string());
+    args.push("--pad".into());
+    args.push(cfg.pad.to_string());
+    if cfg.nagle {
+        args.push("--nagle".into());
+    }
+    args
+}
+
 /// Starts a server child and reads the port it listens on.
 fn spawn_server(kind: Server, cfg: &Config) -> Result<(Proc, u16), String> {
     let mut cmd = spawn::this_bench(cfg.pinning.server())?;
-    cmd.args(["--serve", kind.name()])
-        .args(["--workers", &cfg.workers.to_string()])
-        .args(["--pad", &cfg.pad.to_string()])
-        .args(cfg.nagle.then_some("--nagle"));
+    cmd.args(server_args(kind, cfg));
     spawn::server(cmd, &format!("{} server", kind.name()))
+}
+
+/// `--callgrind`: each server under callgrind, instructions per delivery in the window.
+fn callgrind_mode(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<(), String> {
+    let dir = std::env::temp_dir().join("fanout-callgrind");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    println!(
+        "callgrind: user-space instructions the server executes per delivery, counted only in \
+         the window (kernel time not included; every thread: workers, broker, publisher); \
+         profiles in {}",
+        dir.display()
+    );
+    let mut irs = Vec::new();
+    for &w in &cfg.workloads {
+        for &subs in &cfg.subs {
+            for &kind in &cfg.servers {
+                let load = LoadConfig {
+                    memory: false,
+                    http: kind == Server::Http,
+                    ..cfg.load(w, subs)
+                };
+                let name = format!("{}.{}.{subs}", kind.name(), w.name());
+                let base = dir.join(format!("callgrind.{name}"));
+                let dump = std::path::PathBuf::from(format!("{}.1", base.display()));
+                let _ = std::fs::remove_file(&dump);
+                let cmd = support::callgrind::command(
+                    cfg.pinning.server(),
+                    &base,
+                    &exe,
+                    &server_args(kind, cfg),
+                );
+                let (server, port) = spawn::server(cmd, &format!("{} server", kind.name()))?;
+                let pid = server.id();
+                let mut hook = support::callgrind::window_hook(pid);
+                let local = tokio::task::LocalSet::new();
+                let result = local.block_on(rt, load::run_with(port, Some(pid), &load, &mut hook));
+                drop(server);
+                drop(local);
+                let r = result.map_err(|e| format!("{name} under callgrind: FAILED: {e}"))?;
+                let ir = support::callgrind::total_ir(&dump)?;
+                let per = ir as f64 / r.deliveries.max(1) as f64;
+                println!(
+                    "{:<6} {subs:>6} {:<9} {:>10} deliveries {:>14} Ir {:>8.0} Ir/delivery \
+                     drops {}  profile: {}",
+                    w.name(),
+                    kind.name(),
+                    r.deliveries,
+                    ir,
+                    per,
+                    r.dropped,
+                    dump.display()
+                );
+                irs.push((w, subs, kind, per));
+            }
+        }
+    }
+    for &(w, subs, kind, per) in &irs {
+        if kind == Server::Framework {
+            for &(w2, s2, k2, other) in &irs {
+                if w2 == w && s2 == subs && k2 != kind {
+                    println!(
+                        "{} {subs}: framework / {}: instructions per delivery {:.3}",
+                        w.name(),
+                        k2.name(),
+                        per / other
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn run_once(
@@ -284,14 +403,21 @@ const CLI: usize = 7;
 const MEM: usize = 10;
 
 fn header() -> String {
-    TABLE.header(format!("{:>6} {:<9} {:<9}", "subs", "round", "server"))
+    TABLE.header(format!(
+        "{:<6} {:>6} {:<9} {:<9}",
+        "load", "subs", "round", "server"
+    ))
 }
 
-fn row(subs: usize, label: &str, kind: Server, values: &[f64]) -> String {
-    TABLE.row(format!("{subs:>6} {label:<9} {:<9}", kind.name()), values)
+fn row(w: Workload, subs: usize, label: &str, kind: Server, values: &[f64]) -> String {
+    TABLE.row(
+        format!("{:<6} {subs:>6} {label:<9} {:<9}", w.name(), kind.name()),
+        values,
+    )
 }
 
 struct Outcome {
+    workload: Workload,
     subs: usize,
     kind: Server,
     values: Vec<f64>,
@@ -299,7 +425,7 @@ struct Outcome {
     disturbed: bool,
 }
 
-/// Prints medians, ratios and the goals.
+/// Prints medians, ratios and the goals, workload by workload.
 fn summary(results: &[Outcome], cfg: &Config) {
     println!(
         "\nsummary: median of each column over the rounds (runs marked (!) only where no \
@@ -307,10 +433,10 @@ fn summary(results: &[Outcome], cfg: &Config) {
     );
     println!("{}", header());
     // Disturbed runs count only where there is no undisturbed one.
-    let runs_of = |subs: usize, kind: Server| -> Vec<&Outcome> {
+    let runs_of = |w: Workload, subs: usize, kind: Server| -> Vec<&Outcome> {
         let all: Vec<&Outcome> = results
             .iter()
-            .filter(|o| o.subs == subs && o.kind == kind)
+            .filter(|o| o.workload == w && o.subs == subs && o.kind == kind)
             .collect();
         if all.iter().any(|o| !o.disturbed) {
             all.into_iter().filter(|o| !o.disturbed).collect()
@@ -318,108 +444,124 @@ fn summary(results: &[Outcome], cfg: &Config) {
             all
         }
     };
-    let med = |subs: usize, kind: Server| -> Option<Vec<f64>> {
-        let runs = runs_of(subs, kind);
+    let med = |w: Workload, subs: usize, kind: Server| -> Option<Vec<f64>> {
+        let runs = runs_of(w, subs, kind);
         (!runs.is_empty()).then(|| TABLE.medians(runs.iter().map(|o| &o.values)))
     };
-    for &subs in &cfg.subs {
-        for &kind in &cfg.servers {
-            if let Some(m) = med(subs, kind) {
-                println!("{}", row(subs, "median", kind, &m));
+    for &w in &cfg.workloads {
+        for &subs in &cfg.subs {
+            for &kind in &cfg.servers {
+                if let Some(m) = med(w, subs, kind) {
+                    println!("{}", row(w, subs, "median", kind, &m));
+                }
             }
         }
     }
-    println!();
-    let mut saturated = false;
-    for o in results {
-        saturated |= o.values[CLI] >= 90.0;
-    }
-    for &subs in &cfg.subs {
-        let (Some(b), Some(f)) = (med(subs, Server::Baseline), med(subs, Server::Framework)) else {
-            continue;
-        };
-        let ratios: Vec<String> = (0..cfg.rounds)
-            .filter_map(|r| {
-                let nth = |kind| {
-                    results
-                        .iter()
-                        .filter(|o| o.subs == subs && o.kind == kind)
-                        .nth(r)
-                        .filter(|o| !o.disturbed)
-                        .map(|o| o.values[DELIV])
+    let saturated = results.iter().any(|o| o.values[CLI] >= 90.0);
+    for &w in &cfg.workloads {
+        println!("\nworkload {}:", w.name());
+        for &subs in &cfg.subs {
+            let Some(f) = med(w, subs, Server::Framework) else {
+                continue;
+            };
+            for other in [Server::Baseline, Server::Actors] {
+                let Some(b) = med(w, subs, other) else {
+                    continue;
                 };
-                Some(format!(
-                    "{:.2}",
-                    nth(Server::Framework)? / nth(Server::Baseline)?
-                ))
-            })
-            .collect();
-        println!(
-            "{subs} subscribers, framework / baseline (medians): deliveries/s {:.2}x \
-             (per round {}), server CPU per delivery {:.2}x, paced p50 {:.2}x, p99 {:.2}x",
-            f[DELIV] / b[DELIV],
-            ratios.join(", "),
-            f[CPU] / b[CPU],
-            f[P50] / b[P50],
-            f[P99] / b[P99],
-        );
-        if cfg.memory {
+                let ratios: Vec<String> = (0..cfg.rounds)
+                    .filter_map(|r| {
+                        let nth = |kind| {
+                            results
+                                .iter()
+                                .filter(|o| o.workload == w && o.subs == subs && o.kind == kind)
+                                .nth(r)
+                                .filter(|o| !o.disturbed)
+                                .map(|o| o.values[DELIV])
+                        };
+                        Some(format!("{:.2}", nth(Server::Framework)? / nth(other)?))
+                    })
+                    .collect();
+                println!(
+                    "{subs} subscribers, framework / {} (medians): deliveries/s {:.2}x \
+                     (per round {}), server CPU per delivery {:.2}x, paced p50 {:.2}x, p99 \
+                     {:.2}x",
+                    other.name(),
+                    f[DELIV] / b[DELIV],
+                    ratios.join(", "),
+                    f[CPU] / b[CPU],
+                    f[P50] / b[P50],
+                    f[P99] / b[P99],
+                );
+                if cfg.memory {
+                    println!(
+                        "{subs} subscribers, memory per idle subscribed connection: framework \
+                         {:.0} B, {} {:.0} B, difference {:+.0} B",
+                        f[MEM],
+                        other.name(),
+                        b[MEM],
+                        f[MEM] - b[MEM]
+                    );
+                }
+            }
+            if let Some(h) = med(w, subs, Server::Http) {
+                println!(
+                    "{subs} subscribers, http / framework (medians): deliveries/s {:.3}x, server \
+                     CPU per delivery {:.3}x, p50 {:.3}x, memory per idle subscriber {:+.0} B",
+                    h[DELIV] / f[DELIV],
+                    h[CPU] / f[CPU],
+                    h[P50] / f[P50],
+                    h[MEM] - f[MEM],
+                );
+            }
+            if let Some(m) = med(w, subs, Server::Metrics) {
+                println!(
+                    "{subs} subscribers, metrics / framework (medians): deliveries/s {:.3}x, \
+                     server CPU per delivery {:.3}x; goal (CPU within 3%): {}",
+                    m[DELIV] / f[DELIV],
+                    m[CPU] / f[CPU],
+                    if m[CPU] / f[CPU] <= 1.03 {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
+                );
+            }
+        }
+        let largest = cfg.subs.iter().copied().max().unwrap_or(0);
+        let smallest = cfg.subs.iter().copied().min().unwrap_or(0);
+        let f_large = med(w, largest, Server::Framework);
+        if let (Some(a), Some(f)) = (med(w, largest, Server::Actors), &f_large) {
+            let ratio = f[DELIV] / a[DELIV];
             println!(
-                "{subs} subscribers, memory per idle subscribed connection: framework {:.0} B, \
-                 baseline {:.0} B, difference {:+.0} B",
-                f[MEM],
-                b[MEM],
-                f[MEM] - b[MEM]
+                "goal: deliveries/s >= 1.3x the actor broker's at {largest} subscribers: \
+                 {ratio:.2}x, {}",
+                if ratio >= 1.3 { "met" } else { "NOT met" }
             );
         }
-    }
-    for &subs in &cfg.subs {
-        let (Some(f), Some(m)) = (med(subs, Server::Framework), med(subs, Server::Metrics)) else {
-            continue;
-        };
-        println!(
-            "{subs} subscribers, metrics / framework (medians): deliveries/s {:.3}x, server CPU \
-             per delivery {:.3}x; goal (CPU within 3%): {}",
-            m[DELIV] / f[DELIV],
-            m[CPU] / f[CPU],
-            if m[CPU] / f[CPU] <= 1.03 {
-                "met"
-            } else {
-                "NOT met"
-            }
-        );
-    }
-    for &subs in &cfg.subs {
-        let (Some(f), Some(h)) = (med(subs, Server::Framework), med(subs, Server::Http)) else {
-            continue;
-        };
-        println!(
-            "{subs} subscribers, http / framework (medians): deliveries/s {:.3}x, server CPU \
-             per delivery {:.3}x, p50 {:.3}x, memory per idle subscriber {:+.0} B",
-            h[DELIV] / f[DELIV],
-            h[CPU] / f[CPU],
-            h[P50] / f[P50],
-            h[MEM] - f[MEM],
-        );
-    }
-    let largest = cfg.subs.iter().copied().max().unwrap_or(0);
-    if let (Some(b), Some(f)) = (
-        med(largest, Server::Baseline),
-        med(largest, Server::Framework),
-    ) {
-        let ratio = f[DELIV] / b[DELIV];
-        println!(
-            "\ngoal: deliveries/s >= 3x the baseline's at {largest} subscribers: {:.2}x, {}",
-            ratio,
-            if ratio >= 3.0 { "met" } else { "NOT met" }
-        );
-        if cfg.memory {
-            let diff = f[MEM] - b[MEM];
+        if let (Some(b), Some(f)) = (med(w, largest, Server::Baseline), &f_large) {
+            let ratio = f[DELIV] / b[DELIV];
             println!(
-                "goal: memory per idle subscribed connection <= baseline + 2048 B at {largest} \
-                 subscribers: {diff:+.0} B, {}",
-                if diff <= 2048.0 { "met" } else { "NOT met" }
+                "goal: deliveries/s >= 3x the actix-ws baseline's at {largest} subscribers: \
+                 {ratio:.2}x, {}",
+                if ratio >= 3.0 { "met" } else { "NOT met" }
             );
+        }
+        if let Some(f) = med(w, smallest, Server::Framework) {
+            println!(
+                "goal: server CPU per delivery <= 2.0 µs at {smallest} subscribers: {:.3} µs, {}",
+                f[CPU],
+                if f[CPU] <= 2.0 { "met" } else { "NOT met" }
+            );
+        }
+        if cfg.memory {
+            if let Some(f) = &f_large {
+                println!(
+                    "goal: memory per idle subscribed connection <= 12 KiB (12288 B) at \
+                     {largest} subscribers: {:.0} B, {}",
+                    f[MEM],
+                    if f[MEM] <= 12288.0 { "met" } else { "NOT met" }
+                );
+            }
         }
     }
     if saturated {
@@ -442,7 +584,7 @@ fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<(), String>
     );
     let mut per = Vec::new();
     for &subs in &cfg.subs {
-        let load = cfg.load(subs);
+        let load = cfg.load(Workload::Burst, subs);
         for _ in 0..cfg.rounds {
             for &kind in &cfg.servers {
                 match run_once(rt, kind, cfg, &load) {
@@ -476,12 +618,22 @@ fn memory_only(rt: &tokio::runtime::Runtime, cfg: &Config) -> Result<(), String>
                     .collect(),
             )
         };
-        let (f, b) = (m(Server::Framework), m(Server::Baseline));
-        if !f.is_nan() && !b.is_nan() {
+        let f = m(Server::Framework);
+        for other in [Server::Baseline, Server::Actors] {
+            let b = m(other);
+            if !f.is_nan() && !b.is_nan() {
+                println!(
+                    "{subs} subscribers: framework {f:.0} B, {} {b:.0} B per connection, \
+                     difference {:+.0} B",
+                    other.name(),
+                    f - b
+                );
+            }
+        }
+        if !f.is_nan() {
             println!(
-                "{subs} subscribers: framework {f:.0} B, baseline {b:.0} B per connection, \
-                 difference {:+.0} B (goal <= 2048)",
-                f - b
+                "{subs} subscribers: goal framework <= 12288 B per idle subscribed connection: {}",
+                if f <= 12288.0 { "met" } else { "NOT met" }
             );
         }
     }
@@ -499,7 +651,10 @@ fn main() -> ExitCode {
 }
 
 fn run(flags: &Flags) -> Result<(), String> {
-    println!("fanout: one topic to N subscribers, Switchboard hub vs hand-written actix-ws");
+    println!(
+        "fanout: one topic to N subscribers, Switchboard hub vs hand-written actix-ws and actix \
+         actor broker"
+    );
     println!("{}", flags::command_line(&BENCH));
     let cfg = Config::from(flags);
     let per_size = |f: &dyn Fn(usize) -> String| -> String {
@@ -511,10 +666,18 @@ fn run(flags: &Flags) -> Result<(), String> {
         v.join(", ")
     };
     println!(
-        "settings: {} actix-web workers per server, TCP_NODELAY {}; payload pad {} B; window \
+        "settings: workloads {}; window workload: {} unanswered, {} undelivered at most; \
+         {} actix-web workers per server, TCP_NODELAY {}; payload pad {} B; window \
          {:.1} s after \
          {:.1} s warmup, bursts of {} publications, {} in flight; paced {} publications/s for \
          {:.1} s; {} round(s); {}; CPU from {}",
+        cfg.workloads
+            .iter()
+            .map(|w| w.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.window,
+        cfg.behind,
         cfg.workers,
         if cfg.nagle { "off (OS default)" } else { "on" },
         cfg.pad,
@@ -533,6 +696,9 @@ fn run(flags: &Flags) -> Result<(), String> {
     if cfg.memory_only.is_some() {
         return memory_only(&rt, &cfg);
     }
+    if cfg.callgrind {
+        return callgrind_mode(&rt, &cfg);
+    }
     println!(
         "columns: deliv/s in the window; p50/p99 µs publish-to-delivery of paced publications; \
          server CPU µs per delivery (usr/sys tick-sampled) in the window; drops = sequence \
@@ -542,8 +708,12 @@ fn run(flags: &Flags) -> Result<(), String> {
     println!("\n{}", header());
     let mut results = Vec::new();
     let mut repeats = Repeats::new(cfg.max_other, cfg.budget);
-    for &subs in &cfg.subs {
-        let load = cfg.load(subs);
+    for (w, subs) in cfg
+        .workloads
+        .iter()
+        .flat_map(|&w| cfg.subs.iter().map(move |&n| (w, n)))
+    {
+        let load = cfg.load(w, subs);
         for round in 1..=cfg.rounds {
             for &kind in &cfg.servers {
                 let once = || {
@@ -563,15 +733,18 @@ fn run(flags: &Flags) -> Result<(), String> {
                         round,
                         once,
                         |r| r.cpu.other_load(r.elapsed),
-                        |label, r| println!("{}", row(subs, label, kind, &TABLE.values(r))),
+                        |label, r| println!("{}", row(w, subs, label, kind, &TABLE.values(r))),
                     )
                     .map_err(|e| {
                         format!(
-                            "{} server, {subs} subscribers, round {round}: FAILED: {e}",
-                            kind.name()
+                            "{} server, {} workload, {subs} subscribers, round {round}: \
+                             FAILED: {e}",
+                            kind.name(),
+                            w.name()
                         )
                     })?;
                 results.push(Outcome {
+                    workload: w,
                     subs,
                     kind,
                     values: TABLE.values(&r),

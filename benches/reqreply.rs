@@ -14,8 +14,10 @@
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--conns N` (REQREPLY_CONNS, 64), `--depth D` in flight per connection (REQREPLY_DEPTH, 1)
 //! - `--secs S` measured window (REQREPLY_SECS, 4), `--warmup S` (REQREPLY_WARMUP, 1)
-//! - `--rounds R` (REQREPLY_ROUNDS, 4), `--servers baseline,framework` (REQREPLY_SERVERS);
-//!   `http` is the framework's server driven over its HTTP transport (an SSE stream per
+//! - `--rounds R` (REQREPLY_ROUNDS, 4), `--servers floor,baseline,framework`
+//!   (REQREPLY_SERVERS): `floor` is a verbatim echo on fastwebsockets (no framework, no JSON),
+//!   the least a message costs, and the summary gives each server's CPU per message against
+//!   it; `http` is the framework's server driven over its HTTP transport (an SSE stream per
 //!   connection, requests in `POST` batches on a keep-alive socket), e.g.
 //!   `--servers baseline,framework,http`
 //! - `--server-cpu C`, `--client-cpu C` (REQREPLY_SERVER_CPU 0, REQREPLY_CLIENT_CPU 1),
@@ -90,6 +92,7 @@ struct Flags {
 }
 
 const DEFAULTS: &[(&str, &str)] = &[
+    ("servers", "floor,baseline,framework"),
     ("rounds", "4"),
     ("secs", "4"),
     ("warmup", "1"),
@@ -111,16 +114,23 @@ fn spawn_server(kind: Server, cpu: Option<&str>) -> Result<(Proc, u16), String> 
     spawn::server(cmd, &format!("{} server", kind.name()))
 }
 
-fn run_once(rt: &tokio::runtime::Runtime, kind: Server, s: &Setup) -> Result<Window, String> {
-    let load = LoadConfig {
+/// The load for `kind`: the floor echoes, the others answer; `http` goes over the HTTP
+/// transport.
+fn load_for(kind: Server, s: &Setup) -> LoadConfig {
+    LoadConfig {
+        echo: kind == Server::Floor,
         http: kind == Server::Http,
         ..s.load.clone()
-    };
+    }
+}
+
+fn run_once(rt: &tokio::runtime::Runtime, kind: Server, s: &Setup) -> Result<Window, String> {
+    let cfg = load_for(kind, s);
     spawn::against(
         rt,
         s.target,
         || spawn_server(kind, s.pinning.server()),
-        |port, pid| load::run(port, pid, &load),
+        |port, pid| load::run(port, pid, &cfg),
     )
 }
 
@@ -138,12 +148,14 @@ fn callgrind_mode(
     );
     let mut irs = Vec::new();
     for &kind in servers {
-        let load = LoadConfig {
-            http: kind == Server::Http,
-            ..s.load.clone()
-        };
-        let (w, ir, path) = callgrind::measure(rt, kind.name(), &load, s.pinning.server(), &dir)
-            .map_err(|e| format!("{} under callgrind: FAILED: {e}", kind.name()))?;
+        let (w, ir, path) = callgrind::measure(
+            rt,
+            kind.name(),
+            &load_for(kind, s),
+            s.pinning.server(),
+            &dir,
+        )
+        .map_err(|e| format!("{} under callgrind: FAILED: {e}", kind.name()))?;
         let per = ir as f64 / w.msgs as f64;
         println!(
             "{:<9} {:>8} msgs in window  {:>14} Ir  {:>10.0} Ir/msg  profile: {}",
@@ -177,6 +189,24 @@ fn callgrind_mode(
             f / b,
             (f / b - 1.0) * 100.0
         );
+    }
+    if let Some(floor) = of(Server::Floor) {
+        for kind in [Server::Baseline, Server::Framework] {
+            if let Some(v) = of(kind) {
+                println!(
+                    "{} / floor: instructions per message {:.3} ({:+.1}%)",
+                    kind.name(),
+                    v / floor,
+                    (v / floor - 1.0) * 100.0
+                );
+            }
+        }
+        if let Some(f) = of(Server::Framework) {
+            println!(
+                "goal (framework <= 1.10 x floor, instructions): {}",
+                if f / floor <= 1.10 { "met" } else { "NOT met" }
+            );
+        }
     }
     Ok(())
 }
@@ -311,6 +341,29 @@ fn summary(results: &[(usize, Server, Vec<f64>)], servers: &[Server], rounds: us
         "goal (framework CPU/msg <= 1.10 x baseline, medians): {}",
         if ratio <= 1.10 { "met" } else { "NOT met" }
     );
+    if let Some(floor) = med(Server::Floor) {
+        for (kind, m) in [(Server::Baseline, b), (Server::Framework, f)] {
+            let pairs: Vec<String> = (1..=rounds)
+                .filter_map(|r| Some(cpu_of(r, kind)? / cpu_of(r, Server::Floor)?))
+                .map(|r| format!("{r:.3}"))
+                .collect();
+            println!(
+                "{} / floor (medians): server CPU per message {:.3} ({:+.1}%); per round {}",
+                kind.name(),
+                m[CPU] / floor[CPU],
+                (m[CPU] / floor[CPU] - 1.0) * 100.0,
+                pairs.join(", ")
+            );
+        }
+        println!(
+            "goal (framework CPU/msg <= 1.10 x floor, medians): {}",
+            if f[CPU] / floor[CPU] <= 1.10 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -333,6 +386,7 @@ fn run(flags: &Flags) -> Result<(), String> {
             depth: flags.depth.max(1),
             warmup: Duration::from_secs_f64(flags.rounds.warmup()),
             measure: Duration::from_secs_f64(flags.rounds.secs()),
+            echo: false,
             http: false,
         },
         pinning: Pinning::apply(BENCH.name, flags.pin.pin, server_cpu, client_cpu),

@@ -512,6 +512,21 @@ async fn fragmented_messages_are_assembled_and_limited_as_a_whole() {
 }
 
 #[tokio::test]
+async fn a_frame_announcing_more_than_the_limit_is_refused_from_its_header() {
+    let server = TestServer::start(|| App::new().service(channel().max_frame_size(256)));
+    let mut raw = RawWs::connect(server.addr(), "/ws").await;
+    // A text frame header announcing 1 MiB, and its mask: none of the payload follows. The
+    // server must not wait for (and buffer) the megabyte before refusing it.
+    let mut header = vec![0x80 | opcode::TEXT, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    raw.send_raw(&header).await;
+    let (op, close) = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(op, opcode::CLOSE);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1009);
+}
+
+#[tokio::test]
 async fn panicking_handler_gets_internal_and_connections_keep_working() {
     let server = server();
     let mut a = server.connect("/ws").await.unwrap();

@@ -9,6 +9,13 @@
 //! second, for the publish-to-delivery latency of a publication that finds the server idle
 //! (under saturation, latency only says how deep the queues were let grow).
 //!
+//! The `window` workload replaces the HTTP trigger with a publisher that is a WebSocket client
+//! (as in a chat room): each publication is a `publish` request the server answers once it
+//! has handed it to the fan-out; at most `window` are unanswered at a time (the next goes when
+//! one is answered), and, so that a server that answers before fanning out cannot pile up an
+//! unbounded backlog, at most `behind` are not yet delivered to every subscriber. The paced
+//! phase then goes through the same publisher, one request at a time.
+//!
 //! Every subscriber checks every frame byte for byte and that sequence numbers arrive in
 //! order; a gap is a dropped delivery (the framework's drop-newest slow-consumer policy), a
 //! reordering or duplicate fails the run.
@@ -28,8 +35,31 @@ pub use crate::support::mem::Mem;
 /// How long the load generator waits for any progress before failing the run.
 const STALL: Duration = Duration::from_secs(15);
 
+/// How publications are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// The server's own publisher task, asked over HTTP for bursts, several in flight.
+    Burst,
+    /// A WebSocket client publishing, a shallow window of unanswered requests.
+    Window,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Burst => "burst",
+            Workload::Window => "window",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
+    pub workload: Workload,
+    /// `window`: unanswered publications at most, and publications not yet delivered to
+    /// everyone at most.
+    pub window: u64,
+    pub behind: u64,
     pub subs: usize,
     /// Publications per burst in the measured window.
     pub burst: u64,
@@ -305,9 +335,61 @@ async fn connect_all(
     Ok(())
 }
 
+/// The `window` workload's publisher: a WebSocket client sending `publish` requests.
+struct WsPublisher {
+    ws: RawWs,
+    pad: String,
+    /// Sequence numbers sent and not yet answered, oldest first (answers come in order).
+    unanswered: std::collections::VecDeque<u64>,
+}
+
+impl WsPublisher {
+    async fn connect(port: u16, pad: usize) -> Result<WsPublisher, String> {
+        let ws = RawWs::connect(port, "/ws")
+            .await
+            .map_err(|e| format!("publisher: connect: {e}"))?;
+        Ok(WsPublisher {
+            ws,
+            pad: "x".repeat(pad),
+            unanswered: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Sends publication `seq`, stamped now; its `ref` is `seq`.
+    async fn send(&mut self, seq: u64) -> Result<(), String> {
+        let t = now_nanos();
+        let msg = format!(
+            r#"{{"type":"publish","ref":{seq},"data":{{"seq":{seq},"t":{t},"pad":"{}"}}}}"#,
+            self.pad
+        );
+        self.ws
+            .send_text(&msg)
+            .await
+            .map_err(|e| format!("publisher: send: {e}"))?;
+        self.unanswered.push_back(seq);
+        Ok(())
+    }
+
+    /// Waits for the oldest answer.
+    async fn answered(&mut self) -> Result<(), String> {
+        let Some(seq) = self.unanswered.pop_front() else {
+            return Ok(());
+        };
+        let reply = tokio::time::timeout(STALL, self.ws.recv_text())
+            .await
+            .map_err(|_| format!("publisher: no answer to {seq} within {STALL:?}"))?
+            .map_err(|e| format!("publisher: {e}"))?;
+        if !reply.starts_with(&format!(r#"{{"ref":{seq},"ok":true"#)) {
+            return Err(format!("publisher: answer to {seq}: {reply}"));
+        }
+        Ok(())
+    }
+}
+
 struct Driver {
     shared: Rc<Shared>,
     trigger: Trigger,
+    publisher: Option<WsPublisher>,
     next: u64,
 }
 
@@ -321,9 +403,58 @@ impl Driver {
 
     async fn publish(&mut self, n: u64) -> Result<(), String> {
         self.shared.reserve(self.next + n);
-        self.trigger.publish(self.next, n).await?;
+        match self.publisher.as_mut() {
+            Some(p) => {
+                for seq in self.next..self.next + n {
+                    p.send(seq).await?;
+                }
+            }
+            None => self.trigger.publish(self.next, n).await?,
+        }
         self.next += n;
         Ok(())
+    }
+
+    /// One paced publication: through the WebSocket publisher, answered before the next.
+    async fn publish_one(&mut self) -> Result<(), String> {
+        self.publish(1).await?;
+        if let Some(p) = self.publisher.as_mut() {
+            p.answered().await?;
+        }
+        Ok(())
+    }
+
+    /// The `window` workload until `until`: at most `window` unanswered, at most `behind` not
+    /// delivered to everyone; then waits for the last.
+    async fn windowed(&mut self, window: u64, behind: u64, until: Instant) -> Result<(), String> {
+        while Instant::now() < until {
+            self.check()?;
+            let unanswered = self.publisher.as_ref().map_or(0, |p| p.unanswered.len()) as u64;
+            let done = self.shared.advance();
+            if unanswered < window && self.next - done < behind {
+                self.publish(1).await?;
+            } else if unanswered > 0 {
+                if let Some(p) = self.publisher.as_mut() {
+                    p.answered().await?;
+                }
+            } else {
+                self.wait_progress().await?;
+            }
+        }
+        if let Some(p) = self.publisher.as_mut() {
+            while !p.unanswered.is_empty() {
+                p.answered().await?;
+            }
+        }
+        self.wait_all().await
+    }
+
+    /// The window's workload until `until`.
+    async fn workload(&mut self, cfg: &LoadConfig, until: Instant) -> Result<(), String> {
+        match cfg.workload {
+            Workload::Burst => self.bursts(cfg.burst, cfg.depth, until).await,
+            Workload::Window => self.windowed(cfg.window, cfg.behind, until).await,
+        }
     }
 
     /// Waits for progress; fails the run after `STALL` without any.
@@ -365,6 +496,17 @@ impl Driver {
 /// Connects, measures memory, warms up, measures the window and the paced phase against the
 /// server at `port` (process `pid`). Must run inside a `LocalSet`.
 pub async fn run(port: u16, pid: Option<u32>, cfg: &LoadConfig) -> Result<RunResult, String> {
+    run_with(port, pid, cfg, &mut |_| Ok(())).await
+}
+
+/// [`run`], calling `hook(true)` right before the measured window opens and `hook(false)`
+/// right after it closes (blocking the load generator meanwhile).
+pub async fn run_with(
+    port: u16,
+    pid: Option<u32>,
+    cfg: &LoadConfig,
+    hook: &mut dyn FnMut(bool) -> Result<(), String>,
+) -> Result<RunResult, String> {
     let pad = "x".repeat(cfg.pad);
     let shared = Rc::new(Shared {
         subs: cfg.subs as u32,
@@ -379,7 +521,7 @@ pub async fn run(port: u16, pid: Option<u32>, cfg: &LoadConfig) -> Result<RunRes
         failure: RefCell::new(None),
         stopping: Cell::new(false),
     });
-    let result = run_inner(port, pid, cfg, &shared).await;
+    let result = run_inner(port, pid, cfg, &shared, hook).await;
     // The caller kills the server next: connections ending is no failure from here on.
     shared.stopping.set(true);
     result
@@ -390,6 +532,7 @@ async fn run_inner(
     pid: Option<u32>,
     cfg: &LoadConfig,
     shared: &Rc<Shared>,
+    hook: &mut dyn FnMut(bool) -> Result<(), String>,
 ) -> Result<RunResult, String> {
     let mem_pid = pid.filter(|_| cfg.memory);
     let mem0 = match mem_pid {
@@ -421,20 +564,26 @@ async fn run_inner(
         });
     }
 
+    let publisher = match cfg.workload {
+        Workload::Window => Some(WsPublisher::connect(port, cfg.pad).await?),
+        Workload::Burst => None,
+    };
     let mut d = Driver {
         shared: shared.clone(),
         trigger: Trigger::new(port),
+        publisher,
         next: 0,
     };
-    d.bursts(cfg.burst, cfg.depth, Instant::now() + cfg.warmup)
-        .await?;
+    d.workload(cfg, Instant::now() + cfg.warmup).await?;
 
+    hook(true)?;
     let cpu0 = Reading::take(pid)?;
     let t0 = Instant::now();
     let w0 = d.next;
-    d.bursts(cfg.burst, cfg.depth, t0 + cfg.measure).await?;
+    d.workload(cfg, t0 + cfg.measure).await?;
     let elapsed = t0.elapsed();
     let cpu1 = Reading::take(pid)?;
+    hook(false)?;
     let w1 = d.next;
 
     // Paced: one publication every 1/rate s.
@@ -445,7 +594,7 @@ async fn run_inner(
     for k in 0..count {
         tokio::time::sleep_until(start + period * k as u32).await;
         d.check()?;
-        d.publish(1).await?;
+        d.publish_one().await?;
     }
     d.wait_all().await?;
 

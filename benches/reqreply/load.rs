@@ -33,6 +33,8 @@ pub struct LoadConfig {
     pub depth: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// The server echoes each request verbatim (the floor): the expected reply is the request.
+    pub echo: bool,
     /// Over the HTTP transport (SSE stream + `POST`s) instead of WebSocket.
     pub http: bool,
 }
@@ -99,6 +101,7 @@ async fn conn_loop(
     mut ws: Ws,
     conn: usize,
     depth: usize,
+    echo: bool,
     phase: Rc<Cell<u8>>,
 ) -> Result<ConnStats, String> {
     let variants = variants(conn);
@@ -121,10 +124,14 @@ async fn conn_loop(
                 r#"{{"type":"echo","ref":{r},"data":{{"id":{r},{}"#,
                 v.request_tail
             );
-            let expected = format!(
-                r#"{{"ref":{r},"ok":true,"data":{{"id":{r},{}"#,
-                v.reply_tail
-            );
+            let expected = if echo {
+                req.clone()
+            } else {
+                format!(
+                    r#"{{"ref":{r},"ok":true,"data":{{"id":{r},{}"#,
+                    v.reply_tail
+                )
+            };
             let sent = Instant::now();
             ws.feed(Message::text(req))
                 .await
@@ -191,7 +198,7 @@ pub async fn run_with(
             let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
                 .await
                 .map_err(|e| format!("connect #{i} to {url}: {e}"))?;
-            tokio::task::spawn_local(conn_loop(ws, i, cfg.depth, phase.clone()))
+            tokio::task::spawn_local(conn_loop(ws, i, cfg.depth, cfg.echo, phase.clone()))
         };
         tasks.push(task);
     }

@@ -1,7 +1,9 @@
-//! The two servers under test, run in a child process (`reqreply --serve framework|baseline`):
-//! the same request/reply work, once as a Switchboard channel and once hand-written on plain
-//! actix-ws. Both: one actix-web worker, `/ws`, 64 KiB max frame size, continuations
-//! aggregated, pings answered.
+//! The servers under test, run in a child process (`reqreply --serve
+//! framework|baseline|floor`): the same request/reply work, once as a Switchboard channel and
+//! once hand-written on plain actix-ws (both: one actix-web worker, `/ws`, 64 KiB max frame
+//! size, continuations aggregated, pings answered); and the floor, a verbatim echo on
+//! fastwebsockets over one current-thread tokio runtime, with no HTTP framework and no work
+//! per message: what a WebSocket message costs at least on this machine.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::AggregatedMessage;
@@ -148,10 +150,83 @@ async fn baseline_ws(
     Ok(response)
 }
 
+// ---- floor: verbatim echo on fastwebsockets ------------------------------------------------
+
+/// Reads the upgrade request's head, answers `101` with the accept key, then echoes every
+/// text or binary message as it came (fragments collected, pings answered, close answered).
+async fn floor_conn(mut stream: tokio::net::TcpStream) -> Result<(), String> {
+    use fastwebsockets::{FragmentCollector, OpCode, Role, WebSocket};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Err("no upgrade request".into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let key = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim())
+        })
+        .ok_or("no Sec-WebSocket-Key")?;
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ws = WebSocket::after_handshake(stream, Role::Server);
+    ws.set_max_message_size(MAX_FRAME);
+    let mut ws = FragmentCollector::new(ws);
+    loop {
+        let frame = ws.read_frame().await.map_err(|e| e.to_string())?;
+        match frame.opcode {
+            OpCode::Close => return Ok(()),
+            OpCode::Text | OpCode::Binary => {
+                ws.write_frame(frame).await.map_err(|e| e.to_string())?
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The floor server: one current-thread runtime, one task per connection.
+fn serve_floor(port: u16) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        spawn::announce_port(&[listener.local_addr()?])?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                let _ = floor_conn(stream).await;
+            });
+        }
+    })
+}
+
 // ---- process entry -----------------------------------------------------------------------
 
 /// Runs one server until killed. Prints `port N` on stdout once it listens.
 pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
+    if kind == "floor" {
+        return serve_floor(port);
+    }
     let addr = ("127.0.0.1", port);
     actix_web::rt::System::new().block_on(async move {
         match kind {
@@ -185,7 +260,7 @@ pub fn serve(kind: &str, port: u16) -> std::io::Result<()> {
                 server.run().await
             }
             other => Err(std::io::Error::other(format!(
-                "unknown server `{other}` (framework|metrics|baseline)"
+                "unknown server `{other}` (framework|metrics|baseline|floor)"
             ))),
         }
     })

@@ -137,6 +137,10 @@ pub struct Cpus {
 pub enum Server {
     /// Hand-written on plain actix-ws.
     Baseline,
+    /// Hand-written actix actor broker on actix-web-actors (the fan-out bench).
+    Actors,
+    /// A verbatim echo on fastwebsockets, no framework (the request/reply bench's floor).
+    Floor,
     /// Switchboard.
     Framework,
     /// Switchboard with Prometheus metrics collected (the `/metrics` endpoint mounted): the
@@ -154,6 +158,8 @@ impl Server {
     pub fn name(self) -> &'static str {
         match self {
             Server::Baseline => "baseline",
+            Server::Actors => "actors",
+            Server::Floor => "floor",
             Server::Framework => "framework",
             Server::Metrics => "metrics",
             Server::Http => "http",

@@ -5,6 +5,7 @@
 //! - [`pin`]: `taskset`, the server side and the load generator on CPUs of their own;
 //! - [`spawn`]: the server side as child processes of the bench's own binary (or another
 //!   server), their port, their end;
+//! - [`callgrind`]: valgrind's callgrind switched on for a measured window only;
 //! - [`cpu`]: CPU time from /proc, over a measured window;
 //! - [`mem`]: a server process's resident memory from /proc;
 //! - [`stats`]: median, quantiles, runs repeated while disturbed by other load;
@@ -15,6 +16,7 @@
 // Each bench uses its own part of this module; what one bench leaves unused is not dead.
 #![allow(dead_code)]
 
+pub mod callgrind;
 pub mod cpu;
 pub mod flags;
 pub mod mem;

@@ -98,6 +98,11 @@ impl RawWs {
         self.stream.write_all(&frame).await.expect("write a frame");
     }
 
+    /// Sends bytes as they are (a frame's header alone, say).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write bytes");
+    }
+
     /// The next frame's opcode and payload (server frames are unmasked), within `timeout`.
     /// `None` when the server closed the TCP connection.
     pub async fn read_frame(&mut self, timeout: Duration) -> Option<(u8, Vec<u8>)> {

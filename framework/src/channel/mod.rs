@@ -13,7 +13,7 @@
 //! | `connection` | the connection actor |
 //! | `outbound` | the bounded outbound queue and the slow-consumer policy |
 //! | `seam` | the transport seam: a connection's inbound source and outbound sink, WebSocket or HTTP |
-//! | `transport` | the glue to actix-ws |
+//! | `transport` | the WebSocket glue to actix's HTTP server: upgrade, frames in, the outbound queue as the response body |
 //! | `http_link` | the HTTP transport: the SSE body, the upstream batches in order, the writer |
 //! | `http` | the HTTP transport's endpoints: `POST`, `DELETE`, CORS, the hand-over between nodes |
 //! | `heartbeat` | pings and idle timeouts, one task per channel and worker |

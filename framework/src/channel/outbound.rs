@@ -2,8 +2,8 @@
 //!
 //! Replies, pushes and topic deliveries all enter here. Senders never wait: a push either
 //! lands in the queue or the channel's [`SlowConsumerPolicy`] applies. The transport's writer
-//! drains everything queued at once, so frames that pile up while the socket is busy leave in
-//! one write.
+//! (the upgrade response's body) takes everything queued at once, so frames that pile up while
+//! the socket is busy leave in one write, and wakes only for the first frame of a batch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +46,17 @@ pub(crate) enum Frame {
     Close(u16, String),
 }
 
+impl Frame {
+    /// Its size on the wire (payload and the longest header), to size the write buffer.
+    pub(crate) fn wire_len(&self) -> usize {
+        10 + match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => b.len(),
+            Frame::Close(_, reason) => 2 + reason.len(),
+        }
+    }
+}
+
 /// How a frame may be treated when the queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Class {
@@ -73,6 +84,10 @@ struct State {
     closed_with: Option<(u16, String)>,
 }
 
+/// Frames' worth of buffer the writer keeps between batches: a burst larger than this gives its
+/// buffer back once written, so an idle connection holds little queue memory.
+pub(crate) const MAX_KEPT: usize = 16;
+
 /// Longest close reason a close frame can carry: a control frame's payload is at most 125
 /// bytes (RFC 6455 §5.5), two of which are the code.
 pub(crate) const MAX_CLOSE_REASON: usize = 123;
@@ -96,6 +111,10 @@ pub(crate) struct Outbound {
     dropped: AtomicU64,
     waker: AtomicWaker,
     close_sent: AtomicBool,
+    /// The writer (the response body) ended: close frame out, or the socket gone.
+    writer_ended: AtomicBool,
+    /// Who waits for that (the connection actor).
+    ended_waker: AtomicWaker,
     /// The channel, for metrics' labels.
     #[cfg(feature = "metrics")]
     channel: Arc<str>,
@@ -114,6 +133,8 @@ impl Outbound {
             dropped: AtomicU64::new(0),
             waker: AtomicWaker::new(),
             close_sent: AtomicBool::new(false),
+            writer_ended: AtomicBool::new(false),
+            ended_waker: AtomicWaker::new(),
             #[cfg(feature = "metrics")]
             channel: Arc::from(""),
         }
@@ -246,8 +267,20 @@ impl Outbound {
         self.lock().closing
     }
 
-    /// Moves every queued frame into `out`, or registers the writer's waker when there are
-    /// none. Called only by the transport's writer.
+    /// Moves every queued frame into `out` (empty), registering the writer's waker for the
+    /// next ones. Returns whether the queue is closing. Called only by the transport's writer.
+    pub(crate) fn take_all(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        let mut st = self.lock();
+        // Swapped, not copied: the queue gets `out`'s empty buffer, so that neither side
+        // grows its buffer anew for every batch. The writer bounds what it keeps of it
+        // (`MAX_KEPT`), the heartbeat gives the queue's back when idle (`shrink_idle`).
+        std::mem::swap(out, &mut st.frames);
+        st.closing
+    }
+
+    /// Moves every queued frame into `out` (appended if it still holds some), or registers the
+    /// writer's waker when there are none. The HTTP transport's writer drains this way.
     pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>, waker: &std::task::Waker) {
         self.waker.register(waker);
         let mut st = self.lock();
@@ -255,6 +288,30 @@ impl Outbound {
             std::mem::swap(out, &mut st.frames);
         } else {
             out.extend(st.frames.drain(..));
+        }
+    }
+
+    /// The writer ended (the close frame is out, or the socket is gone).
+    pub(crate) fn end_writer(&self) {
+        self.writer_ended.store(true, Ordering::Release);
+        self.ended_waker.wake();
+    }
+
+    /// Whether the writer ended.
+    pub(crate) fn writer_ended(&self) -> bool {
+        self.writer_ended.load(Ordering::Acquire)
+    }
+
+    /// Ready once the writer ended.
+    pub(crate) fn poll_writer_ended(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.writer_ended() {
+            return std::task::Poll::Ready(());
+        }
+        self.ended_waker.register(cx.waker());
+        if self.writer_ended() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 
@@ -297,7 +354,7 @@ mod tests {
 
     fn drain(q: &Outbound) -> Vec<Frame> {
         let mut out = VecDeque::new();
-        q.drain_into(&mut out, futures_util::task::noop_waker_ref());
+        q.take_all(&mut out, futures_util::task::noop_waker_ref());
         out.into()
     }
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 
 use super::http_link::{HttpSource, HttpWriter};
-use super::transport::{Incoming, IncomingStream, Writer};
+use super::transport::{Ended, Incoming, IncomingStream};
 
 /// Where a connection's inbound frames come from.
 pub(crate) enum Source {
@@ -30,9 +30,10 @@ impl Stream for Source {
 }
 
 /// What drains a connection's outbound queue to its client. Resolves once the close frame is
-/// handed over, or the client is gone.
+/// handed over, or the client is gone. Over a WebSocket the queue is drained by the upgrade
+/// response's body itself (`transport::OutboundBody`): the connection only waits for its end.
 pub(crate) enum Sink {
-    WebSocket(Writer),
+    WebSocket(Ended),
     Http(HttpWriter),
 }
 

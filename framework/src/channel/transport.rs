@@ -1,9 +1,16 @@
-//! The glue to `actix-ws`: the only module that knows its types.
+//! The glue to actix's HTTP server: the WebSocket upgrade, the socket's frames in, the
+//! outbound queue out. The only module that knows the wire codec's types.
 //!
-//! `actix-ws` gives an upgrade response, a `Session` (a bounded channel into the response body,
-//! which encodes every message it finds queued into one buffer, hence one write) and a
-//! `MessageStream`. This module turns those into the framework's own [`Incoming`] items and a
-//! [`Writer`] future that drains a connection's [`Outbound`] queue into the session.
+//! It speaks WebSocket on actix-http's own frame codec (`actix_http::ws::Parser`), without
+//! `actix-ws` in between, so that a connection holds no more than it needs and a frame takes
+//! the shortest way:
+//! - out: the upgrade response's body is the connection's [`Outbound`] queue itself
+//!   ([`OutboundBody`]): a push wakes the HTTP dispatcher's task directly, which encodes every
+//!   frame queued at that moment into one buffer, hence one write. (`actix-ws` puts a bounded
+//!   channel of 32 messages and a sender task in between: one more hop and wake-up per batch,
+//!   and about 1.5 KB per connection for the channel.)
+//! - in: [`IncomingStream`] decodes the request payload's bytes frame by frame, joins
+//!   continuation frames, and keeps no buffer once its bytes are used.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,14 +19,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix_web::error::PayloadError;
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Message, ProtocolError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use futures_util::{Sink, Stream};
+use futures_util::Stream;
 
-use crate::channel::outbound::{Frame, Outbound};
+use crate::channel::outbound::{Frame, Outbound, MAX_KEPT};
 use crate::protocol::close_code;
 
 /// One inbound event from the socket.
@@ -51,32 +58,23 @@ pub(crate) struct Broken {
 }
 
 impl Broken {
-    fn of(e: ProtocolError) -> Broken {
-        let (code, reason) = if is_invalid_utf8(&e) {
-            (close_code::INVALID_PAYLOAD, "text message is not UTF-8")
-        } else {
-            (close_code::PROTOCOL_ERROR, "protocol error")
-        };
+    /// The peer broke the protocol: 1002.
+    fn protocol(detail: String) -> Broken {
         Broken {
-            code,
-            reason,
-            detail: e.to_string(),
+            code: close_code::PROTOCOL_ERROR,
+            reason: "protocol error",
+            detail,
         }
     }
-}
 
-/// Whether actix-ws refused a text message for not being UTF-8 (RFC 6455 §8.1: close with
-/// 1007). It reports that as an I/O error of kind `InvalidData` holding the `Utf8Error`, for a
-/// single frame, or that error's text (`invalid utf-8 sequence ...`, `incomplete utf-8 byte
-/// sequence ...`), for a message assembled from continuation frames.
-fn is_invalid_utf8(e: &ProtocolError) -> bool {
-    let ProtocolError::Io(io) = e else {
-        return false;
-    };
-    io.kind() == std::io::ErrorKind::InvalidData
-        && io.get_ref().is_some_and(|inner| {
-            inner.is::<std::str::Utf8Error>() || inner.to_string().contains("utf-8")
-        })
+    /// A text message that is not UTF-8: 1007.
+    fn not_utf8(detail: String) -> Broken {
+        Broken {
+            code: close_code::INVALID_PAYLOAD,
+            reason: "text message is not UTF-8",
+            detail,
+        }
+    }
 }
 
 impl fmt::Display for Broken {
@@ -85,148 +83,296 @@ impl fmt::Display for Broken {
     }
 }
 
-/// The socket's inbound side as [`Incoming`] items. The first error ends it: after a decode
-/// error actix-ws keeps the offending bytes and would yield the same error on every poll.
+/// A message being assembled from continuation frames: text or binary, and its bytes so far.
+struct Partial {
+    text: bool,
+    data: BytesMut,
+}
+
+/// The socket's inbound side as [`Incoming`] items, decoded from the request payload's bytes.
+/// The first error ends it: what follows a broken frame cannot be trusted.
 pub(crate) struct IncomingStream {
-    inner: actix_ws::AggregatedMessageStream,
-    failed: bool,
+    payload: web::Payload,
+    /// Bytes read and not yet decoded; released when empty.
+    buf: BytesMut,
+    /// Largest frame, and largest message assembled from continuations.
+    max_size: usize,
+    partial: Option<Partial>,
+    /// The connection's queue, to see the response body end (then nothing more is read).
+    out: Arc<Outbound>,
+    done: bool,
+}
+
+/// The payload length a frame's header announces, once its header is in `buf`.
+fn announced_len(buf: &[u8]) -> Option<u64> {
+    let len = *buf.get(1)? & 0x7f;
+    match len {
+        126 => Some(u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]))),
+        127 => {
+            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        }
+        n => Some(u64::from(n)),
+    }
+}
+
+/// A protocol error as the item that ends the stream.
+fn refused(e: ProtocolError) -> Incoming {
+    match e {
+        ProtocolError::Overflow => Incoming::TooBig,
+        e => Incoming::Broken(Broken::protocol(e.to_string())),
+    }
+}
+
+impl IncomingStream {
+    /// The next complete message in `buf`, if any; `Err` ends the stream with that item.
+    fn decode(&mut self) -> Result<Option<Incoming>, Incoming> {
+        loop {
+            // A frame over the limit is refused from its header, before its bytes arrive.
+            if announced_len(&self.buf).is_some_and(|n| n > self.max_size as u64) {
+                return Err(Incoming::TooBig);
+            }
+            let Some((fin, op, data)) =
+                Parser::parse(&mut self.buf, true, self.max_size).map_err(refused)?
+            else {
+                return Ok(None);
+            };
+            let data = data.unwrap_or_default();
+            match op {
+                OpCode::Text | OpCode::Binary if self.partial.is_some() => {
+                    return Err(refused(ProtocolError::ContinuationStarted));
+                }
+                OpCode::Text | OpCode::Binary if !fin => {
+                    self.partial = Some(Partial {
+                        text: op == OpCode::Text,
+                        data,
+                    });
+                }
+                OpCode::Text => return text(data.freeze()).map(Some),
+                OpCode::Binary => return Ok(Some(Incoming::Binary(data.freeze()))),
+                OpCode::Continue => {
+                    let Some(partial) = self.partial.as_mut() else {
+                        return Err(refused(ProtocolError::ContinuationNotStarted));
+                    };
+                    if partial.data.len() + data.len() > self.max_size {
+                        return Err(Incoming::TooBig);
+                    }
+                    partial.data.extend_from_slice(&data);
+                    if fin {
+                        let Some(Partial {
+                            text: is_text,
+                            data,
+                        }) = self.partial.take()
+                        else {
+                            unreachable!("checked above")
+                        };
+                        let data = data.freeze();
+                        return if is_text {
+                            text(data).map(Some)
+                        } else {
+                            Ok(Some(Incoming::Binary(data)))
+                        };
+                    }
+                }
+                _ if !fin => return Err(refused(ProtocolError::ContinuationFragment(op))),
+                OpCode::Ping => return Ok(Some(Incoming::Ping(data.freeze()))),
+                OpCode::Pong => return Ok(Some(Incoming::Pong)),
+                OpCode::Close => {
+                    let reason = Parser::try_parse_close_payload(&data).map_err(refused)?;
+                    return Ok(Some(Incoming::Close(
+                        reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
+                    )));
+                }
+                OpCode::Bad => return Err(refused(ProtocolError::BadOpCode)),
+            }
+        }
+    }
+}
+
+/// A text message: 1007 when it is not UTF-8 (RFC 6455 §8.1).
+fn text(data: Bytes) -> Result<Incoming, Incoming> {
+    ByteString::try_from(data)
+        .map(Incoming::Text)
+        .map_err(|e| Incoming::Broken(Broken::not_utf8(e.to_string())))
 }
 
 impl Stream for IncomingStream {
     type Item = Incoming;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        if self.failed {
-            return Poll::Ready(None);
-        }
-        let item = match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(item)) => item,
-        };
-        Poll::Ready(Some(match item {
-            Ok(AggregatedMessage::Text(t)) => Incoming::Text(t),
-            Ok(AggregatedMessage::Binary(b)) => Incoming::Binary(b),
-            Ok(AggregatedMessage::Ping(b)) => Incoming::Ping(b),
-            Ok(AggregatedMessage::Pong(_)) => Incoming::Pong,
-            Ok(AggregatedMessage::Close(reason)) => Incoming::Close(
-                reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
-            ),
-            Err(e) => {
-                self.failed = true;
-                match e {
-                    ProtocolError::Overflow => Incoming::TooBig,
-                    // actix-ws reports a message assembled from continuations over the limit
-                    // as an I/O error with this text.
-                    ProtocolError::Io(e) if e.to_string().contains("maximum continuation size") => {
-                        Incoming::TooBig
-                    }
-                    // actix-ws wraps the request payload's errors (the TCP stream failing)
-                    // this way; anything else is the peer breaking the protocol.
-                    ProtocolError::Io(e)
-                        if e.get_ref().is_some_and(|inner| inner.is::<PayloadError>()) =>
-                    {
-                        Incoming::Gone(e.to_string())
-                    }
-                    // A text message that is not UTF-8 (1007), or anything else (1002).
-                    e => Incoming::Broken(Broken::of(e)),
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.decode() {
+                Ok(Some(item)) => return Poll::Ready(Some(item)),
+                Ok(None) => {}
+                Err(item) => {
+                    this.done = true;
+                    this.buf = BytesMut::new();
+                    this.partial = None;
+                    return Poll::Ready(Some(item));
                 }
             }
-        }))
+            // An idle connection keeps no read buffer of its own.
+            if this.buf.is_empty() && this.buf.capacity() > 0 {
+                this.buf = BytesMut::new();
+            }
+            // Once the response body is gone, the socket is: nothing more is read.
+            if this.out.writer_ended() {
+                this.done = true;
+                continue;
+            }
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if this.buf.is_empty() {
+                        this.buf = BytesMut::from(bytes);
+                    } else {
+                        this.buf.extend_from_slice(&bytes);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Incoming::Gone(e.to_string())));
+                }
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
-/// Performs the WebSocket handshake. `Err` is the HTTP error for a request that is not a valid
-/// upgrade.
+/// Performs the WebSocket handshake: the `101` response, whose body is `out` (see the module
+/// doc), the connection's inbound stream, and the future that tells when the body ended. `Err`
+/// is the HTTP error for a request that is not a valid upgrade.
 pub(crate) fn upgrade(
     req: &HttpRequest,
     payload: web::Payload,
     max_frame_size: usize,
-) -> Result<(HttpResponse, actix_ws::Session, IncomingStream), actix_web::Error> {
-    let (response, session, stream) = actix_ws::handle(req, payload)?;
-    let inner = stream
-        .max_frame_size(max_frame_size)
-        .aggregate_continuations()
-        .max_continuation_size(max_frame_size);
+    out: &Arc<Outbound>,
+) -> Result<(HttpResponse, Ended, IncomingStream), actix_web::Error> {
+    let mut response = actix_http::ws::handshake(req.head())?;
+    let body = OutboundBody {
+        out: out.clone(),
+        batch: VecDeque::new(),
+        done: false,
+    };
+    let response = HttpResponse::from(response.message_body(BoxBody::new(body))?);
     Ok((
         response,
-        session,
+        Ended(out.clone()),
         IncomingStream {
-            inner,
-            failed: false,
+            payload,
+            buf: BytesMut::new(),
+            max_size: max_frame_size,
+            partial: None,
+            out: out.clone(),
+            done: false,
         },
     ))
 }
 
-fn to_message(frame: Frame) -> Message {
-    match frame {
-        Frame::Text(t) => Message::Text(t),
-        Frame::Binary(b) => Message::Binary(b),
-        Frame::Ping(b) => Message::Ping(b),
-        Frame::Pong(b) => Message::Pong(b),
-        Frame::Close(code, reason) => Message::Close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: (!reason.is_empty()).then_some(reason),
-        })),
-    }
-}
+/// Bytes one poll of the body encodes at most: frames beyond wait for the next poll, so that
+/// a full queue of large frames is not copied whole into one buffer.
+const MAX_CHUNK: usize = 64 * 1024;
 
-/// Drains a connection's outbound queue into the socket. Resolves once the close frame has been
-/// handed to the socket, or the socket is gone.
-pub(crate) struct Writer {
+/// The upgrade response's body: the connection's outbound queue, encoded. Ends after the
+/// close frame, or when the queue is shut without one (the connection went away).
+struct OutboundBody {
     out: Arc<Outbound>,
-    session: actix_ws::Session,
+    /// Frames taken from the queue and not yet encoded (more than [`MAX_CHUNK`] at once).
     batch: VecDeque<Frame>,
+    done: bool,
 }
 
-impl Writer {
-    pub(crate) fn new(out: Arc<Outbound>, session: actix_ws::Session) -> Self {
-        Writer {
-            out,
-            session,
-            batch: VecDeque::new(),
+impl OutboundBody {
+    /// Encodes `frame`; true for the close frame, the last.
+    fn encode(buf: &mut BytesMut, frame: Frame) -> bool {
+        match frame {
+            Frame::Text(t) => Parser::write_message(buf, t.as_bytes(), OpCode::Text, true, false),
+            Frame::Binary(b) => Parser::write_message(buf, b, OpCode::Binary, true, false),
+            Frame::Ping(b) => Parser::write_message(buf, b, OpCode::Ping, true, false),
+            Frame::Pong(b) => Parser::write_message(buf, b, OpCode::Pong, true, false),
+            Frame::Close(code, reason) => {
+                let reason = CloseReason {
+                    code: CloseCode::from(code),
+                    description: (!reason.is_empty()).then_some(reason),
+                };
+                Parser::write_close(buf, Some(reason), false);
+                return true;
+            }
         }
+        false
     }
 }
 
-impl Future for Writer {
+impl MessageBody for OutboundBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.batch.is_empty() {
+            let shut = this.out.take_all(&mut this.batch, cx.waker());
+            if this.batch.is_empty() {
+                if shut {
+                    // Shut without a close frame: the connection is gone.
+                    this.done = true;
+                    this.out.end_writer();
+                    return Poll::Ready(None);
+                }
+                return Poll::Pending;
+            }
+        }
+        let want: usize = this.batch.iter().map(Frame::wire_len).sum();
+        let mut buf = BytesMut::with_capacity(want.min(MAX_CHUNK + 16));
+        while let Some(frame) = this.batch.pop_front() {
+            if Self::encode(&mut buf, frame) {
+                this.done = true;
+                this.batch = VecDeque::new();
+                this.out.mark_close_sent();
+                this.out.end_writer();
+                break;
+            }
+            if buf.len() >= MAX_CHUNK {
+                break;
+            }
+        }
+        if this.batch.is_empty() && this.batch.capacity() > MAX_KEPT {
+            // After a burst: give the buffer back (the queue gets this one at the next batch).
+            this.batch = VecDeque::new();
+        }
+        Poll::Ready(Some(Ok(buf.freeze())))
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        // The response is gone (the socket closed, the server stops): so is the connection.
+        if !self.done {
+            self.out.shut();
+        }
+        self.out.end_writer();
+    }
+}
+
+/// Resolves once the response body ended: the close frame went out, or the socket is gone.
+pub(crate) struct Ended(Arc<Outbound>);
+
+impl Future for Ended {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            if this.batch.is_empty() {
-                this.out.drain_into(&mut this.batch, cx.waker());
-                if this.batch.is_empty() {
-                    return Poll::Pending;
-                }
-            }
-            while let Some(frame) = this.batch.front() {
-                let is_close = matches!(frame, Frame::Close(..));
-                match Pin::new(&mut this.session).poll_ready(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(_)) => {
-                        this.out.shut();
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(Ok(())) => {}
-                }
-                let Some(frame) = this.batch.pop_front() else {
-                    break;
-                };
-                if Pin::new(&mut this.session)
-                    .start_send(to_message(frame))
-                    .is_err()
-                {
-                    this.out.shut();
-                    return Poll::Ready(());
-                }
-                if is_close {
-                    this.out.mark_close_sent();
-                    this.batch.clear();
-                    return Poll::Ready(());
-                }
-            }
-        }
+        self.0.poll_writer_ended(cx)
     }
 }

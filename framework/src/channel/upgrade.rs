@@ -175,14 +175,15 @@ pub(crate) async fn accept<S: 'static>(
         Err(refused) => return refused,
     };
     let max_frame_size = def.config.max_frame_size;
-    let (response, ws, incoming) = match transport::upgrade(&req, payload, max_frame_size) {
+    let upgraded = transport::upgrade(&req, payload, max_frame_size, &a.out);
+    let (response, ended, incoming) = match upgraded {
         Ok(parts) => parts,
         Err(e) => {
             a.hub.abandon(a.id, &a.entry);
             return refuse(&def, "bad_request", e.error_response());
         }
     };
-    let sink = Sink::WebSocket(transport::Writer::new(a.out.clone(), ws));
+    let sink = Sink::WebSocket(ended);
     open(def, a, req, Source::WebSocket(incoming), sink);
     response
 }

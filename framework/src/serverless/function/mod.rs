@@ -709,7 +709,7 @@ async fn forward(
             if !done {
                 done = Pin::new(&mut handler_done).poll(cx).is_ready();
             }
-            out.drain_into(&mut batch, cx.waker());
+            out.take_all(&mut batch, cx.waker());
             if batch.is_empty() && !done {
                 Poll::Pending
             } else {
