@@ -159,19 +159,18 @@ impl IncomingStream {
                     }
                     partial.data.extend_from_slice(&data);
                     if fin {
-                        let Some(Partial {
+                        if let Some(Partial {
                             text: is_text,
                             data,
                         }) = self.partial.take()
-                        else {
-                            unreachable!("checked above")
-                        };
-                        let data = data.freeze();
-                        return if is_text {
-                            text(data).map(Some)
-                        } else {
-                            Ok(Some(Incoming::Binary(data)))
-                        };
+                        {
+                            let data = data.freeze();
+                            return if is_text {
+                                text(data).map(Some)
+                            } else {
+                                Ok(Some(Incoming::Binary(data)))
+                            };
+                        }
                     }
                 }
                 _ if !fin => return Err(refused(ProtocolError::ContinuationFragment(op))),

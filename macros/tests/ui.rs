@@ -1,6 +1,6 @@
 //! Compile-time checks of the handler macros: what must compile, and what must fail with an
 //! error pointing at the user's code. The `.stderr` files were made with the workspace's
-//! toolchain (Rust 1.95); regenerate with `TRYBUILD=overwrite cargo test --test macros` after a
+//! toolchain (Rust 1.95); regenerate with `TRYBUILD=overwrite cargo test -p switchboard-macros --test ui` after a
 //! toolchain change.
 
 #[test]
