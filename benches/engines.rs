@@ -48,6 +48,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use support::cpu;
@@ -215,6 +216,9 @@ mod server {
             })
             .workers(1)
             .backlog(4096)
+            // As a fan-out server is run: a frame goes out when written, not after the
+            // client's ACK of the previous one (Nagle's algorithm against delayed ACKs).
+            .tcp_nodelay(true)
             .disable_signals()
             .bind(("127.0.0.1", 0))?;
             crate::support::spawn::announce_port(&server.addrs())?;
@@ -313,7 +317,11 @@ struct Shared {
 /// Subscriber `i`: on topic `i % topics`, where consecutive publications are `topics` apart.
 async fn subscriber(port: u16, i: u64, topics: u64, shared: Rc<Shared>) -> Result<(), String> {
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+    // A small read buffer: tungstenite zeroes its whole read buffer (128 KiB by default) before
+    // each read, which made the load generator, not the servers, the bottleneck once each read
+    // brings one small frame (many topics).
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let join = format!(
