@@ -915,13 +915,10 @@ enum Order {
 
 /// Records operation `seq` (of connection `id`) as done.
 fn complete(inner: &RemoteInner, seq: u64, id: Option<ConnectionId>, order: Order) {
-    if let Some(id) = id {
-        let mut st = inner.deferred.lock().unwrap_or_else(|p| p.into_inner());
-        // The connection's entry goes once its last operation is done.
-        if st.pending.get(&id) == Some(&seq) {
-            st.pending.remove(&id);
-        }
-    }
+    // `done` and the connection's entry change under the one lock, so that whoever sees the
+    // one change (a flush finding no entry, or a wait seeing `done` reach its target and then
+    // reading the state) sees the other too.
+    let mut st = inner.deferred.lock().unwrap_or_else(|p| p.into_inner());
     match order {
         // Set as is, not raised to the maximum: were the queue ever out of order, `done`
         // would show it (and the ordering test fail) instead of ending waits early.
@@ -929,6 +926,12 @@ fn complete(inner: &RemoteInner, seq: u64, id: Option<ConnectionId>, order: Orde
             inner.done.send_replace(seq);
         }
         Order::Any => inner.done.send_modify(|d| *d = (*d).max(seq)),
+    }
+    // The connection's entry goes once its last operation is done.
+    if let Some(id) = id {
+        if st.pending.get(&id) == Some(&seq) {
+            st.pending.remove(&id);
+        }
     }
 }
 
@@ -1175,10 +1178,11 @@ mod tests {
         const THREADS: usize = 8;
         const ROUNDS: usize = 100;
         let mut engine = RemoteEngine::new(ConnectionsClient::local(Hub::new()));
-        // A stall shows as a short wait that ends with `done` behind, not a 10 s one.
+        // A stall shows as a wait that ends with `done` behind (5 s, not the default 10 s; long
+        // enough that a loaded machine's slow round is not mistaken for one).
         Arc::get_mut(&mut engine.inner)
             .expect("a fresh engine")
-            .wait = Duration::from_millis(500);
+            .wait = Duration::from_secs(5);
         let start = Arc::new(std::sync::Barrier::new(THREADS + 1));
         let deferred = Arc::new(std::sync::Barrier::new(THREADS + 1));
         let ids: Vec<ConnectionId> = (0..THREADS).map(|_| ConnectionId::next()).collect();
