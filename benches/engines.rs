@@ -20,14 +20,19 @@
 //!
 //! Each run: a throughput window of `--secs` (bursts of K publications, D bursts in flight,
 //! each burst counted once every subscriber has it): `deliv/s` and the server-side CPU per
-//! delivery (all server processes together, from /proc); then a paced phase (single
+//! delivery (all server processes together, from /proc). The window measures capacity, so it
+//! keeps 160 publications in flight by default (40 x 4): with fewer (20 x 2, the default up to
+//! this release) the closed loop waited on a publication's trip through three processes taking
+//! turns on one core, and the distributed engines' deliveries/s measured that latency more than
+//! their capacity (0.5x to 1.0x of memory from round to round, against 0.9x to 1.0x with 160);
+//! latency is what the paced phase measures. Then a paced phase (single
 //! publications, `--rate` per second, for `--paced` seconds): `p50`/`p99` over every delivery.
 //! Runs alternate scenarios within each round. Unknown arguments (`--bench`) are ignored.
 //!
 //! Options (flags after `--`, or environment; `-- --help` lists them):
 //! - `--subs N[,N...]` (ENG_SUBS, 1000,10000), `--topics T` (ENG_TOPICS, 1), `--rounds R`
 //!   (ENG_ROUNDS, 2), `--secs S` (ENG_SECS, 3), `--warmup S` (ENG_WARMUP, 0.5), `--burst K`
-//!   (ENG_BURST, 20), `--depth D` (ENG_DEPTH, 2), `--rate R` (ENG_RATE, 50), `--paced S`
+//!   (ENG_BURST, 40), `--depth D` (ENG_DEPTH, 4), `--rate R` (ENG_RATE, 50), `--paced S`
 //!   (ENG_PACED, 2), `--pad B` (ENG_PAD, 64)
 //! - `--scenarios memory,redis,redis-cluster,nats` (ENG_SCENARIOS), `--no-pin` (ENG_PIN=0)
 //!
@@ -35,7 +40,7 @@
 //! `redis-tools`, `nats-server`) is left out with a note.
 //!
 //! Examples: `cargo bench --bench engines -- --subs 1000,10000 --rounds 3`; many topics over
-//! the cluster's shards: `cargo bench --bench engines -- --subs 10000 --topics 48`.
+//! the cluster's shards: `cargo bench --bench engines -- --subs 4800 --topics 48 --burst 480`.
 
 mod support;
 
@@ -87,10 +92,10 @@ struct Flags {
     #[command(flatten)]
     rounds: flags::Rounds,
     /// Publications per burst in the window
-    #[arg(long, env, default_value_t = 20)]
+    #[arg(long, env, default_value_t = 40)]
     burst: u64,
     /// Bursts in flight
-    #[arg(long, env, default_value_t = 2)]
+    #[arg(long, env, default_value_t = 4)]
     depth: u64,
     /// Publications/s of the paced phase
     #[arg(long, env, default_value_t = 50.0)]
