@@ -258,16 +258,23 @@ async fn said_until(c: &mut TestClient, last: &str) -> Vec<(String, u64)> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_primary_failing_over_loses_and_repeats_nothing() {
-    let Some(mut cluster) = RedisCluster::start("failover") else {
-        return;
-    };
+/// Two nodes on the cluster; ann (node 1) and bob (node 2) in `topic`, pub (node 2) has said
+/// `m1..=m{n}` and both have them.
+struct Room {
+    n1: Node,
+    n2: Node,
+    a: TestClient,
+    b: TestClient,
+    p: TestClient,
+    /// The topic's epoch when ann joined.
+    epoch: String,
+}
+
+async fn room_on_two_nodes(cluster: &RedisCluster, topic: &str, n: usize) -> Room {
     let (n1, n2) = (
         node(settings(RedisEngine::cluster(cluster.urls()))).await,
         node(settings(RedisEngine::cluster(cluster.urls()))).await,
     );
-    let topic = "room:hf";
     let mut a = n1.client("ann").await;
     let mut b = n2.client("bob").await;
     let mut p = n2.client("pub").await;
@@ -276,13 +283,39 @@ async fn a_primary_failing_over_loses_and_repeats_nothing() {
         .unwrap()
         .to_owned();
     join(&mut b, topic).await;
-    for i in 1..=5 {
+    for i in 1..=n {
         p.request("say", json!({"topic": topic, "text": format!("m{i}")}))
             .await
             .unwrap();
     }
-    assert_eq!(said_until(&mut a, "m5").await.len(), 5);
-    assert_eq!(said_until(&mut b, "m5").await.len(), 5);
+    let last = format!("m{n}");
+    for c in [&mut a, &mut b] {
+        assert_eq!(said_until(c, &last).await.len(), n);
+    }
+    Room {
+        n1,
+        n2,
+        a,
+        b,
+        p,
+        epoch,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failing_over_loses_and_repeats_nothing() {
+    let Some(mut cluster) = RedisCluster::start("failover") else {
+        return;
+    };
+    let topic = "room:hf";
+    let Room {
+        n1,
+        n2,
+        mut a,
+        mut b,
+        mut p,
+        epoch,
+    } = room_on_two_nodes(&cluster, topic, 5).await;
     let (primary, channel) = channel_of(&cluster, topic);
     let slot = cluster.cmd(0, &["CLUSTER", "KEYSLOT", &channel]).unwrap();
     let slot = slot.as_u64().unwrap() as u16;
@@ -394,27 +427,15 @@ async fn a_whole_shard_restarting_fails_clearly_then_resumes_in_a_new_epoch() {
     let Some(mut cluster) = RedisCluster::start("shard-restart") else {
         return;
     };
-    let (n1, n2) = (
-        node(settings(RedisEngine::cluster(cluster.urls()))).await,
-        node(settings(RedisEngine::cluster(cluster.urls()))).await,
-    );
     let topic = "room:hs";
-    let mut a = n1.client("ann").await;
-    let mut b = n2.client("bob").await;
-    let mut p = n2.client("pub").await;
-    let epoch = join(&mut a, topic).await["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    join(&mut b, topic).await;
-    for i in 1..=3 {
-        p.request("say", json!({"topic": topic, "text": format!("m{i}")}))
-            .await
-            .unwrap();
-    }
-    for c in [&mut a, &mut b] {
-        assert_eq!(said_until(c, "m3").await.len(), 3);
-    }
+    let Room {
+        n1,
+        n2,
+        mut a,
+        mut b,
+        mut p,
+        epoch,
+    } = room_on_two_nodes(&cluster, topic, 3).await;
     let (primary, _) = channel_of(&cluster, topic);
     let replica = replica_of(&cluster, primary);
 
