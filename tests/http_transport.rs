@@ -130,17 +130,7 @@ async fn requests_get_their_replies_on_the_stream() {
     // An empty batch is a valid heartbeat answer.
     assert_eq!(c.send(&[]).await.status, 204);
     // A binary frame: application/octet-stream, answered with an `event: binary`.
-    let seq = c.seq;
-    c.seq += 1;
-    let secret = c.secret.clone();
-    let r = c
-        .post_raw(
-            Some(seq),
-            "application/octet-stream",
-            b"\x00\x01abc",
-            Some(&secret),
-        )
-        .await;
+    let r = c.send_binary(b"\x00\x01abc").await;
     assert_eq!(r.status, 204, "{}", r.text);
     let e = c.recv().await.unwrap();
     assert_eq!(e.event, "binary");
@@ -761,16 +751,7 @@ async fn stream_on_a_posts_on_b(a: &Node, b: &Node) {
     }
     // A binary frame through B.
     c.via(b.srv.addr());
-    let (seq, secret) = (c.seq, c.secret.clone());
-    c.seq += 1;
-    let r = c
-        .post_raw(
-            Some(seq),
-            "application/octet-stream",
-            b"\x00\x01abc",
-            Some(&secret),
-        )
-        .await;
+    let r = c.send_binary(b"\x00\x01abc").await;
     assert_eq!(r.status, 204, "{}", r.text);
     let e = c.recv().await.unwrap();
     assert_eq!((e.event.as_str(), e.data.as_str()), ("binary", "Y2JhAQA="));

@@ -382,11 +382,21 @@ impl SseClient {
 
     /// Posts `frames` (a JSON array) as the next batch; the status.
     pub async fn send(&mut self, frames: &[Value]) -> Response {
-        let body = serde_json::to_vec(frames).unwrap();
+        let body = serde_json::to_vec(frames).expect("JSON frames");
         let seq = self.seq;
         self.seq += 1;
         let secret = self.secret.clone();
         self.post_raw(Some(seq), "application/json", &body, Some(&secret))
+            .await
+    }
+
+    /// Posts `bytes` as one binary frame (`application/octet-stream`), the next batch; the
+    /// status.
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> Response {
+        let seq = self.seq;
+        self.seq += 1;
+        let secret = self.secret.clone();
+        self.post_raw(Some(seq), "application/octet-stream", bytes, Some(&secret))
             .await
     }
 
