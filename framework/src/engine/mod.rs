@@ -328,8 +328,8 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 /// Topics whose names start with this are the framework's own (a user's connections listen on
-/// `$sb:user:{user}`, an HTTP transport's stream on `$sb:conn:{id}`): clients cannot join them, they never keep history, and
-/// [`Hub::topics`](crate::Hub::topics) leaves them out.
+/// `$sb:user:{user}`, an HTTP transport's stream on `$sb:conn:{id}`): clients cannot join
+/// them, they never keep history, and [`Hub::topics`](crate::Hub::topics) leaves them out.
 pub const INTERNAL_PREFIX: &str = "$sb:";
 
 /// Whether `topic` is one of the framework's own (see [`INTERNAL_PREFIX`]).
