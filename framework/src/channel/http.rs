@@ -189,17 +189,16 @@ async fn post_batch<S>(
     let binary = header_str(req, header::CONTENT_TYPE.as_str())
         .is_some_and(|t| t.trim_start().starts_with("application/octet-stream"));
     let body = read_body(req, payload, cfg.http_max_body).await?;
-    let (batch, frames) = if binary {
+    let (batch, is_array) = if binary {
         if body.len() > cfg.max_frame_size {
             return Err(too_large(format!(
                 "a frame may have {} bytes at most",
                 cfg.max_frame_size
             )));
         }
-        (vec![Incoming::Binary(body.clone())], None)
+        (vec![Incoming::Binary(body.clone())], false)
     } else {
-        let (batch, array) = parse_batch(&body, cfg.http_max_frames, cfg.max_frame_size)?;
-        (batch, Some(array))
+        parse_batch(&body, cfg.http_max_frames, cfg.max_frame_size)?
     };
     let hub = Hub::of(req);
     match local_link(&hub, def, who.id) {
@@ -215,12 +214,14 @@ async fn post_batch<S>(
         }
         Some(None) => Err(unknown_connection()),
         None if hub.engine().is_distributed() => {
-            let data = match frames {
-                Some(array) => format!("{{\"s\":{seq},\"f\":{array}}}"),
-                None => format!(
+            // Built only here: a batch handled on this node is never copied.
+            let data = if binary {
+                format!(
                     "{{\"s\":{seq},\"b\":\"{}\"}}",
                     base64::engine::general_purpose::STANDARD.encode(&body)
-                ),
+                )
+            } else {
+                format!("{{\"s\":{seq},\"f\":{}}}", frames_array(&body, is_array))
             };
             forward(&hub, def, &who, FORWARD_BATCH, data).await
         }
@@ -285,11 +286,23 @@ async fn read_body(
 /// A JSON body's frames: one object, or an array of objects. Each frame is a slice of the
 /// body (nothing re-encoded). Also returns the frames as one JSON array's text, for a
 /// hand-over to another node.
+/// A text body `parse_batch` accepted, as the JSON array of its frames (one frame becomes an
+/// array of one): what a forwarded batch carries.
+fn frames_array(body: &[u8], is_array: bool) -> String {
+    let text = String::from_utf8_lossy(body);
+    if is_array {
+        text.into_owned()
+    } else {
+        format!("[{text}]")
+    }
+}
+
+/// The body's frames, and whether it was an array of them (else one frame).
 fn parse_batch(
     body: &Bytes,
     max_frames: usize,
     max_frame: usize,
-) -> Result<(Batch, String), ChannelError> {
+) -> Result<(Batch, bool), ChannelError> {
     let text = std::str::from_utf8(body).map_err(|_| bad_body("the body is not UTF-8"))?;
     let is_array = text.trim_start().starts_with('[');
     let raws: Vec<&RawValue> = if is_array {
@@ -327,12 +340,7 @@ fn parse_batch(
         let frame = ByteString::try_from(bytes).map_err(|_| bad_body("not UTF-8"))?;
         batch.push(Incoming::Text(frame));
     }
-    let array = if is_array {
-        text.to_owned()
-    } else {
-        format!("[{text}]")
-    };
-    Ok((batch, array))
+    Ok((batch, is_array))
 }
 
 enum Limited {
@@ -536,11 +544,14 @@ mod tests {
             texts(&batch),
             [r#"{"type":"a", "ref":1}"#, r#"{"type" : "b"}"#]
         );
-        assert_eq!(array, std::str::from_utf8(&body).unwrap());
+        assert_eq!(
+            frames_array(&body, array),
+            std::str::from_utf8(&body).unwrap()
+        );
         let one = Bytes::from_static(br#"{"type":"a"}"#);
         let (batch, array) = parse_batch(&one, 10, 100).unwrap();
         assert_eq!(texts(&batch), [r#"{"type":"a"}"#]);
-        assert_eq!(array, r#"[{"type":"a"}]"#);
+        assert_eq!(frames_array(&one, array), r#"[{"type":"a"}]"#);
         let (batch, _) = parse_batch(&Bytes::from_static(b"[]"), 10, 100).unwrap();
         assert!(batch.is_empty());
     }
