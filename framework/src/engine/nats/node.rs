@@ -689,6 +689,11 @@ impl Ahead {
     /// Delivers the held messages that follow the cursor without a gap; drops those it has
     /// passed (read from the stream meanwhile) and those of another epoch.
     fn release(&mut self, shared: &Arc<Shared>, topic: &Arc<str>) {
+        if self.held.is_empty() {
+            // The usual case, in order: no cursor lookup (a lock) per message.
+            self.since = None;
+            return;
+        }
         let before = self.held.len();
         loop {
             let Some((epoch, last)) = shared.cursor(topic) else {
