@@ -1,6 +1,6 @@
 //! The connection actor: one per open connection, over a WebSocket or over HTTP.
 //!
-//! It owns the transport's inbound source and the sink that drains its outbound queue (see
+//! Its context polls the transport's inbound source and the sink that drains its outbound queue (see
 //! `seam`: one enum each, WebSocket or HTTP). Messages
 //! of one connection are handled one at a time, in arrival order: they wait in a bounded
 //! inbound queue while a handler runs, and the handler runs as a future spawned on the actor's
@@ -106,8 +106,6 @@ impl RateLimit {
 pub(crate) struct Connection<S: 'static> {
     def: Rc<ChannelDef<S>>,
     channel: Channel<S>,
-    sink: Option<Sink>,
-    source: Option<Source>,
     inbound: VecDeque<Inbound>,
     busy: bool,
     incoming_done: bool,
@@ -119,13 +117,31 @@ pub(crate) struct Connection<S: 'static> {
 }
 
 impl<S: 'static> Connection<S> {
-    pub(crate) fn new(
+    /// Starts the connection's actor. The source and the sink go straight to its context (a
+    /// stream and a future it polls), not through fields: those would keep their size in
+    /// every idle connection after the start.
+    pub(crate) fn start(
         def: Rc<ChannelDef<S>>,
         channel: Channel<S>,
         source: Source,
         sink: Sink,
         open: OpenGuard,
-    ) -> Self {
+    ) {
+        Connection::create(move |ctx| {
+            ctx.add_stream(source);
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(sink).map(|(), act, ctx| {
+                if act.channel.outbound().close_sent() && !act.incoming_done {
+                    // Wait for the client's close frame (the stream then ends), within bounds.
+                    act.stop_after_close_timeout(ctx);
+                } else {
+                    ctx.stop();
+                }
+            }));
+            Connection::new(def, channel, open)
+        });
+    }
+
+    fn new(def: Rc<ChannelDef<S>>, channel: Channel<S>, open: OpenGuard) -> Self {
         let rate = RateLimit::new(def.config.message_burst, Instant::now());
         let span = tracing::debug_span!(
             "connection",
@@ -141,8 +157,6 @@ impl<S: 'static> Connection<S> {
         Connection {
             def,
             channel,
-            sink: Some(sink),
-            source: Some(source),
             inbound: VecDeque::new(),
             busy: false,
             incoming_done: false,
@@ -386,22 +400,9 @@ impl<S: 'static> Connection<S> {
 impl<S: 'static> Actor for Connection<S> {
     type Context = actix::Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, _ctx: &mut Self::Context) {
         meter::opened(&self.def.path);
         tracing::debug!(parent: &self.span, "connected");
-        if let Some(source) = self.source.take() {
-            ctx.add_stream(source);
-        }
-        if let Some(sink) = self.sink.take() {
-            ctx.spawn(sink.into_actor(self).map(|(), act, ctx| {
-                if act.channel.outbound().close_sent() && !act.incoming_done {
-                    // Wait for the client's close frame (the stream then ends), within bounds.
-                    act.stop_after_close_timeout(ctx);
-                } else {
-                    ctx.stop();
-                }
-            }));
-        }
         if let Some(hook) = self.def.on_open.clone() {
             hook(&self.channel);
         }

@@ -205,7 +205,14 @@ impl Stream for IncomingStream {
                 return Poll::Ready(None);
             }
             match this.decode() {
-                Ok(Some(item)) => return Poll::Ready(Some(item)),
+                Ok(Some(item)) => {
+                    // An empty view still holds the chunk it was split from (this message's
+                    // bytes, up to `max_frame_size`): the message is its handler's alone.
+                    if this.buf.is_empty() {
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Ready(Some(item));
+                }
                 Ok(None) => {}
                 Err(item) => {
                     this.done = true;
@@ -261,15 +268,24 @@ pub(crate) fn upgrade(
     Ok((
         response,
         Ended(out.clone()),
-        IncomingStream {
-            payload,
-            buf: BytesMut::new(),
-            max_size: max_frame_size,
-            partial: None,
-            out: out.clone(),
-            done: false,
-        },
+        upgrade_stream(payload, max_frame_size, out),
     ))
+}
+
+/// The inbound side of an upgraded request.
+fn upgrade_stream(
+    payload: web::Payload,
+    max_frame_size: usize,
+    out: &Arc<Outbound>,
+) -> IncomingStream {
+    IncomingStream {
+        payload,
+        buf: BytesMut::new(),
+        max_size: max_frame_size,
+        partial: None,
+        out: out.clone(),
+        done: false,
+    }
 }
 
 /// Bytes one poll of the body encodes at most: frames beyond wait for the next poll, so that
@@ -373,5 +389,62 @@ impl Future for Ended {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.0.poll_writer_ended(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use actix_web::FromRequest;
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+    use crate::channel::outbound::SlowConsumerPolicy;
+
+    /// A stream reading what `feed` is given, as the upgrade's payload would.
+    async fn stream() -> (impl FnMut(Bytes), IncomingStream) {
+        let (req, _) = TestRequest::default().to_http_parts();
+        let (tx, payload) = actix_http::h1::Payload::create(false);
+        let mut payload = actix_web::dev::Payload::from(payload);
+        let payload = web::Payload::from_request(&req, &mut payload).await.unwrap();
+        let out = Arc::new(Outbound::new(16, SlowConsumerPolicy::default()));
+        let mut tx = tx;
+        (move |b| tx.feed_data(b), upgrade_stream(payload, 1 << 20, &out))
+    }
+
+    fn client_frame(text: &str) -> Bytes {
+        let mut frame = BytesMut::new();
+        Parser::write_message(&mut frame, text, OpCode::Text, true, true);
+        frame.freeze()
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_stream_keeps_nothing_of_the_last_message() {
+        let (mut feed, mut incoming) = stream().await;
+        // Shared, as a chunk of the dispatcher's read buffer is: the stream copies it.
+        let chunk = client_frame(&"x".repeat(60_000));
+        feed(chunk.clone());
+        let Some(Some(Incoming::Text(text))) = incoming.next().now_or_never() else {
+            panic!("the message was not decoded");
+        };
+        // The message's bytes are the handler's alone: an idle connection holds none of them
+        // (it held the whole message, up to `max_frame_size`, until its next one).
+        assert!(text.into_bytes().is_unique());
+        // Nothing more has arrived: the stream waits.
+        assert!(incoming.next().now_or_never().is_none());
+    }
+
+    #[actix_rt::test]
+    async fn a_message_split_across_chunks_is_decoded_once_whole() {
+        let (mut feed, mut incoming) = stream().await;
+        let frame = client_frame("hello, world");
+        feed(frame.slice(..5));
+        assert!(incoming.next().now_or_never().is_none());
+        feed(frame.slice(5..));
+        let Some(Some(Incoming::Text(text))) = incoming.next().now_or_never() else {
+            panic!("the message was not decoded");
+        };
+        assert_eq!(&*text, "hello, world");
+        assert!(text.into_bytes().is_unique());
     }
 }

@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use actix::Actor;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::de::DeserializeOwned;
 
@@ -294,7 +293,7 @@ fn open<S: 'static>(
     if expiry.is_some() {
         channel.set_token_expiry(expiry);
     }
-    Connection::new(def, channel, source, sink, guard).start();
+    Connection::start(def, channel, source, sink, guard);
 }
 
 /// The upgrade request, as a connect handler's argument: headers, query, cookies, path
