@@ -39,8 +39,9 @@ pub(crate) struct ConnInner<S> {
     pub(crate) connected_at: SystemTime,
     pub(crate) hub: Hub,
     pub(crate) entry: Arc<ConnEntry>,
-    /// Its tokens' deadlines (`channel::tokens`).
-    pub(crate) tokens: RefCell<Tokens>,
+    /// Its tokens' deadlines (`channel::tokens`), made when the first is set: most
+    /// connections never have one.
+    pub(crate) tokens: RefCell<Option<Box<Tokens>>>,
     /// How long before an expiry the client is asked for a new token.
     pub(crate) refresh_lead: std::time::Duration,
 }
@@ -253,7 +254,8 @@ impl<S> Channel<S> {
     /// ```
     pub fn token_expires_in(&self) -> Option<std::time::Duration> {
         let tokens = self.inner.tokens.borrow();
-        tokens.conn.map(|d| d.left(Instant::now()))
+        let conn = tokens.as_deref()?.conn?;
+        Some(conn.left(Instant::now()))
     }
 
     /// The hub this connection is registered with.
@@ -313,7 +315,7 @@ impl<S> Channel<S> {
                 connected_at,
                 hub,
                 entry,
-                tokens: RefCell::new(Tokens::default()),
+                tokens: RefCell::new(None),
                 refresh_lead: std::time::Duration::ZERO,
             }),
         }
@@ -358,8 +360,24 @@ impl<S: 'static> Channel<S> {
     /// Sets (or clears) the connection's own token expiry, and reschedules.
     pub(crate) fn set_token_expiry(&self, at: Option<SystemTime>) {
         let d = at.map(|at| Deadline::new(at, self.inner.refresh_lead, Instant::now()));
-        self.inner.tokens.borrow_mut().conn = d;
+        let Some(mut tokens) = self.tokens_mut(d.is_some()) else {
+            return;
+        };
+        tokens.conn = d;
+        drop(tokens);
         self.schedule_tokens();
+    }
+
+    /// The connection's deadlines; made when `make` (a deadline is being set), else `None`
+    /// when there are none (there is nothing to clear).
+    fn tokens_mut(&self, make: bool) -> Option<std::cell::RefMut<'_, Tokens>> {
+        let tokens = self.inner.tokens.borrow_mut();
+        if tokens.is_none() && !make {
+            return None;
+        }
+        Some(std::cell::RefMut::map(tokens, |t| {
+            &mut **t.get_or_insert_with(Box::default)
+        }))
     }
 
     /// Sets (or clears) the expiry of this connection's subscription to `topic`.
@@ -367,21 +385,24 @@ impl<S: 'static> Channel<S> {
         let topic: Arc<str> = Arc::from(topic);
         let d = at.map(|at| Deadline::new(at, self.inner.refresh_lead, Instant::now()));
         let entry = &self.inner.entry;
-        self.inner
-            .tokens
-            .borrow_mut()
-            .set_topic(&topic, d, |t| entry.has_topic(t));
+        let Some(mut tokens) = self.tokens_mut(d.is_some()) else {
+            return;
+        };
+        tokens.set_topic(&topic, d, |t| entry.has_topic(t));
+        drop(tokens);
         self.schedule_tokens();
     }
 
     /// Whether this connection's subscription to `topic` carries a token.
     pub(crate) fn topic_has_token(&self, topic: &str) -> bool {
-        self.inner.tokens.borrow().topic(topic).is_some()
+        let tokens = self.inner.tokens.borrow();
+        tokens.as_ref().is_some_and(|t| t.topic(topic).is_some())
     }
 
     /// The time left on a token: the connection's (`None`) or a topic's.
     pub(crate) fn token_left(&self, topic: Option<&str>) -> Option<std::time::Duration> {
         let tokens = self.inner.tokens.borrow();
+        let tokens = tokens.as_deref()?;
         let d = match topic {
             Some(t) => tokens.topic(t).copied(),
             None => tokens.conn,
@@ -390,7 +411,9 @@ impl<S: 'static> Channel<S> {
     }
 
     fn schedule_tokens(&self) {
-        let mut tokens = self.inner.tokens.borrow_mut();
+        let Some(mut tokens) = self.tokens_mut(false) else {
+            return;
+        };
         tokens.stop();
         if self.is_closed() {
             return;
@@ -410,7 +433,9 @@ impl<S: 'static> Channel<S> {
     /// The timer fired: asks for refreshes, ends what expired.
     fn fire_tokens(&self) {
         let due = {
-            let mut tokens = self.inner.tokens.borrow_mut();
+            let Some(mut tokens) = self.tokens_mut(false) else {
+                return;
+            };
             // This task is the timer: let it finish rather than abort it.
             tokens.timer = None;
             tokens.take_due(Instant::now())
@@ -447,6 +472,8 @@ impl<S: 'static> Channel<S> {
 
     /// Stops the token timer: the connection ends.
     pub(crate) fn stop_tokens(&self) {
-        self.inner.tokens.borrow_mut().stop();
+        if let Some(mut tokens) = self.tokens_mut(false) {
+            tokens.stop();
+        }
     }
 }

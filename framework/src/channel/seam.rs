@@ -34,7 +34,8 @@ impl Stream for Source {
 /// response's body itself (`transport::OutboundBody`): the connection only waits for its end.
 pub(crate) enum Sink {
     WebSocket(Ended),
-    Http(HttpWriter),
+    /// Boxed: the enum is as large as its largest variant, and the WebSocket's is a pointer.
+    Http(Box<HttpWriter>),
 }
 
 impl Future for Sink {

@@ -19,7 +19,6 @@ use super::seam::{Sink, Source};
 use super::transport;
 use crate::channel::connection::Connection;
 use crate::channel::outbound::Outbound;
-use crate::channel::tokens::Tokens;
 use crate::error::ChannelError;
 use crate::hub::{ConnEntry, Hub, TopicLimits};
 use crate::id::ConnectionId;
@@ -235,11 +234,11 @@ async fn open_stream<S: 'static>(
             return Err(refuse(&def, "engine", e.error_response()));
         }
     }
-    let sink = Sink::Http(HttpWriter::new(
+    let sink = Sink::Http(Box::new(HttpWriter::new(
         a.out.clone(),
         link.clone(),
         cfg.close_timeout,
-    ));
+    )));
     open(
         def.clone(),
         a,
@@ -285,7 +284,7 @@ fn open<S: 'static>(
             connected_at: SystemTime::now(),
             hub,
             entry,
-            tokens: RefCell::new(Tokens::default()),
+            tokens: RefCell::new(None),
             refresh_lead: def.config.refresh_lead,
         }),
     };
