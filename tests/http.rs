@@ -37,6 +37,8 @@ struct Who {
 #[switchboard::message("info")]
 async fn info(ch: Channel) -> Result<Value, ChannelError> {
     let who: Option<Who> = ch.query().ok();
+    let mut header_names: Vec<&str> = ch.headers().map(|(name, _)| name).collect();
+    header_names.sort_unstable();
     Ok(json!({
         "room": ch.path_param("room"),
         "query_string": ch.query_string(),
@@ -44,6 +46,7 @@ async fn info(ch: Channel) -> Result<Value, ChannelError> {
         "n": who.as_ref().map(|w| w.n),
         "client": ch.header("x-client"),
         "peer_is_loopback": ch.peer_addr().map(|a| a.ip().is_loopback()),
+        "header_names": header_names,
     }))
 }
 
@@ -131,6 +134,8 @@ async fn handlers_read_path_params_query_and_headers() {
             "n": 3,
             "client": "suite/1",
             "peer_is_loopback": true,
+            // The handshake's own headers are not kept: only the handshake needs them.
+            "header_names": ["host", "x-client"],
         })
     );
     assert_eq!(c.request("who", json!(null)).await.unwrap(), "ada#3");
@@ -145,6 +150,7 @@ async fn handlers_read_path_params_query_and_headers() {
             "n": null,
             "client": null,
             "peer_is_loopback": true,
+            "header_names": ["host"],
         })
     );
     // A query that does not deserialize is an error frame, not a crash.

@@ -56,10 +56,23 @@ pub(crate) struct Opening {
     pub(crate) peer: Option<SocketAddr>,
 }
 
+/// Headers of the WebSocket handshake itself, which only the handshake reads: not kept (a
+/// browser's add up to about 150 bytes per connection).
+const HANDSHAKE_ONLY: [&str; 5] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
+
 impl Opening {
     pub(crate) fn of(req: &HttpRequest) -> Self {
         let mut headers = String::new();
         for (name, value) in req.headers() {
+            if HANDSHAKE_ONLY.contains(&name.as_str()) {
+                continue;
+            }
             if let Ok(v) = value.to_str() {
                 headers.push_str(name.as_str());
                 headers.push('\t');
@@ -115,12 +128,15 @@ impl<S> Channel<S> {
         self.inner.id
     }
 
-    /// A header of the opening request, if present and valid UTF-8.
+    /// A header of the opening request, if present and valid UTF-8. The WebSocket
+    /// handshake's own (`connection`, `upgrade`, `sec-websocket-key`, `-version` and
+    /// `-extensions`) are not kept: only the handshake reads them.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.inner.opening.header(name)
     }
 
-    /// The opening request's headers with UTF-8 values, names in lowercase.
+    /// The opening request's headers with UTF-8 values, names in lowercase (without the
+    /// WebSocket handshake's own, see [`header`](Self::header)).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.inner.opening.headers()
     }
