@@ -129,14 +129,16 @@ impl<S: 'static> Connection<S> {
     ) {
         Connection::create(move |ctx| {
             ctx.add_stream(source);
-            ctx.spawn(actix::fut::wrap_future::<_, Self>(sink).map(|(), act, ctx| {
-                if act.channel.outbound().close_sent() && !act.incoming_done {
-                    // Wait for the client's close frame (the stream then ends), within bounds.
-                    act.stop_after_close_timeout(ctx);
-                } else {
-                    ctx.stop();
-                }
-            }));
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(sink).map(|(), act, ctx| {
+                    if act.channel.outbound().close_sent() && !act.incoming_done {
+                        // Wait for the client's close frame (the stream then ends), within bounds.
+                        act.stop_after_close_timeout(ctx);
+                    } else {
+                        ctx.stop();
+                    }
+                }),
+            );
             Connection::new(def, channel, open)
         });
     }

@@ -406,10 +406,15 @@ mod tests {
         let (req, _) = TestRequest::default().to_http_parts();
         let (tx, payload) = actix_http::h1::Payload::create(false);
         let mut payload = actix_web::dev::Payload::from(payload);
-        let payload = web::Payload::from_request(&req, &mut payload).await.unwrap();
+        let payload = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
         let out = Arc::new(Outbound::new(16, SlowConsumerPolicy::default()));
         let mut tx = tx;
-        (move |b| tx.feed_data(b), upgrade_stream(payload, 1 << 20, &out))
+        (
+            move |b| tx.feed_data(b),
+            upgrade_stream(payload, 1 << 20, &out),
+        )
     }
 
     fn client_frame(text: &str) -> Bytes {
