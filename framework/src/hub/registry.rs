@@ -264,6 +264,10 @@ impl ConnEntry {
                 return Err(ChannelError::TooManyUserTopics { max });
             }
         }
+        if t.capacity() == 0 {
+            // Most connections hold one topic: room for one, not the four a first push makes.
+            t.reserve_exact(1);
+        }
         t.push(topic);
         Ok(true)
     }
@@ -290,6 +294,10 @@ impl ConnEntry {
         let mut t = self.lock_topics();
         let before = t.len();
         t.retain(|x| x != topic);
+        if t.is_empty() {
+            // Nothing held: nothing kept (a connection that joins and leaves again and again).
+            *t = Vec::new();
+        }
         self.release_topics(before - t.len());
         t.len() != before
     }
