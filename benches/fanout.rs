@@ -51,6 +51,9 @@
 //!   some 50 times slower)
 //! - `--memory-only [--hold S]` (FANOUT_MEMORY_ONLY=1, FANOUT_HOLD): only the memory reading,
 //!   holding the idle connections S seconds after it (for a heap profiler's snapshot)
+//! - `--subscribe-pad B` (FANOUT_SUBSCRIBE_PAD, 0): each subscribe message carries B bytes of
+//!   padding in a field the servers ignore: what a connection keeps after one large message
+//!   (`--memory-only --subscribe-pad 60000`)
 //! - `--max-other PCT` (FANOUT_MAX_OTHER, 25), `--budget SECS` (FANOUT_BUDGET, 120)
 //! - `--target PORT [--target-pid PID]`: load only, against a server started elsewhere, e.g.
 //!   `target/release/deps/fanout-* --serve framework --port 9000` under a profiler
@@ -152,6 +155,10 @@ struct Flags {
     /// With --memory-only: seconds to hold the idle connections (for a heap profiler)
     #[arg(long, env, default_value_t = 0.0)]
     hold: f64,
+    /// Pads each subscriber's subscribe message with this many bytes (a top-level field the
+    /// servers ignore): what a connection keeps after one large message
+    #[arg(long, env, default_value_t = 0)]
+    subscribe_pad: usize,
     /// Each server once per workload and size under valgrind's callgrind: user-space
     /// instructions per delivery in the window
     #[arg(long, env, value_parser = flags::switch())]
@@ -196,6 +203,7 @@ struct Config {
     nagle: bool,
     memory: bool,
     memory_only: Option<Duration>,
+    subscribe_pad: usize,
     callgrind: bool,
     rounds: usize,
     servers: Vec<Server>,
@@ -227,6 +235,7 @@ impl Config {
             memory_only: flags
                 .memory_only
                 .then(|| Duration::from_secs_f64(flags.hold)),
+            subscribe_pad: flags.subscribe_pad,
             callgrind: flags.callgrind,
             rounds: flags.rounds.rounds(),
             servers: flags.versus.servers(),
@@ -259,6 +268,7 @@ impl Config {
             http: false,
             memory: self.memory || self.memory_only.is_some(),
             memory_only: self.memory_only,
+            subscribe_pad: self.subscribe_pad,
         }
     }
 }

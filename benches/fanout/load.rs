@@ -82,6 +82,8 @@ pub struct LoadConfig {
     /// Stop after the memory reading (no publication), holding the idle connections this
     /// long first (for a profiler's snapshot).
     pub memory_only: Option<Duration>,
+    /// Bytes of padding in each subscribe message (a top-level field the servers ignore).
+    pub subscribe_pad: usize,
 }
 
 /// What one run produced.
@@ -260,8 +262,13 @@ async fn subscriber(mut ws: SubConn, shared: Rc<Shared>) {
 }
 
 /// Connects one subscriber and subscribes it to the topic.
-async fn subscribe(port: u16, http: bool) -> Result<SubConn, String> {
-    let msg = format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#);
+async fn subscribe(port: u16, http: bool, pad: usize) -> Result<SubConn, String> {
+    let msg = if pad == 0 {
+        format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}}}}"#)
+    } else {
+        let pad = "x".repeat(pad);
+        format!(r#"{{"type":"subscribe","ref":1,"data":{{"topic":"{TOPIC}"}},"pad":"{pad}"}}"#)
+    };
     let mut conn = if http {
         let sse = RawSse::connect(port)
             .await
@@ -307,6 +314,7 @@ async fn connect_all(
     n: usize,
     concurrency: usize,
     http: bool,
+    pad: usize,
     shared: &Rc<Shared>,
 ) -> Result<(), String> {
     let next = Rc::new(Cell::new(0usize));
@@ -321,7 +329,7 @@ async fn connect_all(
                         return Ok::<(), String>(());
                     }
                     next.set(i + 1);
-                    let ws = subscribe(port, http)
+                    let ws = subscribe(port, http, pad)
                         .await
                         .map_err(|e| format!("subscriber #{i}: {e}"))?;
                     tokio::task::spawn_local(subscriber(ws, shared.clone()));
@@ -539,14 +547,22 @@ async fn run_inner(
         Some(pid) => {
             // One connection first, so that what is set up once (not per connection) is in
             // the baseline reading.
-            let warm = subscribe(port, cfg.http).await?;
+            let warm = subscribe(port, cfg.http, cfg.subscribe_pad).await?;
             drop(warm);
             tokio::time::sleep(Duration::from_millis(200)).await;
             Some(settled_memory(pid).await?)
         }
         None => None,
     };
-    connect_all(port, cfg.subs, cfg.connect_concurrency, cfg.http, shared).await?;
+    connect_all(
+        port,
+        cfg.subs,
+        cfg.connect_concurrency,
+        cfg.http,
+        cfg.subscribe_pad,
+        shared,
+    )
+    .await?;
     let mem = match (mem_pid, mem0) {
         (Some(pid), Some(m0)) => Some((m0, settled_memory(pid).await?)),
         _ => None,
