@@ -1,10 +1,10 @@
 //! The connection actor: one per open connection, over a WebSocket or over HTTP.
 //!
-//! Its context polls the transport's inbound source and the sink that drains its outbound queue (see
-//! `seam`: one enum each, WebSocket or HTTP). Messages
-//! of one connection are handled one at a time, in arrival order: they wait in a bounded
-//! inbound queue while a handler runs, and the handler runs as a future spawned on the actor's
-//! context (not `ctx.wait`), so pings, pongs, pushes and deliveries keep flowing meanwhile.
+//! Its context polls the transport's inbound source and the sink that drains its outbound
+//! queue (see `seam`: one enum each, WebSocket or HTTP). Messages of one connection are
+//! handled one at a time, in arrival order: they wait in a bounded inbound queue while a
+//! handler runs, and the handler runs as a future spawned on the actor's context (not
+//! `ctx.wait`), so pings, pongs, pushes and deliveries keep flowing meanwhile.
 
 use std::collections::VecDeque;
 use std::future::Future;

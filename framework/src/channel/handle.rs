@@ -56,8 +56,9 @@ pub(crate) struct Opening {
     pub(crate) peer: Option<SocketAddr>,
 }
 
-/// Headers of the WebSocket handshake itself, which only the handshake reads: not kept (a
-/// browser's add up to about 150 bytes per connection).
+/// Headers of the handshake itself (hop-by-hop `connection` and `upgrade`, the WebSocket
+/// handshake's own), which only the handshake reads: not kept (a browser's add up to about
+/// 150 bytes per connection).
 const HANDSHAKE_ONLY: [&str; 5] = [
     "connection",
     "upgrade",
@@ -128,9 +129,10 @@ impl<S> Channel<S> {
         self.inner.id
     }
 
-    /// A header of the opening request, if present and valid UTF-8. The WebSocket
-    /// handshake's own (`connection`, `upgrade`, `sec-websocket-key`, `-version` and
-    /// `-extensions`) are not kept: only the handshake reads them.
+    /// A header of the opening request, if present and valid UTF-8. The handshake's own
+    /// (`connection` and `upgrade`, which are hop-by-hop, and `sec-websocket-key`, `-version`
+    /// and `-extensions`) are not kept: only the handshake reads them; `on_connect` sees them
+    /// on its [`ConnectRequest`](crate::channel::ConnectRequest).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.inner.opening.header(name)
     }
