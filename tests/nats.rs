@@ -7,6 +7,7 @@
 //! `CI=true` they fail instead.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_SEQUENCE};
 use serde_json::{json, Value};
@@ -15,6 +16,7 @@ use switchboard::engine::{
     Delivered, DeliverySink, Engine, HistoryConfig, Publication, SubscribeRequest, Subscriber,
 };
 use switchboard::ConnectionId;
+use switchboard_suite::wait::DEADLINE;
 use switchboard_suite::{until, NatsServer};
 
 /// What a subscriber got, as JSON frames.
@@ -40,7 +42,14 @@ impl Collect {
 /// A node keeping history on `h:*`, with a subscriber to `topic` (whose stream it creates,
 /// empty: its cursor starts at 0).
 async fn subscribed(server: &NatsServer, topic: &str) -> (NatsEngine, Arc<Collect>) {
-    let engine = NatsEngine::builder(server.url())
+    subscribed_with(NatsEngine::builder(server.url()), topic).await
+}
+
+async fn subscribed_with(
+    builder: switchboard::engine::nats::NatsEngineBuilder,
+    topic: &str,
+) -> (NatsEngine, Arc<Collect>) {
+    let engine = builder
         .history("h:*", HistoryConfig::last(8))
         .connect()
         .await
@@ -133,4 +142,30 @@ async fn a_lost_republished_message_does_not_hold_back_the_next_for_good() {
         seqs_and_data(&sink.frames()),
         vec![(2, json!("two")), (3, json!("three")), (4, json!("four"))]
     );
+}
+
+/// The reorder window is a setting: past `max_held` messages held ahead of a missing one, the
+/// node reads the stream at once instead of waiting out the window. The window here (a minute)
+/// is longer than the test waits, so only the count can release them.
+#[tokio::test]
+async fn more_held_than_the_reorder_window_allows_are_released_at_once() {
+    let Some(server) = NatsServer::start("nats_reorder_limit") else {
+        return;
+    };
+    assert!(Duration::from_secs(60) > DEADLINE);
+    let topic = "h:limit";
+    let builder = NatsEngine::builder(server.url()).reorder_window(Duration::from_secs(60), 2);
+    let (_engine, sink) = subscribed_with(builder, topic).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    // Number 1 never comes: 2 and 3 are held (two, the limit), 4 goes past it.
+    for seq in [2, 3, 4] {
+        republish(&client, topic, seq, json!(seq)).await;
+    }
+    client.flush().await.unwrap();
+    until("the held deliveries", || async {
+        seqs_and_data(&sink.frames()).len() >= 3
+    })
+    .await;
+    let want: Vec<(u64, Value)> = (2..=4).map(|n| (n, json!(n))).collect();
+    assert_eq!(seqs_and_data(&sink.frames()), want);
 }

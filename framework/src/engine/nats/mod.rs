@@ -157,6 +157,28 @@ impl NatsEngineBuilder {
         self
     }
 
+    /// How long a topic's reader holds history messages that came ahead of a missing one, and
+    /// how many at most, before it reads the missing one from the stream (defaults 1 s and
+    /// 4,096). nats-server republishes stored messages after it lets go of the stream, so two
+    /// stored at once can arrive out of order; the one overtaken normally follows within
+    /// microseconds, and the wait runs out in full only when a message was really lost. A
+    /// shorter wait delivers sooner after a loss at the cost of more stream reads when NATS
+    /// is slow; the count bounds the memory a topic's reader may hold (at least 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard::engine::nats::NatsEngine;
+    ///
+    /// let builder = NatsEngine::builder("nats://127.0.0.1:4222")
+    ///     .reorder_window(Duration::from_millis(200), 1_024);
+    /// # let _ = builder;
+    /// ```
+    pub fn reorder_window(mut self, wait: Duration, max_held: usize) -> Self {
+        self.settings.reorder_wait = wait;
+        self.settings.reorder_limit = max_held.max(1);
+        self
+    }
+
     /// This node's name (default: unique per engine). Must be unique in the cluster; letters,
     /// digits, `-` and `_` only.
     pub fn node_id(mut self, node: impl Into<String>) -> Self {
@@ -247,6 +269,8 @@ impl NatsEngine {
                 connect_timeout: Duration::from_secs(3),
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(5),
+                reorder_wait: node::REORDER_WAIT,
+                reorder_limit: node::REORDER_LIMIT,
             },
         }
     }

@@ -32,16 +32,11 @@ const QUIET: Duration = Duration::from_millis(500);
 /// Attempts at a compare-and-set of a topic's presence before giving up.
 const CAS_ATTEMPTS: usize = 64;
 
-/// How long a node holds republished history messages that came ahead of a missing one before
-/// it reads the missing one from the stream instead. nats-server republishes a stored message
-/// after it let go of the stream, so messages stored at once for two connections can come out
-/// of sequence order; the one overtaken normally follows within microseconds. The wait only
-/// runs out in full when a message was really lost (dropped by a full subscription).
-const REORDER_WAIT: Duration = Duration::from_secs(1);
+/// Default of [`Settings::reorder_wait`].
+pub(super) const REORDER_WAIT: Duration = Duration::from_secs(1);
 
-/// Republished history messages a topic's reader holds ahead of a missing one, at most; past
-/// this it reads the missing ones from the stream at once.
-const REORDER_LIMIT: usize = 4_096;
+/// Default of [`Settings::reorder_limit`].
+pub(super) const REORDER_LIMIT: usize = 4_096;
 
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
@@ -52,6 +47,16 @@ pub(super) struct Settings {
     pub(super) connect_timeout: Duration,
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
+    /// How long a node holds republished history messages that came ahead of a missing one
+    /// before it reads the missing one from the stream instead. nats-server republishes a
+    /// stored message after it let go of the stream, so messages stored at once for two
+    /// connections can come out of sequence order; the one overtaken normally follows within
+    /// microseconds. The wait only runs out in full when a message was really lost (dropped
+    /// by a full subscription).
+    pub(super) reorder_wait: Duration,
+    /// Republished history messages a topic's reader holds ahead of a missing one, at most;
+    /// past this it reads the missing ones from the stream at once.
+    pub(super) reorder_limit: usize,
 }
 
 impl Settings {
@@ -745,7 +750,7 @@ impl Ahead {
 /// publications with history as the stream republishes them (header `Nats-Sequence`),
 /// delivered in sequence order. The republished messages of publications stored at once can
 /// arrive out of sequence order: one that comes ahead of a missing one is held until the
-/// missing one arrives, or at most [`REORDER_WAIT`], after which the missing one is read from
+/// missing one arrives, or at most `reorder_wait`, after which the missing one is read from
 /// the stream. `catch_up` (the connection is back) reads what was stored meanwhile.
 async fn reader(
     shared: Arc<Shared>,
@@ -760,8 +765,10 @@ async fn reader(
     // delivered).
     let mut unchecked = false;
     let mut ahead = Ahead::default();
+    let (reorder_wait, reorder_limit) =
+        (shared.settings.reorder_wait, shared.settings.reorder_limit);
     loop {
-        let gap_deadline = ahead.since.map(|t| t + REORDER_WAIT);
+        let gap_deadline = ahead.since.map(|t| t + reorder_wait);
         tokio::select! {
             _ = tokio::time::sleep_until(gap_deadline.unwrap_or_else(tokio::time::Instant::now)),
                 if gap_deadline.is_some() => {
@@ -799,7 +806,7 @@ async fn reader(
                             // Ahead of a message that is not here yet: held until it comes.
                             tracing::trace!("nats engine: {topic}: {seq} came before {}", last + 1);
                             ahead.hold(seq, message);
-                            if ahead.held.len() > REORDER_LIMIT {
+                            if ahead.held.len() > reorder_limit {
                                 ahead.close_gaps(&shared, &topic, h).await;
                             }
                         }
