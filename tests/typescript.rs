@@ -156,6 +156,29 @@ fn the_examples_asyncapi_documents_pass_the_official_parser() {
             "@asyncapi/parser reports errors in {file}\n{report}"
         );
     }
+    // A channel with expiring tokens adds the `refresh` route and the frames the server sends
+    // on its own (`refresh`, `unsubscribed`): none of the examples has them.
+    let tokens = switchboard::ChannelRoute::<()>::new("/ws/tokens")
+        .allow_join("room:*")
+        .on_refresh(|_ch: switchboard::Channel<()>, _token: String| async move { Ok(None) });
+    let doc = switchboard::schema::AsyncApi::new("Tokens", "1.0.0")
+        .server("local", "127.0.0.1:8080", "ws")
+        .document(&tokens)
+        .unwrap();
+    for op in ["refresh", "frame.refresh", "frame.unsubscribed"] {
+        assert!(doc["operations"].get(op).is_some(), "no `{op}` operation");
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("typescript-asyncapi");
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_tokens = dir.join("tokens.json");
+    std::fs::write(&with_tokens, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let out = validate(&node, &prefix, &with_tokens);
+    let report = printed(&out);
+    assert!(
+        out.status.success() && report.contains("\n0 errors"),
+        "@asyncapi/parser reports errors in a token channel's document\n{report}"
+    );
+
     let document = root().join("examples/chat/asyncapi.json");
 
     // The parser does judge: the same document with an operation on a channel that does not
@@ -163,8 +186,6 @@ fn the_examples_asyncapi_documents_pass_the_official_parser() {
     let mut doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&document).unwrap()).unwrap();
     doc["operations"]["nick"]["channel"]["$ref"] = "#/channels/nowhere".into();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("typescript-asyncapi");
-    std::fs::create_dir_all(&dir).unwrap();
     let broken = dir.join("broken.json");
     std::fs::write(&broken, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     let out = validate(&node, &prefix, &broken);

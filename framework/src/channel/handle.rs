@@ -355,7 +355,7 @@ impl<S> Channel<S> {
 local_topics!(impl<S> Channel<S>);
 
 /// `{"refresh":{["topic":T,]"expires_in":ms}}`: the server asks for a new token.
-fn refresh_frame(topic: Option<&str>, left: std::time::Duration) -> String {
+pub(crate) fn refresh_frame(topic: Option<&str>, left: std::time::Duration) -> String {
     let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     let body = match topic {
         Some(t) => serde_json::json!({ "refresh": { "topic": t, "expires_in": ms } }),

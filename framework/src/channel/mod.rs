@@ -42,5 +42,8 @@ pub use outbound::SlowConsumerPolicy;
 pub use route::ChannelRoute;
 pub use upgrade::ConnectRequest;
 
+/// The token frames as sent, for the schema's check of their fields.
+#[cfg(all(test, feature = "schema"))]
+pub(crate) use handle::{refresh_frame, unsubscribed_frame};
 #[cfg(feature = "gateway")]
 pub(crate) use upgrade::bearer;

@@ -503,6 +503,8 @@ impl<S: 'static> ChannelRoute<S> {
                 .map(|(pattern, _)| pattern.as_str())
                 .collect(),
             presence: self.def.joins.presence.is_some(),
+            tokens: self.def.on_refresh.is_some()
+                || (self.def.joins.guards.iter()).any(|(_, g)| matches!(g, Guard::Token(_))),
             connect: self.def.on_connect.as_ref().and_then(|c| c.connect_query()),
             declared: &self.declared,
         }

@@ -75,6 +75,9 @@ pub(crate) struct Parts<'a> {
     pub routes: Vec<(String, Option<RouteTypes>)>,
     pub joins: Vec<&'a str>,
     pub presence: bool,
+    /// Expiring tokens (`on_refresh`, a `join_with_token` rule): the `refresh` route and the
+    /// token frames.
+    pub tokens: bool,
     pub connect: Option<TypeDesc>,
     pub declared: &'a Declared,
 }

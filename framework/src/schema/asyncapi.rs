@@ -207,6 +207,33 @@ impl AsyncApi {
             insert_unique(&mut operations, key(&format!("push.{event}")), op);
         }
 
+        for (field, value) in &schema.frames {
+            let id = add_message(
+                format!("{field}.frame"),
+                json!({
+                    "name": field,
+                    "title": format!("`{field}` frame"),
+                    "payload": {
+                        "type": "object",
+                        "properties": { field.as_str(): value },
+                        "required": [field]
+                    }
+                }),
+            );
+            let summary = match field.as_str() {
+                "refresh" => "Asks for a new token before the current one expires".to_owned(),
+                "unsubscribed" => "Ends a subscription (its token expired)".to_owned(),
+                _ => format!("Sends a `{field}` frame"),
+            };
+            let op = json!({
+                "action": "send",
+                "channel": { "$ref": channel_ref },
+                "summary": summary,
+                "messages": [message_ref(&id)]
+            });
+            insert_unique(&mut operations, key(&format!("frame.{field}")), op);
+        }
+
         for topic in &schema.topics {
             // `room:*` as `room`, in message and operation keys.
             let prefix = match (topic.pattern.trim_end_matches('*'))

@@ -1,6 +1,7 @@
-//! The types of what the framework itself sends and takes: the built-in `subscribe` and
-//! `unsubscribe` routes (`handler::subscribe`) and the presence events (`engine`), as their
-//! wire form is documented in docs/protocol.md.
+//! The types of what the framework itself sends and takes: the built-in `subscribe`,
+//! `unsubscribe` and `refresh` routes (`handler::subscribe`, `handler::refresh`), the presence
+//! events (`engine`) and the token frames (`channel::handle`), as their wire form is documented
+//! in docs/protocol.md.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,52 @@ struct Unsubscribe {
     topic: String,
 }
 
+/// The built-in `refresh` route's payload: a new token, of the connection or of a topic's
+/// subscription.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct Refresh {
+    /// The new token.
+    token: String,
+    /// The topic whose subscription the token is for; without it, the connection's.
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+/// The built-in `refresh` route's reply.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct Refreshed {
+    /// The topic, for a subscription's token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    /// Milliseconds until the new token expires; `null`: it does not.
+    expires_in: Option<u64>,
+}
+
+/// The server asks for a new token before the current one expires (`{"refresh": ...}`).
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct RefreshAsked {
+    /// The topic whose subscription's token expires; without it, the connection's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    /// Milliseconds left on the current token.
+    expires_in: u64,
+}
+
+/// The server ended a subscription (`{"unsubscribed": ...}`): its token expired.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct Unsubscribed {
+    /// The topic.
+    topic: String,
+    /// Why, as an error code (`token_expired`).
+    code: String,
+    /// Why, for people.
+    message: String,
+}
+
 /// One presence key's connections.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
@@ -102,6 +149,25 @@ pub(crate) fn routes() -> [(&'static str, RouteTypes); 2] {
     ]
 }
 
+/// The built-in route a channel with expiring tokens has (`on_refresh`, `join_with_token`).
+pub(crate) fn refresh_route() -> (&'static str, RouteTypes) {
+    (
+        crate::handler::refresh::REFRESH,
+        RouteTypes {
+            payload: TypeDesc::of::<Refresh>(),
+            reply: TypeDesc::of::<Refreshed>(),
+        },
+    )
+}
+
+/// The frames a channel with expiring tokens sends on its own, by the field that names them.
+pub(crate) fn token_frames() -> [(&'static str, TypeDesc); 2] {
+    [
+        ("refresh", TypeDesc::of::<RefreshAsked>()),
+        ("unsubscribed", TypeDesc::of::<Unsubscribed>()),
+    ]
+}
+
 /// The events of topics with presence.
 pub(crate) fn presence_events() -> [(&'static str, TypeDesc); 2] {
     [
@@ -130,6 +196,25 @@ mod tests {
         let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// The token frames' schemas have the fields the server sends, and nothing else.
+    #[test]
+    fn token_frame_fields_match_what_is_sent() {
+        let left = std::time::Duration::from_secs(5);
+        let refresh: serde_json::Value =
+            serde_json::from_str(&crate::channel::refresh_frame(Some("t"), left)).unwrap();
+        assert_eq!(
+            properties::<RefreshAsked>(),
+            keys(refresh["refresh"].clone())
+        );
+        let err = crate::ChannelError::TokenExpired;
+        let gone: serde_json::Value =
+            serde_json::from_str(&crate::channel::unsubscribed_frame("t", &err)).unwrap();
+        assert_eq!(
+            properties::<Unsubscribed>(),
+            keys(gone["unsubscribed"].clone())
+        );
     }
 
     /// The subscribe reply's schema has the fields the route sends: `topic` and the engine's

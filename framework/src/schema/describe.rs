@@ -90,7 +90,7 @@ pub struct RouteSchema {
     pub payload: Option<Value>,
     /// The reply's schema.
     pub reply: Value,
-    /// A built-in route (`subscribe`, `unsubscribe`).
+    /// A built-in route (`subscribe`, `unsubscribe`, `refresh`).
     pub builtin: bool,
 }
 
@@ -128,6 +128,10 @@ pub struct ChannelSchema {
     pub errors: BTreeMap<String, String>,
     /// The query parameters of the upgrade request, where known.
     pub connect_query: Option<Value>,
+    /// Frames the server sends on its own besides replies, pushes and deliveries, by the
+    /// field that names them, with that field's value: `refresh` and `unsubscribed` on a
+    /// channel with expiring tokens.
+    pub frames: BTreeMap<String, Value>,
     /// The named types.
     pub definitions: BTreeMap<String, Value>,
 }
@@ -198,6 +202,11 @@ impl ChannelSchema {
                 routes.insert(name.to_owned(), resolve(&mut g, &place, &types, true)?);
             }
         }
+        if parts.tokens {
+            let (name, types) = builtin::refresh_route();
+            let place = Place(format!("built-in route `{name}`"));
+            routes.insert(name.to_owned(), resolve(&mut g, &place, &types, true)?);
+        }
         for (name, types) in &parts.routes {
             let place = Place(format!("route `{name}`"));
             let types = types.ok_or_else(|| SchemaError::NoTypes {
@@ -253,6 +262,15 @@ impl ChannelSchema {
             }
         }
 
+        let mut frames = BTreeMap::new();
+        if parts.tokens {
+            for (field, ty) in builtin::token_frames() {
+                let place = Place(format!("the `{field}` frame"));
+                let schema = g.describe(&place, &ty, false)?.unwrap_or(Value::Null);
+                frames.insert(field.to_owned(), schema);
+            }
+        }
+
         let mut errors: BTreeMap<String, String> = FRAMEWORK_ERRORS
             .iter()
             .chain(CLIENT_ERRORS)
@@ -281,6 +299,7 @@ impl ChannelSchema {
             topics,
             errors,
             connect_query,
+            frames,
             definitions: BTreeMap::new(),
         };
         schema.merge_definitions(g)?;

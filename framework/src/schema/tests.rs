@@ -64,6 +64,7 @@ fn parts<'a>(
         routes,
         joins: vec!["room:*"],
         presence: true,
+        tokens: false,
         connect: None,
         declared,
     }
@@ -341,4 +342,54 @@ fn the_framework_error_codes_are_all_listed() {
             e.code()
         );
     }
+}
+
+/// A channel with expiring tokens describes its `refresh` route and the frames the server
+/// sends on its own (`refresh`, `unsubscribed`); a channel without has none of them.
+#[test]
+fn expiring_tokens_bring_the_refresh_route_and_the_token_frames() {
+    let key = RouteKey::default();
+    let declared = Declared::default();
+    let plain = ChannelSchema::from_parts(parts(&key, vec![], &declared)).unwrap();
+    assert!(!plain.routes.contains_key("refresh"));
+    assert!(plain.frames.is_empty());
+
+    let with_tokens = ChannelSchema::from_parts(Parts {
+        tokens: true,
+        ..parts(&key, vec![], &declared)
+    })
+    .unwrap();
+    let refresh = &with_tokens.routes["refresh"];
+    assert!(refresh.builtin);
+    let named = |schema: &Value| -> Value {
+        let name = schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+        with_tokens.definitions[name].clone()
+    };
+    assert_eq!(
+        named(refresh.payload.as_ref().unwrap())["required"],
+        json_list(&["token"])
+    );
+    let frames: Vec<&str> = with_tokens.frames.keys().map(String::as_str).collect();
+    assert_eq!(frames, ["refresh", "unsubscribed"]);
+    assert_eq!(
+        named(&with_tokens.frames["unsubscribed"])["required"],
+        json_list(&["topic", "code", "message"])
+    );
+
+    let doc = AsyncApi::new("Test", "1.0.0")
+        .server("local", "127.0.0.1:8080", "ws")
+        .document_of(&with_tokens)
+        .unwrap();
+    for field in ["refresh", "unsubscribed"] {
+        let op = &doc["operations"][format!("frame.{field}")];
+        assert_eq!(op["action"], "send", "{field}");
+        let message = &doc["components"]["messages"][format!("{field}.frame")];
+        assert_eq!(message["payload"]["required"], json_list(&[field]));
+    }
+    let ts = with_tokens.typescript("Tokens").unwrap();
+    assert!(ts.contains("refresh"), "{ts}");
+}
+
+fn json_list(items: &[&str]) -> Value {
+    Value::from(items.iter().map(|s| Value::from(*s)).collect::<Vec<_>>())
 }
