@@ -283,9 +283,6 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-/// A JSON body's frames: one object, or an array of objects. Each frame is a slice of the
-/// body (nothing re-encoded). Also returns the frames as one JSON array's text, for a
-/// hand-over to another node.
 /// A text body `parse_batch` accepted, as the JSON array of its frames (one frame becomes an
 /// array of one): what a forwarded batch carries.
 fn frames_array(body: &[u8], is_array: bool) -> String {
@@ -297,7 +294,8 @@ fn frames_array(body: &[u8], is_array: bool) -> String {
     }
 }
 
-/// The body's frames, and whether it was an array of them (else one frame).
+/// A JSON body's frames: one object, or an array of objects. Each frame is a slice of the
+/// body (nothing re-encoded). Also says whether it was an array (see `frames_array`).
 fn parse_batch(
     body: &Bytes,
     max_frames: usize,

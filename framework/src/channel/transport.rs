@@ -204,15 +204,15 @@ impl Stream for IncomingStream {
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.decode() {
-                Ok(Some(item)) => {
-                    // An empty view still holds the chunk it was split from (this message's
-                    // bytes, up to `max_frame_size`): the message is its handler's alone.
-                    if this.buf.is_empty() {
-                        this.buf = BytesMut::new();
-                    }
-                    return Poll::Ready(Some(item));
-                }
+            let decoded = this.decode();
+            // Nothing left to decode: the buffer goes. An idle connection keeps no read buffer,
+            // and even an empty view with no capacity left holds the chunk it was split from
+            // (the last message's bytes, up to `max_frame_size`).
+            if this.buf.is_empty() {
+                this.buf = BytesMut::new();
+            }
+            match decoded {
+                Ok(Some(item)) => return Poll::Ready(Some(item)),
                 Ok(None) => {}
                 Err(item) => {
                     this.done = true;
@@ -220,10 +220,6 @@ impl Stream for IncomingStream {
                     this.partial = None;
                     return Poll::Ready(Some(item));
                 }
-            }
-            // An idle connection keeps no read buffer of its own.
-            if this.buf.is_empty() && this.buf.capacity() > 0 {
-                this.buf = BytesMut::new();
             }
             // Once the response body is gone, the socket is: nothing more is read.
             if this.out.writer_ended() {
@@ -404,13 +400,12 @@ mod tests {
     /// A stream reading what `feed` is given, as the upgrade's payload would.
     async fn stream() -> (impl FnMut(Bytes), IncomingStream) {
         let (req, _) = TestRequest::default().to_http_parts();
-        let (tx, payload) = actix_http::h1::Payload::create(false);
+        let (mut tx, payload) = actix_http::h1::Payload::create(false);
         let mut payload = actix_web::dev::Payload::from(payload);
         let payload = web::Payload::from_request(&req, &mut payload)
             .await
             .unwrap();
         let out = Arc::new(Outbound::new(16, SlowConsumerPolicy::default()));
-        let mut tx = tx;
         (
             move |b| tx.feed_data(b),
             upgrade_stream(payload, 1 << 20, &out),

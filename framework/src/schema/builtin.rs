@@ -129,35 +129,36 @@ struct PresenceDiff {
     leaves: BTreeMap<String, PresenceEntry>,
 }
 
-/// The built-in routes a channel with join rules has.
-pub(crate) fn routes() -> [(&'static str, RouteTypes); 2] {
-    [
-        (
-            "subscribe",
+/// The built-in routes of a channel: `subscribe` and `unsubscribe` with join rules, `refresh`
+/// with expiring tokens (`on_refresh`, `join_with_token`).
+pub(crate) fn routes(joins: bool, tokens: bool) -> Vec<(&'static str, RouteTypes)> {
+    let mut routes = Vec::new();
+    if joins {
+        routes.push((
+            crate::handler::subscribe::SUBSCRIBE,
             RouteTypes {
                 payload: TypeDesc::of::<Subscribe>(),
                 reply: TypeDesc::of::<Subscribed>(),
             },
-        ),
-        (
-            "unsubscribe",
+        ));
+        routes.push((
+            crate::handler::subscribe::UNSUBSCRIBE,
             RouteTypes {
                 payload: TypeDesc::of::<Unsubscribe>(),
                 reply: TypeDesc::of::<Unsubscribe>(),
             },
-        ),
-    ]
-}
-
-/// The built-in route a channel with expiring tokens has (`on_refresh`, `join_with_token`).
-pub(crate) fn refresh_route() -> (&'static str, RouteTypes) {
-    (
-        crate::handler::refresh::REFRESH,
-        RouteTypes {
-            payload: TypeDesc::of::<Refresh>(),
-            reply: TypeDesc::of::<Refreshed>(),
-        },
-    )
+        ));
+    }
+    if tokens {
+        routes.push((
+            crate::handler::refresh::REFRESH,
+            RouteTypes {
+                payload: TypeDesc::of::<Refresh>(),
+                reply: TypeDesc::of::<Refreshed>(),
+            },
+        ));
+    }
+    routes
 }
 
 /// The frames a channel with expiring tokens sends on its own, by the field that names them.

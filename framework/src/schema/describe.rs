@@ -196,14 +196,7 @@ impl ChannelSchema {
         let mut g = Generators::new();
         let mut routes = BTreeMap::new();
         // Built-ins first: a handler of the channel's own for the same route replaces them.
-        if !parts.joins.is_empty() {
-            for (name, types) in builtin::routes() {
-                let place = Place(format!("built-in route `{name}`"));
-                routes.insert(name.to_owned(), resolve(&mut g, &place, &types, true)?);
-            }
-        }
-        if parts.tokens {
-            let (name, types) = builtin::refresh_route();
+        for (name, types) in builtin::routes(!parts.joins.is_empty(), parts.tokens) {
             let place = Place(format!("built-in route `{name}`"));
             routes.insert(name.to_owned(), resolve(&mut g, &place, &types, true)?);
         }
